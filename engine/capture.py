@@ -1,0 +1,355 @@
+"""Streaming capture reading (pcap, pcapng) and atomic pcap writing.
+
+The reader walks record headers in Python (records are variable-length, so
+that walk is inherently sequential) and does everything per packet -- link
+layer, IPv4 and transport parsing -- with numpy over whole batches. Memory is
+bounded by the batch size, whatever the size of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+# Link types we understand (LINKTYPE_* numbers).
+LINK_NULL, LINK_ETHERNET, LINK_RAW, LINK_LOOP, LINK_SLL, LINK_IPV4, LINK_IPV6, LINK_SLL2 = (
+    0, 1, 101, 108, 113, 228, 229, 276)
+LINK_NAMES = {LINK_NULL: "null", LINK_ETHERNET: "ethernet", LINK_RAW: "raw", 12: "raw",
+              14: "raw", LINK_LOOP: "loop", LINK_SLL: "linux-sll", LINK_IPV4: "ipv4",
+              LINK_IPV6: "ipv6", LINK_SLL2: "linux-sll2"}
+
+L3_WINDOW = 120          # IPv4 header (<= 60) + transport header (<= 60)
+FRAME_WINDOW = 24 + L3_WINDOW   # link headers we parse are at most 24 bytes
+MAX_RECORD = 1 << 18     # larger caplen => corrupt record
+CHUNK = 8 << 20
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+
+
+@dataclass
+class RawBatch:
+    """Packets of one batch as fixed windows (before IPv4 parsing).
+
+    Attributes:
+        ts_ns: ``(n,)`` int64 capture time, ns since the epoch.
+        frame: ``(n, FRAME_WINDOW)`` uint8, first bytes of each frame, zero-filled past caplen.
+        caplen: ``(n,)`` int32 captured length.
+        wirelen: ``(n,)`` int32 original length.
+        linktype: ``(n,)`` int32 link type of each packet's interface.
+    """
+
+    ts_ns: np.ndarray
+    frame: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    linktype: np.ndarray
+
+
+@dataclass
+class CaptureInfo:
+    """What a reader learned about a file (filled while reading)."""
+
+    path: str
+    format: str = "?"
+    linktypes: set = field(default_factory=set)
+    packets: int = 0
+    bytes_read: int = 0
+    size: int = 0
+
+
+def _err(path, problem):
+    return InputError(path, problem)
+
+
+class CaptureReader:
+    """Iterate over a pcap/pcapng file in batches of :class:`RawBatch`.
+
+    Raises :class:`InputError` (one line, naming the file) for an empty,
+    non-capture, truncated or corrupt file; a truncated file's error says how
+    many packets were read.
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_packets: int = 65536):
+        self.path = os.fspath(path)
+        self.batch_packets = batch_packets
+        try:
+            self.size = os.path.getsize(self.path)
+        except OSError as e:
+            raise _err(self.path, f"cannot open: {e.strerror}") from None
+        if os.path.isdir(self.path):
+            raise _err(self.path, "is a directory, not a capture file")
+        self.info = CaptureInfo(self.path, size=self.size)
+
+    def __iter__(self) -> Iterator[RawBatch]:
+        try:
+            f = open(self.path, "rb")
+        except OSError as e:
+            raise _err(self.path, f"cannot open: {e.strerror}") from None
+        with f:
+            head = f.read(4)
+            if len(head) == 0:
+                raise _err(self.path, "empty file (0 bytes), not a capture")
+            if head in PCAP_MAGICS:
+                yield from self._pcap(f, head)
+            elif head == PCAPNG_SHB:
+                yield from self._pcapng(f, head)
+            else:
+                raise _err(self.path, f"not a pcap or pcapng capture (starts with 0x{head.hex()})")
+
+    # -- classic pcap ---------------------------------------------------------------
+    def _pcap(self, f, magic) -> Iterator[RawBatch]:
+        endian, ts_div = PCAP_MAGICS[magic]
+        rest = f.read(20)
+        if len(rest) < 20:
+            raise _err(self.path, "truncated: file ends inside the pcap file header (0 packets read)")
+        _vmaj, _vmin, _tz, _sig, _snap, linktype = struct.unpack(endian + "HHiIII", rest)
+        linktype &= 0x0FFFFFFF   # upper bits carry FCS info
+        self.info.format = "pcap-ns" if ts_div == 1 else "pcap"
+        self.info.linktypes.add(linktype)
+        rec = struct.Struct(endian + "IIII")
+        pos = 24
+        buf = b""
+        nread = 0
+        acc = _Accumulator(self.batch_packets)
+        while True:
+            more = f.read(CHUNK)
+            buf = buf + more if buf else more
+            if not buf:
+                break
+            mv = memoryview(buf)
+            off = 0
+            n = len(buf)
+            offs, caps, wires, sec, frac = [], [], [], [], []
+            while off + 16 <= n:
+                s, fr, cap, wire = rec.unpack_from(mv, off)
+                if cap > MAX_RECORD or cap > wire + 65535 and cap > 65535:
+                    raise _err(self.path, f"corrupt record {nread + len(offs) + 1} at byte {pos + off}: "
+                                          f"captured length {cap} is impossible ({nread + len(offs)} packets read)")
+                if off + 16 + cap > n:
+                    break
+                offs.append(off + 16)
+                caps.append(cap)
+                wires.append(wire)
+                sec.append(s)
+                frac.append(fr)
+                off += 16 + cap
+            if offs:
+                ts = np.asarray(sec, np.int64) * 1_000_000_000 + np.asarray(frac, np.int64) * ts_div
+                acc.add(buf, np.asarray(offs, np.int64), np.asarray(caps, np.int32),
+                        np.asarray(wires, np.int32), ts, np.full(len(offs), linktype, np.int32))
+                nread += len(offs)
+            pos += off
+            buf = buf[off:]
+            self.info.packets = nread
+            self.info.bytes_read = pos
+            yield from acc.drain(final=False)
+            if not more:
+                break
+        yield from acc.drain(final=True)
+        if buf:
+            raise _err(self.path, f"truncated: file ends inside packet record {nread + 1} "
+                                  f"({nread} packets read)")
+
+    # -- pcapng ---------------------------------------------------------------------
+    def _pcapng(self, f, first) -> Iterator[RawBatch]:
+        self.info.format = "pcapng"
+        buf = first + f.read(CHUNK)
+        pos = 0          # file offset of buf[0]
+        endian = "<"
+        ifaces: list[tuple[int, int, int]] = []   # (linktype, ts_num, ts_den) ts = raw * num // den ns
+        nread = 0
+        acc = _Accumulator(self.batch_packets)
+        eof = False
+        while True:
+            mv = memoryview(buf)
+            n = len(buf)
+            off = 0
+            offs, caps, wires, tss, lts = [], [], [], [], []
+            while off + 12 <= n:
+                btype_raw = bytes(mv[off:off + 4])
+                if btype_raw == PCAPNG_SHB:
+                    if off + 12 > n:
+                        break
+                    bom = bytes(mv[off + 8:off + 12])
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        endian = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        endian = ">"
+                    else:
+                        raise _err(self.path, f"corrupt pcapng section header at byte {pos + off}")
+                    ifaces = []
+                btype, blen = struct.unpack_from(endian + "II", mv, off)
+                if blen < 12 or blen % 4 or blen > (1 << 26):
+                    raise _err(self.path, f"corrupt pcapng block at byte {pos + off}: length {blen} "
+                                          f"({nread + len(offs)} packets read)")
+                if off + blen > n:
+                    break
+                if btype == 1:       # interface description
+                    lt, _r, _snap = struct.unpack_from(endian + "HHI", mv, off + 8)
+                    num, den = 1000, 1       # default microseconds
+                    o = off + 16
+                    while o + 4 <= off + blen - 4:
+                        code, olen = struct.unpack_from(endian + "HH", mv, o)
+                        if code == 0:
+                            break
+                        if code == 9 and olen >= 1:
+                            r = mv[o + 4]
+                            if r & 0x80:
+                                num, den = 1_000_000_000, 1 << (r & 0x7F)
+                            else:
+                                e = r & 0x7F
+                                num, den = (10 ** (9 - e), 1) if e <= 9 else (1, 10 ** (e - 9))
+                        o += 4 + ((olen + 3) & ~3)
+                    ifaces.append((lt, num, den))
+                    self.info.linktypes.add(lt)
+                elif btype in (6, 3, 2):
+                    if btype == 6:
+                        iid, th, tl, cap, wire = struct.unpack_from(endian + "IIIII", mv, off + 8)
+                        data = off + 28
+                    elif btype == 2:
+                        iid, _drops, th, tl, cap, wire = struct.unpack_from(endian + "HHIIII", mv, off + 8)
+                        data = off + 28
+                    else:
+                        iid, th, tl = 0, 0, 0
+                        (wire,) = struct.unpack_from(endian + "I", mv, off + 8)
+                        cap = min(wire, blen - 16)
+                        data = off + 12
+                    if iid >= len(ifaces):
+                        raise _err(self.path, f"corrupt pcapng packet block at byte {pos + off}: "
+                                              f"unknown interface {iid}")
+                    if data + cap > off + blen:
+                        raise _err(self.path, f"corrupt pcapng packet block at byte {pos + off}: "
+                                              f"captured length {cap} exceeds the block")
+                    lt, num, den = ifaces[iid]
+                    raw = (th << 32) | tl
+                    offs.append(data)
+                    caps.append(cap)
+                    wires.append(wire)
+                    tss.append(raw * num // den)
+                    lts.append(lt)
+                off += blen
+            if offs:
+                acc.add(buf, np.asarray(offs, np.int64), np.asarray(caps, np.int32),
+                        np.asarray(wires, np.int32), np.asarray(tss, np.int64), np.asarray(lts, np.int32))
+                nread += len(offs)
+            pos += off
+            buf = buf[off:]
+            self.info.packets = nread
+            self.info.bytes_read = pos
+            yield from acc.drain(final=False)
+            if eof:
+                break
+            more = f.read(CHUNK)
+            if not more:
+                eof = True
+                if not buf:
+                    break
+            buf = buf + more
+        yield from acc.drain(final=True)
+        if buf:
+            raise _err(self.path, f"truncated: file ends inside a pcapng block ({nread} packets read)")
+
+
+class _Accumulator:
+    """Gathers fixed windows of packets from chunk buffers into batches."""
+
+    def __init__(self, batch_packets: int):
+        self.batch_packets = batch_packets
+        self.parts: list[RawBatch] = []
+        self.count = 0
+
+    def add(self, buf: bytes, offs, caps, wires, ts, lts):
+        arr = np.frombuffer(buf, np.uint8)
+        arr = np.concatenate([arr, np.zeros(FRAME_WINDOW, np.uint8)])
+        idx = offs[:, None] + np.arange(FRAME_WINDOW)
+        frame = arr[idx]
+        frame[np.arange(FRAME_WINDOW)[None, :] >= caps[:, None]] = 0
+        self.parts.append(RawBatch(ts, frame, caps, wires, lts))
+        self.count += len(offs)
+
+    def drain(self, final: bool) -> Iterator[RawBatch]:
+        if not self.parts or (not final and self.count < self.batch_packets):
+            return
+        b = RawBatch(*(np.concatenate([getattr(p, k) for p in self.parts])
+                       for k in ("ts_ns", "frame", "caplen", "wirelen", "linktype")))
+        self.parts, self.count = [], 0
+        yield b
+
+
+# -- atomic output ----------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
+    """Write ``chunks`` (bytes-likes) to ``path`` through a temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def pcap_bytes(heads: np.ndarray, head_len: np.ndarray, frame_len: np.ndarray,
+               wire_len: np.ndarray, ts_ns: np.ndarray, linktype: int, nanosecond: bool = True) -> np.ndarray:
+    """Build a whole classic pcap file in one numpy buffer, without a per-packet loop.
+
+    Each frame is its header bytes followed by zero bytes up to its length.
+
+    Args:
+        heads: ``(n, H)`` uint8, the first bytes of every frame.
+        head_len: ``(n,)`` how many bytes of ``heads`` belong to the frame.
+        frame_len: ``(n,)`` captured length of each frame (>= head_len).
+        wire_len: ``(n,)`` original length of each frame.
+        ts_ns: ``(n,)`` int64 timestamps in ns.
+    Returns:
+        ``(24 + 16 n + sum(frame_len),)`` uint8: the file.
+    """
+    n = len(frame_len)
+    frame_len = np.asarray(frame_len, np.int64)
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    ghdr = np.frombuffer(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype), np.uint8)
+    rec = np.zeros(n, dtype=[("s", "<u4"), ("f", "<u4"), ("c", "<u4"), ("w", "<u4")])
+    ts_ns = np.asarray(ts_ns, np.int64)
+    rec["s"] = ts_ns // 1_000_000_000
+    rec["f"] = ts_ns % 1_000_000_000 if nanosecond else (ts_ns % 1_000_000_000) // 1000
+    rec["c"] = frame_len
+    rec["w"] = wire_len
+    total = 24 + 16 * n + int(frame_len.sum())
+    out = np.zeros(total, np.uint8)
+    out[:24] = ghdr
+    starts = 24 + 16 * np.arange(n, dtype=np.int64) + np.concatenate([[0], np.cumsum(frame_len[:-1])]).astype(np.int64)
+    recb = rec.view(np.uint8).reshape(n, 16)
+    out[(starts[:, None] + np.arange(16)).ravel()] = recb.ravel()
+    msk = np.arange(heads.shape[1])[None, :] < np.asarray(head_len)[:, None]
+    out[(starts[:, None] + 16 + np.arange(heads.shape[1]))[msk]] = heads[msk]
+    return out
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(l)`` for every ``l`` in ``lengths``."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    idx = np.arange(total, dtype=np.int64)
+    return idx - np.repeat(ends - lengths, lengths)

@@ -1,0 +1,101 @@
+"""Matrix <-> RGB(A) image with the paper's colours: 1 red, 0 green, -1 blue.
+
+Rows are packets, padded with absent (blue) rows to a fixed height. Reading
+snaps every pixel to the nearest of the three colours, so noisy generated
+images decode. Flow metadata (addresses, start time, label) rides in PNG text
+chunks, so a PNG decodes back to a pcap on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from .capture import atomic_write_bytes
+from .errors import InputError
+from .layout import ABSENT, LAYOUT
+
+HEIGHT = 1024
+# index 0 -> value -1 (blue), 1 -> 0 (green), 2 -> 1 (red)
+PALETTE = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.int32)
+VALUES = np.array([-1, 0, 1], np.int8)
+
+
+def matrix_to_rgba(m: np.ndarray, height: int = HEIGHT, paper: bool = False) -> np.ndarray:
+    """``(n, W)`` int8 -> ``(height, W', 4)`` uint8 RGBA (alpha 255).
+
+    ``paper=True`` keeps only the paper's 1088 base columns.
+    """
+    if paper:
+        m = m[:, :LAYOUT.base_width]
+    if len(m) > height:
+        raise ValueError(f"flow has {len(m)} packets, more than the image height {height}")
+    full = np.full((height, m.shape[1]), ABSENT, np.int8)
+    full[:len(m)] = m
+    img = np.zeros((height, m.shape[1], 4), np.uint8)
+    img[..., 3] = 255
+    img[..., 0] = (full == 1) * 255
+    img[..., 1] = (full == 0) * 255
+    img[..., 2] = (full == -1) * 255
+    return img
+
+
+def snap_rgb(img: np.ndarray) -> np.ndarray:
+    """Nearest paper colour per pixel: ``(H, W, >=3)`` uint8 -> ``(H, W)`` int8 in {1, 0, -1}.
+
+    The squared distance to a pure colour ``c`` is ``|p|^2 + 255^2 - 510 * p[c]``,
+    so the nearest colour is the channel with the largest value.
+    """
+    rgb = img[..., :3]
+    idx = np.argmax(rgb[..., ::-1], axis=-1)     # ties go to blue (absent), then green
+    return VALUES[idx]                           # reversed channels: 0 -> blue, 1 -> green, 2 -> red
+
+
+def image_to_matrix(img: np.ndarray, trim: bool = True) -> np.ndarray:
+    """Snap an image and return its rows; ``trim`` drops trailing all-absent rows."""
+    m = snap_rgb(img)
+    if m.shape[1] not in (LAYOUT.base_width, LAYOUT.width):
+        raise ValueError(f"image is {m.shape[1]} pixels wide; expected {LAYOUT.base_width} or {LAYOUT.width}")
+    if m.shape[1] == LAYOUT.base_width:
+        # paper-layout image: no direction or gaps; mark rows as forward with zero gaps
+        ext = np.zeros((m.shape[0], LAYOUT.width), np.int8)
+        ext[:, :LAYOUT.base_width] = m
+        m = ext
+        present = (m[:, :LAYOUT.base_width] != ABSENT).any(axis=1)
+        m[~present, LAYOUT.base_width:] = ABSENT
+        m[present, LAYOUT.cols("meta_direction")] = 1
+    if trim:
+        present = (m != ABSENT).any(axis=1)
+        last = np.nonzero(present)[0]
+        m = m[: (last[-1] + 1 if len(last) else 0)]
+    return m
+
+
+def write_png(path: str | os.PathLike, m: np.ndarray, meta: dict | None = None,
+              height: int = HEIGHT, paper: bool = False) -> None:
+    img = Image.fromarray(matrix_to_rgba(m, height, paper), "RGBA")
+    info = PngImagePlugin.PngInfo()
+    if meta is not None:
+        info.add_text("netdiff", json.dumps(meta))
+    import io
+    bio = io.BytesIO()
+    img.save(bio, format="PNG", pnginfo=info, compress_level=1)
+    atomic_write_bytes(path, [bio.getvalue()])
+
+
+def read_png(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
+    """Read an image (any mode Pillow opens), snap it; return ``(matrix, meta or None)``."""
+    try:
+        with Image.open(path) as im:
+            meta = im.info.get("netdiff")
+            arr = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(path, f"not a readable image: {e}") from None
+    try:
+        m = image_to_matrix(arr)
+    except ValueError as e:
+        raise InputError(path, str(e)) from None
+    return m, (json.loads(meta) if meta else None)

@@ -1,0 +1,146 @@
+"""Typed progress events for long work, and a cancellation token.
+
+Engine functions take an optional ``on_event`` callback; the CLI turns events
+into a progress bar, the TUI into a live view, and jobs append them to an
+``events.jsonl`` file so that another process can follow (see
+:class:`EventLog`). Nothing here assumes a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import Cancelled
+
+
+@dataclass
+class Event:
+    """Base class: every event has a kind (its class name) and a wall time."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kind"] = type(self).__name__
+        return d
+
+
+@dataclass
+class TaskStarted(Event):
+    task: str
+    total: float | None = None
+    unit: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class TaskProgress(Event):
+    task: str
+    done: float
+    total: float | None = None
+    unit: str = ""
+    detail: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class TaskFinished(Event):
+    task: str
+    summary: dict = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class TrainStep(Event):
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    it_per_s: float
+    eta_s: float
+    device_mem_mb: float = 0.0
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Message(Event):
+    level: str
+    text: str
+    time: float = field(default_factory=time.time)
+
+
+EVENT_TYPES = {c.__name__: c for c in (TaskStarted, TaskProgress, TaskFinished, TrainStep, Message)}
+
+OnEvent = Callable[[Event], None]
+
+
+def event_from_dict(d: dict) -> Event:
+    d = dict(d)
+    cls = EVENT_TYPES[d.pop("kind")]
+    return cls(**d)
+
+
+class CancelToken:
+    """Set from any thread (a signal handler, a UI button); checked by the worker."""
+
+    def __init__(self):
+        self._ev = threading.Event()
+
+    def cancel(self) -> None:
+        self._ev.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._ev.is_set()
+
+    def check(self) -> None:
+        if self._ev.is_set():
+            raise Cancelled("cancelled")
+
+
+class EventLog:
+    """Append-only JSON-lines event file: the job's state as another process sees it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, ev: Event) -> None:
+        line = json.dumps(ev.to_dict()) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read(self) -> list[Event]:
+        return list(self.follow(stop_at_end=True))
+
+    def follow(self, stop_at_end: bool = False, poll: float = 0.5) -> Iterator[Event]:
+        """Yield events as they are appended (complete lines only)."""
+        pos = 0
+        buf = ""
+        while True:
+            if self.path.exists():
+                with open(self.path, encoding="utf-8") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+                buf += chunk
+                *lines, buf = buf.split("\n")
+                for ln in lines:
+                    if ln.strip():
+                        yield event_from_dict(json.loads(ln))
+            if stop_at_end:
+                return
+            time.sleep(poll)
+
+
+def fanout(*callbacks: OnEvent | None) -> OnEvent:
+    cbs = [c for c in callbacks if c is not None]
+
+    def emit(ev: Event) -> None:
+        for c in cbs:
+            c(ev)
+    return emit
