@@ -1,0 +1,1 @@
+"""NetDiffusion Studio front ends: the ``netdiff`` CLI and the Textual console."""

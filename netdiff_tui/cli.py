@@ -1,0 +1,207 @@
+"""The ``netdiff`` command line: every engine feature, headless.
+
+Bad input ends with one line on stderr naming the file and the problem, and
+exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import Cancelled, InputError
+
+CAPTURE_EXTS = (".pcap", ".pcapng", ".cap", ".dmp")
+
+
+def fail(msg: str, code: int = 2) -> None:
+    click.echo(f"netdiff: error: {msg}", err=True)
+    sys.exit(code)
+
+
+def friendly(fn):
+    """Turn engine errors into one line and an exit status."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except InputError as e:
+            fail(str(e), 2)
+        except Cancelled:
+            fail("cancelled; finished work is kept, run the same command again to resume", 130)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except OSError as e:
+            fail(f"{e.filename or ''}: {e.strerror or e}", 1)
+    return wrapper
+
+
+def expand_captures(inputs) -> list[Path]:
+    out = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in CAPTURE_EXTS)
+            if not found:
+                raise InputError(p, "directory holds no .pcap/.pcapng files")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(p, "no such file or directory")
+    return out
+
+
+class Progress:
+    """Engine events -> a progress bar on stderr (quiet when not a terminal)."""
+
+    def __init__(self, enabled: bool | None = None):
+        from rich.progress import BarColumn, Progress as RP, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.rp = RP(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                     transient=True, disable=not self.enabled)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.rp.__enter__()
+        return self
+
+    def __exit__(self, *a):
+        self.rp.__exit__(*a)
+
+    def __call__(self, ev) -> None:
+        from engine import progress as pg
+        if isinstance(ev, pg.TaskStarted):
+            self.tasks[ev.task] = self.rp.add_task(ev.task, total=ev.total)
+        elif isinstance(ev, pg.TaskProgress) and ev.task in self.tasks:
+            self.rp.update(self.tasks[ev.task], completed=ev.done, total=ev.total)
+        elif isinstance(ev, pg.TaskFinished) and ev.task in self.tasks:
+            t = self.tasks.pop(ev.task)
+            self.rp.remove_task(t)
+        elif isinstance(ev, pg.TrainStep):
+            key = "train"
+            if key not in self.tasks:
+                self.tasks[key] = self.rp.add_task("train", total=ev.total_steps)
+            self.rp.update(self.tasks[key], completed=ev.step, total=ev.total_steps,
+                           description=f"train loss {ev.loss:.4f}")
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netdiffusion", prog_name="netdiff")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """NetDiffusion Studio: labeled, protocol-compliant synthetic packet captures."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+# -- codec -------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output dataset directory.")
+@click.option("--label", default=None, help="Class label of the flows (default: unlabeled).")
+@click.option("--label-from-dir", is_flag=True, help="Label each capture by its parent directory's name.")
+@click.option("--max-packets", default=1024, show_default=True, help="A flow ends at this many packets.")
+@click.option("--min-packets", default=2, show_default=True, help="Drop flows with fewer packets.")
+@click.option("--idle-timeout", default=120.0, show_default=True, help="Seconds of silence that end a flow.")
+@click.option("--format", "fmt", type=click.Choice(["npz", "png", "nprint"]), default="npz", show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("-q", "--quiet", is_flag=True)
+@friendly
+def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_timeout, fmt, force, quiet):
+    """Captures -> one bit-matrix file per flow, plus a manifest."""
+    from engine.encode_job import encode_files
+    from engine.flows import FlowConfig
+    if max_packets < 1 or min_packets < 1 or idle_timeout <= 0:
+        raise InputError(None, "--max-packets and --min-packets must be >= 1, --idle-timeout > 0")
+    if fmt == "png" and max_packets > 1024:
+        raise InputError(None, "--format png holds at most 1024 packets per flow (--max-packets <= 1024)")
+    files = expand_captures(inputs)
+    cfg = FlowConfig(idle_timeout=idle_timeout, max_packets=max_packets, min_packets=min_packets)
+    with Progress(None if not quiet else False) as prog:
+        stats = encode_files(files, out, cfg, label=label, label_from_dir=label_from_dir, fmt=fmt,
+                             force=force, on_event=prog)
+    if not quiet:
+        flows = sum(s.flows for s in stats)
+        pk = sum(s.encoded_packets for s in stats)
+        skipped = sum(sum(v for k, v in s.skipped.items() if not k.startswith("kept")) for s in stats)
+        click.echo(f"{out}: {flows} flows, {pk} packets encoded from {len(files)} file(s); "
+                   f"{skipped} packets skipped (not IPv4 TCP/UDP/ICMP), "
+                   f"{sum(s.dropped_short_flows for s in stats)} short flows dropped")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output pcap file.")
+@click.option("--link", type=click.Choice(["ethernet", "raw"]), default="ethernet", show_default=True)
+@click.option("--usec", is_flag=True, help="Microsecond timestamps (default nanosecond pcap).")
+@friendly
+def decode(inputs, out, link, usec):
+    """Flow files or dataset directories -> one pcap (flows merged in time order)."""
+    from engine import capture as cap
+    from engine.codec import write_pcap
+    from engine.dataset import flow_files, load_flow
+    files = flow_files(inputs)
+    if not files:
+        raise InputError(None, "no flow files (.npz, .png, .csv) among the inputs")
+    mats, metas = [], []
+    for f in files:
+        m, meta = load_flow(f)
+        mats.append(m)
+        metas.append(meta)
+    n = write_pcap(out, mats, metas, cap.LINK_ETHERNET if link == "ethernet" else cap.LINK_RAW, not usec)
+    click.echo(f"{out}: {n} packets from {len(files)} flow(s)")
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--max-packets", default=1024, show_default=True)
+@click.option("--min-packets", default=1, show_default=True)
+@click.option("--idle-timeout", default=120.0, show_default=True)
+@friendly
+def inspect(file, as_json, max_packets, min_packets, idle_timeout):
+    """Packets, flows, protocols, link type and skipped counts of a capture."""
+    from engine.flows import FlowConfig
+    from engine.pipeline import CaptureStats, encode_capture
+    stats = CaptureStats(file)
+    for _ in encode_capture(file, FlowConfig(idle_timeout, max_packets, min_packets), stats=stats):
+        pass
+    d = stats.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    rows = [("file", d["path"]), ("format", d["format"]), ("link types", ", ".join(d["link_types"])),
+            ("packets", d["packets"]), ("IPv4 TCP/UDP/ICMP packets", d["encoded_packets"]),
+            ("flows", d["flows"])]
+    rows += [(f"  {k} flows / packets", f"{v} / {d['packets_by_proto'][k]}") for k, v in sorted(d["flows_by_proto"].items())]
+    rows += [(f"skipped: {k}" if not k.startswith("kept") else k, v) for k, v in d["skipped"].items()]
+    rows.append(("duration (s)", f"{d['duration_s']:.3f}" if d["duration_s"] is not None else "-"))
+    w = max(len(str(k)) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{w}}  {v}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def layout(as_json):
+    """Print the bit layout table (fields, header bits, matrix columns)."""
+    from engine.layout import LAYOUT
+    rows = LAYOUT.describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'field':<16} {'header bit':>10} {'width':>5}  columns")
+    for r in rows:
+        c = "-" if r["columns"] is None else f"{r['columns'][0]}-{r['columns'][1]}"
+        hb = "-" if r["header_bit"] is None else r["header_bit"]
+        click.echo(f"{r['field']:<16} {hb:>10} {r['width']:>5}  {c}")
+    click.echo(f"{LAYOUT.width} columns ({LAYOUT.base_width} paper columns + direction + gap)")
+
+
+if __name__ == "__main__":
+    main()
