@@ -54,10 +54,15 @@ def meta_from_json(d: dict) -> FlowMeta:
     return FlowMeta(**{k: d[k] for k in FlowMeta.__dataclass_fields__ if k in d})
 
 
-def save_npz(path: str | os.PathLike, m: np.ndarray, meta: FlowMeta) -> None:
+def save_npz(path: str | os.PathLike, m: np.ndarray, meta: FlowMeta, atomic: bool = True) -> None:
+    """Write one flow; ``atomic=False`` inside a directory that is itself renamed into place."""
     bio = io.BytesIO()
     np.savez(bio, matrix=m.astype(np.int8), meta=np.array(json.dumps(meta_to_json(meta))))
-    atomic_write_bytes(path, [bio.getvalue()])
+    if atomic:
+        atomic_write_bytes(path, [bio.getvalue()])
+    else:
+        with open(path, "wb") as f:
+            f.write(bio.getbuffer())
 
 
 def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
@@ -72,9 +77,9 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
     return m, meta
 
 
-def write_flow(path: Path, m: np.ndarray, meta: FlowMeta, fmt: str) -> None:
+def write_flow(path: Path, m: np.ndarray, meta: FlowMeta, fmt: str, atomic: bool = True) -> None:
     if fmt == "npz":
-        save_npz(path, m, meta)
+        save_npz(path, m, meta, atomic)
     elif fmt == "png":
         from .image import write_png
         write_png(path, m, meta_to_json(meta))
@@ -154,7 +159,7 @@ class DatasetWriter:
             (self.tmp / label).mkdir(parents=True, exist_ok=True)
             self._made.add(label)
         rel = f"{label}/{meta.flow_id}{EXT[self.fmt]}"
-        write_flow(self.tmp / rel, m, meta, self.fmt)
+        write_flow(self.tmp / rel, m, meta, self.fmt, atomic=False)
         from .codec import COL_IAT, iat_to_gaps
         from .layout import bits_to_uint
         dur = float(iat_to_gaps(bits_to_uint(m[1:, COL_IAT]).astype(np.int64)).sum()) / 1e9 if len(m) > 1 else 0.0

@@ -21,7 +21,6 @@ from .layout import ABSENT, LAYOUT
 HEIGHT = 1024
 # index 0 -> value -1 (blue), 1 -> 0 (green), 2 -> 1 (red)
 PALETTE = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.int32)
-VALUES = np.array([-1, 0, 1], np.int8)
 
 
 def matrix_to_rgba(m: np.ndarray, height: int = HEIGHT, paper: bool = False) -> np.ndarray:
@@ -43,15 +42,34 @@ def matrix_to_rgba(m: np.ndarray, height: int = HEIGHT, paper: bool = False) -> 
     return img
 
 
+def _snap_rows(img: np.ndarray, out: np.ndarray) -> None:
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    out[...] = np.where(b >= np.maximum(r, g), np.int8(-1), np.where(g >= r, np.int8(0), np.int8(1)))
+
+
+_POOL = None
+
+
 def snap_rgb(img: np.ndarray) -> np.ndarray:
     """Nearest paper colour per pixel: ``(H, W, >=3)`` uint8 -> ``(H, W)`` int8 in {1, 0, -1}.
 
     The squared distance to a pure colour ``c`` is ``|p|^2 + 255^2 - 510 * p[c]``,
-    so the nearest colour is the channel with the largest value.
+    so the nearest colour is the channel with the largest value; ties go to
+    blue (absent), then green. Large images are split across two threads
+    (numpy releases the GIL).
     """
-    rgb = img[..., :3]
-    idx = np.argmax(rgb[..., ::-1], axis=-1)     # ties go to blue (absent), then green
-    return VALUES[idx]                           # reversed channels: 0 -> blue, 1 -> green, 2 -> red
+    global _POOL
+    out = np.empty(img.shape[:2], np.int8)
+    h = img.shape[0]
+    if h * img.shape[1] < 200_000:
+        _snap_rows(img, out)
+        return out
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="snap")
+    k = h // 2
+    list(_POOL.map(lambda s: _snap_rows(img[s], out[s]), (slice(0, k), slice(k, h))))
+    return out
 
 
 def image_to_matrix(img: np.ndarray, trim: bool = True) -> np.ndarray:
@@ -91,7 +109,7 @@ def read_png(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
     try:
         with Image.open(path) as im:
             meta = im.info.get("netdiff")
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(im if im.mode in ("RGB", "RGBA") else im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"not a readable image: {e}") from None
     try:
