@@ -203,5 +203,18 @@ def layout(as_json):
     click.echo(f"{LAYOUT.width} columns ({LAYOUT.base_width} paper columns + direction + gap)")
 
 
+# Command groups live in their own modules and register on ``main`` when imported.
+def _load_commands() -> None:
+    import importlib
+    for name in ("cmd_repair", "cmd_model", "cmd_evaluate", "cmd_recipes"):
+        try:
+            importlib.import_module(f"netdiff_tui.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"netdiff_tui.{name}":
+                raise
+
+
+_load_commands()
+
 if __name__ == "__main__":
     main()
