@@ -208,3 +208,12 @@ def read_manifest(d: str | os.PathLike) -> list[dict]:
 def iter_dataset(d: str | os.PathLike) -> Iterator[tuple[np.ndarray, FlowMeta]]:
     for r in read_manifest(d):
         yield load_flow(Path(d) / r["file"])
+
+
+def load_flows(paths: list[Path], threads: int = 2) -> list[tuple[np.ndarray, FlowMeta]]:
+    """Load many flow files; PNG decoding (zlib, GIL released) runs on two threads."""
+    if len(paths) < 2 or threads < 2:
+        return [load_flow(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(load_flow, paths))

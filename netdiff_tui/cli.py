@@ -144,15 +144,12 @@ def decode(inputs, out, link, usec):
     """Flow files or dataset directories -> one pcap (flows merged in time order)."""
     from engine import capture as cap
     from engine.codec import write_pcap
-    from engine.dataset import flow_files, load_flow
+    from engine.dataset import flow_files, load_flows
     files = flow_files(inputs)
     if not files:
         raise InputError(None, "no flow files (.npz, .png, .csv) among the inputs")
-    mats, metas = [], []
-    for f in files:
-        m, meta = load_flow(f)
-        mats.append(m)
-        metas.append(meta)
+    loaded = load_flows(files)
+    mats, metas = [m for m, _ in loaded], [x for _, x in loaded]
     n = write_pcap(out, mats, metas, cap.LINK_ETHERNET if link == "ethernet" else cap.LINK_RAW, not usec)
     click.echo(f"{out}: {n} packets from {len(files)} flow(s)")
 
