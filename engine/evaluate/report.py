@@ -1,0 +1,227 @@
+"""Evaluation outputs: ``report.json``, ``report.md`` and PNG plots, each written atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..capture import atomic_write_bytes
+from .data import FlowSet
+from .features import SPECS, kind_names, packet_values
+from .fidelity import cdf_points, field_means
+
+METRIC_NAMES = {"jsd": "JSD", "tvd": "TVD", "hellinger": "Hellinger"}
+
+
+def _f(v, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{nd}f}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_markdown(r: dict, plots: list[str]) -> str:
+    cands = list(r["fidelity"])
+    classes = r["classes"]
+    s = r["summary"]
+    L = ["# NetDiffusion evaluation report", ""]
+    L += [f"- real: `{r['inputs']['real']}`", f"- synthetic: `{r['inputs']['synthetic']}`",
+          f"- split: {r['split']['source']}",
+          f"- flows compared: first {r['options']['max_packets']} packets of each flow" if r["options"]["max_packets"]
+          else "- flows compared: all packets", f"- seed: {r['options']['seed']}; took {r['seconds']} s", ""]
+    if r.get("baseline_repair"):
+        L += ["Baselines: " + "; ".join(f"`{k}` = {v}" for k, v in r["baseline_repair"].items()), ""]
+    for n in r.get("notes", []):
+        L.append(f"> {n}")
+    L += ["", "## Summary", ""]
+    rows = [[c, _f(s["mean_jsd"][c]), _f(s["mean_tvd"][c]), _f(s["mean_hellinger"][c])] for c in cands]
+    L += [_table(["candidate", "mean JSD", "mean TVD", "mean Hellinger"], rows), ""]
+    if "synthetic_beats_baselines_on_mean_jsd" in s:
+        L.append(f"- synthetic beats every baseline on mean JSD: **{'yes' if s['synthetic_beats_baselines_on_mean_jsd'] else 'no'}**")
+    for feat in ("packet_bits_noports", "flow_stats_noports"):
+        k = f"tstr_ratio_{feat}"
+        if k in s:
+            L.append(f"- {feat}: train-synthetic / train-real macro-F1 = {_f(s[k])} "
+                     f"({'reaches' if s[k] >= 0.8 else 'below'} 0.8)")
+    L += ["", "Means are over classes (macro); a class's mean is over every compared quantity "
+          "(header fields, packet size, gaps, direction, flow length, direction share). "
+          "Lower is better; all distances are in [0, 1].", ""]
+
+    L += ["## Flows per class", ""]
+    head = ["class", "real train", "real test"] + cands
+    rows = [[c, r["flows"][c]["real_train"], r["flows"][c]["real_test"]] + [r["flows"][c].get(k, 0) for k in cands]
+            for c in classes]
+    L += [_table(head, rows), ""]
+
+    for m in ("jsd", "tvd", "hellinger"):
+        L += [f"## Mean {METRIC_NAMES[m]} per class", ""]
+        rows = [[c] + [_f(r["fidelity"][k]["classes"][c]["mean"][m]) for k in cands] for c in classes]
+        rows.append(["**all classes**"] + [f"**{_f(r['fidelity'][k]['overall'][m])}**" for k in cands])
+        L += [_table(["class"] + cands, rows), ""]
+
+    L += ["## Mean JSD by group", "", "header = fields of the layout table; packet = direction, size, gap; "
+          "flow = flow length, direction share.", ""]
+    rows = [[g] + [_f(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands] for g in ("header", "packet", "flow")]
+    L += [_table(["group"] + cands, rows), ""]
+
+    L += ["## JSD per field (mean over classes)", ""]
+    fm = {k: field_means(r["fidelity"][k], "jsd") for k in cands}
+    rows = [[sp.name, sp.group] + [_f(fm[k][sp.name]) for k in cands] for sp in SPECS]
+    L += [_table(["quantity", "group"] + cands, rows), ""]
+
+    if r.get("utility"):
+        L += ["## ML utility (tested on the real test split)", "",
+              "Random forest; `real` = trained on the real train split, `synthetic` = trained on the candidate "
+              "only, `mix` = real train + candidate. `_noports` drops the port fields.", ""]
+        rows = []
+        for cand, u in r["utility"].items():
+            for feat, res in u.items():
+                for sc, v in res.items():
+                    if v is None:
+                        rows.append([cand, feat, sc, "-", "-", "-"])
+                        continue
+                    if cand != "synthetic" and sc == "synthetic":
+                        sc = f"{cand} only"
+                    rows.append([cand, feat, sc, _f(v["accuracy"]), _f(v["macro_f1"]), v["train_samples"]])
+        L += [_table(["candidate", "features", "train on", "accuracy", "macro-F1", "train samples"], rows), ""]
+
+    L += ["## Per class, per field (JSD)", ""]
+    for c in classes:
+        L += [f"### {c}", ""]
+        rows = [[sp.name] + [_f((r["fidelity"][k]["classes"][c]["fields"][sp.name] or {}).get("jsd")) for k in cands]
+                for sp in SPECS]
+        L += [_table(["quantity"] + cands, rows), ""]
+    kn = r.get("tcp_option_kinds")
+    if kn:
+        L += ["TCP option-kind codes: " + ", ".join(f"{k} = `{v}`" for k, v in kn.items()), ""]
+    if plots:
+        L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    L += ["Metric definitions and binning: see docs/evaluation.md.", ""]
+    return "\n".join(L)
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(path, [buf.getvalue()])
+
+
+def write_plots(out: Path, r: dict, test: FlowSet, candidates: dict[str, FlowSet]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    names: list[str] = []
+    classes = r["classes"]
+    cands = list(r["fidelity"])
+    colors = dict(zip(["real"] + cands, ["black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]))
+
+    # mean JSD per class and candidate
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes) + 2), 4))
+    w = 0.8 / max(1, len(cands))
+    x = np.arange(len(classes))
+    for j, k in enumerate(cands):
+        ax.bar(x + j * w, [r["fidelity"][k]["classes"][c]["mean"]["jsd"] or 0 for c in classes], w,
+               label=k, color=colors.get(k))
+    ax.set_xticks(x + w * (len(cands) - 1) / 2, classes, rotation=30, ha="right")
+    ax.set_ylabel("mean JSD (lower is better)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, out / "mean_jsd_per_class.png")
+    plt.close(fig)
+    names.append("mean_jsd_per_class.png")
+
+    # per-field divergence bars, one figure per class
+    fnames = [s.name for s in SPECS]
+    for c in classes:
+        fig, ax = plt.subplots(figsize=(8, 0.18 * len(fnames) + 1.5))
+        y = np.arange(len(fnames))
+        h = 0.8 / max(1, len(cands))
+        for j, k in enumerate(cands):
+            vals = [(r["fidelity"][k]["classes"][c]["fields"][n] or {}).get("jsd") or 0 for n in fnames]
+            ax.barh(y + j * h, vals, h, label=k, color=colors.get(k))
+        ax.set_yticks(y + h * (len(cands) - 1) / 2, fnames, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("JSD (base 2)")
+        ax.set_title(f"{c}: per-field divergence, real test vs candidate")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        n = f"divergence_{_safe(c)}.png"
+        _save(fig, out / n)
+        plt.close(fig)
+        names.append(n)
+
+    # CDFs of packet size and gaps, real vs candidates, one panel per class
+    vals = {"real": {c: packet_values(test.of(c).mats) for c in classes}}
+    for k, fs in candidates.items():
+        vals[k] = {c: packet_values(fs.of(c).mats) for c in classes}
+    for q, xlabel, logx, fname in (("packet_size", "IPv4 total length (bytes)", False, "cdf_packet_size.png"),
+                                   ("iat_us", "inter-arrival time (us, log)", True, "cdf_iat.png")):
+        ncol = min(4, len(classes))
+        nrow = math.ceil(len(classes) / ncol)
+        fig, axs = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+        for i, c in enumerate(classes):
+            ax = axs[i // ncol][i % ncol]
+            for k in ["real"] + cands:
+                v = vals[k][c][q]
+                v = v[v >= 0]
+                if logx:
+                    v = np.maximum(v, 0.1)
+                xs, ys = cdf_points(v)
+                if len(xs):
+                    ax.plot(xs, ys, label=k, color=colors.get(k), lw=1.6 if k in ("real", "synthetic") else 1.0,
+                            ls="-" if k in ("real", "synthetic") else "--")
+            if logx:
+                ax.set_xscale("log")
+            ax.set_title(c, fontsize=9)
+            ax.set_ylim(0, 1)
+            ax.tick_params(labelsize=7)
+        for i in range(len(classes), nrow * ncol):
+            axs[i // ncol][i % ncol].axis("off")
+        axs[0][0].legend(fontsize=7)
+        fig.supxlabel(xlabel, fontsize=9)
+        fig.supylabel("CDF", fontsize=9)
+        fig.tight_layout()
+        _save(fig, out / fname)
+        plt.close(fig)
+        names.append(fname)
+    return names
+
+
+def write_report(out_dir: str | os.PathLike, r: dict, test: FlowSet, candidates: dict[str, FlowSet],
+                 plots: bool = True) -> list[Path]:
+    """Write report.json, report.md and the plots; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r["tcp_option_kinds"] = {str(k): v for k, v in kind_names().items()}
+    names = write_plots(out, r, test, candidates) if plots else []
+    r["plots"] = names
+    atomic_write_bytes(out / "report.json", [json.dumps(r, indent=1, default=_jsonable).encode()])
+    atomic_write_bytes(out / "report.md", [render_markdown(r, names).encode()])
+    return [out / "report.json", out / "report.md"] + [out / n for n in names]
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
