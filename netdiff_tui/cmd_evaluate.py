@@ -14,8 +14,9 @@ from .cli import Progress, friendly, main
 @main.command()
 @click.option("--real", "real", required=True, type=click.Path(),
               help="Real data: <class>/*.pcap|.pcapng directory, or an encoded dataset directory.")
-@click.option("--synthetic", "synthetic", type=click.Path(),
-              help="Synthetic data, same kinds of directory (e.g. `netdiff generate -o` output).")
+@click.option("--synthetic", "synthetic", type=click.Path(), multiple=True,
+              help="Synthetic data, same kinds of directory (e.g. `netdiff generate -o` output); "
+                   "repeat for several (one per class).")
 @click.option("-o", "--out", "out", default="evaluation", show_default=True, type=click.Path(),
               help="Report directory (report.json, report.md, PNG plots).")
 @click.option("--split", "split", type=click.Path(), default=None,
@@ -65,12 +66,12 @@ def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, ma
         for c, n in counts.items():
             click.echo(f"# {c:<20} {tr.get(c, 0):>6} {n:>6}")
         for c, n in counts.items():
-            click.echo(f"netdiff generate --label {c} -n {n} -o SYNTH_DIR")
+            click.echo(f"netdiff generate --label {c} -n {n} -o synthetic/{c}")
         return
     if not synthetic:
         raise InputError(None, "--synthetic DIR is required (or use --plan)")
     with Progress(None if not quiet else False) as prog:
-        rep = run(real, synthetic, out, opts, on_event=prog)
+        rep = run(real, list(synthetic), out, opts, on_event=prog)
     s = rep["summary"]
     if as_json:
         click.echo(json.dumps(s, indent=2))

@@ -213,7 +213,7 @@ def test_evaluate_fixtures_cli(tmp_path):
     assert r["summary"]["mean_jsd"]["synthetic"] is not None
     plan = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--plan"])
     n_web = sp.test.counts()["web"]
-    assert plan.exit_code == 0 and f"netdiff generate --label web -n {n_web} " in plan.output
+    assert plan.exit_code == 0 and f"netdiff generate --label web -n {n_web} -o synthetic/web" in plan.output
     bad = CliRunner().invoke(main, ["evaluate", "--real", str(tmp_path / "nope"), "--synthetic", str(synth)])
     assert bad.exit_code == 2 and "not a directory" in bad.output
 

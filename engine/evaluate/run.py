@@ -79,15 +79,22 @@ def real_split(real_dir, opts: EvalOptions, on_event: OnEvent | None = None) -> 
     return split, notes
 
 
-def evaluate(real_dir: str | os.PathLike, synthetic_dir: str | os.PathLike, out_dir: str | os.PathLike | None,
+def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathLike | None,
              opts: EvalOptions = EvalOptions(), on_event: OnEvent | None = None) -> dict:
-    """Run the whole evaluation; writes the report into ``out_dir`` (unless ``None``) and returns it."""
+    """Run the whole evaluation; writes the report into ``out_dir`` (unless ``None``) and returns it.
+
+    ``synthetic_dir`` is one directory or a list of them (e.g. one ``netdiff generate`` output per class).
+    """
     emit = on_event or (lambda e: None)
     t0 = time.time()
     split, notes = real_split(real_dir, opts, on_event)
     mp = opts.max_packets
     train, test = split.train.truncated(mp), split.test.truncated(mp)
-    synth = load_labeled(synthetic_dir, opts.flow_config, opts.classes, on_event).truncated(mp)
+    sdirs = [synthetic_dir] if isinstance(synthetic_dir, (str, os.PathLike)) else list(synthetic_dir)
+    synth = FlowSet()
+    for d in sdirs:
+        synth = synth.add(load_labeled(d, opts.flow_config, opts.classes, on_event).truncated(mp))
+    synthetic_dir = ", ".join(os.fspath(d) for d in sdirs)
     if len(synth) == 0:
         raise InputError(synthetic_dir, "no flows in the synthetic data")
     test_classes = set(test.classes())
@@ -138,7 +145,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir: str | os.PathLike, out_
 
     report = {
         "version": 1,
-        "inputs": {"real": os.fspath(real_dir), "synthetic": os.fspath(synthetic_dir)},
+        "inputs": {"real": os.fspath(real_dir), "synthetic": synthetic_dir},
         "options": {**{k: v for k, v in asdict(opts).items() if k != "flow_config"},
                     "flow_config": asdict(opts.flow_config)},
         "split": split.summary(),
