@@ -1,0 +1,136 @@
+"""Class balancing: top up under-represented classes of a real dataset with synthetic flows.
+
+``balance(real_dir, target, out)`` counts the flows per class of a real
+labeled capture directory (``<class>/*.pcap``, flows cut as ``netdiff
+encode`` cuts them), generates ``target - count`` synthetic flows for every
+class below the target with the class's recipe (a recipe whose label matches,
+from ``recipes_dir``, the user's recipes or the presets; else the request
+defaults), and exports real and synthetic flows together (:mod:`engine.export`),
+each flow flagged real or synthetic in the manifest.
+
+With ``split``, the real flows are first split by flow (as the export splits
+them) and the target applies to the *train* split: synthetic flows only ever
+go to train, the test split stays real.
+
+Generated classes are kept in ``.OUT.balance/gen/<class>`` until the export
+has been renamed into place, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import InputError
+from .export import ExportOptions, export, n_test, scan_inputs
+from .flows import FlowConfig
+from .pipeline import encode_capture
+from .progress import CancelToken, Message, OnEvent
+from .request import GenerationRequest
+
+
+def count_flows(real_dir: str | os.PathLike, cfg: FlowConfig = FlowConfig(),
+                cancel: CancelToken | None = None) -> dict[str, int]:
+    """Flows per class of a real labeled capture directory."""
+    counts: Counter = Counter()
+    for s in scan_inputs([real_dir]):
+        if s.origin != "real" or s.rows:
+            raise InputError(real_dir, "is a generated or exported dataset; --real takes <class>/*.pcap captures")
+        for b in encode_capture(s.path, cfg, cancel=cancel):
+            counts[s.cls] += len(b)
+    return dict(sorted(counts.items()))
+
+
+def parse_target(target: str | int) -> int | str:
+    if isinstance(target, int):
+        t = target
+    elif str(target).strip().lower() == "max":
+        return "max"
+    else:
+        try:
+            t = int(str(target))
+        except ValueError:
+            raise InputError(None, f"--target must be a number of flows or 'max', got {target!r}") from None
+    if t < 1:
+        raise InputError(None, f"--target must be >= 1, got {t}")
+    return t
+
+
+def plan(counts: dict[str, int], target: int | str, split: float | None = None) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(target flows per class, flows that count toward it, synthetic flows to generate per class)."""
+    have = {c: n - n_test(n, split) if split else n for c, n in counts.items()}
+    t = max(have.values(), default=0) if target == "max" else int(target)
+    need = {c: t - n for c, n in have.items() if n < t}
+    return t, have, need
+
+
+def request_for(label: str, count: int, recipes_dir: str | os.PathLike | None = None,
+                seed: int = 0) -> tuple[GenerationRequest, str]:
+    """The class's recipe (or the defaults) with ``count`` flows; returns (request, where it came from)."""
+    from .recipes import recipes_for_label
+    rc = recipes_for_label(label, recipes_dir)
+    if rc is None:
+        return GenerationRequest(label=label, count=count, seed=seed, extra={"recipe": "(defaults)"}), "defaults"
+    return replace(rc.request, count=count, extra=dict(rc.request.extra)), f"{rc.source} recipe {rc.name!r}"
+
+
+def work_dir_for(out: Path) -> Path:
+    return out.parent / f".{out.name}.balance"
+
+
+def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLike,
+            recipes_dir: str | os.PathLike | None = None, split: float | None = None, seed: int = 0,
+            pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
+            cancel: CancelToken | None = None, generate_fn: Callable | None = None,
+            classes: list[str] | None = None) -> dict:
+    """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
+
+    Args:
+        generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.generate.generate`).
+        classes: only top up these classes (default: every class below the target).
+    """
+    emit = on_event or (lambda e: None)
+    out = Path(out)
+    target = parse_target(target)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
+    if split is not None and not 0 < split < 1:
+        raise InputError(None, f"--split must be between 0 and 1 (exclusive), got {split}")
+    counts = count_flows(real_dir, cancel=cancel)
+    if not counts:
+        raise InputError(real_dir, "holds no flows")
+    t, have, need = plan(counts, target, split)
+    if classes is not None:
+        unknown = sorted(set(classes) - set(counts))
+        if unknown:
+            raise InputError(real_dir, f"has no class {unknown[0]!r}; classes: {', '.join(counts)}")
+        need = {c: n for c, n in need.items() if c in classes}
+    work = work_dir_for(out)
+    gen_dirs, origin = [], {}
+    if need:
+        if generate_fn is None:
+            from .generate import generate as generate_fn
+        (work / "gen").mkdir(parents=True, exist_ok=True)
+    for cls, n in sorted(need.items()):
+        req, where = request_for(cls, n, recipes_dir, seed)
+        origin[cls] = where
+        d = work / "gen" / cls
+        if (d / "manifest.csv").is_file():
+            emit(Message("info", f"{cls}: {n} synthetic flows already generated (resuming)"))
+        else:
+            emit(Message("info", f"{cls}: generating {n} flows ({where})"))
+            shutil.rmtree(d, ignore_errors=True)
+            generate_fn(req, d, on_event=on_event, cancel=cancel)
+        gen_dirs.append(d)
+    notes = [f"Balanced with `netdiff balance`: target {t} flows per class"
+             + (" in the train split" if split else "") + f" (asked: {target})."]
+    notes += [f"{c}: {have[c]} real + {need[c]} synthetic ({origin[c]})" for c in sorted(need)]
+    summary = export([real_dir, *gen_dirs], out, ExportOptions(pcapng=pcapng, split=split, seed=seed),
+                     force=force, on_event=on_event, cancel=cancel, title="Class-balanced dataset", notes=notes)
+    shutil.rmtree(work, ignore_errors=True)
+    summary.update(target=t, real_counts=counts, counted=have, generated=need, recipes=origin)
+    return summary
