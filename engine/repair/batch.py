@@ -1,0 +1,240 @@
+"""Many flows as one matrix, plus the per-flow and per-direction helpers rules share.
+
+A :class:`Batch` holds every packet of every flow back to back in one
+``(N, LAYOUT.width)`` int8 matrix, so a rule is a handful of numpy operations
+over all packets of all flows at once. Nothing here loops over packets.
+
+Rules do not write the matrix directly: they return a :class:`Plan` -- a
+list of :class:`Edit` (columns, rows, new bits) -- which the pipeline both
+counts (rows whose bits would change) and applies. A rule's violations are
+exactly the packets its edits would change, so "count" and "fix" cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..layout import ABSENT, LAYOUT, bits_to_uint, uint_to_bits
+
+COL_DIR = LAYOUT.cols("meta_direction").start
+TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)
+IP4_FIXED = slice(LAYOUT.block("ipv4").start, LAYOUT.cols("ipv4_opt").start)
+PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
+TRANSPORTS = ("tcp", "udp", "icmp")
+
+
+@dataclass
+class Edit:
+    """New bits for some columns of some rows.
+
+    Attributes:
+        name: what is edited, for the report: a field name (``tcp_seq``) or a
+            block (``udp``).
+        cols: column slice.
+        rows: ``(k,)`` int64 row indices.
+        bits: ``(k, cols width)`` int8 values to write.
+    """
+
+    name: str
+    cols: slice
+    rows: np.ndarray
+    bits: np.ndarray
+
+    def changed(self, m: np.ndarray) -> np.ndarray:
+        """Rows (indices) whose bits this edit would change."""
+        if len(self.rows) == 0:
+            return self.rows
+        cur = m[self.rows, self.cols]
+        return self.rows[(cur != self.bits).any(axis=1)]
+
+
+@dataclass
+class MetaEdit:
+    """New addresses or ports of some flows (they live in FlowMeta, not in the matrix)."""
+
+    name: str
+    flows: np.ndarray          # (k,) flow indices
+    values: dict               # attribute -> (k,) array
+
+
+@dataclass
+class Plan:
+    edits: list[Edit] = field(default_factory=list)
+    meta: list[MetaEdit] = field(default_factory=list)
+    # Rows a rule flags without editing them (a violation it cannot fix
+    # in this pass); counted as violations.
+    flagged: np.ndarray | None = None
+
+    def field(self, name: str, rows: np.ndarray, values) -> None:
+        """Add an edit writing numeric ``values`` into field ``name`` of ``rows``."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.nonzero(rows)[0]
+        if len(rows) == 0:
+            return
+        f = LAYOUT.field(name)
+        vals = np.broadcast_to(np.asarray(values, np.uint64), rows.shape)
+        self.edits.append(Edit(name, LAYOUT.cols(name), rows, uint_to_bits(vals, f.width)))
+
+    def bits(self, name: str, cols: slice, rows: np.ndarray, bits: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            sel = rows
+            rows = np.nonzero(rows)[0]
+            bits = bits[sel] if len(bits) == len(sel) else bits
+        if len(rows) == 0:
+            return
+        self.edits.append(Edit(name, cols, rows, np.asarray(bits, np.int8)))
+
+
+class Batch:
+    """Flows back to back in one matrix, with their addresses.
+
+    Attributes:
+        m: ``(N, LAYOUT.width)`` int8 of {1, 0, -1}.
+        offsets: ``(F + 1,)``; flow ``i`` is rows ``offsets[i]:offsets[i+1]`` (every flow non-empty).
+        fid: ``(N,)`` flow index of each row.
+        init_ip, resp_ip: ``(F,)`` int64 addresses (updated by the address rule).
+        flow_ids: ``F`` flow ids (for deterministic replacements).
+        opts: the :class:`~engine.repair.pipeline.RepairOptions`.
+    """
+
+    def __init__(self, m: np.ndarray, offsets: np.ndarray, init_ip, resp_ip, flow_ids, opts):
+        self.m = m
+        self.offsets = np.asarray(offsets, np.int64)
+        self.n = len(m)
+        self.nf = len(self.offsets) - 1
+        self.sizes = np.diff(self.offsets)
+        self.fid = np.repeat(np.arange(self.nf), self.sizes)
+        self.starts = self.offsets[:-1]
+        self.first = np.zeros(self.n, bool)
+        self.first[self.starts] = True
+        self.init_ip = np.asarray(init_ip, np.int64).copy()
+        self.resp_ip = np.asarray(resp_ip, np.int64).copy()
+        self.flow_ids = list(flow_ids)
+        self.opts = opts
+        self.idx = np.arange(self.n)
+        self.version = 0
+        self._cache: dict = {}
+
+    # -- cache ----------------------------------------------------------------
+    def cached(self, key, fn):
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        val = fn()
+        self._cache[key] = (self.version, val)
+        return val
+
+    def touch(self) -> None:
+        self.version += 1
+
+    def apply(self, plan: Plan) -> None:
+        for e in plan.edits:
+            self.m[e.rows, e.cols] = e.bits
+        for me in plan.meta:
+            for attr, vals in me.values.items():
+                getattr(self, attr)[me.flows] = vals
+        self.touch()
+
+    # -- fields ---------------------------------------------------------------
+    def get(self, name: str) -> np.ndarray:
+        """Field values as int64 (absent bits read as 0)."""
+        return self.cached(("f", name), lambda: bits_to_uint(self.m[:, LAYOUT.cols(name)]).astype(np.int64))
+
+    def absent_any(self, cols: slice) -> np.ndarray:
+        return (self.m[:, cols] == ABSENT).any(axis=1)
+
+    @property
+    def fwd(self) -> np.ndarray:
+        """Sent by the initiator (absent direction counts as forward, as the decoder does)."""
+        return self.cached("fwd", lambda: self.m[:, COL_DIR] != 0)
+
+    def transport(self) -> np.ndarray:
+        """Per row: 0 tcp, 1 udp, 2 icmp, -1 none -- by which block's first bit is present
+        (the decoder's order of precedence)."""
+        def calc():
+            t = np.full(self.n, -1, np.int8)
+            for i, p in reversed(list(enumerate(TRANSPORTS))):
+                t[self.m[:, LAYOUT.block(p).start] != ABSENT] = i
+            return t
+        return self.cached("transport", calc)
+
+    def rows_of(self, proto: str) -> np.ndarray:
+        return self.transport() == TRANSPORTS.index(proto)
+
+    def ihl_bytes(self) -> np.ndarray:
+        return self.cached("ihl", lambda: np.maximum(self.get("ipv4_hl") * 4, 20))
+
+    def l4_hdr_bytes(self) -> np.ndarray:
+        def calc():
+            t = self.transport()
+            return np.where(t == 0, np.maximum(self.get("tcp_doff") * 4, 20), np.where(t > 0, 8, 0))
+        return self.cached("l4hdr", calc)
+
+    def ip_len(self) -> np.ndarray:
+        """IPv4 length as the decoder writes the packet: max(total length, headers)."""
+        return self.cached("iplen", lambda: np.maximum(self.get("ipv4_tl"), self.ihl_bytes() + self.l4_hdr_bytes()))
+
+    def payload(self) -> np.ndarray:
+        """Transport payload bytes of each row (zero bytes in the decoded packet)."""
+        return self.cached("payload", lambda: self.ip_len() - self.ihl_bytes() - self.l4_hdr_bytes())
+
+    def src_dst(self) -> tuple[np.ndarray, np.ndarray]:
+        def calc():
+            fwd = self.fwd
+            a, b = self.init_ip[self.fid], self.resp_ip[self.fid]
+            return np.where(fwd, a, b), np.where(fwd, b, a)
+        return self.cached("srcdst", calc)
+
+    def flow_transport(self) -> np.ndarray:
+        """Per flow: the transport of its first packet (0 tcp, 1 udp, 2 icmp, -1 none)."""
+        return self.transport()[self.starts]
+
+    # -- per-flow helpers -----------------------------------------------------
+    def flow_any(self, mask: np.ndarray) -> np.ndarray:
+        """Per flow: whether any of its rows is in ``mask``."""
+        if self.n == 0:
+            return np.zeros(self.nf, bool)
+        return np.add.reduceat(mask.astype(np.int64), self.starts) > 0
+
+    def excl_cumsum(self, v: np.ndarray) -> np.ndarray:
+        """Per flow, the sum of ``v`` over the rows before each row (int64)."""
+        v = np.asarray(v, np.int64)
+        cs = np.cumsum(v)
+        ex = cs - v
+        return ex - np.repeat(ex[self.starts], self.sizes)
+
+    def last_where(self, mask: np.ndarray, inclusive: bool = True) -> np.ndarray:
+        """Per row, index of the last row of the same flow at or before it (or strictly
+        before it when ``inclusive`` is False) where ``mask`` holds; -1 if none."""
+        cand = np.where(mask, self.idx, -1)
+        last = np.maximum.accumulate(cand) if self.n else cand
+        if not inclusive:
+            last = np.concatenate([[-1], last[:-1]]) if self.n else last
+        start = np.repeat(self.starts, self.sizes)
+        return np.where(last >= start, last, -1)
+
+    def first_where(self, mask: np.ndarray) -> np.ndarray:
+        """Per flow, index of its first row where ``mask`` holds; -1 if none."""
+        if self.n == 0:
+            return np.zeros(self.nf, np.int64)
+        big = self.n + 1
+        f = np.minimum.reduceat(np.where(mask, self.idx, big), self.starts)
+        return np.where(f == big, -1, f)
+
+    def last_in_flow_where(self, mask: np.ndarray) -> np.ndarray:
+        """Per flow, index of its last row where ``mask`` holds; -1 if none."""
+        if self.n == 0:
+            return np.zeros(self.nf, np.int64)
+        return np.maximum.reduceat(np.where(mask, self.idx, -1), self.starts)
+
+    def dir_first(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per flow, first forward and first backward row (within ``mask``), -1 if none."""
+        fwd = self.fwd
+        base = np.ones(self.n, bool) if mask is None else mask
+        return self.first_where(base & fwd), self.first_where(base & ~fwd)
+

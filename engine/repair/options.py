@@ -1,0 +1,151 @@
+"""IPv4 and TCP option lists: parse, validate and rebuild, vectorized over packets.
+
+Options are a sequence of (kind, length, value) records, so parsing is
+sequential *within* a packet; :func:`walk` steps all packets forward together,
+one option per step (at most 40 steps, usually 3-6), so the Python loop runs
+over option positions, never over packets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..capture import _ranges
+
+EOL, NOP = 0, 1
+# TCP option kinds we emit and accept, with their exact lengths.
+MSS, WS, SACK_PERM, SACK, TS = 2, 3, 4, 5, 8
+TCP_LEN = {MSS: 4, WS: 3, SACK_PERM: 2, TS: 10}
+SACK_LENS = (10, 18, 26, 34)
+TCP_SYN_ONLY = (MSS, WS, SACK_PERM)
+MAX_WS = 14
+# IPv4: Router Alert (RFC 2113), value 0.
+IP_RA = 148
+IP_LEN = {IP_RA: 4}
+
+
+def _len_table(fixed: dict[int, int]) -> np.ndarray:
+    t = np.zeros(256, np.int64)
+    for k, v in fixed.items():
+        t[k] = v
+    return t
+
+
+TCP_LEN_TABLE = _len_table(TCP_LEN)
+IP_LEN_TABLE = _len_table(IP_LEN)
+
+
+@dataclass
+class OptionTable:
+    """Every option record of every packet (EOL and NOP excluded).
+
+    Attributes:
+        row, pos, kind, length: ``(r,)`` one entry per record, in packet then position order.
+        ok: ``(k,)`` per packet: the list parses (each record known with the
+            right length, inside the option area) and ends at the area's end
+            or at an EOL followed only by zero bytes.
+        end: ``(k,)`` per packet: where parsing stopped (EOL position, area end, or the bad record).
+    """
+
+    row: np.ndarray
+    pos: np.ndarray
+    kind: np.ndarray
+    length: np.ndarray
+    ok: np.ndarray
+    end: np.ndarray
+
+
+def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> OptionTable:
+    """Parse option areas.
+
+    Args:
+        opt: ``(k, L)`` uint8 option bytes.
+        olen: ``(k,)`` length of each packet's option area in bytes (<= L).
+        lens: ``(256,)`` exact length of each accepted kind, 0 for unknown kinds.
+        sack: accept TCP SACK (kind 5) with 2 + 8n bytes, n = 1..4.
+    """
+    k, L = opt.shape
+    olen = np.minimum(np.asarray(olen, np.int64), L)
+    pos = np.zeros(k, np.int64)
+    alive = olen > 0
+    ok = np.ones(k, bool)
+    end = olen.copy()
+    recs = []
+    for _ in range(L):
+        idx = np.nonzero(alive)[0]
+        if len(idx) == 0:
+            break
+        p = pos[idx]
+        kd = opt[idx, p].astype(np.int64)
+        is_eol = kd == EOL
+        e = idx[is_eol]
+        end[e] = pos[e]
+        alive[e] = False
+        is_nop = kd == NOP
+        pos[idx[is_nop]] += 1
+        o = ~is_eol & ~is_nop
+        io, po, ko = idx[o], p[o], kd[o]
+        has_len = po + 1 < olen[io]
+        ln = np.where(has_len, opt[io, np.minimum(po + 1, L - 1)], 0).astype(np.int64)
+        need = lens[ko]
+        good_len = (ln == need) & (need > 0)
+        if sack:
+            good_len |= (ko == SACK) & np.isin(ln, SACK_LENS)
+        good = has_len & good_len & (po + ln <= olen[io])
+        bad = io[~good]
+        ok[bad] = False
+        end[bad] = po[~good]
+        alive[bad] = False
+        g = io[good]
+        recs.append((g, po[good], ko[good], ln[good]))
+        pos[g] += ln[good]
+        alive &= pos < olen
+    # after an EOL only zero bytes may follow
+    after = np.arange(L)[None, :] >= end[:, None]
+    inside = np.arange(L)[None, :] < olen[:, None]
+    ok &= ~((opt != 0) & after & inside).any(axis=1)
+    if recs:
+        row, pos_, kind, length = (np.concatenate(x) for x in zip(*recs))
+        order = np.lexsort((pos_, row))
+        row, pos_, kind, length = row[order], pos_[order], kind[order], length[order]
+    else:
+        row = pos_ = kind = length = np.zeros(0, np.int64)
+    return OptionTable(row, pos_, kind, length, ok, end)
+
+
+def first_of_kind(t: OptionTable) -> np.ndarray:
+    """Per record: it is the first record of its kind in its packet."""
+    if len(t.row) == 0:
+        return np.zeros(0, bool)
+    key = t.row * 256 + t.kind
+    _, first = np.unique(key, return_index=True)
+    out = np.zeros(len(key), bool)
+    out[first] = True
+    return out
+
+
+def rebuild(opt: np.ndarray, t: OptionTable, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rebuild option areas keeping only the records in ``keep``.
+
+    Dropped records become NOPs in place (nothing shifts), everything after the
+    last kept record is cut, and the area is padded with EOL (zero) bytes to a
+    multiple of 4.
+
+    Returns:
+        ``(bytes, olen)``: ``(k, L)`` new option bytes (zero past ``olen``), new lengths.
+    """
+    k, L = opt.shape
+    new = opt.copy()
+    drop = ~keep
+    if drop.any():
+        r = np.repeat(t.row[drop], t.length[drop])
+        c = np.repeat(t.pos[drop], t.length[drop]) + _ranges(t.length[drop])
+        new[r, c] = NOP
+    end = np.zeros(k, np.int64)
+    if keep.any():
+        np.maximum.at(end, t.row[keep], t.pos[keep] + t.length[keep])
+    new[np.arange(L)[None, :] >= end[:, None]] = 0
+    olen = (end + 3) // 4 * 4
+    return new, olen

@@ -1,0 +1,151 @@
+"""The compliance report: per rule, packets and flows violating it before and after repair."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..capture import atomic_write_bytes
+
+
+@dataclass
+class RuleReport:
+    """One rule's line of the report.
+
+    Attributes:
+        name, description, scope: the rule's.
+        enabled: False when switched off (its counts are shown, not acted on, and
+            left out of the totals).
+        before_packets, before_flows: violations in the input.
+        changed_packets, changed_flows: packets/flows the rule's fix modified
+            (``None`` for a check).
+        changed_fields: field (or block) -> packets where the fix changed it.
+        after_packets, after_flows: violations in the output (``None`` for a check).
+    """
+
+    name: str
+    description: str
+    scope: str
+    enabled: bool
+    before_packets: int
+    before_flows: int
+    changed_packets: int | None = None
+    changed_flows: int | None = None
+    changed_fields: dict = field(default_factory=dict)
+    after_packets: int | None = None
+    after_flows: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "description": self.description, "scope": self.scope,
+             "enabled": self.enabled,
+             "before": {"packets": self.before_packets, "flows": self.before_flows}}
+        if self.after_packets is not None:
+            d["changed"] = {"packets": self.changed_packets, "flows": self.changed_flows,
+                            "fields": dict(sorted(self.changed_fields.items()))}
+            d["after"] = {"packets": self.after_packets, "flows": self.after_flows}
+        return d
+
+
+@dataclass
+class ComplianceReport:
+    """Result of :func:`~engine.repair.check_flows` (``mode="check"``) or
+    :func:`~engine.repair.repair_flows` (``mode="repair"``).
+
+    Totals count packets (and flows) violating at least one enabled rule.
+    For a check, the "after" totals equal the "before" ones: the capture as it is.
+    """
+
+    mode: str
+    packets: int
+    flows: int
+    rules: list[RuleReport]
+    total_before: int
+    flows_before: int
+    total_after: int
+    flows_after: int
+    packets_changed: int = 0
+    flows_changed: int = 0
+    padding_rows_dropped: int = 0
+    empty_flows: int = 0
+    options: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = ""
+
+    @property
+    def clean(self) -> bool:
+        """No enabled rule is violated by the result."""
+        return self.total_after == 0
+
+    def rule(self, name: str) -> RuleReport:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode, "source": self.source, "clean": self.clean,
+            "packets": self.packets, "flows": self.flows,
+            "padding_rows_dropped": self.padding_rows_dropped, "empty_flows": self.empty_flows,
+            "totals": {
+                "before": {"packets": self.total_before, "flows": self.flows_before},
+                **({"changed": {"packets": self.packets_changed, "flows": self.flows_changed}}
+                   if self.mode == "repair" else {}),
+                "after": {"packets": self.total_after, "flows": self.flows_after},
+            },
+            "options": self.options,
+            "seconds": round(self.seconds, 4),
+            "rules": [r.to_dict() for r in self.rules],
+        }
+
+    def to_table(self) -> str:
+        """A readable fixed-width table, one rule per line, in pipeline order."""
+        rep = self.mode == "repair"
+        head = f"Compliance {'repair' if rep else 'check'}"
+        if self.source:
+            head += f" of {self.source}"
+        lines = [head, f"{self.packets} packets in {self.flows} flows"
+                 + (f"; {self.padding_rows_dropped} padding rows dropped" if self.padding_rows_dropped else "")
+                 + (f"; {self.empty_flows} flows without packets" if self.empty_flows else ""), ""]
+        w = max([len(r.name) for r in self.rules] + [5]) + 2
+        cols = ["before pkts", "flows"] + (["changed pkts", "after pkts", "flows"] if rep else [])
+        lines.append("rule".ljust(w) + "".join(c.rjust(13) for c in cols) + "  fields changed" * rep)
+        lines.append("-" * (w + 13 * len(cols) + (16 if rep else 0)))
+        for r in self.rules:
+            vals = [r.before_packets, r.before_flows]
+            if rep:
+                vals += [r.changed_packets, r.after_packets, r.after_flows]
+            name = r.name + ("" if r.enabled else " (off)")
+            line = name.ljust(w) + "".join(str(v).rjust(13) for v in vals)
+            if rep and r.changed_fields:
+                line += "  " + ", ".join(f"{k} {v}" for k, v in sorted(r.changed_fields.items()))
+            lines.append(line)
+        lines.append("-" * (w + 13 * len(cols) + (16 if rep else 0)))
+        tot = [self.total_before, self.flows_before]
+        if rep:
+            tot += [self.packets_changed, self.total_after, self.flows_after]
+        lines.append("any rule".ljust(w) + "".join(str(v).rjust(13) for v in tot))
+        lines.append("")
+        lines.append("result: " + ("clean: every enabled rule holds" if self.clean else
+                                   f"NOT clean: {self.total_after} packets in {self.flows_after} flows violate a rule"))
+        return "\n".join(lines) + "\n"
+
+    def write(self, dir_or_prefix: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``compliance.json`` and ``compliance.txt`` atomically.
+
+        ``dir_or_prefix`` is a directory (existing, or ending in a path
+        separator): files go inside it; otherwise it is a file-name prefix:
+        ``out/run1`` gives ``out/run1.compliance.json`` (a prefix ending in
+        ``.``, ``_`` or ``-`` is used as is: ``out/run1_compliance.json``).
+        """
+        s = os.fspath(dir_or_prefix)
+        if os.path.isdir(s) or s.endswith((os.sep, "/")):
+            jp, tp = Path(s) / "compliance.json", Path(s) / "compliance.txt"
+        else:
+            sep = "" if s.endswith((".", "_", "-")) else "."
+            jp, tp = Path(f"{s}{sep}compliance.json"), Path(f"{s}{sep}compliance.txt")
+        atomic_write_bytes(jp, [json.dumps(self.to_dict(), indent=2).encode() + b"\n"])
+        atomic_write_bytes(tp, [self.to_table().encode()])
+        return jp, tp

@@ -1,0 +1,109 @@
+"""The rule interface: a named unit that counts its violations and fixes them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..layout import ABSENT, LAYOUT
+from .batch import Batch, Plan
+
+C = LAYOUT.cols
+
+
+@dataclass
+class Changes:
+    """What one rule's fix changed.
+
+    Attributes:
+        packets: ``(N,)`` bool, rows whose bits (or addresses) changed.
+        fields: field or block name -> number of packets where it changed.
+    """
+
+    packets: np.ndarray
+    fields: Counter = field(default_factory=Counter)
+
+
+class Rule:
+    """Base class. Subclasses set ``name``, ``description``, ``scope`` and implement :meth:`plan`.
+
+    ``plan(batch)`` returns the edits that would make the batch satisfy the
+    rule; :meth:`count` reports the packets those edits would change, so a
+    packet violates a rule exactly when the rule's fix would change it.
+    """
+
+    name = ""
+    description = ""
+    scope = "packet"        # "packet": within one packet; "flow": across a flow's packets
+
+    def plan(self, b: Batch) -> Plan:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _changes(self, b: Batch, plan: Plan) -> Changes:
+        mask = np.zeros(b.n, bool)
+        fields: Counter = Counter()
+        for e in plan.edits:
+            rows = e.changed(b.m)
+            if len(rows):
+                mask[rows] = True
+                fields[e.name] += len(rows)
+        for me in plan.meta:
+            diff = np.zeros(len(me.flows), bool)
+            for attr, vals in me.values.items():
+                diff |= getattr(b, attr)[me.flows] != vals
+            flows = me.flows[diff]
+            if len(flows):
+                rows_mask = np.isin(b.fid, flows)
+                mask |= rows_mask
+                fields[me.name] += int(rows_mask.sum())
+        return Changes(mask, fields)
+
+    def count(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Violations: ``(packet_mask (N,), flow_mask (F,))``."""
+        plan = self.plan(b)
+        ch = self._changes(b, plan)
+        mask = ch.packets
+        if plan.flagged is not None:
+            mask = mask | plan.flagged
+        return mask, b.flow_any(mask)
+
+    def fix(self, b: Batch) -> Changes:
+        """Apply the rule's edits; returns what changed."""
+        plan = self.plan(b)
+        ch = self._changes(b, plan)
+        b.apply(plan)
+        return ch
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name}>"
+
+
+def fill_absent(bits: np.ndarray) -> np.ndarray:
+    """Copy of ``bits`` with absent (-1) cells set to 0."""
+    out = bits.copy()
+    out[out == ABSENT] = 0
+    return out
+
+
+def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len_name: str) -> None:
+    """Header-length rule shared by IPv4 IHL and TCP data offset.
+
+    The option area is the leading 32-bit words of the option columns whose
+    bits are mostly present (the matrix's -1 pattern is what a model learns
+    best); the length field must count exactly those words, their bits must
+    all be present and every later option bit absent.
+    """
+    cols = C(opt_name)
+    opt = b.m[rows, cols]
+    k = len(rows)
+    words = (opt != ABSENT).reshape(k, -1, 32).sum(axis=2) >= 16
+    nwords = np.cumprod(words, axis=1).sum(axis=1)
+    inside = (np.arange(opt.shape[1]) // 32)[None, :] < nwords[:, None]
+    bad = ((opt == ABSENT) & inside).any(axis=1) | ((opt != ABSENT) & ~inside).any(axis=1)
+    target = np.where(inside, np.where(opt == ABSENT, 0, opt), ABSENT).astype(np.int8)
+    plan.bits(opt_name, cols, rows[bad], target[bad])
+    cur = b.get(len_name)[rows]
+    want = 5 + nwords
+    plan.field(len_name, rows[cur != want], want[cur != want])
