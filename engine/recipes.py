@@ -268,7 +268,7 @@ def _model(v: _V, key: str, raw, base: Path | None) -> str | None:
             v.fail(key, f"{m!r}: revision {rev!r} is not a 40-hex commit id (branches and tags are not "
                         f"reproducible; use the full commit hash)")
         return m
-    if "://" in m:
+    if "://" in m or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", m):
         v.fail(key, f"{m!r}: unknown scheme; use \"default\", a local directory or hf://org/name@<commit>")
     p = Path(os.path.expanduser(m))
     if not p.is_absolute() and base is not None:
