@@ -544,7 +544,7 @@ def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cance
             cap.atomic_write_bytes(data / staged, [body])
             row["file"] = staged
             jr.append({"t": "flow", "src": s.key, "row": row})
-            rows[staged], owner[staged] = row, s.key
+            rows[staged], owner[staged] = json.loads(json.dumps(row)), s.key   # exactly what a resume reads
             if delay:
                 time.sleep(delay)
         jr.append({"t": "src", "src": s.key})
@@ -668,7 +668,9 @@ def _finalize(rows, data: Path, work: Path, out: Path, opts: ExportOptions, forc
             "inputs": _input_dirs(sources), "classes": stats, "merged_pcapng": merged, "compliance": _compliance(sources),
             "fidelity": _fidelity(sources), "notes": notes}
     cap.atomic_write_bytes(data / "manifest.json",
-                           [json.dumps({"dataset": info, "flows": rows}, indent=1, default=str).encode()])
+                           [json.dumps({"dataset": info, "flows": [{k: r.get(k, "") for k in MANIFEST_COLUMNS}
+                                                                   for r in rows]},
+                                       indent=1, default=str).encode()])
     cap.atomic_write_bytes(data / "README.md", [data_card(info, rows, title).encode()])
     # into place
     old = None
