@@ -242,6 +242,9 @@ def compliance_summary(rep) -> str:
         if k in rep and isinstance(rep[k], bool):
             if rep[k]:
                 return "clean"
+            after = (rep.get("totals") or {}).get("after") or {}
+            if isinstance(after.get("packets"), int):
+                return f"{after['packets']} packets in {after.get('flows', '?')} flows still violate"
             break
     for k in ("remaining", "violations_after", "errors", "remaining_violations"):
         v = rep.get(k)

@@ -151,6 +151,16 @@ def test_unknown_and_misplaced_keys(key, value, words):
     assert f"key '{key}'" in str(ei.value) and words in str(ei.value), str(ei.value)
 
 
+def test_unknown_repair_rule_is_named():
+    pytest.importorskip("engine.repair")
+    if rp.known_repair_rules() is None:
+        pytest.skip("engine.repair has no rule list")
+    with pytest.raises(InputError, match="key 'repair.disable': no repair rule named 'tcp_chksum' "
+                                         "\\(did you mean 'tcp_checksum'\\?\\)"):
+        rp.parse_recipe(with_("repair.disable", ["tcp_chksum"]), "r.toml")
+    assert rp.parse_recipe(with_("repair.disable", ["tcp_checksum"])).request.disabled_rules == ("tcp_checksum",)
+
+
 def test_icmp_has_no_ports_and_tcp_needs_a_handshake():
     d = with_("traffic.transport", "icmp")
     with pytest.raises(InputError, match="key 'traffic.service_ports': ICMP has no ports"):

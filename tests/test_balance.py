@@ -1,0 +1,159 @@
+"""netdiff balance: counts, plan, recipe choice, generation for thin classes, export of the mix."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine import balance as bl
+from engine import export as ex
+from engine.errors import InputError
+from engine.pipeline import encode_capture
+
+CLASSES = ("dns", "facebook", "ssh", "twitch")
+
+
+@pytest.fixture
+def small_real(real_dir, tmp_path) -> Path:
+    d = tmp_path / "real"
+    d.mkdir()
+    for c in CLASSES:
+        (d / c).symlink_to(real_dir / c)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def user_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+class FakeGenerate:
+    """Stands in for engine.generate.generate: writes the generator's dataset format from real flows."""
+
+    def __init__(self, real_dir: Path):
+        self.real_dir = real_dir
+        self.calls = []
+
+    def __call__(self, req, out_dir, on_event=None, cancel=None):
+        import json
+        from engine.codec import write_pcap
+        self.calls.append(req)
+        out = Path(out_dir)
+        (out / req.label).mkdir(parents=True)
+        src = sorted((self.real_dir / "ssh").glob("*.pcap"))[0]
+        flows = [(b.flow(i), m) for b in encode_capture(src) for i, m in enumerate(b.metas)]
+        rows = []
+        for i in range(req.count):
+            m, meta = flows[i % len(flows)]
+            meta = replace(meta, label=req.label, flow_id=f"{req.label}-{i:05d}", start_ns=meta.start_ns + i)
+            rel = f"{req.label}/{req.label}-{i:05d}.pcap"
+            k = write_pcap(out / rel, [m], [meta])
+            rows.append({"file": rel, "label": req.label, "packets": k, "seed": req.seed, "model_hash": "f" * 64,
+                         "synthetic": 1, "flow_id": meta.flow_id, "proto": meta.proto})
+        with open(out / "manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        (out / "generate.json").write_text(json.dumps({"request": {"label": req.label, "extra": req.extra},
+                                                       "summary": {"model_hash": "f" * 64}}, default=list))
+        return {"flows": req.count}
+
+
+def test_count_and_plan(small_real):
+    counts = bl.count_flows(small_real)
+    assert set(counts) == set(CLASSES) and all(n > 0 for n in counts.values())
+    assert counts == {c: sum(1 for s in ex.scan_inputs([small_real]) if s.cls == c
+                             for b in encode_capture(s.path) for _ in b.metas) for c in CLASSES}
+    t, have, need = bl.plan(counts, "max")
+    assert t == max(counts.values()) and all(have[c] + need.get(c, 0) == t for c in counts)
+    t, have, need = bl.plan({"a": 10, "b": 3}, 8, split=0.2)
+    assert (t, have, need) == (8, {"a": 8, "b": 2}, {"b": 6})
+    with pytest.raises(InputError, match="--target must be"):
+        bl.parse_target("lots")
+    with pytest.raises(InputError, match=">= 1"):
+        bl.parse_target("0")
+
+
+def test_recipe_choice(tmp_path):
+    req, where = bl.request_for("twitch", 7)
+    assert (req.label, req.count, req.server_ports) == ("twitch", 7, (443,)) and "preset recipe 'twitch'" in where
+    req, where = bl.request_for("tls_https", 3)
+    assert "https_web" in where and req.transport == "tcp"          # preset found by label, not name
+    req, where = bl.request_for("bittorrent", 3)
+    assert where == "defaults" and req.label == "bittorrent" and req.count == 3
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "x.toml").write_text('label = "twitch"\ncount = 1\n[traffic]\nservice_ports = [8443]\n')
+    req, where = bl.request_for("twitch", 5, d)
+    assert req.server_ports == (8443,) and req.count == 5 and "dir recipe 'x'" in where
+
+
+def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
+    gen = FakeGenerate(small_real)
+    out = tmp_path / "bal"
+    s = bl.balance(small_real, 20, out, split=0.2, seed=1, generate_fn=gen)
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    train = [r for r in rows if r["split"] == "train"]
+    for c in CLASSES:
+        n = sum(1 for r in train if r["class"] == c)
+        assert n == max(20, s["counted"][c]), (c, n)
+    assert {q.label for q in gen.calls} == {c for c in CLASSES if s["counted"][c] < 20}
+    assert all(r["origin"] == "real" for r in rows if r["split"] == "test")
+    syn = [r for r in rows if r["origin"] == "synthetic"]
+    assert len(syn) == sum(s["generated"].values()) > 0
+    assert all(r["recipe"] for r in syn)
+    assert "Balanced with `netdiff balance`" in (out / "README.md").read_text()
+    assert not bl.work_dir_for(out).exists()
+
+
+def test_balance_resumes_generated_classes(small_real, tmp_path):
+    gen = FakeGenerate(small_real)
+    out = tmp_path / "bal"
+
+    class Boom(Exception):
+        pass
+
+    def failing_export(*a, **k):
+        raise Boom
+    import engine.balance as mod
+    orig = mod.export
+    mod.export = failing_export
+    try:
+        with pytest.raises(Boom):
+            bl.balance(small_real, 10, out, generate_fn=gen)
+    finally:
+        mod.export = orig
+    first = len(gen.calls)
+    assert first > 0 and not out.exists()
+    bl.balance(small_real, 10, out, generate_fn=gen)
+    assert len(gen.calls) == first          # generated classes were kept, not regenerated
+
+
+def test_balance_cli_refuses_generated_input(tmp_path, small_real):
+    from netdiff_tui.cli import main
+    gen = FakeGenerate(small_real)
+    gen(replace(bl.request_for("dns", 2)[0]), tmp_path / "g")
+    r = CliRunner().invoke(main, ["balance", "--real", str(tmp_path / "g"), "--target", "5", "-o",
+                                  str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--real takes <class>/*.pcap" in r.output
+
+
+def _default_model_present() -> bool:
+    import engine
+    d = Path(engine.__file__).parent / "default_model"
+    return d.is_dir() and any(d.glob("*.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _default_model_present(), reason="default checkpoint engine/default_model absent")
+def test_balance_with_the_real_generator(small_real, tmp_path):
+    out = tmp_path / "bal"
+    s = bl.balance(small_real, 12, out, classes=["facebook"])
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    syn = [r for r in rows if r["origin"] == "synthetic"]
+    assert len(syn) == 12 - s["counted"]["facebook"] and all(r["class"] == "facebook" for r in syn)
+    assert all(r["server_port"] == "443" for r in syn)
