@@ -6,7 +6,7 @@ import numpy as np
 
 from .data import FlowSet
 from .features import SPECS, packet_values
-from .metrics import METRICS, compare, mean_of
+from .metrics import ABSENT_CODE, METRICS, compare, mean_of
 
 GROUPS = ("header", "packet", "flow")
 
@@ -31,16 +31,25 @@ def fidelity(test_real: FlowSet, candidate: FlowSet, classes: list[str],
                 fields[s.name] = {"jsd": 1.0, "tvd": 1.0, "hellinger": 1.0, "bins": 0, "empty": True}
             else:
                 fields[s.name] = compare(rv[s.name], cv[s.name], **s.bin_kwargs())
-        entry = {"flows": len(candidate.of(c)), "fields": fields,
+        # header fields again over only the packets that carry the header on both sides:
+        # the field's own shape, without the protocol mix that the absent bin adds
+        present = {}
+        for s in SPECS:
+            if s.group == "header":
+                a, b = rv[s.name], cv[s.name]
+                present[s.name] = compare(a[a != ABSENT_CODE], b[b != ABSENT_CODE], **s.bin_kwargs())
+        entry = {"flows": len(candidate.of(c)), "fields": fields, "fields_present": present,
                  "mean": {m: mean_of(v[m] for v in fields.values() if v) for m in METRICS}}
         entry["mean_by_group"] = {
             g: {m: mean_of(fields[s.name][m] for s in SPECS if s.group == g and fields[s.name]) for m in METRICS}
             for g in GROUPS}
+        entry["mean_by_group"]["header_present"] = {
+            m: mean_of(v[m] for v in present.values() if v) for m in METRICS}
         out["classes"][c] = entry
     out["overall"] = {m: mean_of(out["classes"][c]["mean"][m] for c in classes) for m in METRICS}
     out["overall_by_group"] = {
         g: {m: mean_of(out["classes"][c]["mean_by_group"][g][m] for c in classes) for m in METRICS}
-        for g in GROUPS}
+        for g in GROUPS + ("header_present",)}
     return out
 
 

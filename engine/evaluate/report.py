@@ -74,9 +74,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         rows.append(["**all classes**"] + [f"**{_f(r['fidelity'][k]['overall'][m])}**" for k in cands])
         L += [_table(["class"] + cands, rows), ""]
 
-    L += ["## Mean JSD by group", "", "header = fields of the layout table; packet = direction, size, gap; "
-          "flow = flow length, direction share.", ""]
-    rows = [[g] + [_f(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands] for g in ("header", "packet", "flow")]
+    L += ["## Mean JSD by group", "", "header = fields of the layout table (absent = own bin, so the protocol "
+          "mix counts); header_present = the same fields over only the packets that carry the header; "
+          "packet = direction, size, gap; flow = flow length, direction share.", ""]
+    rows = [[g] + [_f(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands]
+            for g in ("header", "header_present", "packet", "flow")]
     L += [_table(["group"] + cands, rows), ""]
 
     L += ["## JSD per field (mean over classes)", ""]
