@@ -134,3 +134,58 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     shutil.rmtree(work, ignore_errors=True)
     summary.update(target=t, real_counts=counts, counted=have, generated=need, recipes=origin)
     return summary
+
+
+def classifier_scores(dataset_dir: str | os.PathLike, seed: int = 0, n_estimators: int = 200,
+                      mask_ports: bool = False, n_jobs: int = 1) -> dict:
+    """Does balancing help? Train on the real train flows vs on all train flows, test on real test flows.
+
+    Reads an export made with ``--split`` (e.g. by :func:`balance`): scenario
+    ``imbalanced`` trains on the train split's real flows, ``balanced`` on the
+    whole train split (real + synthetic); both are scored on the test split
+    (real). Features: :func:`engine.evaluate.features.flow_matrix` (per-flow
+    statistics; ``mask_ports`` drops the port features, which recipes set).
+    Classifier: scikit-learn RandomForest, fixed seed.
+
+    Returns:
+        ``{"classes": [...], "train_counts": {...}, "<scenario>": {"macro_f1", "accuracy", "f1": {class: f1}}}``.
+    """
+    import csv
+
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .evaluate.features import flow_matrix
+    d = Path(dataset_dir)
+    with open(d / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not any(r["split"] == "test" for r in rows):
+        raise InputError(d, "has no test split (export with --split)")
+    mats: dict[str, np.ndarray] = {}
+    for r in rows:
+        for b in encode_capture(d / r["file"], FlowConfig(min_packets=1)):
+            if len(b) and r["file"] not in mats:
+                mats[r["file"]] = b.flow(0)
+    rows = [r for r in rows if r["file"] in mats]
+    classes = sorted({r["class"] for r in rows if r["split"] == "test"})
+    idx = {c: i for i, c in enumerate(classes)}
+    rows = [r for r in rows if r["class"] in idx]
+
+    def xy(sel):
+        x = flow_matrix([mats[r["file"]] for r in sel], mask_ports=mask_ports)
+        return x, np.array([idx[r["class"]] for r in sel])
+    test = [r for r in rows if r["split"] == "test"]
+    xte, yte = xy(test)
+    out: dict = {"classes": classes, "test_counts": dict(Counter(r["class"] for r in test))}
+    for name, sel in (("imbalanced", [r for r in rows if r["split"] == "train" and r["origin"] == "real"]),
+                      ("balanced", [r for r in rows if r["split"] == "train"])):
+        xtr, ytr = xy(sel)
+        clf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
+        clf.fit(xtr, ytr)
+        pred = clf.predict(xte)
+        f1 = f1_score(yte, pred, labels=list(range(len(classes))), average=None, zero_division=0)
+        out[name] = {"train_counts": dict(Counter(r["class"] for r in sel)),
+                     "accuracy": float(accuracy_score(yte, pred)),
+                     "macro_f1": float(np.mean(f1)), "f1": {c: float(f1[i]) for c, i in idx.items()}}
+    return out
