@@ -1,0 +1,260 @@
+"""``generate(req, out_dir)``: a GenerationRequest -> a labeled dataset of pcaps.
+
+Output directory (appears complete or not at all)::
+
+    OUT/<label>/<label>-00000.pcap   one capture per flow
+    OUT/manifest.csv                 file,label,packets,seed,model_hash,synthetic,flow_id,proto,...
+    OUT/compliance.json              the repair step's report
+    OUT/generate.json                the request, the model and the sampling statistics
+
+Under ``accelerate launch`` every process samples its own slice of the
+flows (flow ``i`` goes to rank ``i % world``); rank 0 gathers them, assigns
+addresses and times, repairs and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.capture import atomic_write_bytes
+from engine.codec import FlowMeta, write_pcap
+from engine.errors import InputError
+from engine.layout import LAYOUT, get, put
+from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
+
+from .model.checkpoint import load_model, weights_hash
+from .sample import PROTO_NUM, SampleStats, flow_proto, sample_flows
+
+MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
+                    "init_ip", "init_port", "resp_ip", "resp_port", "start_ns"]
+COL_DIR = LAYOUT.cols("meta_direction").start
+
+
+def _rng(seed: int, what: str) -> np.random.Generator:
+    h = hashlib.sha256(f"netdiff/{seed}/{what}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def _networks(cidrs, what: str) -> list[ipaddress.IPv4Network]:
+    nets = []
+    for c in cidrs:
+        try:
+            n = ipaddress.ip_network(c, strict=False)
+        except ValueError as e:
+            raise InputError(None, f"{what}: {e}") from None
+        if n.version != 4:
+            raise InputError(None, f"{what}: {c} is not IPv4 (the model writes IPv4 flows)")
+        nets.append(n)
+    if not nets:
+        raise InputError(None, f"{what}: no address ranges")
+    return nets
+
+
+def _pick_ip(rng: np.random.Generator, nets) -> int:
+    n = nets[int(rng.integers(len(nets)))]
+    size = n.num_addresses
+    if size <= 2:
+        off = int(rng.integers(size))
+    else:   # skip the network and broadcast addresses
+        off = 1 + int(rng.integers(size - 2))
+    return int(n.network_address) + off
+
+
+def _model_ports(m: np.ndarray, proto: int) -> tuple[int, int]:
+    """(initiator port, responder port) as the model wrote them in the first row."""
+    if len(m) == 0 or proto not in (6, 17):
+        return 0, 0
+    a, b = ("tcp_sprt", "tcp_dprt") if proto == 6 else ("udp_sport", "udp_dport")
+    s, d = int(get(m[:1], a)[0]), int(get(m[:1], b)[0])
+    return (s, d) if m[0, COL_DIR] != 0 else (d, s)
+
+
+def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None:
+    """Write the initiator's and responder's ports into a flow's TCP/UDP rows (by direction)."""
+    if proto not in (6, 17) or len(m) == 0:
+        return
+    a, b = ("tcp_sprt", "tcp_dprt") if proto == 6 else ("udp_sport", "udp_dport")
+    col = LAYOUT.cols(a).start
+    have = m[:, col] != -1
+    fwd = have & (m[:, COL_DIR] != 0)
+    back = have & (m[:, COL_DIR] == 0)
+    for rows, s, d in ((fwd, init_port, resp_port), (back, resp_port, init_port)):
+        if rows.any():
+            put(m, a, s, rows)
+            put(m, b, d, rows)
+
+
+def make_metas(req: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
+    """Addresses, ports and start times for every flow (all from req.seed)."""
+    cli, srv = _networks(req.client_cidrs, "client_cidrs"), _networks(req.server_cidrs, "server_cidrs")
+    rng = _rng(req.seed, "meta")
+    lo, hi = req.client_port_range
+    if not (0 < lo <= hi <= 65535):
+        raise InputError(None, f"client_port_range {req.client_port_range} is not a range of ports")
+    if req.flows_per_s <= 0:
+        raise InputError(None, "flows_per_s must be > 0")
+    gaps = rng.exponential(1e9 / req.flows_per_s, size=len(mats))
+    gaps[0] = 0
+    starts = req.start_ns + np.cumsum(gaps).astype(np.int64)
+    metas, sports = [], []
+    for i, m in enumerate(mats):
+        proto = flow_proto(m)
+        mi, mr = _model_ports(m, proto)
+        sport = int(req.server_ports[int(rng.integers(len(req.server_ports)))]) if req.server_ports else mr
+        cport = int(rng.integers(lo, hi + 1))
+        metas.append(FlowMeta(f"{req.label}-{i:05d}", req.label, proto, _pick_ip(rng, cli), _pick_ip(rng, srv),
+                              cport if proto in (6, 17) else 0, sport if proto in (6, 17) else 0,
+                              int(starts[i]), len(m), "netdiff-generate"))
+        sports.append(sport)
+        set_ports(m, proto, metas[-1].init_port, metas[-1].resp_port)
+    return metas, sports
+
+
+def _repair(req, mats, metas, sports, emit):
+    """Run the repair step: one call per distinct server port (the API takes one port)."""
+    try:
+        from engine.repair import RepairOptions, repair_flows
+    except ImportError:
+        emit(Message("warning", "engine.repair is not available: flows are written unrepaired"))
+        return mats, metas, {"repaired": False, "reason": "engine.repair not installed"}
+    out_m, out_meta = list(mats), list(metas)
+    reports = []
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(sports):
+        groups.setdefault(p if req.server_ports else -1, []).append(i)
+    for port, idx in sorted(groups.items()):
+        kw = dict(mtu=req.mtu, allow_fragments=req.allow_fragments, disabled=frozenset(req.disabled_rules),
+                  client_port_range=tuple(req.client_port_range), seed=req.seed)
+        if port >= 0:
+            kw["server_port"] = port
+        opts = RepairOptions(**kw)
+        rm, rmeta, rep = repair_flows([mats[i] for i in idx], [metas[i] for i in idx], opts)
+        for j, i in enumerate(idx):
+            out_m[i], out_meta[i] = rm[j], rmeta[j]
+        reports.append(rep)
+    if len(reports) == 1:
+        return out_m, out_meta, reports[0].to_dict()
+    return out_m, out_meta, {"repaired": True, "groups": [r.to_dict() for r in reports]}
+
+
+def _dist():
+    """(rank, world, state) under accelerate launch / torchrun; (0, 1, None) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+        st = PartialState()
+        return st.process_index, st.num_processes, st
+    return 0, 1, None
+
+
+def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
+             cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64) -> dict:
+    """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict."""
+    t0 = time.time()
+    emit = on_event or (lambda ev: None)
+    out = Path(out_dir)
+    if req.count < 1:
+        raise InputError(None, "count must be >= 1")
+    if req.packets_min < 1 or req.packets_max < req.packets_min:
+        raise InputError(None, f"packets range [{req.packets_min}, {req.packets_max}] is empty")
+    if req.transport not in ("any", *PROTO_NUM):
+        raise InputError(None, f"transport {req.transport!r}: choose any, tcp, udp or icmp")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
+    rank, world, state = _dist()
+    dev = state.device if state is not None else "cpu"
+    model, mcfg, mdir = load_model(req.model, dev)
+    mhash = weights_hash(mdir)
+    L = model.config.max_packets
+    pmax = req.packets_max
+    if pmax > L:
+        emit(Message("warning", f"packets_max {pmax} > model's {L} packets per flow; flows have at most {L}"))
+        pmax = L
+    pmin = min(req.packets_min, pmax)
+    steps = req.steps or mcfg.get("sampling", {}).get("steps", 20)
+    guidance = req.guidance if req.guidance is not None else mcfg.get("sampling", {}).get("guidance", 1.0)
+    stats = SampleStats()
+    mine = [i for i in range(req.count) if i % world == rank]
+    t_s = time.time()
+    flows = sample_flows(model, mcfg, req.label, mine, req.seed, steps, guidance, pmin, pmax, req.transport,
+                         batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats)
+    sample_s = time.time() - t_s
+    if state is not None:
+        from accelerate.utils import gather_object
+        parts = gather_object([(flows, asdict(stats))])
+        if rank != 0:
+            state.wait_for_everyone()
+            return {"rank": rank, "flows": len(flows)}
+        flows, agg = {}, SampleStats()
+        for f, s in parts:
+            flows.update(f)
+            for k, v in s.items():
+                setattr(agg, k, getattr(agg, k) + v)
+        stats = agg
+    mats = [flows[i] for i in range(req.count)]
+    metas, sports = make_metas(req, mats)
+    mats, metas, report = _repair(req, mats, metas, sports, emit)
+    summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
+                     {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
+                      "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world})
+    summary["seconds"] = round(time.time() - t0, 3)
+    if state is not None:
+        state.wait_for_everyone()
+    emit(TaskFinished("generate", summary))
+    return summary
+
+
+def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        (tmp / req.label).mkdir()
+        rows = []
+        emit(TaskStarted("write", len(mats), "flows"))
+        for i, (m, meta) in enumerate(zip(mats, metas)):
+            if cancel is not None:
+                cancel.check()
+            rel = f"{req.label}/{req.label}-{i:05d}.pcap"
+            n = write_pcap(tmp / rel, [m], [meta])
+            from engine.packets import ip_str
+            rows.append({"file": rel, "label": req.label, "packets": n, "seed": req.seed, "model_hash": mhash,
+                         "synthetic": 1, "flow_id": meta.flow_id, "proto": meta.proto,
+                         "init_ip": ip_str(meta.init_ip), "init_port": meta.init_port,
+                         "resp_ip": ip_str(meta.resp_ip), "resp_port": meta.resp_port, "start_ns": meta.start_ns})
+            if (i + 1) % 50 == 0 or i + 1 == len(mats):
+                emit(TaskProgress("write", i + 1, len(mats), "flows"))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(tmp / "manifest.csv", [buf.getvalue().encode()])
+        atomic_write_bytes(tmp / "compliance.json", [json.dumps(report, indent=2, default=str).encode()])
+        req_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
+        summary = {"out": str(out), "label": req.label, "flows": len(rows),
+                   "packets": int(sum(r["packets"] for r in rows)), **info,
+                   "compliance_clean": report.get("clean") if isinstance(report, dict) else None}
+        atomic_write_bytes(tmp / "generate.json",
+                           [json.dumps({"request": req_d, "summary": summary}, indent=2, default=str).encode()])
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return summary
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,105 @@
+"""Checkpoints on disk: ``model.safetensors`` + ``config.json``; no pickles anywhere.
+
+``config.json`` holds::
+
+    format          "netdiff-native-1"
+    model           PacketDenoiser config (d_model, layers, ...)
+    classes         class labels, index order
+    layout          engine.layout.LAYOUT_VERSION the model was trained on
+    scheduler       DDPMScheduler config (prediction type, betas)
+    sampling        defaults: steps, guidance, solver
+    data_manifest_sha256, seed, steps, split  provenance
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.errors import InputError
+from engine.layout import LAYOUT_VERSION
+
+from .denoiser import PacketDenoiser
+
+FORMAT = "netdiff-native-1"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+WEIGHTS = "model.safetensors"
+
+
+def model_config(model: PacketDenoiser) -> dict:
+    return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
+def save_model(out: str | os.PathLike, model: PacketDenoiser, info: dict) -> Path:
+    """Write weights and config into ``out`` (written to temp names, then renamed)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    cfg = {"format": FORMAT, "model": model_config(model), "layout": LAYOUT_VERSION, **info}
+    save_file(sd, out / (WEIGHTS + ".tmp"), metadata={"format": FORMAT, "layout": LAYOUT_VERSION})
+    (out / "config.json.tmp").write_text(json.dumps(cfg, indent=2) + "\n")
+    os.replace(out / (WEIGHTS + ".tmp"), out / WEIGHTS)
+    os.replace(out / "config.json.tmp", out / "config.json")
+    return out
+
+
+def resolve(ref: str | os.PathLike | None) -> Path:
+    """Checkpoint reference -> directory holding model.safetensors + config.json.
+
+    ``None``/"default" is the shipped model; a training run directory resolves
+    to its exported ``model/``; ``hf://`` references are not supported yet.
+    """
+    if ref is None or str(ref) in ("", "default"):
+        d = DEFAULT_MODEL_DIR
+        if not (d / WEIGHTS).exists():
+            raise InputError(d, "the default model checkpoint is not installed")
+        return d
+    s = str(ref)
+    if s.startswith("hf://"):
+        raise InputError(None, f"{s}: Hugging Face Hub checkpoints are not supported yet; "
+                               "download it and pass the local directory to --model")
+    d = Path(s)
+    if not d.exists():
+        raise InputError(d, "no such checkpoint directory")
+    if d.is_file():
+        d = d.parent
+    if not (d / WEIGHTS).exists() and (d / "model" / WEIGHTS).exists():
+        d = d / "model"
+    if not (d / WEIGHTS).exists() or not (d / "config.json").exists():
+        raise InputError(d, f"not a model checkpoint (needs {WEIGHTS} and config.json)")
+    return d
+
+
+def weights_hash(d: str | os.PathLike) -> str:
+    """sha256 of the weights file (first 16 hex digits) -- names the model in manifests."""
+    h = hashlib.sha256()
+    with open(Path(d) / WEIGHTS, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_model(ref: str | os.PathLike | None, device: str | torch.device = "cpu") -> tuple[PacketDenoiser, dict, Path]:
+    """Load a checkpoint; returns ``(model in eval mode, config dict, directory)``."""
+    d = resolve(ref)
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(d / "config.json", f"unreadable: {e}") from None
+    if cfg.get("format") != FORMAT:
+        raise InputError(d / "config.json", f"format {cfg.get('format')!r} is not {FORMAT!r}")
+    if cfg.get("layout") != LAYOUT_VERSION:
+        raise InputError(d, f"model was trained on layout {cfg.get('layout')!r}, this build uses {LAYOUT_VERSION!r}")
+    model = PacketDenoiser.from_config(cfg["model"])
+    try:
+        sd = load_file(d / WEIGHTS)
+        model.load_state_dict(sd)
+    except Exception as e:   # safetensors header errors, shape mismatches
+        raise InputError(d / WEIGHTS, f"cannot load weights: {e}") from None
+    model.to(device).eval()
+    return model, cfg, d

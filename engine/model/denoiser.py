@@ -1,0 +1,103 @@
+"""PacketDenoiser: a DiT-style transformer over the packets of one flow.
+
+Each packet row (``LAYOUT.width`` = 1105 values in {-1, 0, 1}) is one token;
+a flow is a sequence of ``max_packets`` tokens (padding rows are all -1, so
+the model learns flow length). Conditioning (timestep + class) modulates every
+block through adaptive LayerNorm (shift, scale, gate), as in DiT.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from engine.layout import LAYOUT
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-zero conditioning.
+
+    ``x``: ``(B, L, d)``; ``c``: ``(B, d)`` conditioning vector.
+    """
+
+    def __init__(self, d: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        h = int(d * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(approximate="tanh"), nn.Linear(h, d))
+        self.ada = nn.Linear(d, 6 * d)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        s1, sc1, g1, s2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+        h = _modulate(self.norm1(x), s1, sc1)
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + g1[:, None] * self.proj(a)
+        x = x + g2[:, None] * self.mlp(_modulate(self.norm2(x), s2, sc2))
+        return x
+
+
+class PacketDenoiser(ModelMixin, ConfigMixin):
+    """Predicts noise (or v) for a batch of noisy flow matrices.
+
+    Args:
+        num_classes: number of class labels; index ``num_classes`` is the null
+            class used for classifier-free guidance.
+        width: values per packet row (``LAYOUT.width``).
+        max_packets: tokens per flow ``L``.
+        d_model, layers, heads, mlp_ratio: transformer size.
+
+    Shapes:
+        ``sample``: ``(B, L, width)`` float; ``timestep``: ``(B,)`` or scalar;
+        ``class_labels``: ``(B,)`` long in ``[0, num_classes]``.
+        Returns ``(B, L, width)`` float.
+    """
+
+    @register_to_config
+    def __init__(self, num_classes: int = 20, width: int = LAYOUT.width, max_packets: int = 128,
+                 d_model: int = 128, layers: int = 4, heads: int = 4, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.inp = nn.Linear(width, d_model)
+        self.pos = nn.Parameter(torch.randn(1, max_packets, d_model) * 0.02)
+        self.t_proj = Timesteps(d_model, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.t_emb = TimestepEmbedding(d_model, d_model)
+        self.c_emb = nn.Embedding(num_classes + 1, d_model)
+        nn.init.normal_(self.c_emb.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(d_model, heads, mlp_ratio) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, width)
+        for m in (self.ada_out, self.out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        b, n, _ = sample.shape
+        t = torch.as_tensor(timestep, device=sample.device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        c = self.t_emb(self.t_proj(t).to(sample.dtype)) + self.c_emb(class_labels)
+        x = self.inp(sample) + self.pos[:, :n]
+        for blk in self.blocks:
+            x = blk(x, c)
+        shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
+        return self.out(_modulate(self.norm_out(x), shift, scale))

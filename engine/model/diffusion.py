@@ -1,0 +1,107 @@
+"""Noise schedules, classifier-free-guided sampling, and snapping samples to flows.
+
+Training uses diffusers' :class:`DDPMScheduler` (``add_noise``,
+``get_velocity``); sampling uses :class:`DPMSolverMultistepScheduler`
+(deterministic DPM-Solver++ 2M, ~20 steps) built from the same config, or
+:class:`DDIMScheduler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from engine.layout import LAYOUT
+
+COL_DIR = LAYOUT.cols("meta_direction").start
+
+
+def train_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000,
+                    beta_schedule: str = "squaredcos_cap_v2") -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                         prediction_type=prediction_type, clip_sample=False)
+
+
+def sample_scheduler(train_config: dict, solver: str = "dpm"):
+    cfg = {k: v for k, v in dict(train_config).items() if not k.startswith("_")}
+    if solver == "dpm":
+        # thresholding with sample_max_value 1 clips each predicted x0 to [-1, 1], where the data lives
+        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
+                                                       timestep_spacing="trailing", thresholding=True,
+                                                       sample_max_value=1.0)
+    if solver == "ddim":
+        return DDIMScheduler.from_config(cfg, timestep_spacing="trailing", clip_sample=True, clip_sample_range=1.0)
+    raise ValueError(f"unknown solver {solver!r} (dpm or ddim)")
+
+
+def training_target(sched: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if sched.config.prediction_type == "epsilon":
+        return noise
+    if sched.config.prediction_type == "v_prediction":
+        return sched.get_velocity(x0, noise, t)
+    if sched.config.prediction_type == "sample":
+        return x0
+    raise ValueError(sched.config.prediction_type)
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, int]) -> torch.Tensor:
+    """One independent noise tensor per flow, each from its own seeded generator.
+
+    A flow's sample then depends on its seed only, not on which batch or
+    process it was drawn in.
+    """
+    out = torch.empty((len(seeds), *shape))
+    for j, s in enumerate(seeds):
+        g = torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF)
+        out[j] = torch.randn(shape, generator=g)
+    return out
+
+
+@torch.no_grad()
+def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], steps: int = 20,
+           guidance: float = 1.0, solver: str = "dpm",
+           on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Sample flow matrices (floats) for ``labels``.
+
+    Args:
+        labels: ``(B,)`` class indices.
+        seeds: ``B`` per-flow seeds for the initial noise.
+        guidance: classifier-free guidance scale; 1 = conditional only (one pass per step).
+    Returns:
+        ``(B, L, width)`` float tensor (not yet snapped).
+    """
+    sched = sample_scheduler(train_config, solver)
+    sched.set_timesteps(steps)
+    dev = next(model.parameters()).device
+    L, W = model.config.max_packets, model.config.width
+    x = initial_noise(seeds, (L, W)).to(dev) * sched.init_noise_sigma
+    labels = labels.to(dev)
+    null = torch.full_like(labels, model.config.num_classes)
+    for k, t in enumerate(sched.timesteps):
+        xin = sched.scale_model_input(x, t)
+        if guidance == 1.0:
+            out = model(xin, t, labels)
+        else:
+            both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]))
+            cond, unc = both.chunk(2)
+            out = unc + guidance * (cond - unc)
+        x = sched.step(out, t, x).prev_sample
+        if on_step is not None:
+            on_step(k + 1, steps)
+    return x
+
+
+def snap(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Floats -> int8 in {-1, 0, 1} (nearest value)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.clip(np.rint(x), -1, 1).astype(np.int8)
+
+
+def cut_at_padding(m: np.ndarray) -> np.ndarray:
+    """Keep the rows before the first padding row (direction column = -1)."""
+    pad = np.nonzero(m[:, COL_DIR] == -1)[0]
+    return m[: pad[0]] if len(pad) else m

@@ -1,0 +1,334 @@
+"""Training the native model: ``netdiff train --data DIR --out RUN_DIR``.
+
+Built on ``accelerate``: the same code runs on one CPU, one GPU (optional
+mixed precision) or several processes under ``accelerate launch`` (each rank
+takes its slice of every global batch; DDP averages gradients).
+
+Everything random is a function of ``(seed, step, rank)``: which flows form a
+batch, the timesteps, the noise and the label dropout. With the model,
+EMA and optimizer state saved at a checkpoint, ``--resume`` continues exactly
+where an uninterrupted run would be.
+
+Run directory::
+
+    RUN_DIR/train_config.json     the full configuration (written once)
+    RUN_DIR/split.json            train/test flows (test flows are never trained on)
+    RUN_DIR/events.jsonl          typed progress events (engine.progress)
+    RUN_DIR/checkpoints/step-NNNNNNN/{model,ema}.safetensors, optimizer.pt, state.json
+    RUN_DIR/model/                exported EMA weights + config.json (what generate loads)
+
+``optimizer.pt`` holds only tensors and plain containers and is read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.errors import Cancelled, InputError
+from engine.layout import LAYOUT, LAYOUT_VERSION
+from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinished, TrainStep, fanout
+
+from .model.checkpoint import save_model
+from .model.data import load_split, load_table, make_split, manifest_hash
+from .model.denoiser import PacketDenoiser
+from .model.diffusion import train_scheduler, training_target
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (``--config FILE.json`` overrides any field)."""
+
+    model: dict = field(default_factory=lambda: {"d_model": 160, "layers": 4, "heads": 4, "max_packets": 128})
+    steps: int = 6000
+    batch_size: int = 16              # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1         # cosine decays to lr * this
+    grad_clip: float = 1.0
+    prediction_type: str = "v_prediction"
+    beta_schedule: str = "squaredcos_cap_v2"
+    label_dropout: float = 0.1        # null class for classifier-free guidance
+    class_balance: float = 0.5        # class sampling mass ~ n_flows ** balance
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 1234
+    test_fraction: float = 0.1
+    split_seed: int = 1234
+    split_file: str | None = None     # use this split instead of making one
+    classes: list | None = None       # default: every label in the dataset
+    mixed_precision: str = "no"       # "fp16"/"bf16" on GPU
+    sample_steps: int = 20
+    sample_guidance: float = 1.0
+    sample_solver: str = "dpm"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - names - {"_comment"})
+        if bad:
+            raise InputError(None, f"unknown training config keys: {', '.join(bad)}")
+        base = cls()
+        kw = {k: v for k, v in d.items() if k in names}
+        if "model" in kw:
+            kw["model"] = {**base.model, **kw["model"]}
+        return cls(**{**asdict(base), **kw})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise InputError(path, f"cannot read training config: {e}") from None
+
+
+def step_seed(seed: int, step: int, rank: int, what: str) -> int:
+    h = hashlib.sha256(f"{seed}/{step}/{rank}/{what}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup then cosine to ``lr * min_lr_ratio``; a pure function of the step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class EMA:
+    """Exponential moving average of the weights, with the usual warmup."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({k: v.clone() for k, v in self.shadow.items()})
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves and stops at the next step boundary."""
+
+    def __init__(self):
+        self.hit = False
+        self.old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.hit:   # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *a):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    d = run_dir / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("step-*") if (p / "state.json").exists())
+
+
+def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int) -> Path:
+    final = run_dir / "checkpoints" / f"step-{step:07d}"
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
+    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time()}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in _checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
+    model.load_state_dict(load_file(ck / "model.safetensors"))
+    ema.shadow = load_file(ck / "ema.safetensors")
+    st = torch.load(ck / "optimizer.pt", weights_only=True, map_location="cpu")
+    opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["torch_rng"])
+    return int(json.loads((ck / "state.json").read_text())["step"])
+
+
+def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, is_main: bool,
+                 steps: int | None) -> tuple[TrainConfig, dict]:
+    """Config and split for the run (written once by the main process, read back on resume)."""
+    cfg_path, split_path = run_dir / "train_config.json", run_dir / "split.json"
+    if resume and cfg_path.exists():
+        cfg = TrainConfig.load(cfg_path)    # the run's own config wins on resume
+    if steps is not None:
+        cfg.steps = int(steps)              # --steps may extend a run
+    if not resume and _checkpoints(run_dir):
+        raise InputError(run_dir, "run directory has checkpoints already (use --resume, or another --out)")
+    if resume and split_path.exists():
+        split = load_split(split_path)
+    elif cfg.split_file:
+        split = load_split(cfg.split_file)
+    else:
+        from engine.dataset import read_manifest
+        split = make_split(read_manifest(data_dir), cfg.test_fraction, cfg.split_seed)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        if not split_path.exists():
+            split_path.write_text(json.dumps(split, indent=1) + "\n")
+    return cfg, split
+
+
+def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
+          resume: bool = False, steps: int | None = None, on_event: OnEvent | None = None,
+          cancel: CancelToken | None = None, accelerator=None) -> dict:
+    """Train (or resume) a run; returns a summary dict. Raises Cancelled after saving on a stop request."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    cfg = cfg or TrainConfig()
+    if accelerator is None:
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                                  project_config=ProjectConfiguration(project_dir=str(run_dir)))
+    acc = accelerator
+    is_main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+    if not (data_dir / "manifest.csv").exists():
+        raise InputError(data_dir, "not a dataset directory (no manifest.csv); make one with netdiff encode")
+    cfg, split = _prepare_run(data_dir, run_dir, cfg, resume, is_main, steps)
+    acc.wait_for_everyone()
+    emit = fanout(on_event, EventLog(run_dir / "events.jsonl")) if is_main else (lambda ev: None)
+
+    mhash = manifest_hash(data_dir)
+    classes = cfg.classes
+    if classes is None:
+        from engine.dataset import read_manifest
+        classes = sorted({r["label"] for r in read_manifest(data_dir)})
+    L = int(cfg.model.get("max_packets", 128))
+    table = load_table(data_dir, L, files=split["train"], classes=classes)
+    weights = table.sample_weights(cfg.class_balance)
+
+    torch.manual_seed(cfg.seed)
+    model = PacketDenoiser(num_classes=len(classes), width=LAYOUT.width, **cfg.model)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = train_scheduler(cfg.prediction_type, beta_schedule=cfg.beta_schedule)
+
+    start = 0
+    cks = _checkpoints(run_dir)
+    if resume and cks:
+        start = _load_checkpoint(cks[-1], model, ema, opt)
+        emit(Message("info", f"resumed from {cks[-1].name}"))
+    model, opt = acc.prepare(model, opt)
+    raw = acc.unwrap_model(model)
+    ema.shadow = {k: v.to(acc.device) for k, v in ema.shadow.items()}
+    null = len(classes)
+    gbatch = cfg.batch_size * world
+
+    def checkpoint(step):
+        if is_main:
+            _save_checkpoint(run_dir, step, raw, ema, opt, cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    info = {"classes": classes, "scheduler": {k: v for k, v in dict(sched.config).items() if not k.startswith("_")},
+            "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
+            "data_manifest_sha256": mhash, "seed": cfg.seed, "layout": LAYOUT_VERSION,
+            "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed")}
+
+    t0, s0, loss_acc, n_acc = time.time(), start, 0.0, 0
+    step = start
+    model.train()
+    with _StopFlag() as stop:
+        while step < cfg.steps:
+            stop_now = stop.hit or (cancel is not None and cancel.cancelled)
+            if world > 1:
+                f = torch.tensor([1.0 if stop_now else 0.0], device=acc.device)
+                stop_now = bool(acc.reduce(f, reduction="sum").item() > 0)
+            if stop_now:
+                checkpoint(step)
+                emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
+                raise Cancelled(f"training stopped at step {step}")
+            rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
+            idx = rng.choice(len(table), size=gbatch, replace=True, p=weights)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+            x0, y = table.batch(idx, L)
+            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, "noise"))
+            noise = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+            drop = torch.rand(len(idx), generator=g) < cfg.label_dropout
+            y = torch.where(drop, torch.full_like(y, null), y)
+            xt = sched.add_noise(x0, noise, t)
+            target = training_target(sched, x0, noise, t)
+            xt, target, t, y = (v.to(acc.device) for v in (xt, target, t, y))
+            for gp in opt.param_groups:
+                gp["lr"] = lr_at(cfg, step)
+            pred = model(xt, t, y)
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(raw, step)
+            step += 1
+            loss_acc += float(loss.detach())
+            n_acc += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                el = time.time() - t0
+                ips = (step - s0) / el if el > 0 else 0.0
+                mem = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _rss_mb()
+                emit(TrainStep(step, cfg.steps, loss_acc / n_acc, lr_at(cfg, step - 1), ips,
+                               (cfg.steps - step) / ips if ips > 0 else 0.0, mem))
+                loss_acc, n_acc = 0.0, 0
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                checkpoint(step)
+    checkpoint(step)
+    summary = {"steps": step, "run_dir": str(run_dir), "seconds": round(time.time() - t0, 2),
+               "train_flows": len(table), "classes": len(classes)}
+    if is_main:
+        export = PacketDenoiser.from_config(raw.config)
+        ema.copy_to(export)
+        save_model(run_dir / "model", export, {**info, "steps": step})
+        summary["model"] = str(run_dir / "model")
+    acc.wait_for_everyone()
+    emit(TaskFinished("train", summary))
+    return summary
+
+
+def _rss_mb() -> float:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except Exception:
+        return 0.0

@@ -1,0 +1,88 @@
+"""``netdiff train`` and ``netdiff generate``: the native diffusion model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from engine.errors import InputError
+from netdiff_tui.cli import Progress, friendly, main
+
+
+@main.command()
+@click.option("--data", "data", required=True, type=click.Path(), help="Encoded dataset directory (netdiff encode).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Run directory (checkpoints, events, model/).")
+@click.option("--config", "config", type=click.Path(), default=None, help="Training config JSON (TrainConfig fields).")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
+@click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
+@click.option("-q", "--quiet", is_flag=True)
+@friendly
+def train(data, out, config, resume, steps, quiet):
+    """Train the class-conditional packet diffusion model (works under accelerate launch)."""
+    from engine.train import TrainConfig, train as run_train
+    cfg = TrainConfig.load(config) if config else TrainConfig()
+    if steps is not None and steps < 1:
+        raise InputError(None, "--steps must be >= 1")
+    with Progress(None if not quiet else False) as prog:
+        summary = run_train(data, out, cfg, resume=resume, steps=steps, on_event=prog)
+    if not quiet and "model" in summary:
+        click.echo(f"{out}: {summary['steps']} steps on {summary['train_flows']} flows, "
+                   f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}")
+
+
+def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
+    """The body of ``netdiff generate``: run a request with a progress bar, print a summary.
+
+    Reused by commands that build the request another way (presets, recipes).
+    """
+    from engine.generate import generate
+    from engine.progress import Message
+    state = {}
+
+    def echo_messages(ev):
+        if isinstance(ev, Message) and ev.level in ("warning", "error"):
+            state.setdefault("msgs", []).append(ev.text)
+
+    with Progress(None if not quiet else False) as prog:
+        def on_event(ev):
+            prog(ev)
+            echo_messages(ev)
+        summary = generate(req, out, on_event=on_event, force=force)
+    if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
+        return summary
+    for m in state.get("msgs", []):
+        click.echo(f"netdiff: warning: {m}", err=True)
+    if not quiet:
+        s = summary["sampling"]
+        extra = f", {s['gave_up']} kept after {8} draws" if s.get("gave_up") else ""
+        clean = summary.get("compliance_clean")
+        click.echo(f"{out}: {summary['flows']} {req.label} flows, {summary['packets']} packets, "
+                   f"model {summary['model_hash']}, seed {req.seed}, {summary['seconds']} s"
+                   f"{extra}; compliance: {'clean' if clean else ('see compliance.json' if clean is not None else 'not repaired')}")
+    return summary
+
+
+@main.command()
+@click.option("--label", required=True, help="Class to generate (one of the model's classes).")
+@click.option("-n", "--count", type=int, default=10, show_default=True, help="Number of flows.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--model", default=None, help="Checkpoint directory (default: the shipped model).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=None, help="Sampling steps (default: the model's, 20).")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (1 = off).")
+@click.option("--packets-min", type=int, default=2, show_default=True)
+@click.option("--packets-max", type=int, default=128, show_default=True)
+@click.option("--transport", type=click.Choice(["any", "tcp", "udp", "icmp"]), default="any", show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("-q", "--quiet", is_flag=True)
+@friendly
+def generate(label, count, out, model, seed, steps, guidance, packets_min, packets_max, transport, force, quiet):
+    """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
+    from engine.request import GenerationRequest
+    if steps is not None and steps < 1:
+        raise InputError(None, "--steps must be >= 1")
+    req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
+                            packets_min=packets_min, packets_max=packets_max, transport=transport)
+    run_generate(req, out, force=force, quiet=quiet)
