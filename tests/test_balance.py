@@ -108,6 +108,11 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
     assert all(r["recipe"] for r in syn)
     assert "Balanced with `netdiff balance`" in (out / "README.md").read_text()
     assert not bl.work_dir_for(out).exists()
+    sc = bl.classifier_scores(out, n_estimators=20)
+    assert set(sc["classes"]) == set(CLASSES)
+    for k in ("imbalanced", "balanced"):
+        assert 0 <= sc[k]["macro_f1"] <= 1 and set(sc[k]["f1"]) == set(CLASSES)
+    assert sum(sc["balanced"]["train_counts"].values()) > sum(sc["imbalanced"]["train_counts"].values())
 
 
 def test_balance_resumes_generated_classes(small_real, tmp_path):
