@@ -65,7 +65,9 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 
 
 @main.command()
-@click.option("--label", required=True, help="Class to generate (one of the model's classes).")
+@click.option("--label", default=None, help="Class to generate (one of the model's classes); or --preset/--recipe.")
+@click.option("--preset", default=None, help="Start from a shipped preset (`netdiff recipes list`); options override it.")
+@click.option("--recipe", default=None, help="Start from a recipe (name or .toml file); options override it.")
 @click.option("-n", "--count", type=int, default=10, show_default=True, help="Number of flows.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output directory.")
 @click.option("--model", default=None, help="Checkpoint directory (default: the shipped model).")
@@ -78,11 +80,19 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def generate(label, count, out, model, seed, steps, guidance, packets_min, packets_max, transport, force, quiet):
+def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
+             force, quiet):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
     from engine.request import GenerationRequest
+    from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
-    req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
-                            packets_min=packets_min, packets_max=packets_max, transport=transport)
+    given = cli_overrides(click.get_current_context(), {p: p for p in (
+        "count", "model", "seed", "steps", "guidance", "packets_min", "packets_max", "transport")})
+    req = recipe_request(preset, recipe, label, given)
+    if req is None:
+        if not label:
+            raise InputError(None, "give --label (or --preset / --recipe)")
+        req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
+                                packets_min=packets_min, packets_max=packets_max, transport=transport)
     run_generate(req, out, force=force, quiet=quiet)

@@ -31,6 +31,29 @@ def request_from_options(preset: str | None, recipe: str | None, label: str | No
     return rc.request
 
 
+def recipe_request(preset: str | None, recipe: str | None, label: str | None, given: dict):
+    """``netdiff generate --preset/--recipe``: the recipe's request with the options given on the command line.
+
+    ``given`` maps request fields to values the user typed (not defaults).
+    Returns None when neither --preset nor --recipe is given.
+    """
+    from dataclasses import replace
+    req = request_from_options(preset, recipe, label)
+    if req is None:
+        return None
+    req = replace(req, extra=dict(req.extra), **given)
+    if req.packets_min > req.packets_max:
+        raise InputError(None, f"--packets-min {req.packets_min} > packets max {req.packets_max} of the recipe")
+    return req
+
+
+def cli_overrides(ctx: click.Context, fields: dict[str, str]) -> dict:
+    """{request field: value} for the options of ``fields`` (param name -> field) set on the command line."""
+    from click.core import ParameterSource
+    return {f: ctx.params[p] for p, f in fields.items()
+            if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
+
+
 def write_recipe_copy(req, out: str | os.PathLike) -> None:
     """Save the request as ``OUT/recipe.toml`` (what was generated, replayable with --recipe)."""
     from engine import recipes as rp

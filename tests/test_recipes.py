@@ -358,3 +358,29 @@ def test_every_preset_generates_compliant_flows_on_its_ports(tmp_path):
                     assert m.proto == proto[q.transport], (name, m)
                     assert m.resp_port in q.server_ports, (name, m.resp_port)
                     assert q.client_port_range[0] <= m.init_port <= q.client_port_range[1], (name, m)
+
+
+def test_generate_preset_and_recipe_options(monkeypatch, tmp_path, user_config):
+    """`netdiff generate --preset/--recipe`: the recipe's request, with typed options overriding it."""
+    gen = pytest.importorskip("engine.generate")
+    from netdiff_tui.cli import main
+    if "generate" not in main.commands or "preset" not in [p.name for p in main.commands["generate"].params]:
+        pytest.skip("netdiff generate has no --preset")
+    seen = []
+    monkeypatch.setattr(gen, "generate", lambda req, out, **kw: seen.append(req) or {"flows": req.count})
+    r = cli("generate", "--preset", "zoom", "-o", str(tmp_path / "a"), "-q")
+    assert r.exit_code == 0, r.output
+    assert seen[-1] == rp.load_preset("zoom").request
+    r = cli("generate", "--preset", "zoom", "-n", "3", "--seed", "9", "-o", str(tmp_path / "b"), "-q")
+    assert r.exit_code == 0, r.output
+    assert (seen[-1].count, seen[-1].seed, seen[-1].server_ports) == (3, 9, (8801,))
+    f = tmp_path / "mine.toml"
+    f.write_text('label = "ssh"\ncount = 4\n[traffic]\ntransport = "tcp"\nservice_ports = [2222]\n')
+    r = cli("generate", "--recipe", str(f), "-o", str(tmp_path / "c"), "-q")
+    assert r.exit_code == 0 and seen[-1].server_ports == (2222,) and seen[-1].count == 4
+    r = cli("generate", "--preset", "zoom", "--label", "ssh", "-o", str(tmp_path / "d"))
+    assert r.exit_code == 2 and "key 'label'" in r.output
+    r = cli("generate", "--preset", "nope", "-o", str(tmp_path / "e"))
+    assert r.exit_code == 2 and "no preset named 'nope'" in r.output
+    r = cli("generate", "-o", str(tmp_path / "f"))
+    assert r.exit_code == 2 and "--label" in r.output
