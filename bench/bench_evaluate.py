@@ -1,0 +1,149 @@
+"""Quality of the default model on the held-out real flows -> bench/quality.md.
+
+    python bench/bench_evaluate.py [--real ../shared/data/real] [--work /tmp/netdiff-quality]
+                                   [--min-flows 100] [--max-packets 128] [--split FILE] [--no-generate]
+
+1. split the real data like the default checkpoint (``configs/default_split.json``, else the
+   checkpoint's own split file when given with --split);
+2. for every class with >= --min-flows flows (at least the 6 largest), ``netdiff generate``
+   as many flows as the class has in the test split;
+3. ``netdiff evaluate`` (fidelity, ML utility, both baselines) on the first --max-packets
+   packets of each flow;
+4. write bench/quality.md with the figures and the command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.evaluate import EvalOptions, evaluate  # noqa: E402
+from engine.evaluate.run import real_split  # noqa: E402
+
+
+def fmt(v, nd=3):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", default=os.environ.get("NETDIFF_DATA", str(ROOT.parent / "shared" / "data")) + "/real")
+    ap.add_argument("--work", default="/tmp/netdiff-quality")
+    ap.add_argument("--min-flows", type=int, default=100)
+    ap.add_argument("--max-packets", type=int, default=128)
+    ap.add_argument("--split", default=None)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-generate", action="store_true", help="reuse WORK/synthetic")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "quality.md"))
+    a = ap.parse_args()
+    work = Path(a.work)
+    synth = work / "synthetic"
+    report_dir = work / "report"
+
+    opts = EvalOptions(split_file=a.split, seed=a.seed, max_packets=a.max_packets)
+    sp, notes = real_split(a.real, opts)
+    total = {c: sp.train.counts().get(c, 0) + sp.test.counts().get(c, 0) for c in sp.test.classes()}
+    ranked = sorted(total, key=lambda c: -total[c])
+    classes = [c for c in ranked if total[c] >= a.min_flows]
+    if len(classes) < 6:
+        classes = ranked[:6]
+    test_counts = {c: sp.test.counts()[c] for c in classes}
+    print("split:", notes, file=sys.stderr)
+    print("classes:", test_counts, file=sys.stderr)
+
+    gen_cmds, gen_s = [], {}
+    for c in classes:
+        cmd = [sys.executable, "-m", "netdiff_tui", "generate", "--label", c, "-n", str(test_counts[c]),
+               "-o", str(synth / c), "--seed", str(a.seed), "--force", "-q"]
+        if a.model:
+            cmd += ["--model", a.model]
+        gen_cmds.append("netdiff " + shlex.join(cmd[3:]))
+        if not a.no_generate:
+            t = time.time()
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            gen_s[c] = round(time.time() - t, 1)
+            print(f"generated {c}: {test_counts[c]} flows in {gen_s[c]} s", file=sys.stderr)
+
+    opts.classes = classes
+    t = time.time()
+    rep = evaluate(a.real, synth, report_dir, opts)
+    eval_s = round(time.time() - t, 1)
+    write_quality(Path(a.out), rep, a, classes, test_counts, gen_cmds, gen_s, eval_s, report_dir)
+    print(json.dumps(rep["summary"], indent=1))
+
+
+def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s, eval_s, report_dir) -> None:
+    s = r["summary"]
+    cands = list(r["fidelity"])
+    L = ["# Quality of the default model (held-out real flows)", "",
+         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} / {os.cpu_count()} CPU(s), "
+         f"Python {platform.python_version()}; evaluation took {eval_s} s"
+         + (f", generation {sum(gen_s.values()):.0f} s in all." if gen_s else "."), "",
+         f"- real data: `{a.real}`; split: {r['split']['source']} (only the **test** flows are compared)",
+         f"- classes: those with >= {a.min_flows} real flows ({len(classes)}); synthetic flows per class = "
+         "flows in the class's test split",
+         f"- compared: the first {a.max_packets} packets of every flow (the model's length)",
+         f"- baselines: random bits + repair, per-field marginals of the real train split + repair "
+         f"({next(iter(r.get('baseline_repair', {}).values()), 'n/a')})", ""]
+    L += ["## Headline", ""]
+    L += ["| candidate | mean JSD | mean TVD | mean Hellinger |", "|---|---:|---:|---:|"]
+    for k in cands:
+        L.append(f"| {k} | {fmt(s['mean_jsd'][k])} | {fmt(s['mean_tvd'][k])} | {fmt(s['mean_hellinger'][k])} |")
+    L.append("")
+    beats = s.get("synthetic_beats_baselines_on_mean_jsd")
+    L.append(f"- **Does the model beat both baselines on mean JSD? {'Yes' if beats else 'No'}** "
+             f"(model {fmt(s['mean_jsd']['synthetic'])}, random {fmt(s['mean_jsd'].get('random'))}, "
+             f"marginals {fmt(s['mean_jsd'].get('marginals'))}).")
+    u = r.get("utility") or {}
+    for feat in ("packet_bits_noports", "flow_stats_noports"):
+        res = (u.get("synthetic") or {}).get(feat) or {}
+        if res.get("real") and res.get("synthetic"):
+            ratio = s.get(f"tstr_ratio_{feat}")
+            L.append(f"- **{feat}: train-synthetic/test-real macro-F1 {fmt(res['synthetic']['macro_f1'])} vs "
+                     f"train-real/test-real {fmt(res['real']['macro_f1'])} = {fmt(ratio, 2)}x — "
+                     f"{'reaches' if ratio is not None and ratio >= 0.8 else 'does not reach'} the 0.8x target.**")
+    L.append("")
+    L += ["## Mean JSD by group (over classes)", "", "| group | " + " | ".join(cands) + " |",
+          "|---|" + "---:|" * len(cands)]
+    for g in ("header", "header_present", "packet", "flow"):
+        L.append(f"| {g} | " + " | ".join(fmt(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands) + " |")
+    L += ["", "## Mean JSD per class", "", "| class | test flows | " + " | ".join(cands) + " |",
+          "|---|---:|" + "---:|" * len(cands)]
+    for c in classes:
+        if c not in r["classes"]:
+            continue
+        L.append(f"| {c} | {test_counts[c]} | " + " | ".join(
+            fmt(r["fidelity"][k]["classes"][c]["mean"]["jsd"]) for k in cands) + " |")
+    L += ["", "## ML utility (random forest, tested on the real test split)", "",
+          "| features | train real | train model | train real+model | train random | train marginals |",
+          "|---|---:|---:|---:|---:|---:|"]
+    for feat, res in (u.get("synthetic") or {}).items():
+        row = [(res.get(sc) or {}).get("macro_f1") for sc in ("real", "synthetic", "mix")]
+        row += [((u.get(b) or {}).get(feat, {}).get("synthetic") or {}).get("macro_f1") for b in ("random", "marginals")]
+        L.append(f"| {feat} | " + " | ".join(fmt(v) for v in row) + " |")
+    L += ["", "Macro-F1 over the evaluated classes; `_noports` drops the port fields (ports come from recipes).", ""]
+    L += ["## Reproduce", "", "```"]
+    L += [f"netdiff evaluate --real {a.real} --plan --max-packets {a.max_packets}"
+          + (f" --split {a.split}" if a.split else "")]
+    L += gen_cmds
+    L += [f"netdiff evaluate --real {a.real} --synthetic {Path(a.work) / 'synthetic'} -o {report_dir} "
+          f"--classes {','.join(classes)} --max-packets {a.max_packets}" + (f" --split {a.split}" if a.split else ""),
+          "# or all of it:", f"python bench/bench_evaluate.py --real {a.real} --work {a.work}", "```", "",
+          f"Full tables and plots: `{report_dir}/report.md`. Metric definitions: docs/evaluation.md.", ""]
+    from engine.capture import atomic_write_bytes
+    atomic_write_bytes(path, ["\n".join(L).encode()])
+
+
+if __name__ == "__main__":
+    main()
