@@ -249,9 +249,11 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pcapng", is_flag=True)
 @click.option("--force", is_flag=True)
+@click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
+                                             "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, force, quiet):
+def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, force, score, quiet):
     """Top up under-represented classes with synthetic flows and export the mix."""
     from engine.balance import balance
     with Progress(None if not quiet else False) as prog:
@@ -262,6 +264,29 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, fo
         for c, n in s["generated"].items():
             click.echo(f"  {c}: {s['counted'][c]} real + {n} synthetic ({s['recipes'][c]})")
         _print_counts(s)
+    if score:
+        if split is None:
+            raise InputError(None, "--score needs --split (it tests on the real test split)")
+        click.echo(score_table(out, seed))
+
+
+def score_table(out, seed: int = 0) -> str:
+    """Markdown: macro-F1 and per-class F1, imbalanced vs balanced, with and without port features."""
+    from engine.balance import classifier_scores
+    res = {m: classifier_scores(out, seed=seed, mask_ports=m) for m in (False, True)}
+    a = res[False]
+    lines = ["| class | test flows | real train | balanced train | F1 imbalanced | F1 balanced |"
+             " F1 imbalanced (no ports) | F1 balanced (no ports) |", "|---|---|---|---|---|---|---|---|"]
+    for c in a["classes"]:
+        lines.append(f"| {c} | {a['test_counts'].get(c, 0)} | {a['imbalanced']['train_counts'].get(c, 0)} | "
+                     f"{a['balanced']['train_counts'].get(c, 0)} | {a['imbalanced']['f1'][c]:.3f} | "
+                     f"{a['balanced']['f1'][c]:.3f} | {res[True]['imbalanced']['f1'][c]:.3f} | "
+                     f"{res[True]['balanced']['f1'][c]:.3f} |")
+    lines.append(f"| **macro-F1** | | | | **{a['imbalanced']['macro_f1']:.3f}** | **{a['balanced']['macro_f1']:.3f}** | "
+                 f"**{res[True]['imbalanced']['macro_f1']:.3f}** | **{res[True]['balanced']['macro_f1']:.3f}** |")
+    lines.append(f"| accuracy | | | | {a['imbalanced']['accuracy']:.3f} | {a['balanced']['accuracy']:.3f} | "
+                 f"{res[True]['imbalanced']['accuracy']:.3f} | {res[True]['balanced']['accuracy']:.3f} |")
+    return "\n".join(lines)
 
 
 def _with_messages(prog, quiet):

@@ -113,6 +113,9 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
     for k in ("imbalanced", "balanced"):
         assert 0 <= sc[k]["macro_f1"] <= 1 and set(sc[k]["f1"]) == set(CLASSES)
     assert sum(sc["balanced"]["train_counts"].values()) > sum(sc["imbalanced"]["train_counts"].values())
+    from netdiff_tui.cmd_recipes import score_table
+    t = score_table(out, 1)
+    assert "| **macro-F1** |" in t and all(f"| {c} |" in t for c in CLASSES)
 
 
 def test_balance_resumes_generated_classes(small_real, tmp_path):
