@@ -127,25 +127,30 @@ def first_of_kind(t: OptionTable) -> np.ndarray:
 
 
 def rebuild(opt: np.ndarray, t: OptionTable, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rebuild option areas keeping only the records in ``keep``.
+    """Rebuild option areas from the records in ``keep``.
 
-    Dropped records become NOPs in place (nothing shifts), everything after the
-    last kept record is cut, and the area is padded with EOL (zero) bytes to a
-    multiple of 4.
+    Kept records are laid out back to back in their original order, without
+    NOPs, and the area is padded with EOL (zero) bytes to a multiple of 4.
+    (Filling dropped records with NOPs instead would leave runs of NOPs,
+    which Wireshark flags as "4 NOP in a row".)
 
     Returns:
         ``(bytes, olen)``: ``(k, L)`` new option bytes (zero past ``olen``), new lengths.
     """
     k, L = opt.shape
-    new = opt.copy()
-    drop = ~keep
-    if drop.any():
-        r = np.repeat(t.row[drop], t.length[drop])
-        c = np.repeat(t.pos[drop], t.length[drop]) + _ranges(t.length[drop])
-        new[r, c] = NOP
+    new = np.zeros_like(opt)
     end = np.zeros(k, np.int64)
     if keep.any():
-        np.maximum.at(end, t.row[keep], t.pos[keep] + t.length[keep])
-    new[np.arange(L)[None, :] >= end[:, None]] = 0
+        row, pos, ln = t.row[keep], t.pos[keep], t.length[keep]
+        cs = np.cumsum(ln)
+        ex = cs - ln
+        first = np.ones(len(row), bool)
+        first[1:] = row[1:] != row[:-1]
+        start_ex = np.maximum.accumulate(np.where(first, ex, 0))
+        newpos = ex - start_ex
+        r = np.repeat(row, ln)
+        j = _ranges(ln)
+        new[r, np.repeat(newpos, ln) + j] = opt[r, np.repeat(pos, ln) + j]
+        np.maximum.at(end, row, newpos + ln)
     olen = (end + 3) // 4 * 4
     return new, olen

@@ -88,7 +88,7 @@ def fill_absent(bits: np.ndarray) -> np.ndarray:
 
 
 def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len_name: str) -> None:
-    """Header-length rule shared by IPv4 IHL and TCP data offset.
+    """Header-length rule shared by IPv4 IHL and TCP data offset (the payload keeps its size).
 
     The option area is the leading 32-bit words of the option columns whose
     bits are mostly present (the matrix's -1 pattern is what a model learns
@@ -106,4 +106,19 @@ def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len
     plan.bits(opt_name, cols, rows[bad], target[bad])
     cur = b.get(len_name)[rows]
     want = 5 + nwords
-    plan.field(len_name, rows[cur != want], want[cur != want])
+    set_header_words(b, plan, rows, len_name, want)
+
+
+def set_header_words(b: Batch, plan: Plan, rows: np.ndarray, len_name: str, want: np.ndarray) -> None:
+    """Set a header-length field (``ipv4_hl`` / ``tcp_doff``, in 32-bit words) of ``rows``,
+    moving the IPv4 total length by the same number of bytes so the payload keeps its size."""
+    cur = b.get(len_name)[rows]
+    ch = cur != want
+    if not ch.any():
+        return
+    r = rows[ch]
+    plan.field(len_name, r, want[ch])
+    delta = 4 * (want[ch] - np.clip(cur[ch], 5, 15))
+    tl = b.get("ipv4_tl")[r]
+    new_tl = np.clip(tl + delta, 0, 65535)
+    plan.field("ipv4_tl", r[new_tl != tl], new_tl[new_tl != tl])

@@ -46,30 +46,51 @@ def handshake(b: Batch):
     return b.cached("handshake", calc)
 
 
+def final_rst_run(b: Batch) -> np.ndarray:
+    """Per row: an RST in its flow's final run of RST packets (where an RST may be)."""
+    def calc():
+        rst = b.rows_of("tcp") & (b.get("tcp_rst") == 1)
+        last_plain = b.last_in_flow_where(~rst)
+        return rst & (b.idx > last_plain[b.fid])
+    return b.cached("final_rst", calc)
+
+
 class TcpHandshake(Rule):
     name = "tcp_handshake"
     scope = "flow"
-    description = ("SYN only at the start: a flow that starts with a SYN gets SYN (and SYN "
-                   "retransmissions) from the initiator until the first responder packet, which is the "
-                   "SYN-ACK; one that starts with a SYN-ACK keeps only that; no SYN anywhere else; SYNs "
-                   "carry no FIN or RST")
+    description = ("SYN only at the start. A flow that starts with a SYN: the initiator's packets up to "
+                   "the responder's first are SYNs (retransmissions allowed), the responder's first is "
+                   "the SYN-ACK -- or an RST ending the flow (refused) -- and SYN / SYN-ACK "
+                   "retransmissions may follow until the initiator's first non-SYN packet. A flow "
+                   "that starts with a SYN-ACK keeps only that. No SYN anywhere else; a SYN has no "
+                   "FIN or RST, and ACK only on a SYN-ACK")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         tcp = b.rows_of("tcp")
         syn_first, synack_first, fb = handshake(b)
         fwd = b.fwd
-        fb_row = np.where(fb >= 0, fb, b.n)[b.fid]
-        want_syn = syn_first[b.fid] & fwd & (b.idx < fb_row)
+        syn_in = b.get("tcp_syn") == 1
+        final_rst = final_rst_run(b)
+        fbr = np.where(fb >= 0, fb, b.n)
+        refused = syn_first & (fb >= 0) & final_rst[np.maximum(fb, 0)]
+        hs = syn_first[b.fid]
+        want_syn = hs & fwd & (b.idx < fbr[b.fid]) & ~final_rst
+        # after the SYN-ACK, retransmissions until the initiator's first non-SYN packet
+        est = b.first_where(fwd & ~syn_in & (b.idx > fbr[b.fid]))
+        est = np.where(est >= 0, est, b.n)
+        open_ = syn_first & (fb >= 0) & ~refused
+        between = open_[b.fid] & (b.idx > fbr[b.fid]) & (b.idx < est[b.fid])
         synack = np.zeros(b.n, bool)
-        sa = fb[syn_first & (fb >= 0)]
-        synack[sa] = True
+        synack[fb[open_]] = True
         synack[b.starts[synack_first]] = True
-        want_syn |= synack
-        syn = b.get("tcp_syn") == 1
-        p.field("tcp_syn", tcp & (syn != want_syn), want_syn[tcp & (syn != want_syn)])
+        synack |= between & ~fwd & syn_in
+        want_syn |= synack | (between & fwd)
+        bad = tcp & (syn_in != want_syn)
+        p.field("tcp_syn", bad, want_syn[bad])
         ack = b.get("tcp_ackf") == 1
-        p.field("tcp_ackf", tcp & want_syn & (ack != synack), synack[tcp & want_syn & (ack != synack)])
+        bad = tcp & want_syn & (ack != synack)
+        p.field("tcp_ackf", bad, synack[bad])
         p.field("tcp_fin", tcp & want_syn & (b.get("tcp_fin") == 1), 0)
         p.field("tcp_rst", tcp & want_syn & (b.get("tcp_rst") == 1), 0)
         return p
@@ -78,25 +99,22 @@ class TcpHandshake(Rule):
 class TcpTeardown(Rule):
     name = "tcp_teardown"
     scope = "flow"
-    description = ("teardown only where the flow ends: per direction at most one FIN, after that "
-                   "direction's last data; RST only in the flow's final run of packets")
+    description = ("teardown only where the flow ends: a FIN only after its direction's last data "
+                   "(repeats are retransmissions); RST only in the flow's final run of packets")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         tcp = b.rows_of("tcp")
         fin = tcp & (b.get("tcp_fin") == 1)
         rst = tcp & (b.get("tcp_rst") == 1)
-        last_plain = b.last_in_flow_where(~rst)
-        p.field("tcp_rst", rst & (b.idx < last_plain[b.fid]), 0)
+        p.field("tcp_rst", rst & ~final_rst_run(b), 0)
         data = b.payload() > 0
         fwd = b.fwd
-        keep = np.zeros(b.n, bool)
+        early = np.zeros(b.n, bool)
         for d in (fwd, ~fwd):
-            lf = b.last_in_flow_where(fin & d)
             ld = b.last_in_flow_where(data & d)
-            ok = (lf >= 0) & (lf >= ld)
-            keep[lf[ok]] = True
-        p.field("tcp_fin", fin & ~keep, 0)
+            early |= fin & d & (b.idx < ld[b.fid])
+        p.field("tcp_fin", early, 0)
         return p
 
 
@@ -274,18 +292,22 @@ class Ipv4Id(Rule):
 
 # -- TCP sequence space ----------------------------------------------------------------
 
+def _first_of_dir(b: Batch, mask: np.ndarray) -> np.ndarray:
+    """Per row: index of the first row of its flow and direction where ``mask`` holds (-1 if none)."""
+    ff, fb = b.dir_first(mask)
+    return np.where(b.fwd, ff[b.fid], fb[b.fid])
+
+
 def seg_len(b: Batch) -> np.ndarray:
-    """Sequence space each TCP row uses: payload + FIN + SYN (a retransmitted SYN counts once)."""
+    """Sequence space each TCP row uses: payload + SYN + FIN, where only the first SYN and
+    the first FIN of a direction count (later ones are retransmissions)."""
     def calc():
         tcp = b.rows_of("tcp")
         syn = tcp & (b.get("tcp_syn") == 1)
         fin = tcp & (b.get("tcp_fin") == 1)
-        fwd = b.fwd
-        later_syn = np.zeros(b.n, bool)      # another SYN follows in the same direction
-        for d in (fwd, ~fwd):
-            last = b.last_in_flow_where(syn & d)
-            later_syn |= syn & d & (b.idx < last[b.fid])
-        return np.where(tcp, b.payload() + (syn & ~later_syn) + fin, 0)
+        syn1 = syn & (b.idx == _first_of_dir(b, syn))
+        fin1 = fin & (b.idx == _first_of_dir(b, fin))
+        return np.where(tcp, b.payload() + syn1 + fin1, 0)
     return b.cached("seglen", calc)
 
 
@@ -376,7 +398,7 @@ class TcpSeq(Rule):
     name = "tcp_seq"
     scope = "flow"
     description = ("sequence numbers advance per direction by payload + SYN + FIN from each side's "
-                   "first sequence number (mod 2^32)")
+                   "first sequence number (mod 2^32); a retransmitted SYN or FIN repeats its sequence number")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
@@ -386,6 +408,15 @@ class TcpSeq(Rule):
         ff, fb = b.dir_first()
         base = np.where(b.fwd, seq[ff[b.fid]], seq[np.maximum(fb, 0)[b.fid]])
         want = (base + own) % MOD32
+        # a retransmitted SYN or FIN repeats the first one's sequence number (a FIN's
+        # own number follows the data it carries)
+        pay = b.payload()
+        for flag, after_data in (("tcp_syn", False), ("tcp_fin", True)):
+            f = tcp & (b.get(flag) == 1)
+            first = np.maximum(_first_of_dir(b, f), 0)
+            again = f & (b.idx != first)
+            own_no = want[first] + (pay[first] if after_data else 0) - (pay if after_data else 0)
+            want = np.where(again, own_no % MOD32, want)
         bad = tcp & (seq != want)
         p.field("tcp_seq", bad, want[bad])
         return p
@@ -419,8 +450,8 @@ class TcpAck(Rule):
 class TcpWindow(Rule):
     name = "tcp_window"
     scope = "flow"
-    description = ("advertised window non-zero and larger than the data the peer then sends before "
-                   "this side's next packet (scaled by the negotiated shift); never exactly filled")
+    description = ("advertised window (except on RST) non-zero and larger than the data the peer then "
+                   "sends before this side's next packet (scaled by the negotiated shift); never exactly filled")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
@@ -444,9 +475,11 @@ class TcpWindow(Rule):
         hit[g[qq][want[g[qq]] == c[qq]]] = True
         want = np.where(hit, want + 1, want)
         want = np.minimum(want, 65535)
+        rst = b.get("tcp_rst") == 1       # an RST's window means nothing (Wireshark skips it too)
+        want = np.where(rst, win, want)
         bad = tcp & (want != win)
         p.field("tcp_wsize", bad, want[bad])
-        flagged = tcp & ((want << shift) < need)
+        flagged = tcp & ~rst & ((want << shift) < need)
         if flagged.any():
             p.flagged = flagged
         return p

@@ -11,7 +11,7 @@ import numpy as np
 from ..layout import ABSENT, LAYOUT
 from . import options as op
 from .batch import COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan
-from .rule import C, Rule, fill_absent, word_presence_fix
+from .rule import C, Rule, fill_absent, set_header_words, word_presence_fix
 
 
 class Snap(Rule):
@@ -172,9 +172,7 @@ class Ipv4Options(Rule):
         new, nlen = op.rebuild(raw, t, keep)
         sel = np.nonzero(bad)[0]
         p.bits("ipv4_opt", C("ipv4_opt"), rows[sel], _option_bits(new[sel], nlen[sel]))
-        hl = 5 + nlen[sel] // 4
-        cur = b.get("ipv4_hl")[rows[sel]]
-        p.field("ipv4_hl", rows[sel][cur != hl], hl[cur != hl])
+        set_header_words(b, p, rows[sel], "ipv4_hl", 5 + nlen[sel] // 4)
         return p
 
 
@@ -232,7 +230,7 @@ class TcpOptions(Rule):
     name = "tcp_options"
     description = ("TCP options well-formed: only MSS (4), window scale (3, shift <= 14), SACK-permitted (2) "
                    "-- these three on SYN packets only -- and timestamps (10), each at most once, NOP/EOL "
-                   "padding to 32 bits; SACK blocks are dropped (acks always cover all data sent, so there "
+                   "padding to 32 bits; a bad list is rebuilt from its good options; SACK blocks are dropped (acks always cover all data sent, so there "
                    "is no hole to report)")
 
     def plan(self, b: Batch) -> Plan:
@@ -249,14 +247,13 @@ class TcpOptions(Rule):
         np.logical_or.at(bad, t.row, ~keep | big_ws)
         if not bad.any():
             return p
-        new, nlen = op.rebuild(raw, t, keep)
         if big_ws.any():
-            new[t.row[big_ws], t.pos[big_ws] + 2] = op.MAX_WS
+            raw = raw.copy()
+            raw[t.row[big_ws], t.pos[big_ws] + 2] = op.MAX_WS
+        new, nlen = op.rebuild(raw, t, keep)
         sel = np.nonzero(bad)[0]
         p.bits("tcp_opt", C("tcp_opt"), rows[sel], _option_bits(new[sel], nlen[sel]))
-        doff = 5 + nlen[sel] // 4
-        cur = b.get("tcp_doff")[rows[sel]]
-        p.field("tcp_doff", rows[sel][cur != doff], doff[cur != doff])
+        set_header_words(b, p, rows[sel], "tcp_doff", 5 + nlen[sel] // 4)
         return p
 
 
