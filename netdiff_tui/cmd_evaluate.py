@@ -21,7 +21,8 @@ from .cli import Progress, friendly, main
               help="Report directory (report.json, report.md, PNG plots).")
 @click.option("--split", "split", type=click.Path(), default=None,
               help="Real train/test split file (JSON, e.g. a training run's split.json). "
-                   "Default: configs/default_split.json when it matches the data, else a seeded split by flow.")
+                   "Default: configs/default_split.json when it matches the data, else a seeded split by flow; "
+                   "'seed': always the seeded split.")
 @click.option("--classes", default=None, help="Comma-separated classes to evaluate (default: all common ones).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also score random-bits and per-field-marginals baselines (both repaired).")

@@ -207,11 +207,11 @@ def test_evaluate_fixtures_cli(tmp_path):
     synth = _write_generated_like(tmp_path / "synth", sp.train, sp.test.counts())
     out = tmp_path / "report"
     res = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--synthetic", str(synth), "-o", str(out),
-                                    "--max-packets", "64", "--trees", "5", "--packet-cap", "200", "-q"])
+                                    "--max-packets", "64", "--trees", "5", "--packet-cap", "200", "-q", "--split", "seed"])
     assert res.exit_code == 0, res.output
     r = _check_report(out, ["misc", "web"], ["synthetic", "random", "marginals"])
     assert r["summary"]["mean_jsd"]["synthetic"] is not None
-    plan = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--plan"])
+    plan = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--plan", "--split", "seed"])
     n_web = sp.test.counts()["web"]
     assert plan.exit_code == 0 and f"netdiff generate --label web -n {n_web} -o synthetic/web" in plan.output
     bad = CliRunner().invoke(main, ["evaluate", "--real", str(tmp_path / "nope"), "--synthetic", str(synth)])
@@ -239,7 +239,8 @@ def test_evaluate_real_slice(tmp_path):
     enc = tmp_path / "enc"
     encode_files(sorted(gen.glob("*/*.pcap")), enc, label_from_dir=True)
     out = tmp_path / "report"
-    r = evaluate(real, enc, out, EvalOptions(max_packets=64, n_estimators=10, packet_cap=300, n_jobs=1))
+    r = evaluate(real, enc, out, EvalOptions(split_file="seed", max_packets=64, n_estimators=10, packet_cap=300,
+                                                   n_jobs=1))
     _check_report(out, sorted(classes), ["synthetic", "random", "marginals"])
     assert r["flows"]["twitch"]["real_test"] == sp.test.counts()["twitch"]
     # the marginals sample is closer to the real data than random bits

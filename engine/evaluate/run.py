@@ -26,7 +26,8 @@ class EvalOptions:
     Attributes:
         classes: classes to evaluate (default: every class in both the real test split and the synthetic set).
         split_file: real train/test split (JSON, e.g. ``netdiff train``'s ``split.json``);
-            ``None``: ``configs/default_split.json`` when it exists and matches, else a seeded split.
+            ``None``: ``configs/default_split.json`` when it exists and matches, else a seeded split;
+            ``"seed"``: always the seeded split.
         seed: seed of everything random here (own split, baselines, packet sampling, classifiers).
         test_frac: test share of the own split.
         max_packets: compare only each flow's first packets (e.g. the model's length, 128); ``None`` = all.
@@ -62,7 +63,9 @@ def real_split(real_dir, opts: EvalOptions, on_event: OnEvent | None = None) -> 
         raise InputError(real_dir, "no flows in the real data" + (" for the chosen classes" if opts.classes else ""))
     split = None
     path = opts.split_file
-    if path is None and DEFAULT_SPLIT.exists():
+    if path == "seed":
+        path = None
+    elif path is None and DEFAULT_SPLIT.exists():
         try:
             split = split_from_file(real, DEFAULT_SPLIT)
             notes.append(f"split: {DEFAULT_SPLIT} (default)")
