@@ -88,19 +88,18 @@ def render_markdown(r: dict, plots: list[str]) -> str:
 
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
-              "Random forest; `real` = trained on the real train split, `synthetic` = trained on the candidate "
-              "only, `mix` = real train + candidate. `_noports` drops the port fields.", ""]
+              "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "
+              "`train synthetic` = the synthetic set only, `real + synthetic` = both, `train <baseline>` = that "
+              "baseline only. `_noports` drops the port fields. Sample counts are in report.json.", ""]
+        u = r["utility"]
+        head = ["features", "train real", "train synthetic", "real + synthetic"] + [
+            f"train {k}" for k in u if k != "synthetic"]
         rows = []
-        for cand, u in r["utility"].items():
-            for feat, res in u.items():
-                for sc, v in res.items():
-                    if v is None:
-                        rows.append([cand, feat, sc, "-", "-", "-"])
-                        continue
-                    if cand != "synthetic" and sc == "synthetic":
-                        sc = f"{cand} only"
-                    rows.append([cand, feat, sc, _f(v["accuracy"]), _f(v["macro_f1"]), v["train_samples"]])
-        L += [_table(["candidate", "features", "train on", "accuracy", "macro-F1", "train samples"], rows), ""]
+        for feat, res in u["synthetic"].items():
+            cells = [res.get(sc) for sc in ("real", "synthetic", "mix")]
+            cells += [(u[k].get(feat) or {}).get("synthetic") for k in u if k != "synthetic"]
+            rows.append([feat] + ["-" if v is None else f"{_f(v['macro_f1'])} ({_f(v['accuracy'])})" for v in cells])
+        L += [_table(head, rows), ""]
 
     L += ["## Per class, per field (JSD)", ""]
     for c in classes:
