@@ -48,6 +48,9 @@ class RawBatch:
         caplen: ``(n,)`` int32 captured length.
         wirelen: ``(n,)`` int32 original length.
         linktype: ``(n,)`` int32 link type of each packet's interface.
+        even_sum, odd_sum: ``(n,)`` int64 sums of the frame's bytes at even and
+            odd offsets (from the frame's start) over its whole captured length,
+            so checksums over payloads can be verified without keeping payloads.
     """
 
     ts_ns: np.ndarray
@@ -55,6 +58,8 @@ class RawBatch:
     caplen: np.ndarray
     wirelen: np.ndarray
     linktype: np.ndarray
+    even_sum: np.ndarray
+    odd_sum: np.ndarray
 
 
 @dataclass
@@ -276,14 +281,26 @@ class _Accumulator:
         idx = offs[:, None] + np.arange(FRAME_WINDOW)
         frame = arr[idx]
         frame[np.arange(FRAME_WINDOW)[None, :] >= caps[:, None]] = 0
-        self.parts.append(RawBatch(ts, frame, caps, wires, lts))
+        # byte sums by absolute parity; a frame's even offsets are the buffer's
+        # even positions when the frame starts at an even position
+        end = offs + caps
+        idx2 = np.empty(2 * len(offs), np.int64)
+        idx2[0::2], idx2[1::2] = offs, end
+        ok = caps > 0
+        evn = arr.copy()
+        evn[1::2] = 0
+        s_all = np.where(ok, np.add.reduceat(arr, idx2, dtype=np.int64)[0::2], 0)
+        s_even_abs = np.where(ok, np.add.reduceat(evn, idx2, dtype=np.int64)[0::2], 0)
+        odd_start = (offs % 2) == 1
+        even_sum = np.where(odd_start, s_all - s_even_abs, s_even_abs)
+        self.parts.append(RawBatch(ts, frame, caps, wires, lts, even_sum, s_all - even_sum))
         self.count += len(offs)
 
     def drain(self, final: bool) -> Iterator[RawBatch]:
         if not self.parts or (not final and self.count < self.batch_packets):
             return
         b = RawBatch(*(np.concatenate([getattr(p, k) for p in self.parts])
-                       for k in ("ts_ns", "frame", "caplen", "wirelen", "linktype")))
+                       for k in ("ts_ns", "frame", "caplen", "wirelen", "linktype", "even_sum", "odd_sum")))
         self.parts, self.count = [], 0
         yield b
 

@@ -30,6 +30,10 @@ class Packets:
         sport, dport: ``(n,)`` uint16 ports (0 for ICMP).
         flags: ``(n,)`` uint16 TCP flags (0 otherwise).
         seq: ``(n,)`` int64 arrival order, used to keep sorting stable.
+        psum: ``(n,)`` int64 one's-complement sum (mod 65535) of the transport
+            payload as 16-bit words, or -1 where the payload was not fully
+            captured: lets checksums of real captures be verified although the
+            matrix holds no payload.
     """
 
     ts_ns: np.ndarray
@@ -44,6 +48,7 @@ class Packets:
     dport: np.ndarray
     flags: np.ndarray
     seq: np.ndarray
+    psum: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ts_ns)
@@ -60,7 +65,7 @@ class Packets:
         z = lambda dt, *s: np.zeros((0, *s), dt)  # noqa: E731
         return Packets(z(np.int64), z(np.uint8, 60), z(np.uint8, 60), z(np.int16), z(np.int16),
                        z(np.uint8), z(np.uint32), z(np.uint32), z(np.uint16), z(np.uint16),
-                       z(np.uint16), z(np.int64))
+                       z(np.uint16), z(np.int64), z(np.int64))
 
 
 def _be16(a: np.ndarray, i: int) -> np.ndarray:
@@ -154,6 +159,9 @@ def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
     ip = np.where(col[None, :] < ihl[:, None], l3[:, :60], 0).astype(np.uint8)
     l4 = np.where(col[None, :] < l4len[:, None], l4, 0).astype(np.uint8)
     isport = proto != ICMP
+    sel = rows[k]
+    psum = _payload_sums(b, sel, off[sel], ihl.astype(np.int64), l4len.astype(np.int64),
+                         _be16(ip, 2).astype(np.int64))
     return Packets(
         ts_ns=b.ts_ns[rows[k]], ip=ip, l4=l4, ihl=ihl, l4len=l4len, proto=proto,
         src=_be32(ip, 12), dst=_be32(ip, 16),
@@ -161,7 +169,26 @@ def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
         dport=np.where(isport, _be16(l4, 2), 0).astype(np.uint16),
         flags=np.where(proto == TCP, _be16(l4, 12) & 0x01FF, 0).astype(np.uint16),
         seq=seq0 + rows[k].astype(np.int64),
+        psum=psum,
     )
+
+
+def _payload_sums(b: cap.RawBatch, sel, l3off, ihl, l4len, tl) -> np.ndarray:
+    """One's-complement sums of transport payloads from the whole-frame byte sums."""
+    start = l3off + ihl + l4len                  # payload start within the frame
+    end = l3off + tl                             # IPv4 packet end (Ethernet padding after it)
+    caplen = b.caplen[sel].astype(np.int64)
+    win = b.frame[sel].astype(np.int64)
+    col = np.arange(cap.FRAME_WINDOW)[None, :]
+    even_col = (col % 2) == 0
+    before = col < start[:, None]
+    trailer = (col >= end[:, None]) & (col < caplen[:, None])
+    e = b.even_sum[sel] - (win * (before & even_col)).sum(1) - (win * (trailer & even_col)).sum(1)
+    o = b.odd_sum[sel] - (win * (before & ~even_col)).sum(1) - (win * (trailer & ~even_col)).sum(1)
+    s = np.where(start % 2 == 0, e * 256 + o, o * 256 + e) % 65535
+    # unverifiable: payload not fully captured, or a trailer beyond the window we keep
+    bad = (end > caplen) | ((end < caplen) & (caplen > cap.FRAME_WINDOW)) | (start > end)
+    return np.where(bad, -1, s)
 
 
 def ip_str(a: int) -> str:

@@ -56,11 +56,13 @@ class EncodedFlows:
         matrix: ``(n, LAYOUT.width)`` int8, flows back to back.
         offsets: ``(f + 1,)``; flow ``i`` is ``matrix[offsets[i]:offsets[i+1]]``.
         metas: one :class:`FlowMeta` per flow.
+        psum: ``(n,)`` payload checksum sums per row (see :class:`engine.packets.Packets`).
     """
 
     matrix: np.ndarray
     offsets: np.ndarray
     metas: list[FlowMeta]
+    psum: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.metas)
@@ -121,7 +123,7 @@ def encode_capture(path: str | os.PathLike, cfg: FlowConfig = FlowConfig(), labe
             stats.packets_by_proto[pk.TRANSPORTS[proto]] += int(sizes[i])
         stats.flows += len(fb)
         stats.encoded_packets += len(fb.packets)
-        return EncodedFlows(m, fb.offsets, metas)
+        return EncodedFlows(m, fb.offsets, metas, fb.packets.psum)
 
     for p in batches():
         for fb in fa.feed(p):

@@ -1,0 +1,115 @@
+"""``netdiff check`` and ``netdiff repair``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import InputError
+from netdiff_tui.cli import CAPTURE_EXTS, Progress, friendly, main
+
+
+def _repair_options(mtu, server_port, disable, allow_fragments, seed):
+    from engine.repair import RepairOptions
+    try:
+        return RepairOptions(mtu=mtu, server_port=server_port, disabled=frozenset(disable),
+                             allow_fragments=allow_fragments, seed=seed)
+    except ValueError as e:
+        raise InputError(None, str(e)) from None
+
+
+def load_inputs(inputs, on_event=None, label: str = ""):
+    """Captures, flow files (.npz/.png/.csv) or directories of either -> (matrices, metas)."""
+    from engine.dataset import FLOW_EXTS, flow_files, load_flows
+    from engine.flows import FlowConfig
+    from engine.pipeline import encode_capture
+    mats, metas = [], []
+    caps, flows = [], []
+    for p in map(Path, inputs):
+        if not p.exists():
+            raise InputError(p, "no such file or directory")
+        if p.is_dir():
+            if (p / "manifest.csv").exists() and any(q.suffix in FLOW_EXTS for q in p.rglob("*") if q.name != "manifest.csv"):
+                flows += flow_files([p])
+            else:
+                found = sorted(q for q in p.rglob("*") if q.suffix.lower() in CAPTURE_EXTS)
+                fl = sorted(q for q in p.rglob("*") if q.suffix.lower() in FLOW_EXTS and q.name != "manifest.csv")
+                if not found and not fl:
+                    raise InputError(p, "directory holds no captures or flow files")
+                caps += found
+                flows += fl
+        elif p.suffix.lower() in FLOW_EXTS:
+            flows.append(p)
+        else:
+            caps.append(p)
+    for c in caps:
+        for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event):
+            mats += [b.flow(i) for i in range(len(b))]
+            metas += b.metas
+    for m, meta in load_flows(flows):
+        mats.append(m)
+        metas.append(meta)
+    return mats, metas, len(caps) + len(flows)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-r", "--report", "report_dir", type=click.Path(), default=None,
+              help="Also write compliance.json and compliance.txt into this directory.")
+@click.option("--mtu", default=1500, show_default=True)
+@click.option("--allow-fragments", is_flag=True)
+@click.option("--disable", multiple=True, help="Rule to leave out (repeatable); see `netdiff check --rules`.")
+@click.option("--rules", "list_rules", is_flag=True, is_eager=True, help="List the rules and exit.")
+@friendly
+def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules):
+    """Compliance report of captures (or flow files): exit 0 clean, 1 violations, 2 bad input."""
+    from engine.repair import check_flows
+    if list_rules:
+        from engine.repair import rule_table
+        for r in rule_table():
+            click.echo(f"{r['name']:<22} {r['scope']:<7} {r['description']}")
+        return
+    opts = _repair_options(mtu, None, disable, allow_fragments, 0)
+    with Progress() as prog:
+        mats, metas, nfiles = load_inputs(inputs, prog)
+    rep = check_flows(mats, metas, opts, source=", ".join(map(str, inputs)))
+    if report_dir:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        rep.write(report_dir)
+    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.to_table(), nl=not as_json or True)
+    sys.exit(0 if rep.clean else 1)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Repaired capture (.pcap).")
+@click.option("-r", "--report", "report_prefix", type=click.Path(), default=None,
+              help="Report prefix or directory (default: next to OUT, OUT.compliance.json/.txt).")
+@click.option("--mtu", default=1500, show_default=True)
+@click.option("--server-port", type=int, default=None, help="Service port of every flow's responder.")
+@click.option("--allow-fragments", is_flag=True)
+@click.option("--disable", multiple=True, help="Rule to leave out (repeatable).")
+@click.option("--seed", default=0, show_default=True, help="Seed for replaced addresses and ports.")
+@click.option("--link", type=click.Choice(["ethernet", "raw"]), default="ethernet", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@friendly
+def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragments, seed, link, quiet):
+    """Repair matrices, images or captures; write the repaired capture and its report."""
+    from engine import capture as cap
+    from engine.codec import write_pcap
+    from engine.repair import repair_flows
+    opts = _repair_options(mtu, server_port, disable, allow_fragments, seed)
+    with Progress(None if not quiet else False) as prog:
+        mats, metas, nfiles = load_inputs(inputs, prog)
+    if not mats:
+        raise InputError(None, "no flows in the inputs")
+    mats, metas, rep = repair_flows(mats, metas, opts, source=", ".join(map(str, inputs)))
+    n = write_pcap(out, mats, metas, cap.LINK_ETHERNET if link == "ethernet" else cap.LINK_RAW)
+    jp, tp = rep.write(report_prefix or out)
+    if not quiet:
+        click.echo(rep.to_table())
+        click.echo(f"{out}: {n} packets in {sum(1 for m in mats if len(m))} flows; report {jp}, {tp}")
