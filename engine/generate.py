@@ -97,7 +97,7 @@ def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None
             put(m, b, d, rows)
 
 
-def make_metas(req: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
+def make_metas(req, mats: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
     """Addresses, ports and start times for every flow (all from req.seed)."""
     cli, srv = _networks(req.client_cidrs, "client_cidrs"), _networks(req.server_cidrs, "server_cidrs")
     rng = _rng(req.seed, "meta")
@@ -154,7 +154,7 @@ def _dist():
     """(rank, world, state) under accelerate launch / torchrun; (0, 1, None) otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
-        st = PartialState()
+        st = PartialState(cpu=not torch.cuda.is_available())
         return st.process_index, st.num_processes, st
     return 0, 1, None
 

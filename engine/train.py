@@ -77,6 +77,7 @@ class TrainConfig:
     sample_steps: int = 20
     sample_guidance: float = 1.0
     sample_solver: str = "dpm"
+    num_threads: int | None = None    # torch CPU threads (None = torch's default); 1 holds up best on shared cores
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -221,7 +222,8 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     cfg = cfg or TrainConfig()
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+        # cpu=True without CUDA: several processes (accelerate launch --multi_gpu / torchrun) then use gloo
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                                   project_config=ProjectConfiguration(project_dir=str(run_dir)))
     acc = accelerator
     is_main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
@@ -240,6 +242,8 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
     table = load_table(data_dir, L, files=split["train"], classes=classes)
     weights = table.sample_weights(cfg.class_balance)
 
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = PacketDenoiser(num_classes=len(classes), width=LAYOUT.width, **cfg.model)
     ema = EMA(model, cfg.ema_decay)

@@ -1,0 +1,206 @@
+"""Native diffusion model: training, resume, sampling, generation, multi-process, shipped checkpoint.
+
+Core tests build a tiny dataset from tests/fixtures captures; none needs the real data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.errors import Cancelled, InputError
+from engine.progress import CancelToken, TrainStep
+from engine.request import GenerationRequest
+
+from conftest import FIXTURES, ROOT
+
+TINY = {"model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16}, "batch_size": 4,
+        "checkpoint_every": 2, "warmup_steps": 2, "log_every": 1, "test_fraction": 0.2}
+DEFAULT_CKPT = ROOT / "engine" / "default_model" / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Two labeled classes made from the loopback fixture captures."""
+    from engine.encode_job import encode_files
+    d = tmp_path_factory.mktemp("tinydata")
+    for label, name in (("zoom", "eth.pcap"), ("dns", "sll.pcap")):
+        (d / "in" / label).mkdir(parents=True)
+        shutil.copy(FIXTURES / name, d / "in" / label / name)
+    encode_files(sorted((d / "in").rglob("*.pcap")), d / "ds", label_from_dir=True)
+    return d / "ds"
+
+
+def tiny_cfg(**kw):
+    from engine.train import TrainConfig
+    return TrainConfig.from_dict({**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    from engine.train import train
+    run = tmp_path_factory.mktemp("run") / "run"
+    s = train(tiny_data, run, tiny_cfg(steps=2))
+    assert s["steps"] == 2
+    return run
+
+
+def test_model_shapes():
+    from engine.model import PacketDenoiser
+    m = PacketDenoiser(num_classes=3, d_model=32, layers=1, heads=2, max_packets=8)
+    x = torch.randn(2, 8, 1105)
+    out = m(x, torch.tensor([3, 500]), torch.tensor([0, 3]))
+    assert out.shape == x.shape
+    assert m(x, 10, torch.tensor([1, 2])).shape == x.shape
+
+
+def test_train_two_steps_and_sample(tiny_run, tmp_path):
+    from engine.generate import generate
+    from engine.model.checkpoint import load_model
+    model, cfg, d = load_model(tiny_run)            # a run directory resolves to its model/
+    assert d == tiny_run / "model"
+    assert cfg["classes"] == ["dns", "zoom"] and cfg["steps"] == 2 and cfg["layout"] == "nd-1"
+    assert len(cfg["data_manifest_sha256"]) == 64
+    split = json.loads((tiny_run / "split.json").read_text())
+    assert split["test"] and not set(split["test"]) & set(split["train"])
+    events = [json.loads(x) for x in (tiny_run / "events.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "TrainStep" for e in events)
+    out = tmp_path / "gen"
+    s = generate(GenerationRequest(label="zoom", count=3, model=str(tiny_run), seed=1, steps=2), out)
+    assert s["flows"] == 3
+    rows = (out / "manifest.csv").read_text().splitlines()
+    assert rows[0].startswith("file,label,packets,seed,model_hash,synthetic,flow_id,proto")
+    assert len(rows) == 4 and all(",1,zoom-" in r for r in rows[1:])
+    for i in range(3):
+        assert (out / "zoom" / f"zoom-{i:05d}.pcap").stat().st_size > 24
+    assert json.loads((out / "compliance.json").read_text())
+    assert not list(tmp_path.glob(".gen.*"))        # no temp dirs left behind
+
+
+def test_resume_matches_uninterrupted(tiny_data, tmp_path):
+    from engine.train import train
+    straight = tmp_path / "straight"
+    train(tiny_data, straight, tiny_cfg(steps=4))
+    parted = tmp_path / "parted"
+    tok = CancelToken()
+
+    def stop_at_2(ev):
+        if isinstance(ev, TrainStep) and ev.step == 2:
+            tok.cancel()
+    with pytest.raises(Cancelled):
+        train(tiny_data, parted, tiny_cfg(steps=4), on_event=stop_at_2, cancel=tok)
+    assert (parted / "checkpoints" / "step-0000002" / "model.safetensors").exists()
+    with pytest.raises(InputError):                   # a second fresh start refuses to clobber
+        train(tiny_data, parted, tiny_cfg(steps=4))
+    train(tiny_data, parted, tiny_cfg(steps=4), resume=True)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(straight / "checkpoints" / "step-0000004" / name)
+        b = load_file(parted / "checkpoints" / "step-0000004" / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    opt = torch.load(parted / "checkpoints" / "step-0000004" / "optimizer.pt", weights_only=True)
+    assert "optimizer" in opt
+
+
+def test_generate_same_seed_same_bytes(tiny_run, tmp_path):
+    from engine.generate import generate
+
+    def run(out, seed):
+        generate(GenerationRequest(label="dns", count=4, model=str(tiny_run), seed=seed, steps=3), out)
+        return [p.read_bytes() for p in sorted((out / "dns").glob("*.pcap"))]
+    a, b, c = run(tmp_path / "a", 7), run(tmp_path / "b", 7), run(tmp_path / "c", 8)
+    assert a == b
+    assert a != c
+    assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
+
+
+def test_generate_bad_requests(tiny_run, tmp_path):
+    from engine.generate import generate
+    with pytest.raises(InputError, match="not one of the model's classes"):
+        generate(GenerationRequest(label="nope", count=1, model=str(tiny_run)), tmp_path / "x")
+    with pytest.raises(InputError, match="not supported yet"):
+        generate(GenerationRequest(label="dns", count=1, model="hf://org/name@main"), tmp_path / "x")
+    with pytest.raises(InputError, match="not a model checkpoint"):
+        generate(GenerationRequest(label="dns", count=1, model=str(tmp_path)), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_generate_constraints(tiny_run, tmp_path):
+    from engine.generate import generate
+    from engine.sample import flow_proto
+    from engine.dataset import load_flow  # noqa: F401  (pcaps are checked through the manifest)
+    s = generate(GenerationRequest(label="zoom", count=3, model=str(tiny_run), seed=3, steps=2,
+                                   packets_min=2, packets_max=5, server_ports=(443,),
+                                   client_cidrs=("10.9.0.0/24",), server_cidrs=("192.0.2.7/32",)), tmp_path / "g")
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "g" / "manifest.csv")))
+    assert len(rows) == 3
+    for r in rows:
+        assert int(r["packets"]) <= 5
+        assert r["resp_ip"] == "192.0.2.7" and r["init_ip"].startswith("10.9.0.")
+        if r["proto"] in ("6", "17"):
+            assert r["resp_port"] == "443"
+    assert flow_proto(np.full((2, 1105), -1, np.int8)) == 0
+    assert s["sampling"]["drawn"] >= 3
+
+
+def _launch(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # accelerate's --cpu runs a single process; --multi_gpu goes through torchrun, and the engine
+    # picks gloo on a machine without CUDA
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "netdiff_tui", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_processes_train_and_generate(tiny_data, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    r = _launch(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--config", str(cfg),
+                 "--steps", "2", "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    r = _launch(["generate", "--label", "zoom", "-n", "5", "-o", str(tmp_path / "gen"), "--model",
+                 str(tmp_path / "run"), "--steps", "2", "--seed", "4", "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (tmp_path / "gen" / "manifest.csv").read_text().splitlines()[1:]
+    assert sorted(x.split(",")[0] for x in rows) == [f"zoom/zoom-{i:05d}.pcap" for i in range(5)]
+    g = json.loads((tmp_path / "gen" / "generate.json").read_text())
+    assert g["summary"]["processes"] == 2
+
+
+@pytest.mark.skipif(not DEFAULT_CKPT.exists(), reason="shipped checkpoint engine/default_model not built yet")
+def test_cli_generate_zoom_default_model_tshark(tmp_path):
+    from click.testing import CliRunner
+    from netdiff_tui.cli import main
+    out = tmp_path / "zoom"
+    r = CliRunner().invoke(main, ["generate", "--label", "zoom", "-n", "4", "-o", str(out), "--seed", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    pcaps = sorted((out / "zoom").glob("*.pcap"))
+    assert len(pcaps) == 4
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    for p in pcaps:
+        t = subprocess.run(["tshark", "-r", str(p)], capture_output=True, text=True, timeout=60)
+        assert t.returncode == 0, (p, t.stderr)
+
+
+def test_cli_generate_errors(tiny_run, tmp_path):
+    from click.testing import CliRunner
+    from netdiff_tui.cli import main
+    r = CliRunner().invoke(main, ["generate", "--label", "nope", "-n", "1", "-o", str(tmp_path / "o"),
+                                  "--model", str(tiny_run)])
+    assert r.exit_code == 2 and "not one of the model's classes" in r.output
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "manifest.csv" in r.output
