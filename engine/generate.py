@@ -123,31 +123,26 @@ def make_metas(req, mats: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
     return metas, sports
 
 
-def _repair(req, mats, metas, sports, emit):
-    """Run the repair step: one call per distinct server port (the API takes one port)."""
+def _repair(req, mats, metas, emit):
+    """Run the repair step once over every flow.
+
+    The per-flow ports chosen from ``req.server_ports`` are already in the
+    bits (:func:`set_ports`); the repair API takes one service port, so it is
+    passed only when the request names exactly one.
+    """
     try:
         from engine.repair import RepairOptions, repair_flows
     except ImportError:
         emit(Message("warning", "engine.repair is not available: flows are written unrepaired"))
-        return mats, metas, {"repaired": False, "reason": "engine.repair not installed"}
-    out_m, out_meta = list(mats), list(metas)
-    reports = []
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(sports):
-        groups.setdefault(p if req.server_ports else -1, []).append(i)
-    for port, idx in sorted(groups.items()):
-        kw = dict(mtu=req.mtu, allow_fragments=req.allow_fragments, disabled=frozenset(req.disabled_rules),
-                  client_port_range=tuple(req.client_port_range), seed=req.seed)
-        if port >= 0:
-            kw["server_port"] = port
-        opts = RepairOptions(**kw)
-        rm, rmeta, rep = repair_flows([mats[i] for i in idx], [metas[i] for i in idx], opts)
-        for j, i in enumerate(idx):
-            out_m[i], out_meta[i] = rm[j], rmeta[j]
-        reports.append(rep)
-    if len(reports) == 1:
-        return out_m, out_meta, reports[0].to_dict()
-    return out_m, out_meta, {"repaired": True, "groups": [r.to_dict() for r in reports]}
+        return mats, metas, None
+    try:
+        opts = RepairOptions(mtu=req.mtu, allow_fragments=req.allow_fragments,
+                             disabled=frozenset(req.disabled_rules),
+                             server_port=int(req.server_ports[0]) if len(req.server_ports) == 1 else None,
+                             client_port_range=tuple(req.client_port_range), seed=req.seed)
+    except ValueError as e:
+        raise InputError(None, str(e)) from None
+    return repair_flows(mats, metas, opts, source=f"generate:{req.label}")
 
 
 def _dist():
@@ -180,7 +175,9 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     L = model.config.max_packets
     pmax = req.packets_max
     if pmax > L:
-        emit(Message("warning", f"packets_max {pmax} > model's {L} packets per flow; flows have at most {L}"))
+        if pmax != type(req).__dataclass_fields__["packets_max"].default:
+            emit(Message("warning", f"packets_max {pmax} > the model's {L} packets per flow; "
+                                         f"flows have at most {L}"))
         pmax = L
     pmin = min(req.packets_min, pmax)
     steps = req.steps or mcfg.get("sampling", {}).get("steps", 20)
@@ -204,8 +201,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
                 setattr(agg, k, getattr(agg, k) + v)
         stats = agg
     mats = [flows[i] for i in range(req.count)]
-    metas, sports = make_metas(req, mats)
-    mats, metas, report = _repair(req, mats, metas, sports, emit)
+    metas, _ = make_metas(req, mats)
+    mats, metas, report = _repair(req, mats, metas, emit)
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
                      {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
                       "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world})
@@ -240,11 +237,15 @@ def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info
         w.writeheader()
         w.writerows(rows)
         atomic_write_bytes(tmp / "manifest.csv", [buf.getvalue().encode()])
-        atomic_write_bytes(tmp / "compliance.json", [json.dumps(report, indent=2, default=str).encode()])
+        if report is not None:
+            report.write(tmp)            # compliance.json + compliance.txt
+        else:
+            atomic_write_bytes(tmp / "compliance.json",
+                               [json.dumps({"repaired": False, "reason": "engine.repair not installed"}).encode()])
         req_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
         summary = {"out": str(out), "label": req.label, "flows": len(rows),
                    "packets": int(sum(r["packets"] for r in rows)), **info,
-                   "compliance_clean": report.get("clean") if isinstance(report, dict) else None}
+                   "compliance_clean": None if report is None else bool(report.clean)}
         atomic_write_bytes(tmp / "generate.json",
                            [json.dumps({"request": req_d, "summary": summary}, indent=2, default=str).encode()])
         old = None
