@@ -86,12 +86,13 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
             recipes_dir: str | os.PathLike | None = None, split: float | None = None, seed: int = 0,
             pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
             cancel: CancelToken | None = None, generate_fn: Callable | None = None,
-            classes: list[str] | None = None) -> dict:
+            classes: list[str] | None = None, model: str | None = None) -> dict:
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
         generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.generate.generate`).
         classes: only top up these classes (default: every class below the target).
+        model: checkpoint for every class (default: each recipe's model).
     """
     emit = on_event or (lambda e: None)
     out = Path(out)
@@ -117,6 +118,8 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         (work / "gen").mkdir(parents=True, exist_ok=True)
     for cls, n in sorted(need.items()):
         req, where = request_for(cls, n, recipes_dir, seed)
+        if model is not None:
+            req = replace(req, model=model)
         origin[cls] = where
         d = work / "gen" / cls
         if (d / "manifest.csv").is_file():

@@ -248,17 +248,19 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 @click.option("--split", type=float, default=None, help="Hold out this fraction of real flows as test first.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pcapng", is_flag=True)
+@click.option("--model", default=None, help="Checkpoint for every class (default: each recipe's model).")
 @click.option("--force", is_flag=True)
 @click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, force, score, quiet):
+def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, model, force, score, quiet):
     """Top up under-represented classes with synthetic flows and export the mix."""
     from engine.balance import balance
     with Progress(None if not quiet else False) as prog:
         s = balance(real, target, out, recipes_dir=recipes_dir, split=split, seed=seed, pcapng=pcapng,
-                    force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None)
+                    force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None,
+                    model=model)
     if not quiet:
         click.echo(f"target {s['target']} flows per class" + (" (train split)" if split else ""))
         for c, n in s["generated"].items():
