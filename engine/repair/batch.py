@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..layout import ABSENT, LAYOUT, bits_to_uint, uint_to_bits
+from ..layout import ABSENT, LAYOUT, uint_to_bits
 
 COL_DIR = LAYOUT.cols("meta_direction").start
 TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)
@@ -35,20 +35,34 @@ class Edit:
             block (``udp``).
         cols: column slice.
         rows: ``(k,)`` int64 row indices.
-        bits: ``(k, cols width)`` int8 values to write.
+        bits: ``(k, cols width)`` int8 values to write, or a function making them
+            (so counting never builds bits it will not write).
+        values: for a whole-field edit, the ``(k,)`` new field values (lets
+            :meth:`changed` compare numbers instead of bits).
+        exact: the rule guarantees every row in ``rows`` changes.
     """
 
     name: str
     cols: slice
     rows: np.ndarray
-    bits: np.ndarray
+    bits: object
+    values: np.ndarray | None = None
 
-    def changed(self, m: np.ndarray) -> np.ndarray:
+    exact: bool = False
+
+    def changed(self, b: "Batch") -> np.ndarray:
         """Rows (indices) whose bits this edit would change."""
-        if len(self.rows) == 0:
+        if len(self.rows) == 0 or self.exact:
             return self.rows
-        cur = m[self.rows, self.cols]
-        return self.rows[(cur != self.bits).any(axis=1)]
+        if self.values is not None and not b.absent_any(self.cols)[self.rows].any():
+            return self.rows[b.get(self.name)[self.rows] != self.values]
+        cur = b.m[self.rows, self.cols]
+        return self.rows[(cur != self.materialize()).any(axis=1)]
+
+    def materialize(self) -> np.ndarray:
+        if callable(self.bits):
+            self.bits = np.asarray(self.bits(), np.int8)
+        return self.bits
 
 
 @dataclass
@@ -76,18 +90,18 @@ class Plan:
         if len(rows) == 0:
             return
         f = LAYOUT.field(name)
-        vals = np.broadcast_to(np.asarray(values, np.uint64), rows.shape)
-        self.edits.append(Edit(name, LAYOUT.cols(name), rows, uint_to_bits(vals, f.width)))
+        vals = np.broadcast_to(np.asarray(values, np.int64), rows.shape)
+        self.edits.append(Edit(name, LAYOUT.cols(name), rows, uint_to_bits(vals, f.width), vals))
 
-    def bits(self, name: str, cols: slice, rows: np.ndarray, bits: np.ndarray) -> None:
+    def bits(self, name: str, cols: slice, rows: np.ndarray, bits, exact: bool = True) -> None:
+        """Add an edit writing ``bits`` (an array for ``rows``, or a function making it)
+        into ``cols`` of ``rows``; ``exact``: every one of ``rows`` really changes."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
-            sel = rows
             rows = np.nonzero(rows)[0]
-            bits = bits[sel] if len(bits) == len(sel) else bits
         if len(rows) == 0:
             return
-        self.edits.append(Edit(name, cols, rows, np.asarray(bits, np.int8)))
+        self.edits.append(Edit(name, cols, rows, bits, exact=exact))
 
 
 class Batch:
@@ -119,6 +133,13 @@ class Batch:
         self.idx = np.arange(self.n)
         self.version = 0
         self._cache: dict = {}
+        self.counting = False      # set while a rule only counts: it may skip fix-only work
+        # Bit-packed views of the matrix, kept in step with every edit: "is 1"
+        # and "is absent", 8 columns a byte. Every protocol block and option
+        # area starts on a byte boundary, so field values, presence tests,
+        # checksum words and option bytes are read from these.
+        self.ones = np.packbits(m == 1, axis=1)
+        self.absent = np.packbits(m == ABSENT, axis=1)
 
     # -- cache ----------------------------------------------------------------
     def cached(self, key, fn):
@@ -134,26 +155,44 @@ class Batch:
 
     def apply(self, plan: Plan) -> None:
         for e in plan.edits:
-            self.m[e.rows, e.cols] = e.bits
+            self.m[e.rows, e.cols] = e.materialize()
+            b0, b1 = e.cols.start // 8, -(-e.cols.stop // 8)
+            seg = self.m[e.rows, b0 * 8:b1 * 8]
+            self.ones[e.rows, b0:b1] = np.packbits(seg == 1, axis=1)
+            self.absent[e.rows, b0:b1] = np.packbits(seg == ABSENT, axis=1)
         for me in plan.meta:
             for attr, vals in me.values.items():
                 getattr(self, attr)[me.flows] = vals
-        self.touch()
+        if plan.edits or plan.meta:
+            self.touch()
 
     # -- fields ---------------------------------------------------------------
     def get(self, name: str) -> np.ndarray:
         """Field values as int64 (absent bits read as 0)."""
-        return self.cached(("f", name), lambda: bits_to_uint(self.m[:, LAYOUT.cols(name)]).astype(np.int64))
+        return self.cached(("f", name), lambda: packed_field(self.ones, LAYOUT.cols(name)))
 
     def absent_any(self, cols: slice) -> np.ndarray:
-        return (self.m[:, cols] == ABSENT).any(axis=1)
+        """Per row: any absent cell in ``cols``."""
+        def calc():
+            if cols.start % 8 == 0 and cols.stop % 8 == 0:
+                return self.absent[:, cols.start // 8:cols.stop // 8].any(axis=1)
+            if cols.stop - cols.start <= 48:
+                return packed_field(self.absent, cols) != 0
+            return (self.m[:, cols] == ABSENT).any(axis=1)
+        return self.cached(("absent", cols.start, cols.stop), calc)
+
+    def present_any(self, cols: slice) -> np.ndarray:
+        """Per row: any present (non-absent) cell in ``cols`` (byte-aligned ``cols``)."""
+        def calc():
+            return (self.absent[:, cols.start // 8:cols.stop // 8] != 0xFF).any(axis=1)
+        return self.cached(("present", cols.start, cols.stop), calc)
 
     @property
     def fwd(self) -> np.ndarray:
         """Sent by the initiator (absent direction counts as forward, as the decoder does)."""
         return self.cached("fwd", lambda: self.m[:, COL_DIR] != 0)
 
-    def transport(self) -> np.ndarray:
+    def transport(self) -> np.ndarray:  # noqa: D401
         """Per row: 0 tcp, 1 udp, 2 icmp, -1 none -- by which block's first bit is present
         (the decoder's order of precedence)."""
         def calc():
@@ -238,3 +277,25 @@ class Batch:
         base = np.ones(self.n, bool) if mask is None else mask
         return self.first_where(base & fwd), self.first_where(base & ~fwd)
 
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def popcount(a: np.ndarray) -> np.ndarray:
+    """Set bits per element of an unsigned integer array."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a)
+    a = np.ascontiguousarray(a)
+    return _POP8[a.view(np.uint8)].reshape(*a.shape, a.itemsize).sum(axis=-1)
+
+
+def packed_field(packed: np.ndarray, cols: slice) -> np.ndarray:
+    """Read the bits of ``cols`` (at most 57 wide) from an ``np.packbits`` array as int64."""
+    s, e = cols.start, cols.stop
+    b0, b1 = s // 8, (e - 1) // 8 + 1
+    v = packed[:, b0].astype(np.int64)
+    for i in range(b0 + 1, b1):
+        v = (v << 8) | packed[:, i]
+    v >>= (b1 * 8 - e)
+    return v & ((1 << (e - s)) - 1)

@@ -30,9 +30,9 @@ def fold(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def _words(bits: np.ndarray) -> np.ndarray:
-    """``(k, 16 w)`` columns of {1, 0, -1} in wire order -> ``(k, w)`` int64 words (absent = 0)."""
-    by = np.packbits(bits == 1, axis=1).astype(np.int64)
+def _words(b: Batch, rows: np.ndarray, cols: slice) -> np.ndarray:
+    """16-bit words of byte-aligned header columns ``cols`` (wire order; absent bits = 0)."""
+    by = b.ones[rows, cols.start // 8:cols.stop // 8].astype(np.int64)
     return (by[:, 0::2] << 8) | by[:, 1::2]
 
 
@@ -50,13 +50,12 @@ def _addr_sum(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def ipv4(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct IPv4 header checksum of ``rows`` (indices)."""
-    m = b.m[rows]
-    fixed = _words(m[:, IP4_FIXED])                      # 6 words, word 5 is the checksum
+    fixed = _words(b, rows, IP4_FIXED)                      # 6 words, word 5 is the checksum
     s = fixed.sum(axis=1) - fixed[:, 5]
     src, dst = (x[rows] for x in b.src_dst())
     s += _addr_sum(src, dst)
     optw = (b.ihl_bytes()[rows] - 20) // 2
-    s += _masked_sum(_words(m[:, COL_IP_OPT]), np.minimum(optw, 20))
+    s += _masked_sum(_words(b, rows, COL_IP_OPT), np.minimum(optw, 20))
     return (~fold(s)) & 0xFFFF
 
 
@@ -68,7 +67,7 @@ def _pseudo(b: Batch, rows: np.ndarray, proto: int) -> np.ndarray:
 
 def tcp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct TCP checksum of ``rows`` (zero payload, pseudo-header from the flow's addresses)."""
-    words = _words(b.m[rows, COL_TCP])                   # 30 words, word 8 is the checksum
+    words = _words(b, rows, COL_TCP)                   # 30 words, word 8 is the checksum
     nw = np.minimum(b.l4_hdr_bytes()[rows] // 2, 30)
     s = _masked_sum(words, nw, skip=8) + _pseudo(b, rows, 6)
     return (~fold(s)) & 0xFFFF
@@ -76,7 +75,7 @@ def tcp(b: Batch, rows: np.ndarray) -> np.ndarray:
 
 def udp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct UDP checksum of ``rows``; a computed 0 is sent as 0xFFFF."""
-    words = _words(b.m[rows, COL_UDP])                   # 4 words, word 3 is the checksum
+    words = _words(b, rows, COL_UDP)                   # 4 words, word 3 is the checksum
     s = words.sum(axis=1) - words[:, 3] + _pseudo(b, rows, 17)
     c = (~fold(s)) & 0xFFFF
     return np.where(c == 0, 0xFFFF, c)
@@ -84,7 +83,7 @@ def udp(b: Batch, rows: np.ndarray) -> np.ndarray:
 
 def icmp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct ICMP checksum of ``rows`` (header and zero payload; no pseudo-header)."""
-    words = _words(b.m[rows, COL_ICMP])                  # 4 words, word 1 is the checksum
+    words = _words(b, rows, COL_ICMP)                  # 4 words, word 1 is the checksum
     s = words.sum(axis=1) - words[:, 1]
     return (~fold(s)) & 0xFFFF
 

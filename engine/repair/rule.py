@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..layout import ABSENT, LAYOUT
-from .batch import Batch, Plan
+from .batch import Batch, Plan, popcount
 
 C = LAYOUT.cols
 
@@ -45,7 +45,7 @@ class Rule:
         mask = np.zeros(b.n, bool)
         fields: Counter = Counter()
         for e in plan.edits:
-            rows = e.changed(b.m)
+            rows = e.changed(b)
             if len(rows):
                 mask[rows] = True
                 fields[e.name] += len(rows)
@@ -62,7 +62,11 @@ class Rule:
 
     def count(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Violations: ``(packet_mask (N,), flow_mask (F,))``."""
-        plan = self.plan(b)
+        b.counting = True
+        try:
+            plan = self.plan(b)
+        finally:
+            b.counting = False
         ch = self._changes(b, plan)
         mask = ch.packets
         if plan.flagged is not None:
@@ -96,17 +100,26 @@ def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len
     all be present and every later option bit absent.
     """
     cols = C(opt_name)
-    opt = b.m[rows, cols]
-    k = len(rows)
-    words = (opt != ABSENT).reshape(k, -1, 32).sum(axis=2) >= 16
-    nwords = np.cumprod(words, axis=1).sum(axis=1)
-    inside = (np.arange(opt.shape[1]) // 32)[None, :] < nwords[:, None]
-    bad = ((opt == ABSENT) & inside).any(axis=1) | ((opt != ABSENT) & ~inside).any(axis=1)
-    target = np.where(inside, np.where(opt == ABSENT, 0, opt), ABSENT).astype(np.int8)
-    plan.bits(opt_name, cols, rows[bad], target[bad])
+    # absent bits of the 10 option words, 32 to a uint32 (byte order is irrelevant here)
+    w = np.ascontiguousarray(b.absent[rows, cols.start // 8:cols.stop // 8]).view(np.uint32)
     cur = b.get(len_name)[rows]
-    want = 5 + nwords
-    set_header_words(b, plan, rows, len_name, want)
+    word_i = np.arange(w.shape[1])[None, :]
+    ok = (cur >= 5) & np.where(word_i < (cur - 5)[:, None], w == 0, w == 0xFFFFFFFF).all(axis=1)
+    if ok.all():
+        return
+    rows, w, cur = rows[~ok], w[~ok], cur[~ok]
+    words = popcount(w) < 16                                      # majority present
+    nwords = np.cumprod(words, axis=1).sum(axis=1)
+    bad = np.where(word_i < nwords[:, None], w != 0, w != 0xFFFFFFFF).any(axis=1)
+    rb = rows[bad]
+    nw = nwords[bad]
+
+    def target():
+        opt = b.m[rb, cols]
+        inside = (np.arange(opt.shape[1]) // 32)[None, :] < nw[:, None]
+        return np.where(inside, np.where(opt == ABSENT, 0, opt), ABSENT)
+    plan.bits(opt_name, cols, rb, target)
+    set_header_words(b, plan, rows, len_name, 5 + nwords)
 
 
 def set_header_words(b: Batch, plan: Plan, rows: np.ndarray, len_name: str, want: np.ndarray) -> None:

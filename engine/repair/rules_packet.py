@@ -10,7 +10,7 @@ import numpy as np
 
 from ..layout import ABSENT, LAYOUT
 from . import options as op
-from .batch import COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan
+from .batch import COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
 from .rule import C, Rule, fill_absent, set_header_words, word_presence_fix
 
 
@@ -55,7 +55,7 @@ class Iat(Rule):
         p = Plan()
         cols = C("meta_iat")
         rows = np.nonzero(b.absent_any(cols))[0]
-        p.bits("meta_iat", cols, rows, fill_absent(b.m[rows, cols]))
+        p.bits("meta_iat", cols, rows, lambda: fill_absent(b.m[rows, cols]))
         return p
 
 
@@ -66,8 +66,8 @@ class Ipv6Absent(Rule):
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         cols = LAYOUT.block("ipv6")
-        rows = np.nonzero((b.m[:, cols] != ABSENT).any(axis=1))[0]
-        p.bits("ipv6", cols, rows, np.full((len(rows), cols.stop - cols.start), ABSENT, np.int8))
+        rows = np.nonzero(b.present_any(cols))[0]
+        p.bits("ipv6", cols, rows, lambda: np.full((len(rows), cols.stop - cols.start), ABSENT, np.int8))
         return p
 
 
@@ -79,10 +79,10 @@ def _flow_transport_choice(b: Batch) -> np.ndarray:
     names; ties go to TCP, then UDP.
     """
     def calc():
-        m = b.m
-        pres = np.stack([(m[:, TCP_FIXED] != ABSENT).mean(axis=1),
-                         (m[:, LAYOUT.block("udp")] != ABSENT).mean(axis=1),
-                         (m[:, LAYOUT.block("icmp")] != ABSENT).mean(axis=1)], axis=1)
+        def share(cols):
+            by = np.ascontiguousarray(b.absent[:, cols.start // 8:cols.stop // 8]).view(np.uint32)
+            return 1.0 - popcount(by).sum(axis=1) / (cols.stop - cols.start)
+        pres = np.stack([share(TCP_FIXED), share(LAYOUT.block("udp")), share(LAYOUT.block("icmp"))], axis=1)
         proto = b.get("ipv4_proto")
         pres += 0.5 * (proto[:, None] == np.array([6, 17, 1])[None, :])
         choice = np.argmax(pres, axis=1)
@@ -106,11 +106,11 @@ class Transport(Rule):
         for i, name in enumerate(TRANSPORTS):
             blk = LAYOUT.block(name)
             sel = t == i
-            other = np.nonzero(~sel & (m[:, blk] != ABSENT).any(axis=1))[0]
-            p.bits(name, blk, other, np.full((len(other), blk.stop - blk.start), ABSENT, np.int8))
+            other = np.nonzero(~sel & b.present_any(blk))[0]
+            p.bits(name, blk, other, lambda o=other, c=blk: np.full((len(o), c.stop - c.start), ABSENT, np.int8))
             fixed = TCP_FIXED if name == "tcp" else blk
-            hole = np.nonzero(sel & (m[:, fixed] == ABSENT).any(axis=1))[0]
-            p.bits(name + " (absent bits)", fixed, hole, fill_absent(m[hole, fixed]))
+            hole = np.nonzero(sel & b.absent_any(fixed))[0]
+            p.bits(name + " (absent bits)", fixed, hole, lambda h=hole, c=fixed: fill_absent(m[h, c]))
         return p
 
 
@@ -120,8 +120,8 @@ class Ipv4Header(Rule):
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
-        hole = np.nonzero((b.m[:, IP4_FIXED] == ABSENT).any(axis=1))[0]
-        p.bits("ipv4 (absent bits)", IP4_FIXED, hole, fill_absent(b.m[hole, IP4_FIXED]))
+        hole = np.nonzero(b.absent_any(IP4_FIXED))[0]
+        p.bits("ipv4 (absent bits)", IP4_FIXED, hole, lambda: fill_absent(b.m[hole, IP4_FIXED]))
         ver = b.get("ipv4_ver")
         p.field("ipv4_ver", ver != 4, 4)
         return p
@@ -138,7 +138,13 @@ class Ipv4Ihl(Rule):
 
 
 def _option_bytes(b: Batch, rows: np.ndarray, name: str) -> np.ndarray:
-    return np.packbits(b.m[rows, C(name)] == 1, axis=1)
+    c = C(name)
+    return b.ones[rows, c.start // 8:c.stop // 8]
+
+
+def _any_per_row(k: int, rows: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Per packet (of ``k``): any record in ``rows`` has ``flag``."""
+    return np.bincount(rows[flag], minlength=k) > 0
 
 
 def _option_bits(new: np.ndarray, olen: np.ndarray) -> np.ndarray:
@@ -165,12 +171,14 @@ class Ipv4Options(Rule):
         if len(t.row):
             val = (raw[t.row, np.minimum(t.pos + 2, 39)].astype(np.int64) << 8) | raw[t.row, np.minimum(t.pos + 3, 39)]
         keep = (t.kind == op.IP_RA) & (val == 0) & op.first_of_kind(t)
-        bad = ~t.ok
-        np.logical_or.at(bad, t.row, ~keep)
+        bad = ~t.ok | _any_per_row(len(rows), t.row, ~keep)
         if not bad.any():
             return p
-        new, nlen = op.rebuild(raw, t, keep)
         sel = np.nonzero(bad)[0]
+        if b.counting:      # the option edit marks every bad row; lengths only matter when fixing
+            p.bits("ipv4_opt", C("ipv4_opt"), rows[sel], None)
+            return p
+        new, nlen = op.rebuild(raw, t, keep)
         p.bits("ipv4_opt", C("ipv4_opt"), rows[sel], _option_bits(new[sel], nlen[sel]))
         set_header_words(b, p, rows[sel], "ipv4_hl", 5 + nlen[sel] // 4)
         return p
@@ -243,15 +251,17 @@ class TcpOptions(Rule):
         keep = known & (~np.isin(t.kind, op.TCP_SYN_ONLY) | syn) & op.first_of_kind(t)
         ws_val = raw[t.row, np.minimum(t.pos + 2, 39)] if len(t.row) else np.zeros(0, np.uint8)
         big_ws = keep & (t.kind == op.WS) & (ws_val > op.MAX_WS)
-        bad = ~t.ok
-        np.logical_or.at(bad, t.row, ~keep | big_ws)
+        bad = ~t.ok | _any_per_row(len(rows), t.row, ~keep | big_ws)
         if not bad.any():
             return p
         if big_ws.any():
             raw = raw.copy()
             raw[t.row[big_ws], t.pos[big_ws] + 2] = op.MAX_WS
-        new, nlen = op.rebuild(raw, t, keep)
         sel = np.nonzero(bad)[0]
+        if b.counting:
+            p.bits("tcp_opt", C("tcp_opt"), rows[sel], None)
+            return p
+        new, nlen = op.rebuild(raw, t, keep)
         p.bits("tcp_opt", C("tcp_opt"), rows[sel], _option_bits(new[sel], nlen[sel]))
         set_header_words(b, p, rows[sel], "tcp_doff", 5 + nlen[sel] // 4)
         return p
