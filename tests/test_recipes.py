@@ -315,9 +315,12 @@ def test_cli_edit_validates_after_the_editor(user_config, tmp_path):
 
 # -- generation from every preset ----------------------------------------------------------
 
-def _default_model_present() -> bool:
+def _test_model() -> str | None:
+    """The default checkpoint, or $NETDIFF_TEST_MODEL (a checkpoint directory) when set."""
+    if os.environ.get("NETDIFF_TEST_MODEL"):
+        return os.environ["NETDIFF_TEST_MODEL"]
     d = Path(rp.__file__).parent / "default_model"
-    return d.is_dir() and any(d.glob("*.safetensors"))
+    return "default" if d.is_dir() and any(d.glob("*.safetensors")) else None
 
 
 def _tshark_errors(f: Path) -> int:
@@ -330,57 +333,33 @@ def _tshark_errors(f: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _default_model_present(), reason="default checkpoint engine/default_model absent")
+@pytest.mark.skipif(_test_model() is None, reason="default checkpoint engine/default_model absent "
+                                                   "(or set NETDIFF_TEST_MODEL to a checkpoint)")
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
-def test_every_preset_generates_compliant_flows_on_its_ports(tmp_path):
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_generates_compliant_flows_on_its_ports(name, tmp_path):
     import csv
     from engine.generate import generate
     from engine.packets import TCP, UDP
     from engine.pipeline import encode_capture
     from netdiff_tui.cli import main
-    has_check = "check" in main.commands
     proto = {"tcp": TCP, "udp": UDP}
-    for name in PRESETS:
-        q = rp.load_preset(name).request
-        q = replace(q, count=3, packets_max=min(q.packets_max, 48), packets_min=min(q.packets_min, 48))
-        out = tmp_path / name
-        generate(q, out)
-        rows = list(csv.DictReader(open(out / "manifest.csv")))
-        assert len(rows) == 3
-        for r in rows:
-            f = out / r["file"]
-            assert _tshark_errors(f) == 0, f"{name}: tshark errors in {f}"
-            if has_check:
-                res = CliRunner().invoke(main, ["check", str(f)])
-                assert res.exit_code == 0, f"{name}: netdiff check {f}: {res.output}"
-            for b in encode_capture(f):
-                for m in b.metas:
-                    assert m.proto == proto[q.transport], (name, m)
-                    assert m.resp_port in q.server_ports, (name, m.resp_port)
-                    assert q.client_port_range[0] <= m.init_port <= q.client_port_range[1], (name, m)
-
-
-def test_generate_preset_and_recipe_options(monkeypatch, tmp_path, user_config):
-    """`netdiff generate --preset/--recipe`: the recipe's request, with typed options overriding it."""
-    gen = pytest.importorskip("engine.generate")
-    from netdiff_tui.cli import main
-    if "generate" not in main.commands or "preset" not in [p.name for p in main.commands["generate"].params]:
-        pytest.skip("netdiff generate has no --preset")
-    seen = []
-    monkeypatch.setattr(gen, "generate", lambda req, out, **kw: seen.append(req) or {"flows": req.count})
-    r = cli("generate", "--preset", "zoom", "-o", str(tmp_path / "a"), "-q")
-    assert r.exit_code == 0, r.output
-    assert seen[-1] == rp.load_preset("zoom").request
-    r = cli("generate", "--preset", "zoom", "-n", "3", "--seed", "9", "-o", str(tmp_path / "b"), "-q")
-    assert r.exit_code == 0, r.output
-    assert (seen[-1].count, seen[-1].seed, seen[-1].server_ports) == (3, 9, (8801,))
-    f = tmp_path / "mine.toml"
-    f.write_text('label = "ssh"\ncount = 4\n[traffic]\ntransport = "tcp"\nservice_ports = [2222]\n')
-    r = cli("generate", "--recipe", str(f), "-o", str(tmp_path / "c"), "-q")
-    assert r.exit_code == 0 and seen[-1].server_ports == (2222,) and seen[-1].count == 4
-    r = cli("generate", "--preset", "zoom", "--label", "ssh", "-o", str(tmp_path / "d"))
-    assert r.exit_code == 2 and "key 'label'" in r.output
-    r = cli("generate", "--preset", "nope", "-o", str(tmp_path / "e"))
-    assert r.exit_code == 2 and "no preset named 'nope'" in r.output
-    r = cli("generate", "-o", str(tmp_path / "f"))
-    assert r.exit_code == 2 and "--label" in r.output
+    q = rp.load_preset(name).request
+    m = _test_model()
+    q = replace(q, count=3, packets_max=min(q.packets_max, 48), packets_min=min(q.packets_min, 48),
+                model=None if m == "default" else m)
+    out = tmp_path / name
+    generate(q, out)
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(rows) == 3
+    for r in rows:
+        f = out / r["file"]
+        assert _tshark_errors(f) == 0, f"{name}: tshark errors in {f}"
+        if "check" in main.commands:
+            res = CliRunner().invoke(main, ["check", str(f)])
+            assert res.exit_code == 0, f"{name}: netdiff check {f}: {res.output}"
+        for b in encode_capture(f, __import__("engine.flows", fromlist=["FlowConfig"]).FlowConfig(min_packets=1)):
+            for mt in b.metas:
+                assert mt.proto == proto[q.transport], (name, mt)
+                assert mt.resp_port in q.server_ports, (name, mt.resp_port)
+                assert q.client_port_range[0] <= mt.init_port <= q.client_port_range[1], (name, mt.init_port)
