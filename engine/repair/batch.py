@@ -23,6 +23,7 @@ COL_DIR = LAYOUT.cols("meta_direction").start
 TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)
 IP4_FIXED = slice(LAYOUT.block("ipv4").start, LAYOUT.cols("ipv4_opt").start)
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
+BLOCK = {p: LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp", "meta")}
 TRANSPORTS = ("tcp", "udp", "icmp")
 
 
@@ -198,7 +199,7 @@ class Batch:
         def calc():
             t = np.full(self.n, -1, np.int8)
             for i, p in reversed(list(enumerate(TRANSPORTS))):
-                t[self.m[:, LAYOUT.block(p).start] != ABSENT] = i
+                t[self.m[:, BLOCK[p].start] != ABSENT] = i
             return t
         return self.cached("transport", calc)
 
@@ -274,8 +275,9 @@ class Batch:
     def dir_first(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per flow, first forward and first backward row (within ``mask``), -1 if none."""
         fwd = self.fwd
-        base = np.ones(self.n, bool) if mask is None else mask
-        return self.first_where(base & fwd), self.first_where(base & ~fwd)
+        if mask is None:
+            return self.cached("dir_first", lambda: (self.first_where(fwd), self.first_where(~fwd)))
+        return self.first_where(mask & fwd), self.first_where(mask & ~fwd)
 
 
 

@@ -34,6 +34,12 @@ def _len_table(fixed: dict[int, int]) -> np.ndarray:
 
 
 TCP_LEN_TABLE = _len_table(TCP_LEN)
+SACK_LEN_OK = np.zeros(256, bool)
+SACK_LEN_OK[list(SACK_LENS)] = True
+TCP_KNOWN = np.zeros(256, bool)
+TCP_KNOWN[[MSS, WS, SACK_PERM, TS]] = True
+TCP_SYN_ONLY_T = np.zeros(256, bool)
+TCP_SYN_ONLY_T[list(TCP_SYN_ONLY)] = True
 IP_LEN_TABLE = _len_table(IP_LEN)
 
 
@@ -92,7 +98,7 @@ def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> Opt
         need = lens[ko]
         good_len = (ln == need) & (need > 0)
         if sack:
-            good_len |= (ko == SACK) & np.isin(ln, SACK_LENS)
+            good_len |= (ko == SACK) & SACK_LEN_OK[np.minimum(ln, 255)]
         good = has_len & good_len & (po + ln <= olen[io])
         bad = io[~good]
         ok[bad] = False

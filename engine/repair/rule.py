@@ -55,7 +55,9 @@ class Rule:
                 diff |= getattr(b, attr)[me.flows] != vals
             flows = me.flows[diff]
             if len(flows):
-                rows_mask = np.isin(b.fid, flows)
+                fl = np.zeros(b.nf, bool)
+                fl[flows] = True
+                rows_mask = fl[b.fid]
                 mask |= rows_mask
                 fields[me.name] += int(rows_mask.sum())
         return Changes(mask, fields)
@@ -91,6 +93,9 @@ def fill_absent(bits: np.ndarray) -> np.ndarray:
     return out
 
 
+OPT_COL = np.arange(320, dtype=np.int16)
+
+
 def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len_name: str) -> None:
     """Header-length rule shared by IPv4 IHL and TCP data offset (the payload keeps its size).
 
@@ -109,15 +114,14 @@ def word_presence_fix(b: Batch, plan: Plan, rows: np.ndarray, opt_name: str, len
         return
     rows, w, cur = rows[~ok], w[~ok], cur[~ok]
     words = popcount(w) < 16                                      # majority present
-    nwords = np.cumprod(words, axis=1).sum(axis=1)
+    nwords = np.where(words.all(axis=1), words.shape[1], np.argmin(words, axis=1))
     bad = np.where(word_i < nwords[:, None], w != 0, w != 0xFFFFFFFF).any(axis=1)
     rb = rows[bad]
     nw = nwords[bad]
 
     def target():
-        opt = b.m[rb, cols]
-        inside = (np.arange(opt.shape[1]) // 32)[None, :] < nw[:, None]
-        return np.where(inside, np.where(opt == ABSENT, 0, opt), ABSENT)
+        opt = np.maximum(b.m[rb, cols], 0)
+        return np.where(OPT_COL[None, :] < (nw * 32)[:, None], opt, np.int8(ABSENT))
     plan.bits(opt_name, cols, rb, target)
     set_header_words(b, plan, rows, len_name, 5 + nwords)
 

@@ -61,7 +61,8 @@ class TcpHandshake(Rule):
     description = ("SYN only at the start. A flow that starts with a SYN: the initiator's packets up to "
                    "the responder's first are SYNs (retransmissions allowed), the responder's first is "
                    "the SYN-ACK -- or an RST ending the flow (refused) -- and SYN / SYN-ACK "
-                   "retransmissions may follow until the initiator's first non-SYN packet. A flow "
+                   "retransmissions may follow until the initiator's first non-SYN packet (the responder's only "
+                   "before it sends anything else). A flow "
                    "that starts with a SYN-ACK keeps only that. No SYN anywhere else; a SYN has no "
                    "FIN or RST, and ACK only on a SYN-ACK")
 
@@ -84,7 +85,10 @@ class TcpHandshake(Rule):
         synack = np.zeros(b.n, bool)
         synack[fb[open_]] = True
         synack[b.starts[synack_first]] = True
-        synack |= between & ~fwd & syn_in
+        # the responder may repeat its SYN-ACK only before it sends anything else
+        plain_b = b.first_where(~fwd & ~syn_in & (b.idx > fbr[b.fid]))
+        plain_b = np.where(plain_b >= 0, plain_b, b.n)
+        synack |= between & ~fwd & syn_in & (b.idx < plain_b[b.fid])
         want_syn |= synack | (between & fwd)
         bad = tcp & (syn_in != want_syn)
         p.field("tcp_syn", bad, want_syn[bad])
@@ -189,8 +193,27 @@ class FlowPorts(Rule):
             resp[f] = det_int(b.opts.seed, b.flow_ids[f], "server_port", *SERVER_PORT_RANGE)
         return init, resp
 
+    def _consistent(self, b: Batch) -> bool:
+        """Fast path: every TCP/UDP flow already has one non-zero port pair (the service
+        port, if one is given)."""
+        fwd = b.fwd
+        t = b.transport()
+        for tp, (sn, dn) in PORT_FIELDS.items():
+            rows = t == tp
+            if not rows.any():
+                continue
+            sp, dp = b.get(sn), b.get(dn)
+            ip_, rp = np.where(fwd, sp, dp), np.where(fwd, dp, sp)
+            f0 = b.starts[b.fid]
+            if ((rows & ((ip_ != ip_[f0]) | (rp != rp[f0]) | (ip_ == 0) | (rp == 0))).any()
+                    or (b.opts.server_port is not None and (rows & (rp != b.opts.server_port)).any())):
+                return False
+        return True
+
     def plan(self, b: Batch) -> Plan:
         p = Plan()
+        if self._consistent(b):
+            return p
         init, resp = self.ports(b)
         fwd = b.fwd
         t = b.transport()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..layout import ABSENT, LAYOUT
 from . import options as op
-from .batch import COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
+from .batch import BLOCK, COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
 from .rule import C, Rule, fill_absent, set_header_words, word_presence_fix
 
 
@@ -65,7 +65,7 @@ class Ipv6Absent(Rule):
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
-        cols = LAYOUT.block("ipv6")
+        cols = BLOCK["ipv6"]
         rows = np.nonzero(b.present_any(cols))[0]
         p.bits("ipv6", cols, rows, lambda: np.full((len(rows), cols.stop - cols.start), ABSENT, np.int8))
         return p
@@ -82,7 +82,7 @@ def _flow_transport_choice(b: Batch) -> np.ndarray:
         def share(cols):
             by = np.ascontiguousarray(b.absent[:, cols.start // 8:cols.stop // 8]).view(np.uint32)
             return 1.0 - popcount(by).sum(axis=1) / (cols.stop - cols.start)
-        pres = np.stack([share(TCP_FIXED), share(LAYOUT.block("udp")), share(LAYOUT.block("icmp"))], axis=1)
+        pres = np.stack([share(TCP_FIXED), share(BLOCK["udp"]), share(BLOCK["icmp"])], axis=1)
         proto = b.get("ipv4_proto")
         pres += 0.5 * (proto[:, None] == np.array([6, 17, 1])[None, :])
         choice = np.argmax(pres, axis=1)
@@ -99,12 +99,14 @@ class Transport(Rule):
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         m = b.m
+        if self._consistent(b):
+            return p
         t = _flow_transport_choice(b)[b.fid]
         want = np.array([PROTO_NUM[x] for x in TRANSPORTS])[t]
         proto = b.get("ipv4_proto")
         p.field("ipv4_proto", proto != want, want[proto != want])
         for i, name in enumerate(TRANSPORTS):
-            blk = LAYOUT.block(name)
+            blk = BLOCK[name]
             sel = t == i
             other = np.nonzero(~sel & b.present_any(blk))[0]
             p.bits(name, blk, other, lambda o=other, c=blk: np.full((len(o), c.stop - c.start), ABSENT, np.int8))
@@ -112,6 +114,26 @@ class Transport(Rule):
             hole = np.nonzero(sel & b.absent_any(fixed))[0]
             p.bits(name + " (absent bits)", fixed, hole, lambda h=hole, c=fixed: fill_absent(m[h, c]))
         return p
+
+
+    @staticmethod
+    def _consistent(b: Batch) -> bool:
+        """Fast path: every packet already has exactly one complete transport header, the
+        same in the whole flow, named by the protocol field (then the vote is unanimous)."""
+        t0 = b.transport()
+        if b.n == 0 or (t0 < 0).any() or (t0 != t0[b.starts][b.fid]).any():
+            return False
+        if (b.get("ipv4_proto") != PROTO_ARR[t0]).any():
+            return False
+        for i, name in enumerate(TRANSPORTS):
+            sel = t0 == i
+            fixed = TCP_FIXED if name == "tcp" else BLOCK[name]
+            if (~sel & b.present_any(BLOCK[name])).any() or (sel & b.absent_any(fixed)).any():
+                return False
+        return True
+
+
+PROTO_ARR = np.array([PROTO_NUM[x] for x in TRANSPORTS])
 
 
 class Ipv4Header(Rule):
@@ -225,12 +247,33 @@ class TcpDoff(Rule):
 
 
 def tcp_option_table(b: Batch):
-    """Parse the TCP options of every TCP row with options: ``(rows, bytes, table)``."""
+    """Parse the TCP options of every TCP row with options: ``(rows, bytes, table)``.
+
+    The commonest list by far -- NOP, NOP, timestamps (12 bytes) -- is
+    recognised by its bytes; only the other rows are walked.
+    """
     def calc():
         olen = np.clip(b.get("tcp_doff"), 5, 15) * 4 - 20
         rows = np.nonzero(b.rows_of("tcp") & (olen > 0))[0]
         raw = _option_bytes(b, rows, "tcp_opt")
-        return rows, raw, op.walk(raw, olen[rows], op.TCP_LEN_TABLE, sack=True)
+        ol = olen[rows]
+        nnt = (ol == 12) & (raw[:, 0] == op.NOP) & (raw[:, 1] == op.NOP) & (raw[:, 2] == op.TS) & (raw[:, 3] == 10)
+        if not nnt.any():
+            return rows, raw, op.walk(raw, ol, op.TCP_LEN_TABLE, sack=True)
+        rest = np.nonzero(~nnt)[0]
+        t = op.walk(raw[rest], ol[rest], op.TCP_LEN_TABLE, sack=True)
+        k = len(rows)
+        ok = np.ones(k, bool)
+        ok[rest] = t.ok
+        end = ol.copy()
+        end[rest] = t.end
+        fast = np.nonzero(nnt)[0]
+        row = np.concatenate([fast, rest[t.row]])
+        pos = np.concatenate([np.full(len(fast), 2), t.pos])
+        kind = np.concatenate([np.full(len(fast), op.TS), t.kind])
+        length = np.concatenate([np.full(len(fast), 10), t.length])
+        order = np.lexsort((pos, row))
+        return rows, raw, op.OptionTable(row[order], pos[order], kind[order], length[order], ok, end)
     return b.cached("tcp_options", calc)
 
 
@@ -247,8 +290,7 @@ class TcpOptions(Rule):
         if len(rows) == 0:
             return p
         syn = (b.get("tcp_syn")[rows] == 1)[t.row]
-        known = np.isin(t.kind, (op.MSS, op.WS, op.SACK_PERM, op.TS))
-        keep = known & (~np.isin(t.kind, op.TCP_SYN_ONLY) | syn) & op.first_of_kind(t)
+        keep = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
         ws_val = raw[t.row, np.minimum(t.pos + 2, 39)] if len(t.row) else np.zeros(0, np.uint8)
         big_ws = keep & (t.kind == op.WS) & (ws_val > op.MAX_WS)
         bad = ~t.ok | _any_per_row(len(rows), t.row, ~keep | big_ws)
