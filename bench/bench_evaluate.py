@@ -112,7 +112,10 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
             ratio = s.get(f"tstr_ratio_{feat}")
             L.append(f"- **{feat}: train-synthetic/test-real macro-F1 {fmt(res['synthetic']['macro_f1'])} vs "
                      f"train-real/test-real {fmt(res['real']['macro_f1'])} = {fmt(ratio, 2)}x — "
-                     f"{'reaches' if ratio is not None and ratio >= 0.8 else 'does not reach'} the 0.8x target.**")
+                     f"{'reaches' if ratio is not None and ratio >= 0.8 else 'does not reach'} the 0.8x target.**"
+                     + (f" (Against real training data cut to the synthetic set's size, "
+                        f"{fmt(res['real_matched']['macro_f1'])}: {fmt(s.get('tstr_ratio_matched_' + feat), 2)}x.)"
+                        if res.get("real_matched") else ""))
     L.append("")
     L += ["## Mean JSD by group (over classes)", "", "| group | " + " | ".join(cands) + " |",
           "|---|" + "---:|" * len(cands)]
@@ -126,10 +129,10 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
         L.append(f"| {c} | {test_counts[c]} | " + " | ".join(
             fmt(r["fidelity"][k]["classes"][c]["mean"]["jsd"]) for k in cands) + " |")
     L += ["", "## ML utility (random forest, tested on the real test split)", "",
-          "| features | train real | train model | train real+model | train random | train marginals |",
-          "|---|---:|---:|---:|---:|---:|"]
+          "| features | train real | train real (size-matched) | train model | train real+model | train random | train marginals |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
     for feat, res in (u.get("synthetic") or {}).items():
-        row = [(res.get(sc) or {}).get("macro_f1") for sc in ("real", "synthetic", "mix")]
+        row = [(res.get(sc) or {}).get("macro_f1") for sc in ("real", "real_matched", "synthetic", "mix")]
         row += [((u.get(b) or {}).get(feat, {}).get("synthetic") or {}).get("macro_f1") for b in ("random", "marginals")]
         L.append(f"| {feat} | " + " | ".join(fmt(v) for v in row) + " |")
     L += ["", "Macro-F1 over the evaluated classes; `_noports` drops the port fields (ports come from recipes).", ""]

@@ -90,7 +90,7 @@ def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, ma
     if u:
         for feat in ("packet_bits_noports", "flow_stats_noports"):
             r = u["synthetic"][feat]
-            f1 = {sc: (r[sc] or {}).get("macro_f1") for sc in ("real", "synthetic", "mix")}
+            f1 = {sc: (r[sc] or {}).get("macro_f1") for sc in ("real", "real_matched", "synthetic", "mix")}
             click.echo(f"macro-F1 {feat:<20} " + "  ".join(
                 f"train {sc}: {'-' if v is None else f'{v:.3f}'}" for sc, v in f1.items()))
     click.echo(f"report: {out}/report.md ({rep['seconds']} s)")

@@ -57,7 +57,9 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         k = f"tstr_ratio_{feat}"
         if k in s:
             L.append(f"- {feat}: train-synthetic / train-real macro-F1 = {_f(s[k])} "
-                     f"({'reaches' if s[k] >= 0.8 else 'below'} 0.8)")
+                     f"({'reaches' if s[k] >= 0.8 else 'below'} 0.8)"
+                     + (f"; against size-matched real: {_f(s['tstr_ratio_matched_' + feat])}"
+                        if f"tstr_ratio_matched_{feat}" in s else ""))
     L += ["", "Means are over classes (macro); a class's mean is over every compared quantity "
           "(header fields, packet size, gaps, direction, flow length, direction share). "
           "Lower is better; all distances are in [0, 1].", ""]
@@ -89,14 +91,15 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
               "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "
+              "`size-matched` = as many real train flows per class as the synthetic set has, "
               "`train synthetic` = the synthetic set only, `real + synthetic` = both, `train <baseline>` = that "
               "baseline only. `_noports` drops the port fields. Sample counts are in report.json.", ""]
         u = r["utility"]
-        head = ["features", "train real", "train synthetic", "real + synthetic"] + [
+        head = ["features", "train real", "train real (size-matched)", "train synthetic", "real + synthetic"] + [
             f"train {k}" for k in u if k != "synthetic"]
         rows = []
         for feat, res in u["synthetic"].items():
-            cells = [res.get(sc) for sc in ("real", "synthetic", "mix")]
+            cells = [res.get(sc) for sc in ("real", "real_matched", "synthetic", "mix")]
             cells += [(u[k].get(feat) or {}).get("synthetic") for k in u if k != "synthetic"]
             rows.append([feat] + ["-" if v is None else f"{_f(v['macro_f1'])} ({_f(v['accuracy'])})" for v in cells])
         L += [_table(head, rows), ""]

@@ -14,7 +14,7 @@ from .baselines import BASELINES, make_baseline
 from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
 from .features import packet_values
 from .fidelity import fidelity
-from .utility import FEATURE_SETS, ml_utility
+from .utility import FEATURE_SETS, SCENARIOS, ml_utility
 
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "configs" / "default_split.json"
 
@@ -115,7 +115,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     candidates: dict[str, FlowSet] = {"synthetic": synth}
     repair_how = {}
     steps = 1 + (len(BASELINES) if opts.baselines else 0)
-    steps += (len(FEATURE_SETS) * (3 + (len(BASELINES) if opts.baselines else 0))) if opts.utility else 0
+    steps += (len(FEATURE_SETS) * (len(SCENARIOS) + (len(BASELINES) if opts.baselines else 0))) if opts.utility else 0
     task = "evaluate"
     done = 0
     emit(TaskStarted(task, total=steps, unit="steps"))
@@ -189,4 +189,6 @@ def summarize(report: dict) -> dict:
                 ratio = r["synthetic"]["macro_f1"] / r["real"]["macro_f1"]
                 s[f"tstr_ratio_{feat}"] = ratio
                 s[f"tstr_reaches_0.8_{feat}"] = bool(ratio >= 0.8)
+                if r.get("real_matched") and r["real_matched"]["macro_f1"] > 0:
+                    s[f"tstr_ratio_matched_{feat}"] = r["synthetic"]["macro_f1"] / r["real_matched"]["macro_f1"]
     return s

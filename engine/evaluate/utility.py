@@ -2,7 +2,10 @@
 
 Scenarios (the paper's): ``real`` = train on the real training split,
 ``synthetic`` = train on the synthetic flows only, ``mix`` = real training
-split + synthetic; every one is tested on the real *test* split.
+split + synthetic; every one is tested on the real *test* split. Extra:
+``real_matched`` = real training flows subsampled (seeded) to as many flows per
+class as the synthetic set has, the fair reference for ``synthetic`` when
+the synthetic set is smaller than the training split.
 
 Feature sets:
 
@@ -26,7 +29,7 @@ import numpy as np
 from .data import FlowSet
 from .features import flow_matrix, packet_bits
 
-SCENARIOS = ("real", "synthetic", "mix")
+SCENARIOS = ("real", "synthetic", "mix", "real_matched")
 FEATURE_SETS = ("packet_bits", "packet_bits_noports", "flow_stats", "flow_stats_noports")
 
 
@@ -47,6 +50,16 @@ def _xy(fs: FlowSet, classes: list[str], feat: str, cap: int | None, seed: int):
     if not xs:
         return None, None
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _matched(train_real: FlowSet, synthetic: FlowSet, classes: list[str], seed: int) -> FlowSet:
+    out = FlowSet()
+    for k, c in enumerate(classes):
+        tr, n = train_real.of(c), len(synthetic.of(c))
+        rng = np.random.default_rng([seed, 7, k])
+        idx = np.sort(rng.choice(len(tr), min(n, len(tr)), replace=False)) if len(tr) else []
+        out = out.add(tr.take(idx))
+    return out
 
 
 def _fit_score(xtr, ytr, xte, yte, n_classes: int, seed: int, n_estimators: int, n_jobs: int) -> dict:
@@ -71,6 +84,8 @@ def ml_utility(train_real: FlowSet, test_real: FlowSet, synthetic: FlowSet, clas
         xte, yte = _xy(test_real, classes, feat, packet_cap, seed + 1)
         xr, yr = _xy(train_real, classes, feat, packet_cap, seed + 2)
         xs, ys = _xy(synthetic, classes, feat, packet_cap, seed + 3)
+        if "real_matched" in scenarios:
+            xm, ym = _xy(_matched(train_real, synthetic, classes, seed), classes, feat, packet_cap, seed + 4)
         res = {}
         for sc in scenarios:
             if on_step:
@@ -79,6 +94,8 @@ def ml_utility(train_real: FlowSet, test_real: FlowSet, synthetic: FlowSet, clas
                 tr = (xr, yr)
             elif sc == "synthetic":
                 tr = (xs, ys)
+            elif sc == "real_matched":
+                tr = (xm, ym)
             else:
                 tr = (None, None) if xr is None or xs is None else (np.concatenate([xr, xs]), np.concatenate([yr, ys]))
             if tr[0] is None or xte is None or len(np.unique(tr[1])) < 1:
