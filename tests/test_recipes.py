@@ -346,7 +346,7 @@ def test_preset_generates_compliant_flows_on_its_ports(name, tmp_path):
     proto = {"tcp": TCP, "udp": UDP}
     q = rp.load_preset(name).request
     m = _test_model()
-    q = replace(q, count=3, packets_max=min(q.packets_max, 48), packets_min=min(q.packets_min, 48),
+    q = replace(q, count=3, steps=4, packets_max=min(q.packets_max, 48), packets_min=min(q.packets_min, 48),
                 model=None if m == "default" else m)
     out = tmp_path / name
     generate(q, out)
