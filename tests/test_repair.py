@@ -171,7 +171,7 @@ def test_rule_list_is_ordered_and_documented():
     assert names == RULE_NAMES and len(set(names)) == len(names)
     assert names[0] == "snap" and names[-4:] == ["ipv4_checksum", "tcp_checksum", "udp_checksum", "icmp_checksum"]
     doc = (ROOT / "docs" / "repair.md").read_text()
-    pos = [doc.find(f"`{n}`") for n in names]
+    pos = [doc.find(f"| `{n}` |") for n in names]      # the rule table rows
     assert all(p >= 0 for p in pos), [n for n, p in zip(names, pos) if p < 0]
     assert pos == sorted(pos), "docs/repair.md must list the rules in pipeline order"
     for r in RULES:

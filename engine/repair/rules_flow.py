@@ -61,9 +61,9 @@ class TcpHandshake(Rule):
     description = ("SYN only at the start. A flow that starts with a SYN: the initiator's packets up to "
                    "the responder's first are SYNs (retransmissions allowed), the responder's first is "
                    "the SYN-ACK -- or an RST ending the flow (refused) -- and SYN / SYN-ACK "
-                   "retransmissions may follow until the initiator's first non-SYN packet (the responder's only "
-                   "before it sends anything else). A flow "
-                   "that starts with a SYN-ACK keeps only that. No SYN anywhere else; a SYN has no "
+                   "retransmissions may follow (the initiator's until its first non-SYN packet, the responder's "
+                   "until it sends anything else). A flow that starts with a SYN-ACK keeps that and its "
+                   "repeats. No SYN anywhere else; a SYN has no "
                    "FIN or RST, and ACK only on a SYN-ACK")
 
     def plan(self, b: Batch) -> Plan:
@@ -84,11 +84,14 @@ class TcpHandshake(Rule):
         between = open_[b.fid] & (b.idx > fbr[b.fid]) & (b.idx < est[b.fid])
         synack = np.zeros(b.n, bool)
         synack[fb[open_]] = True
-        synack[b.starts[synack_first]] = True
-        # the responder may repeat its SYN-ACK only before it sends anything else
+        # the responder may repeat its SYN-ACK until it sends anything else
         plain_b = b.first_where(~fwd & ~syn_in & (b.idx > fbr[b.fid]))
         plain_b = np.where(plain_b >= 0, plain_b, b.n)
-        synack |= between & ~fwd & syn_in & (b.idx < plain_b[b.fid])
+        synack |= open_[b.fid] & ~fwd & syn_in & (b.idx > fbr[b.fid]) & (b.idx < plain_b[b.fid])
+        # a flow seen from its SYN-ACK: that SYN-ACK and its repeats before anything else
+        plain_f = b.first_where(fwd & ~syn_in)
+        plain_f = np.where(plain_f >= 0, plain_f, b.n)
+        synack |= synack_first[b.fid] & fwd & syn_in & (b.idx < plain_f[b.fid])
         want_syn |= synack | (between & fwd)
         bad = tcp & (syn_in != want_syn)
         p.field("tcp_syn", bad, want_syn[bad])
