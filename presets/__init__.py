@@ -1,0 +1,1 @@
+"""Shipped generation recipes (TOML), one per traffic class; see docs/recipes.md."""
