@@ -60,7 +60,7 @@ class TrainConfig:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1         # cosine decays to lr * this
     grad_clip: float = 1.0
-    prediction_type: str = "v_prediction"
+    prediction_type: str = "sample"        # x0; "v_prediction", "epsilon" also work
     beta_schedule: str = "squaredcos_cap_v2"
     label_dropout: float = 0.1        # null class for classifier-free guidance
     class_balance: float = 0.5        # class sampling mass ~ n_flows ** balance

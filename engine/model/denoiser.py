@@ -22,6 +22,16 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def _sincos(n: int, d: int) -> torch.Tensor:
+    """``(n, d)`` sinusoidal position table (first half sin, second half cos)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(-torch.arange(d // 2, dtype=torch.float32) * (torch.log(torch.tensor(10000.0)) / (d // 2)))
+    ang = pos * freq[None]
+    out = torch.zeros(n, d)
+    out[:, : d // 2], out[:, d // 2: 2 * (d // 2)] = torch.sin(ang), torch.cos(ang)
+    return out
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-zero conditioning.
 
@@ -61,6 +71,10 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         width: values per packet row (``LAYOUT.width``).
         max_packets: tokens per flow ``L``.
         d_model, layers, heads, mlp_ratio: transformer size.
+        input_skip: add a per-column gain (a function of timestep and class) times
+            the noisy input to the output. Each token squeezes 1105 values
+            through ``d_model`` channels; the skip lets every bit see its own
+            noisy value (see docs/model.md, "prediction type").
 
     Shapes:
         ``sample``: ``(B, L, width)`` float; ``timestep``: ``(B,)`` or scalar;
@@ -70,10 +84,13 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, num_classes: int = 20, width: int = LAYOUT.width, max_packets: int = 128,
-                 d_model: int = 128, layers: int = 4, heads: int = 4, mlp_ratio: float = 4.0):
+                 d_model: int = 128, layers: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
+                 input_skip: bool = True):
         super().__init__()
         self.inp = nn.Linear(width, d_model)
-        self.pos = nn.Parameter(torch.randn(1, max_packets, d_model) * 0.02)
+        # sin-cos start at unit scale: a small random init is drowned by the projected noise
+        # (std ~0.6), and the model then cannot tell row 0 (always a packet) from padding rows
+        self.pos = nn.Parameter(_sincos(max_packets, d_model)[None])
         self.t_proj = Timesteps(d_model, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.t_emb = TimestepEmbedding(d_model, d_model)
         self.c_emb = nn.Embedding(num_classes + 1, d_model)
@@ -82,7 +99,10 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, width)
-        for m in (self.ada_out, self.out):
+        self.skip = nn.Linear(d_model, width) if input_skip else None
+        for m in (self.ada_out, self.out, self.skip):
+            if m is None:
+                continue
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -100,4 +120,7 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         for blk in self.blocks:
             x = blk(x, c)
         shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
-        return self.out(_modulate(self.norm_out(x), shift, scale))
+        out = self.out(_modulate(self.norm_out(x), shift, scale))
+        if self.skip is not None:
+            out = out + self.skip(F.silu(c))[:, None, :] * sample
+        return out

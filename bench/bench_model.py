@@ -1,0 +1,109 @@
+"""Native model figures: training step time / peak memory, sampling flows/s.
+
+    python bench/bench_model.py --data /tmp/real_ds [--run RUN_DIR] [--model DIR] [--threads 2] [--json OUT]
+
+* training: ``--train-steps`` steps of configs/default_model.json on ``--data``
+  (seconds per step, peak RSS); with ``--run``, the whole run's wall time and
+  step rate from its events.jsonl.
+* sampling: flows of 128 packets per second from the model alone (20 steps,
+  guidance 1 and 2), and end to end through ``generate`` (sample + repair + pcaps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_train(data: str, steps: int) -> dict:
+    from engine.train import TrainConfig, train
+    cfg = TrainConfig.load(ROOT / "configs" / "default_model.json")
+    cfg.checkpoint_every = 10**9
+    cfg.num_threads = None
+    with tempfile.TemporaryDirectory() as d:
+        times = []
+        def on(ev):
+            times.append(time.perf_counter())
+        cfg.log_every = 1
+        train(data, Path(d) / "run", cfg, steps=steps, on_event=lambda ev: on(ev) if type(ev).__name__ == "TrainStep" else None)
+    dt = [b - a for a, b in zip(times, times[1:])]
+    dt = sorted(dt[1:]) or dt
+    return {"train_steps_measured": len(dt), "train_s_per_step_median": round(dt[len(dt) // 2], 4),
+            "train_batch": cfg.batch_size, "train_peak_rss_mb": round(rss_mb(), 1)}
+
+
+def run_stats(run: str) -> dict:
+    ev = [json.loads(x) for x in (Path(run) / "events.jsonl").read_text().splitlines() if x.strip()]
+    st = [e for e in ev if e["kind"] == "TrainStep"]
+    if not st:
+        return {}
+    return {"run_steps": st[-1]["step"], "run_wall_s": round(st[-1]["time"] - st[0]["time"], 1),
+            "run_mean_it_per_s": round(st[-1]["it_per_s"], 3), "run_peak_rss_mb": round(max(e["device_mem_mb"] for e in st), 1),
+            "run_final_loss": round(st[-1]["loss"], 4)}
+
+
+def bench_sample(model_ref, n: int, label: str) -> dict:
+    from engine.generate import generate
+    from engine.model.checkpoint import load_model
+    from engine.model.diffusion import sample
+    from engine.request import GenerationRequest
+    model, cfg, _ = load_model(model_ref)
+    cls = cfg["classes"].index(label) if label in cfg["classes"] else 0
+    out = {"model_params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+           "packets_per_flow": model.config.max_packets, "sample_batch": n}
+    labels = torch.full((n,), cls)
+    sample(model, cfg["scheduler"], labels[:2], [0, 1], steps=2)          # warm up
+    for g in (1.0, 2.0):
+        t0 = time.perf_counter()
+        sample(model, cfg["scheduler"], labels, list(range(n)), steps=20, guidance=g)
+        out[f"sample_flows_per_s_g{g:g}"] = round(n / (time.perf_counter() - t0), 2)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        s = generate(GenerationRequest(label=cfg["classes"][cls], count=n, model=model_ref, seed=0), Path(d) / "o")
+        el = time.perf_counter() - t0
+    out.update({"generate_flows_per_s": round(n / el, 2), "generate_seconds": round(el, 2),
+                "generate_redraws": s["sampling"]["drawn"] - n, "generate_clean": s["compliance_clean"],
+                "generate_packets": s["packets"], "sample_peak_rss_mb": round(rss_mb(), 1)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", help="encoded dataset for the training figures")
+    ap.add_argument("--run", help="a finished training run directory (its events.jsonl)")
+    ap.add_argument("--model", default=None, help="checkpoint (default: shipped)")
+    ap.add_argument("--train-steps", type=int, default=12)
+    ap.add_argument("--flows", type=int, default=64)
+    ap.add_argument("--label", default="zoom")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    res = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if a.run:
+        res.update(run_stats(a.run))
+    res.update(bench_sample(a.model, a.flows, a.label))
+    if a.data:
+        res.update(bench_train(a.data, a.train_steps))
+    print(json.dumps(res, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
