@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 import tshark_judge
 from engine.codec import FlowMeta, write_pcap
 from engine.flows import FlowConfig
-from engine.layout import ABSENT, LAYOUT, get, put, uint_to_bits
+from engine.layout import ABSENT, LAYOUT, get, put
 from engine.pipeline import encode_capture
-from engine.repair import RULE_NAMES, RULES, ComplianceReport, RepairOptions, check_flows, repair_flows
+from engine.repair import RULE_NAMES, RULES, RepairOptions, check_flows, make_batch, repair_flows
 from engine.repair import options as op
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +176,20 @@ def test_rule_list_is_ordered_and_documented():
     assert pos == sorted(pos), "docs/repair.md must list the rules in pipeline order"
     for r in RULES:
         assert r.description and r.scope in ("packet", "flow")
+
+
+def test_rules_count_and_fix_one_by_one():
+    """Each rule alone: count gives packet and flow masks; after its own fix it finds nothing."""
+    rng = np.random.default_rng(2)
+    mats, metas = [noise(rng, 40, "binary"), noise(rng, 25, "ternary")], [meta(0), meta(1)]
+    b = make_batch(mats, metas)
+    for r in RULES:
+        pm, fm = r.count(b)
+        assert pm.shape == (b.n,) and fm.shape == (b.nf,) and pm.dtype == bool
+        assert fm.sum() <= pm.sum()
+        ch = r.fix(b)
+        assert (ch.packets == pm).all(), r.name        # count and fix agree packet by packet
+        assert not r.count(b)[0].any(), r.name
 
 
 def test_options_validation():

@@ -11,8 +11,9 @@ counts its violations and fixes them with numpy over a whole batch of flows.
 True
 """
 
-from .pipeline import RULE_NAMES, RULES, RepairOptions, check_flows, repair_flows, rule_table
+from .batch import Batch
+from .pipeline import RULE_NAMES, RULES, RepairOptions, check_flows, make_batch, repair_flows, rule_table
 from .report import ComplianceReport, RuleReport
 
 __all__ = ["RULES", "RULE_NAMES", "RepairOptions", "repair_flows", "check_flows", "rule_table",
-           "ComplianceReport", "RuleReport"]
+           "ComplianceReport", "RuleReport", "Batch", "make_batch"]

@@ -24,6 +24,11 @@ TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)
 IP4_FIXED = slice(LAYOUT.block("ipv4").start, LAYOUT.cols("ipv4_opt").start)
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 BLOCK = {p: LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp", "meta")}
+FIELD_COLS = {f.qualname: LAYOUT.cols(f.qualname) for f in LAYOUT.image_fields()}
+
+
+def _overlap(a: slice, b: slice) -> bool:
+    return a.start < b.stop and b.start < a.stop
 TRANSPORTS = ("tcp", "udp", "icmp")
 
 
@@ -135,6 +140,7 @@ class Batch:
         self.version = 0
         self._cache: dict = {}
         self.counting = False      # set while a rule only counts: it may skip fix-only work
+        self._fields: dict[str, np.ndarray] = {}   # field values, dropped when an edit touches them
         # Bit-packed views of the matrix, kept in step with every edit: "is 1"
         # and "is absent", 8 columns a byte. Every protocol block and option
         # area starts on a byte boundary, so field values, presence tests,
@@ -157,6 +163,8 @@ class Batch:
     def apply(self, plan: Plan) -> None:
         for e in plan.edits:
             self.m[e.rows, e.cols] = e.materialize()
+            for name in [k for k in self._fields if _overlap(FIELD_COLS[k], e.cols)]:
+                del self._fields[name]
             b0, b1 = e.cols.start // 8, -(-e.cols.stop // 8)
             seg = self.m[e.rows, b0 * 8:b1 * 8]
             self.ones[e.rows, b0:b1] = np.packbits(seg == 1, axis=1)
@@ -170,7 +178,10 @@ class Batch:
     # -- fields ---------------------------------------------------------------
     def get(self, name: str) -> np.ndarray:
         """Field values as int64 (absent bits read as 0)."""
-        return self.cached(("f", name), lambda: packed_field(self.ones, LAYOUT.cols(name)))
+        v = self._fields.get(name)
+        if v is None:
+            v = self._fields[name] = packed_field(self.ones, LAYOUT.cols(name))
+        return v
 
     def absent_any(self, cols: slice) -> np.ndarray:
         """Per row: any absent cell in ``cols``."""

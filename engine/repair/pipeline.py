@@ -21,7 +21,7 @@ from ..layout import ABSENT, LAYOUT
 from . import checksum as ck
 from . import rules_flow as rf
 from . import rules_packet as rp
-from .batch import TRANSPORTS, Batch
+from .batch import Batch
 from .report import ComplianceReport, RuleReport
 from .rule import Rule
 
@@ -155,6 +155,12 @@ def _build(mats, metas, opts: RepairOptions):
     b = Batch(m, offsets, [x.init_ip for x in km], [x.resp_ip for x in km], [x.flow_id for x in km], opts)
     b.snap_rows = snap_rows
     return b, keep_flows, dropped
+
+
+def make_batch(mats: list[np.ndarray], metas: list[FlowMeta], opts: RepairOptions = RepairOptions()) -> Batch:
+    """The :class:`Batch` the rules work on (snapped, padding rows and empty flows dropped),
+    for calling a rule's ``count(batch)`` / ``fix(batch)`` directly."""
+    return _build(mats, metas, opts)[0]
 
 
 def _union(masks: list[np.ndarray], n: int) -> np.ndarray:

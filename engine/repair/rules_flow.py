@@ -9,10 +9,11 @@ per-direction running sums (``Batch.excl_cumsum`` over ``value * forward``),
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 
-from ..layout import LAYOUT, bits_to_uint
+from ..layout import bits_to_uint
 from . import options as op
 from .batch import Batch, MetaEdit, Plan
 from .rule import C, Rule
@@ -260,13 +261,19 @@ class FlowUnique(Rule):
             fwd0 = fwd[r[j]]
             ip_i, ip_r = int(b.init_ip[f]), int(b.resp_ip[f])
             rport = int(dp[j] if fwd0 else sp[j])
-            for attempt in range(1000):
-                port = det_int(b.opts.seed, b.flow_ids[f], f"unique{attempt}", lo, hi)
+            def free(port):
                 x, y = (ip_i << 16) | port, (ip_r << 16) | rport
                 k = (min(x, y), max(x, y))
-                if k not in used:
-                    used.add(k)
-                    break
+                if k in used:
+                    return False
+                used.add(k)
+                return True
+            cands = (det_int(b.opts.seed, b.flow_ids[f], f"unique{a}", lo, hi) for a in range(64))
+            # the range may be too small: then any unused port, range first
+            port = next((q for q in cands if free(q)), None) or \
+                next((q for q in itertools.chain(range(lo, hi + 1), range(1024, 65536)) if free(q)), None)
+            if port is None:        # every port of this address pair is taken
+                continue
             rows = np.arange(b.starts[f], b.starts[f] + b.sizes[f])
             fr = fwd[rows]
             s_rows, d_rows = rows[fr], rows[~fr]

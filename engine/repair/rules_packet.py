@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import ABSENT, LAYOUT
+from ..layout import ABSENT
 from . import options as op
 from .batch import BLOCK, COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
-from .rule import C, Rule, fill_absent, set_header_words, word_presence_fix
+from .rule import C, Changes, Rule, fill_absent, set_header_words, word_presence_fix
 
 
 class Snap(Rule):
@@ -23,8 +23,7 @@ class Snap(Rule):
         # ``snap_rows`` remembers which rows that changed until this rule reports them.
         return Plan(flagged=b.snap_rows.copy())
 
-    def fix(self, b: Batch):
-        from .rule import Changes
+    def fix(self, b: Batch) -> Changes:
         rows = b.snap_rows.copy()
         b.snap_rows[:] = False
         ch = Changes(rows)
