@@ -95,7 +95,11 @@ class Progress:
 def main(ctx: click.Context) -> None:
     """NetDiffusion Studio: labeled, protocol-compliant synthetic packet captures."""
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            click.echo(ctx.get_help())      # not a terminal: no console to draw
+            return
+        from netdiff_tui.cmd_tui import launch    # Textual loads only here
+        launch()
 
 
 # -- codec -------------------------------------------------------------------------------
@@ -203,7 +207,7 @@ def layout(as_json):
 # Command groups live in their own modules and register on ``main`` when imported.
 def _load_commands() -> None:
     import importlib
-    for name in ("cmd_repair", "cmd_model", "cmd_evaluate", "cmd_recipes"):
+    for name in ("cmd_repair", "cmd_model", "cmd_evaluate", "cmd_recipes", "cmd_tui"):
         try:
             importlib.import_module(f"netdiff_tui.{name}")
         except ModuleNotFoundError as e:
