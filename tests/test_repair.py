@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from functools import lru_cache
@@ -81,22 +82,26 @@ def meta(i: int, rng: np.random.Generator | None = None, proto: int = 6) -> Flow
                     0, 0, 1_700_000_000_000_000_000 + i * 1000, 0)
 
 
-def judge_flows(tmp_path, mats, metas, name="out.pcap"):
-    path = tmp_path / name
-    write_pcap(path, mats, metas)
-    return tshark_judge.judge(path)
-
-
 def assert_compliant(tmp_path, mats, metas, opts=RepairOptions()):
     """Repair, then: our own rules find nothing and Wireshark finds nothing."""
     out, ometa, rep = repair_flows(mats, metas, opts)
     assert rep.clean, rep.to_table()
     again = check_flows(out, ometa, opts)
     assert again.clean and again.total_before == 0, again.to_table()
+    pcap = tmp_path / "out.pcap"
+    write_pcap(pcap, out, ometa)
     if tshark_judge.available():
-        v = judge_flows(tmp_path, out, ometa)
+        v = tshark_judge.judge(pcap)
         assert v.ok, v.summary()
         assert v.frames == sum(len(x) for x in out)
+    # read back, the capture holds the same flows and still passes every rule
+    back, bmeta = [], []
+    for b in encode_capture(pcap, FlowConfig(min_packets=1)):
+        back += [b.flow(i) for i in range(len(b))]
+        bmeta += b.metas
+    assert sorted(map(len, back)) == sorted(len(x) for x in out if len(x))
+    rb = check_flows(back, bmeta, opts)
+    assert rb.clean, rb.to_table()
     return out, ometa, rep
 
 
@@ -322,7 +327,7 @@ def test_repair_is_idempotent_and_batch_independent():
     assert all((a == b).all() for a, b in zip(out, one))
 
 
-def test_duplicate_tcp_tuples_get_new_ports(tmp_path):
+def test_duplicate_tuples_get_new_ports(tmp_path):
     """Two copies of one TCP flow in a capture would merge in Wireshark."""
     mats, metas = sample_flows()
     tcp = next(i for i, t in enumerate(metas) if t.proto == 6 and len(mats[i]) > 5)
@@ -331,6 +336,12 @@ def test_duplicate_tcp_tuples_get_new_ports(tmp_path):
     out, ometa, rep = assert_compliant(tmp_path, twins, tm)
     assert rep.rule("flow_unique").before_flows == 1
     assert ometa[0].init_port != ometa[1].init_port
+    # UDP: an overlapping repeat is one; a repeat long after the first ended is not
+    udp = next(i for i, t in enumerate(metas) if t.proto == 17)
+    later = FlowMeta(**{**metas[udp].__dict__, "flow_id": "later", "start_ns": metas[udp].start_ns + 10**12})
+    same = FlowMeta(**{**metas[udp].__dict__, "flow_id": "same"})
+    rep = check_flows([mats[udp]] * 3, [metas[udp], same, later])
+    assert rep.rule("flow_unique").before_flows == 1
 
 
 # -- properties: any input comes out compliant, by our rules and by Wireshark -----------------
@@ -438,6 +449,26 @@ def test_valid_real_flows_change_only_what_the_report_says():
         assert (om[0].init_ip, om[0].resp_ip, om[0].init_port, om[0].resp_port) == \
             (t.init_ip, t.resp_ip, t.init_port, t.resp_port)
     assert found >= 3
+
+
+def test_fully_valid_real_flows_come_back_unchanged():
+    """Real flows on which no rule finds anything (pure control traffic) are returned
+    bit for bit, and the report says nothing changed."""
+    need_real()
+    found = 0
+    for rel in ("http/zeek__http_bro_org_browsing.pcap", "amazon/ndpi__amazon_alexa_app.pcap"):
+        if not (data_real() / rel).exists():
+            continue
+        mats, metas = load_flows(rel)
+        for m, t in zip(mats, metas):
+            if len(m) < 3 or not check_flows([m], [t]).clean:
+                continue
+            found += 1
+            out, om, rep = repair_flows([m], [t])
+            assert (out[0] == m).all() and rep.packets_changed == 0 and rep.total_before == 0
+            assert om[0] == dataclasses.replace(t, packets=len(m))
+    if not found:
+        pytest.skip("no fully valid flow in the captures present")
 
 
 def test_real_flows_changes_are_all_reported(tmp_path):

@@ -122,7 +122,7 @@ class Batch:
         opts: the :class:`~engine.repair.pipeline.RepairOptions`.
     """
 
-    def __init__(self, m: np.ndarray, offsets: np.ndarray, init_ip, resp_ip, flow_ids, opts):
+    def __init__(self, m: np.ndarray, offsets: np.ndarray, init_ip, resp_ip, flow_ids, opts, start_ns=None):
         self.m = m
         self.offsets = np.asarray(offsets, np.int64)
         self.n = len(m)
@@ -135,6 +135,7 @@ class Batch:
         self.init_ip = np.asarray(init_ip, np.int64).copy()
         self.resp_ip = np.asarray(resp_ip, np.int64).copy()
         self.flow_ids = list(flow_ids)
+        self.start_ns = np.zeros(self.nf, np.int64) if start_ns is None else np.asarray(start_ns, np.int64)
         self.opts = opts
         self.idx = np.arange(self.n)
         self.version = 0
@@ -244,6 +245,15 @@ class Batch:
     def flow_transport(self) -> np.ndarray:
         """Per flow: the transport of its first packet (0 tcp, 1 udp, 2 icmp, -1 none)."""
         return self.transport()[self.starts]
+
+    def flow_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per flow: first and last packet time (ns), as the decoder will write them."""
+        def calc():
+            from ..codec import iat_to_gaps
+            gap = np.where(self.first, 0, iat_to_gaps(self.get("meta_iat")))
+            dur = np.add.reduceat(gap, self.starts) if self.n else np.zeros(self.nf, np.int64)
+            return self.start_ns, self.start_ns + dur
+        return self.cached("flow_times", calc)
 
     # -- per-flow helpers -----------------------------------------------------
     def flow_any(self, mask: np.ndarray) -> np.ndarray:

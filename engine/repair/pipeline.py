@@ -76,6 +76,9 @@ class RepairOptions:
         server_port: the responder's (service) port for every TCP/UDP flow, e.g. 443.
         client_port_range: where replacement initiator ports are drawn from.
         seed: makes every replacement (addresses, ports) deterministic.
+        max_gap_s: longest gap between two packets of a flow; the default is
+            encoding's idle timeout (``FlowConfig.idle_timeout``), so a repaired
+            flow reads back as one flow.
     """
 
     mtu: int = 1500
@@ -84,6 +87,7 @@ class RepairOptions:
     server_port: int | None = None
     client_port_range: tuple[int, int] = (49152, 65535)
     seed: int = 0
+    max_gap_s: float = 120.0
 
     def __post_init__(self):
         object.__setattr__(self, "disabled", frozenset(self.disabled))
@@ -97,6 +101,8 @@ class RepairOptions:
             raise ValueError(f"mtu must be 120..65535, got {self.mtu}")
         if self.server_port is not None and not 1 <= self.server_port <= 65535:
             raise ValueError(f"server_port must be 1..65535, got {self.server_port}")
+        if not self.max_gap_s > 0:
+            raise ValueError(f"max_gap_s must be > 0, got {self.max_gap_s}")
         lo, hi = self.client_port_range
         if not 1 <= lo <= hi <= 65535:
             raise ValueError(f"client_port_range must be within 1..65535, got {self.client_port_range}")
@@ -104,7 +110,7 @@ class RepairOptions:
     def to_dict(self) -> dict:
         return {"mtu": self.mtu, "allow_fragments": self.allow_fragments, "disabled": sorted(self.disabled),
                 "server_port": self.server_port, "client_port_range": list(self.client_port_range),
-                "seed": self.seed}
+                "seed": self.seed, "max_gap_s": self.max_gap_s}
 
 
 def rule_table() -> list[dict]:
@@ -152,7 +158,8 @@ def _build(mats, metas, opts: RepairOptions):
     sizes = np.array([len(p) for p in parts], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     km = [metas[i] for i in keep_flows]
-    b = Batch(m, offsets, [x.init_ip for x in km], [x.resp_ip for x in km], [x.flow_id for x in km], opts)
+    b = Batch(m, offsets, [x.init_ip for x in km], [x.resp_ip for x in km], [x.flow_id for x in km], opts,
+              start_ns=[x.start_ns for x in km])
     b.snap_rows = snap_rows
     return b, keep_flows, dropped
 

@@ -110,7 +110,7 @@ class ComplianceReport:
                  + (f"; {self.padding_rows_dropped} padding rows dropped" if self.padding_rows_dropped else "")
                  + (f"; {self.empty_flows} flows without packets" if self.empty_flows else ""), ""]
         w = max([len(r.name) for r in self.rules] + [5]) + 2
-        cols = ["before pkts", "flows"] + (["changed pkts", "after pkts", "flows"] if rep else [])
+        cols = ["before pkts", "before flows"] + (["changed pkts", "after pkts", "after flows"] if rep else [])
         lines.append("rule".ljust(w) + "".join(c.rjust(13) for c in cols) + "  fields changed" * rep)
         lines.append("-" * (w + 13 * len(cols) + (16 if rep else 0)))
         for r in self.rules:

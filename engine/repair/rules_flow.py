@@ -18,6 +18,7 @@ from . import options as op
 from .batch import Batch, MetaEdit, Plan
 from .rule import C, Rule
 from .rules_packet import tcp_option_table
+from .tcp_state import final_rst_run, handshake, handshake_target
 
 MOD32 = 1 << 32
 
@@ -36,26 +37,6 @@ def bad_address(ip: np.ndarray) -> np.ndarray:
 
 # -- TCP handshake -------------------------------------------------------------------
 
-def handshake(b: Batch):
-    """Per flow: (starts with a SYN, starts with a SYN-ACK, first backward row)."""
-    def calc():
-        tcpf = b.flow_transport() == 0
-        syn0 = b.get("tcp_syn")[b.starts] == 1
-        ack0 = b.get("tcp_ackf")[b.starts] == 1
-        _, fb = b.dir_first()
-        return tcpf & syn0 & ~ack0, tcpf & syn0 & ack0, fb
-    return b.cached("handshake", calc)
-
-
-def final_rst_run(b: Batch) -> np.ndarray:
-    """Per row: an RST in its flow's final run of RST packets (where an RST may be)."""
-    def calc():
-        rst = b.rows_of("tcp") & (b.get("tcp_rst") == 1)
-        last_plain = b.last_in_flow_where(~rst)
-        return rst & (b.idx > last_plain[b.fid])
-    return b.cached("final_rst", calc)
-
-
 class TcpHandshake(Rule):
     name = "tcp_handshake"
     scope = "flow"
@@ -70,30 +51,8 @@ class TcpHandshake(Rule):
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         tcp = b.rows_of("tcp")
-        syn_first, synack_first, fb = handshake(b)
-        fwd = b.fwd
+        want_syn, synack = handshake_target(b)
         syn_in = b.get("tcp_syn") == 1
-        final_rst = final_rst_run(b)
-        fbr = np.where(fb >= 0, fb, b.n)
-        refused = syn_first & (fb >= 0) & final_rst[np.maximum(fb, 0)]
-        hs = syn_first[b.fid]
-        want_syn = hs & fwd & (b.idx < fbr[b.fid]) & ~final_rst
-        # after the SYN-ACK, retransmissions until the initiator's first non-SYN packet
-        est = b.first_where(fwd & ~syn_in & (b.idx > fbr[b.fid]))
-        est = np.where(est >= 0, est, b.n)
-        open_ = syn_first & (fb >= 0) & ~refused
-        between = open_[b.fid] & (b.idx > fbr[b.fid]) & (b.idx < est[b.fid])
-        synack = np.zeros(b.n, bool)
-        synack[fb[open_]] = True
-        # the responder may repeat its SYN-ACK until it sends anything else
-        plain_b = b.first_where(~fwd & ~syn_in & (b.idx > fbr[b.fid]))
-        plain_b = np.where(plain_b >= 0, plain_b, b.n)
-        synack |= open_[b.fid] & ~fwd & syn_in & (b.idx > fbr[b.fid]) & (b.idx < plain_b[b.fid])
-        # a flow seen from its SYN-ACK: that SYN-ACK and its repeats before anything else
-        plain_f = b.first_where(fwd & ~syn_in)
-        plain_f = np.where(plain_f >= 0, plain_f, b.n)
-        synack |= synack_first[b.fid] & fwd & syn_in & (b.idx < plain_f[b.fid])
-        want_syn |= synack | (between & fwd)
         bad = tcp & (syn_in != want_syn)
         p.field("tcp_syn", bad, want_syn[bad])
         ack = b.get("tcp_ackf") == 1
@@ -234,33 +193,46 @@ class FlowPorts(Rule):
 class FlowUnique(Rule):
     name = "flow_unique"
     scope = "flow"
-    description = ("TCP flows of one capture have distinct 5-tuples (else Wireshark and flow "
-                   "assembly merge them); a repeat gets a new initiator port from the seed")
+    description = ("TCP and UDP flows of one batch have distinct 5-tuples (else Wireshark and flow "
+                   "assembly merge them when the capture is read); a repeat gets a new initiator port "
+                   "from the seed. A UDP flow may continue an earlier one of its 5-tuple that it does "
+                   "not overlap when reading would cut them apart anyway (a gap over max_gap_s, or "
+                   "the earlier one is 1024 packets long)")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
-        tcpf = np.nonzero(b.flow_transport() == 0)[0]
-        if len(tcpf) < 2:
-            return p
+        for tp, (sn, dn) in PORT_FIELDS.items():
+            self._one(b, p, tp, sn, dn)
+        return p
+
+    def _one(self, b: Batch, p: Plan, tp: int, sn: str, dn: str) -> None:
+        fl = np.nonzero(b.flow_transport() == tp)[0]
+        if len(fl) < 2:
+            return
         src, dst = b.src_dst()
-        r = b.starts[tcpf]
-        sp, dp = b.get("tcp_sprt")[r], b.get("tcp_dprt")[r]
+        r = b.starts[fl]
+        sprt, dprt = b.get(sn), b.get(dn)
+        sp, dp = sprt[r], dprt[r]
         a = (src[r] << 16) | sp
         c = (dst[r] << 16) | dp
         key = np.stack([np.minimum(a, c), np.maximum(a, c)], axis=1)
         _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        dup = np.nonzero(first[inv.ravel()] != np.arange(len(tcpf)))[0]
+        inv = inv.ravel()
+        dup = np.nonzero(first[inv] != np.arange(len(fl)))[0]
         if len(dup) == 0:
-            return p
+            return
+        if tp == 1:
+            dup = self._udp_repeats(b, fl, inv)
+            if len(dup) == 0:
+                return
         used = {tuple(k) for k in key.tolist()}
         lo, hi = b.opts.client_port_range
         fwd = b.fwd
-        sprt, dprt = b.get("tcp_sprt"), b.get("tcp_dprt")
         for j in dup:
-            f = tcpf[j]
-            fwd0 = fwd[r[j]]
+            f = fl[j]
             ip_i, ip_r = int(b.init_ip[f]), int(b.resp_ip[f])
-            rport = int(dp[j] if fwd0 else sp[j])
+            rport = int(dp[j] if fwd[r[j]] else sp[j])
+
             def free(port):
                 x, y = (ip_i << 16) | port, (ip_r << 16) | rport
                 k = (min(x, y), max(x, y))
@@ -277,9 +249,26 @@ class FlowUnique(Rule):
             rows = np.arange(b.starts[f], b.starts[f] + b.sizes[f])
             fr = fwd[rows]
             s_rows, d_rows = rows[fr], rows[~fr]
-            p.field("tcp_sprt", s_rows[sprt[s_rows] != port], port)
-            p.field("tcp_dprt", d_rows[dprt[d_rows] != port], port)
-        return p
+            p.field(sn, s_rows[sprt[s_rows] != port], port)
+            p.field(dn, d_rows[dprt[d_rows] != port], port)
+
+
+    @staticmethod
+    def _udp_repeats(b: Batch, fl: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """Indices (into ``fl``) of UDP flows that repeat an earlier flow's 5-tuple and would
+        merge with it when read back: they overlap it, or follow it closely while it is
+        shorter than a full flow."""
+        start, end = b.flow_times()
+        s, e, n = start[fl], end[fl], b.sizes[fl]
+        order = np.lexsort((s, inv))
+        same = inv[order][1:] == inv[order][:-1]
+        prev, cur = order[:-1], order[1:]
+        gap = s[cur] - e[prev]
+        apart = (gap > b.opts.max_gap_s * 1e9) | ((gap >= 0) & (n[prev] >= FULL_FLOW))
+        return np.sort(cur[same & ~apart])
+
+
+FULL_FLOW = 1024     # encoding's max_packets: a flow this long is cut there when read
 
 
 # -- IPv4 across packets ---------------------------------------------------------------

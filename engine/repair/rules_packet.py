@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codec import gaps_to_iat, iat_to_gaps
 from ..layout import ABSENT
 from . import options as op
 from .batch import BLOCK, COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
+from .tcp_state import before_established
 from .rule import C, Changes, Rule, fill_absent, set_header_words, word_presence_fix
 
 
@@ -46,15 +48,27 @@ class Direction(Rule):
         return p
 
 
+def max_iat_code(max_gap_s: float) -> int:
+    """The largest inter-arrival code whose decoded gap is at most ``max_gap_s``."""
+    lim = int(round(max_gap_s * 1e9))
+    c = int(gaps_to_iat(np.array([lim]))[0])
+    while c > 0 and iat_to_gaps(np.array([c]))[0] > lim:
+        c -= 1
+    return c
+
+
 class Iat(Rule):
     name = "iat"
-    description = "inter-arrival code present on every packet (gaps >= 0, so packet times never decrease)"
+    description = ("inter-arrival code present on every packet (gaps >= 0, so packet times never "
+                   "decrease) and no gap longer than max_gap_s (encoding's idle timeout: a longer one "
+                   "would cut the flow in two when the capture is read back)")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
-        cols = C("meta_iat")
-        rows = np.nonzero(b.absent_any(cols))[0]
-        p.bits("meta_iat", cols, rows, lambda: fill_absent(b.m[rows, cols]))
+        code = b.get("meta_iat")                     # absent bits read as 0
+        want = np.where(b.first, code, np.minimum(code, max_iat_code(b.opts.max_gap_s)))
+        bad = b.absent_any(C("meta_iat")) | (want != code)
+        p.field("meta_iat", bad, want[bad])
         return p
 
 
@@ -353,7 +367,8 @@ class IcmpType(Rule):
 class Ipv4Length(Rule):
     name = "ipv4_length"
     description = ("total length >= IPv4 + transport headers and <= the MTU; no payload on TCP SYN "
-                   "packets; ICMP payload as its type requires")
+                   "packets nor on the responder's packets before the handshake completes; ICMP payload "
+                   "as its type requires")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
@@ -362,7 +377,7 @@ class Ipv4Length(Rule):
         want = np.clip(tl, hdr, max(b.opts.mtu, 0))
         want = np.maximum(want, hdr)
         tcp = b.rows_of("tcp")
-        exact = np.where(tcp & (b.get("tcp_syn") == 1), 0, -1)
+        exact = np.where(tcp & ((b.get("tcp_syn") == 1) | before_established(b)), 0, -1)
         icmp = b.rows_of("icmp")
         exact = np.where(icmp, ICMP_PAYLOAD[b.get("icmp_type")], exact)
         want = np.where(exact >= 0, hdr + np.maximum(exact, 0), want)
