@@ -191,6 +191,10 @@ def _check_report(out: Path, classes: list[str], candidates: list[str]):
             for name, d in f["classes"][c]["fields"].items():
                 if d is not None:
                     assert all(0.0 <= d[m] <= 1.0 for m in ("jsd", "tvd", "hellinger")), (cand, c, name)
+    for cand, d in (r["detectability"] or {}).items():
+        for feat, v in d.items():
+            if v is not None:
+                assert 0.0 <= v["auc"] <= 1.0 and 0.0 <= v["accuracy"] <= 1.0
     for cand, u in (r["utility"] or {}).items():
         for feat, res in u.items():
             for sc, v in res.items():

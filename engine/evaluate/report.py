@@ -88,6 +88,15 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     rows = [[sp.name, sp.group] + [_f(fm[k][sp.name]) for k in cands] for sp in SPECS]
     L += [_table(["quantity", "group"] + cands, rows), ""]
 
+    if r.get("detectability"):
+        L += ["## Detectability (real test vs candidate, cross-validated random forest)", "",
+              "ROC AUC (accuracy in brackets): 0.5 = indistinguishable from real, 1.0 = always told apart. "
+              "Looks at joint structure, which per-field divergences miss.", ""]
+        d = r["detectability"]
+        feats = sorted({f for dd in d.values() for f in dd})
+        rows = [[k] + ["-" if not d[k].get(f) else f"{_f(d[k][f]['auc'])} ({_f(d[k][f]['accuracy'])})" for f in feats]
+                for k in cands if k in d]
+        L += [_table(["candidate"] + feats, rows), ""]
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
               "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "

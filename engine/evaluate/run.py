@@ -12,6 +12,7 @@ from ..flows import FlowConfig
 from ..progress import Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 from .baselines import BASELINES, make_baseline
 from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
+from .detect import detectability
 from .features import packet_values
 from .fidelity import fidelity
 from .utility import FEATURE_SETS, SCENARIOS, ml_utility
@@ -114,7 +115,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
 
     candidates: dict[str, FlowSet] = {"synthetic": synth}
     repair_how = {}
-    steps = 1 + (len(BASELINES) if opts.baselines else 0)
+    steps = 1 + (len(BASELINES) if opts.baselines else 0) + (1 if opts.utility else 0)
     steps += (len(FEATURE_SETS) * (len(SCENARIOS) + (len(BASELINES) if opts.baselines else 0))) if opts.utility else 0
     task = "evaluate"
     done = 0
@@ -136,6 +137,13 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     real_values = {c: packet_values(test.of(c).mats) for c in classes}
     fid = {name: fidelity(test, fs, classes, real_values) for name, fs in candidates.items()}
     step("fidelity")
+
+    detect = None
+    if opts.utility:
+        detect = {name: detectability(test, fs, classes, min(opts.packet_cap, 1000), opts.seed,
+                                      max(10, opts.n_estimators // 2), n_jobs=opts.n_jobs)
+                  for name, fs in candidates.items()}
+        step("detectability")
 
     util = None
     if opts.utility:
@@ -160,6 +168,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
         "baseline_repair": repair_how,
         "fidelity": fid,
         "utility": util,
+        "detectability": detect,
         "notes": notes,
         "seconds": None,
     }
@@ -181,6 +190,9 @@ def summarize(report: dict) -> dict:
     others = [v for k, v in s["mean_jsd"].items() if k != "synthetic" and v is not None]
     if others and s["mean_jsd"].get("synthetic") is not None:
         s["synthetic_beats_baselines_on_mean_jsd"] = bool(all(s["mean_jsd"]["synthetic"] < o for o in others))
+    d = report.get("detectability")
+    if d:
+        s["detect_auc"] = {k: {f: (v or {}).get("auc") for f, v in dd.items()} for k, dd in d.items()}
     u = report.get("utility")
     if u:
         for feat in ("packet_bits_noports", "flow_stats_noports"):
