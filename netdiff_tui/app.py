@@ -70,6 +70,10 @@ class NetdiffApp(App[None]):
             except SettingsError as e:
                 settings, self._settings_error = Settings(), str(e)
         self.settings = settings
+        if follow_path is not None:
+            initial_tab = "jobs"
+        elif report_path is not None:
+            initial_tab = "reports"
         self.initial_tab = initial_tab
         self.jobs: list[catalog.JobInfo] = []
         self.models: list[catalog.ModelInfo] = []
@@ -107,6 +111,17 @@ class NetdiffApp(App[None]):
             self.follow(self._follow_path)
         if self._report_path is not None:
             self.open_report(self._report_path)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Focus the active tab's list (or first control), so its key bindings work at once.
+
+        Text fields are skipped: they would take the digit keys that switch tabs.
+        """
+        for sel in ("DataTable", "Select, Button"):
+            for w in event.pane.query(sel):
+                if w.focusable:
+                    w.focus()
+                    return
 
     # -- actions ------------------------------------------------------------------------
 
@@ -157,17 +172,17 @@ class NetdiffApp(App[None]):
 
     # -- workers (thread) ---------------------------------------------------------------
 
-    @work(thread=True, group="scan-models", exclusive=True, description="scan checkpoints")
+    @work(thread=True, group="scan-models", exclusive=True, description="scan checkpoints", exit_on_error=False)
     def scan_models(self) -> None:
         s = self.settings
         self.post_message(ModelsLoaded(catalog.find_models(s.expanded("models_dir"), s.expanded_runs())))
 
-    @work(thread=True, group="scan-jobs", exclusive=True, description="scan jobs")
+    @work(thread=True, group="scan-jobs", exclusive=True, description="scan jobs", exit_on_error=False)
     def scan_jobs(self) -> None:
         s = self.settings
         self.post_message(JobsLoaded(catalog.find_jobs(s.expanded_runs() + [s.expanded("jobs_dir")])))
 
-    @work(thread=True, group="follow", exclusive=True, description="follow job")
+    @work(thread=True, group="follow", exclusive=True, description="follow job", exit_on_error=False)
     def follow_events(self, path: Path) -> None:
         worker = get_current_worker()
         tail = catalog.EventTail(path)
@@ -180,7 +195,7 @@ class NetdiffApp(App[None]):
             while time.monotonic() < deadline and not worker.is_cancelled:
                 time.sleep(0.05)
 
-    @work(thread=True, group="report", exclusive=True, description="open report")
+    @work(thread=True, group="report", exclusive=True, description="open report", exit_on_error=False)
     def load_report(self, path: str) -> None:
         try:
             view = catalog.load_report(path)
@@ -188,7 +203,7 @@ class NetdiffApp(App[None]):
             raise ValueError(str(e)) from None
         self.post_message(ReportLoaded(view))
 
-    @work(thread=True, group="generate", exclusive=True, description="generate")
+    @work(thread=True, group="generate", exclusive=True, description="generate", exit_on_error=False)
     def run_generation(self, req, out: Path, job_dir: Path, cancel: CancelToken) -> None:
         log = EventLog(job_dir / "events.jsonl")
         (job_dir / "job.json").write_text(json.dumps({"kind": "generate", "label": req.label, "count": req.count,

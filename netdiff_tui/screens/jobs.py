@@ -45,7 +45,9 @@ class JobsPane(Horizontal):
     def start(self, path: Path) -> None:
         """Reset the view for ``path`` (the app's worker then feeds it)."""
         self.following = path
-        self.query_one(JobView).reset(f"{path.parent.name}  ({path})")
+        view = self.query_one(JobView)
+        view.reset(f"following {path.parent.name}/{path.name}")
+        view.query_one("#job-title").tooltip = str(path)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "jobs-table" and event.row_key.value is not None:

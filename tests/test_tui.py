@@ -1,0 +1,373 @@
+"""The Textual console: tabs, recipes, following a job's events.jsonl, reports, the palette, snapshots.
+
+No real data and no trained model are needed: jobs are synthetic events files,
+the report is a check of tests/fixtures/eth.pcap, and generation is stubbed.
+Snapshots live in tests/__snapshots__/test_tui/ (update with ``--snapshot-update``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from conftest import FIXTURES  # noqa: E402
+from engine.errors import InputError  # noqa: E402
+from engine.progress import EventLog, Message, TaskFinished, TaskProgress, TaskStarted, TrainStep  # noqa: E402
+from netdiff_tui.app import NetdiffApp  # noqa: E402
+from netdiff_tui.settings import Settings, SettingsError, field_docs, load_settings  # noqa: E402
+
+SIZE = (120, 36)
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    """Everything the console looks at lives under tmp_path (user recipes too)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return Settings(models_dir=str(tmp_path / "models"), runs_dirs=(str(tmp_path / "runs"),),
+                    jobs_dir=str(tmp_path / "jobs"), output_dir=str(tmp_path / "out"), poll_interval=0.05)
+
+
+def sync(fn):
+    """Run an async test on its own event loop (no async pytest plugin needed)."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        return asyncio.run(fn(*a, **kw))
+    return wrapper
+
+
+def make_app(settings: Settings, **kw) -> NetdiffApp:
+    app = NetdiffApp(settings=settings, **kw)
+    app.animation_level = "none"
+    return app
+
+
+async def wait_for(pilot, cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    assert cond(), "condition not met in time"
+
+
+def step(i: int, total: int = 100, loss: float | None = None) -> TrainStep:
+    return TrainStep(i, total, 1.0 / (1 + i) if loss is None else loss, 3e-4, 12.5, (total - i) / 12.5, time=T0 + i)
+
+
+def compliance_dir(root: Path) -> Path:
+    """compliance.json of a check of eth.pcap's flows (engine.repair.check_flows), in root/eth/."""
+    from engine.flows import FlowConfig
+    from engine.pipeline import encode_capture
+    from engine.repair import check_flows
+    mats, metas = [], []
+    for b in encode_capture(FIXTURES / "eth.pcap", FlowConfig(min_packets=1)):
+        mats += [b.flow(i) for i in range(len(b))]
+        metas += b.metas
+    rep = check_flows(mats, metas, source="eth.pcap")
+    d = root / "eth"
+    d.mkdir(parents=True)
+    rep.write(d)
+    return d
+
+
+def notifications(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+# -- behaviour ---------------------------------------------------------------------------
+
+@sync
+async def test_tabs_switch_with_keys(settings):
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        tabs = app.query_one("#tabs")
+        assert tabs.active == "models"
+        for key, tab in (("2", "recipes"), ("3", "jobs"), ("4", "reports"), ("5", "generate"), ("1", "models")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert tabs.active == tab
+
+
+@sync
+async def test_every_binding_has_an_id(settings):
+    from netdiff_tui.screens.generate import GeneratePane
+    from netdiff_tui.screens.recipes import NewRecipeScreen, RecipesPane
+    for cls in (NetdiffApp, RecipesPane, GeneratePane, NewRecipeScreen):
+        for b in cls.BINDINGS:
+            assert b.id, (cls.__name__, b)
+
+
+@sync
+async def test_recipes_lists_presets_and_validates(settings):
+    from engine import recipes as rp
+    app = make_app(settings, initial_tab="recipes")
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one("#recipes-pane")
+        names = [e.name for e in pane.entries if e.source == "preset"]
+        assert names == rp.preset_names() and "zoom" in names
+        table = app.query_one("#recipes-table")
+        assert table.row_count == len(names)
+        # a broken edit shows the engine's one-line error
+        pane.load(next(e for e in pane.entries if e.name == "zoom"))
+        ta = app.query_one("#recipe-text")
+        ta.read_only = False
+        ta.load_text(re.sub(r"(?m)^mtu = \d+", "mtu = 100", ta.text))
+        ta.focus()
+        await pilot.press("f2")
+        await pilot.pause()
+        status = str(app.query_one("#recipe-status").render())
+        assert "traffic.mtu" in status and "between 576 and 9216" in status
+
+
+@sync
+async def test_new_recipe_from_preset(settings):
+    from engine import recipes as rp
+    app = make_app(settings, initial_tab="recipes")
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_new_recipe("zoom")
+        await pilot.pause()
+        inp = app.screen.query_one("#new-recipe-name")
+        inp.value = "my_zoom"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (rp.user_dir() / "my_zoom.toml").is_file())
+        pane = app.query_one("#recipes-pane")
+        await wait_for(pilot, lambda: pane.current is not None and pane.current.name == "my_zoom")
+        assert pane.current.source == "user" and not pane.current.error
+        assert rp.load_recipe(rp.user_dir() / "my_zoom.toml").name == "my_zoom"
+
+
+@sync
+async def test_jobs_follows_events_file_written_while_running(settings, tmp_path):
+    run = tmp_path / "runs" / "run1"
+    (run).mkdir(parents=True)
+    (run / "train_config.json").write_text("{}")
+    log = EventLog(run / "events.jsonl")
+    log(Message("info", "training on 2 classes", time=T0))
+    log(step(10))
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.jobs) == 1)
+        assert app.jobs[0].kind == "train"
+        await pilot.press("3")
+        table = app.query_one("#jobs-table")
+        table.focus()
+        await pilot.press("enter")              # follow the highlighted job
+        view = app.query_one("#job-view")
+        bar = view.query_one("ProgressBar")
+        await wait_for(pilot, lambda: bar.progress == 10)
+        assert bar.total == 100
+        # the job goes on in "another process": append while the app follows
+        for i in (20, 30, 40):
+            log(step(i))
+        with open(run / "events.jsonl", "a") as f:   # a half-written line is not read yet
+            f.write('{"kind": "TrainStep", "step": 5')
+        await wait_for(pilot, lambda: bar.progress == 40)
+        assert list(app.query_one("#job-loss").data) == pytest.approx([1 / 11, 1 / 21, 1 / 31, 1 / 41])
+        assert "40/100" in str(view.query_one("#job-status").render())
+        with open(run / "events.jsonl", "a") as f:
+            f.write(', "total_steps": 100, "loss": 0.01, "lr": 0.0, "it_per_s": 1.0, "eta_s": 0.0, "time": 0}\n')
+        log(TaskFinished("train", {"steps": 100}, time=T0 + 200))
+        await wait_for(pilot, lambda: view.finished)
+        assert view.step == 5 and bar.progress == 100
+
+
+@sync
+async def test_follow_given_on_the_command_line(settings, tmp_path):
+    job = tmp_path / "elsewhere" / "gen1"
+    log = EventLog(job / "events.jsonl")
+    log(TaskStarted("sample", 8, "flows", time=T0))
+    log(TaskProgress("sample", 6, 8, "flows", time=T0))
+    app = make_app(settings, follow_path=str(job))
+    async with app.run_test(size=SIZE) as pilot:
+        bar = app.query_one("#job-view").query_one("ProgressBar")
+        await wait_for(pilot, lambda: bar.progress == 6)
+        assert app.query_one("#tabs").active == "jobs" and bar.total == 8
+
+
+@sync
+async def test_reports_renders_compliance_json(settings, tmp_path):
+    d = compliance_dir(tmp_path)
+    rep = json.loads((d / "compliance.json").read_text())
+    app = make_app(settings, initial_tab="reports")
+    async with app.run_test(size=SIZE) as pilot:
+        inp = app.query_one("#reports-path")
+        inp.value = str(d)
+        inp.focus()
+        await pilot.press("enter")
+        table = app.query_one("#reports-table")
+        await wait_for(pilot, lambda: table.row_count == len(rep["rules"]))
+        first = table.get_row_at(0)
+        assert first[0] == rep["rules"][0]["name"] and first[3] == str(rep["rules"][0]["before"]["packets"])
+        summary = str(app.query_one("#reports-summary").render())
+        assert "eth.pcap" in summary and f"{rep['packets']} packets" in summary
+
+
+@sync
+async def test_reports_bad_file_is_one_line_notification(settings, tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]")
+    app = make_app(settings, report_path=str(bad))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: any("not a report" in m for m in notifications(app)))
+        assert all("\n" not in m for m in notifications(app))
+
+
+def test_evaluation_report_view(tmp_path):
+    from netdiff_tui.screens.catalog import load_report
+    r = {"classes": ["dns", "zoom"], "inputs": {"real": "r", "synthetic": "s"},
+         "summary": {"mean_jsd": {"synthetic": 0.2, "random": 0.6}},
+         "fidelity": {k: {"classes": {c: {"mean": {"jsd": v, "tvd": v / 2}} for c in ("dns", "zoom")},
+                          "overall": {"jsd": v, "tvd": v / 2}} for k, v in (("synthetic", 0.2), ("random", 0.6))}}
+    (tmp_path / "report.json").write_text(json.dumps(r))
+    v = load_report(tmp_path)
+    assert v.kind == "evaluation" and v.columns[:3] == ["class", "synthetic JSD", "random JSD"]
+    assert v.rows[0][:3] == ["dns", "0.200", "0.600"] and v.rows[-1][0] == "all classes"
+
+
+@sync
+async def test_command_palette_finds_actions(settings, tmp_path):
+    from textual.command import CommandPalette
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"open reports")
+        await wait_for(pilot, lambda: any("Open Reports" in str(o.prompt)
+                                          for o in app.screen.query("CommandList").first().options))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "reports")
+
+
+def _fake_generate(monkeypatch, fn):
+    import engine
+    mod = types.ModuleType("engine.generate")
+    mod.generate = fn
+    monkeypatch.setitem(sys.modules, "engine.generate", mod)
+    monkeypatch.setattr(engine, "generate", mod, raising=False)
+
+
+@sync
+async def test_generate_runs_engine_in_worker_and_logs_events(settings, monkeypatch, tmp_path):
+    seen = {}
+
+    def fake(req, out, on_event=None, cancel=None):
+        seen["req"], seen["out"] = req, out
+        on_event(TaskStarted("sample", req.count, "flows"))
+        on_event(TaskProgress("sample", req.count, req.count, "flows"))
+        on_event(TaskFinished("generate", {"flows": req.count}))
+        return {"flows": req.count, "packets": 10, "compliance_clean": True}
+
+    _fake_generate(monkeypatch, fake)
+    app = make_app(settings, initial_tab="generate")
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#gen-label").value = "dns"
+        app.query_one("#gen-count").value = "3"
+        app.query_one("#gen-seed").value = "7"
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: any("3 flows" in m for m in notifications(app)))
+        assert seen["req"].label == "dns" and seen["req"].count == 3 and seen["req"].seed == 7
+        assert seen["out"] == Path(settings.output_dir) / "dns"
+        assert app.query_one("#gen-view").query_one("ProgressBar").progress == 3
+        logs = list(Path(settings.jobs_dir).glob("generate-dns-*/events.jsonl"))
+        assert len(logs) == 1 and [type(e).__name__ for e in EventLog(logs[0]).read()] == [
+            "TaskStarted", "TaskProgress", "TaskFinished"]
+
+
+@sync
+async def test_generate_error_is_one_line_notification(settings, monkeypatch):
+    def fake(req, out, on_event=None, cancel=None):
+        raise InputError("/x/default_model", "the default model checkpoint is not installed")
+
+    _fake_generate(monkeypatch, fake)
+    app = make_app(settings, initial_tab="generate")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+g")            # neither preset nor label
+        await wait_for(pilot, lambda: any("choose a preset or type a label" in m for m in notifications(app)))
+        app.query_one("#gen-label").value = "dns"
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: any("checkpoint is not installed" in m for m in notifications(app)))
+        assert not app.query_one("#gen-start").disabled
+
+
+def test_settings_file(tmp_path):
+    p = tmp_path / "settings.toml"
+    p.write_text('poll_interval = 0.25\nruns_dirs = "/r"\nkeymap = { show-models = "m" }\n')
+    s = load_settings(p)
+    assert s.poll_interval == 0.25 and s.runs_dirs == ("/r",) and s.keymap == {"show-models": "m"}
+    p.write_text("pol_interval = 1\n")
+    with pytest.raises(SettingsError, match="unknown key 'pol_interval'.*poll_interval"):
+        load_settings(p)
+    assert load_settings(tmp_path / "absent.toml") == Settings()
+    docs = field_docs()
+    assert set(docs) == {f for f in Settings.__dataclass_fields__} and all(docs.values())
+
+
+def test_models_catalog(tmp_path):
+    from netdiff_tui.screens.catalog import find_models
+    ck = tmp_path / "models" / "small"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text(json.dumps({"classes": ["dns", "zoom"], "steps": 300, "layout": "1"}))
+    (ck / "model.safetensors").write_bytes(b"\0" * 2048)
+    run = tmp_path / "runs" / "r1"
+    (run / "checkpoints" / "step-0000200").mkdir(parents=True)
+    (run / "train_config.json").write_text(json.dumps({"classes": ["dns"]}))
+    ms = {m.name: m for m in find_models(tmp_path / "models", [tmp_path / "runs"]) if m.kind != "default"}
+    assert ms["small"].classes == ("dns", "zoom") and ms["small"].steps == 300 and ms["small"].ready
+    assert ms["r1"].kind == "run" and ms["r1"].steps == 200 and not ms["r1"].ready
+
+
+# -- snapshots (fixed size, no animation; tests/__snapshots__/test_tui/*.svg) ------------------
+
+def _quiet(app):
+    for w in app.query("Input, TextArea"):
+        w.cursor_blink = False
+
+
+def test_snapshot_recipes(settings, snap_compare):
+    app = make_app(settings, initial_tab="recipes")
+
+    async def before(pilot):
+        _quiet(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_snapshot_reports(settings, snap_compare, tmp_path):
+    d = compliance_dir(tmp_path)
+    app = make_app(settings, report_path=str(d / "compliance.json"))
+
+    async def before(pilot):
+        _quiet(app)
+        await wait_for(pilot, lambda: app.query_one("#reports-table").row_count > 0)
+        app.query_one("#reports-table").focus()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_snapshot_job_view(settings, snap_compare, tmp_path):
+    job = tmp_path / "elsewhere" / "run7"
+    log = EventLog(job / "events.jsonl")
+    log(Message("info", "training on 20 classes, 1800 flows", time=T0))
+    for i in range(10, 310, 10):
+        log(step(i, 600, loss=0.5 / (1 + i / 50) + (0.02 if i % 30 == 0 else 0)))
+    log(Message("info", "checkpoint step-0000300", time=T0 + 300))
+    app = make_app(settings, follow_path=str(job))
+
+    async def before(pilot):
+        _quiet(app)
+        await wait_for(pilot, lambda: app.query_one("#job-view").step == 300)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
