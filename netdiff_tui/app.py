@@ -49,7 +49,8 @@ class NetdiffApp(App[None]):
     """The NetDiffusion Studio console."""
 
     TITLE = "NetDiffusion Studio"
-    CSS_PATH = "app.tcss"
+    # Shipped next to this module (package data); an install without it still runs, unstyled.
+    CSS_PATH = "app.tcss" if (Path(__file__).parent / "app.tcss").is_file() else None
     COMMANDS = App.COMMANDS | {NetdiffCommands}
     BINDINGS = [
         Binding("1", "show_tab('models')", "Models", id="show-models"),

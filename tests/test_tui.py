@@ -371,3 +371,26 @@ def test_snapshot_job_view(settings, snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+@sync
+async def test_generate_cancel_sets_the_token(settings, monkeypatch):
+    import time as _time
+
+    def fake(req, out, on_event=None, cancel=None):
+        on_event(TaskStarted("sample", req.count, "flows"))
+        for i in range(400):                    # the engine checks its token between batches
+            cancel.check()
+            _time.sleep(0.01)
+        raise AssertionError("not cancelled")
+
+    _fake_generate(monkeypatch, fake)
+    app = make_app(settings, initial_tab="generate")
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#gen-label").value = "dns"
+        await pilot.press("ctrl+g")
+        cancel_btn = app.query_one("#gen-cancel")
+        await wait_for(pilot, lambda: not cancel_btn.disabled)
+        await pilot.click("#gen-cancel")
+        await wait_for(pilot, lambda: any("cancelled" in m for m in notifications(app)))
+        assert cancel_btn.disabled and not app.query_one("#gen-start").disabled
