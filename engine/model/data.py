@@ -50,8 +50,13 @@ def make_split(rows: list[dict], test_fraction: float, seed: int) -> dict:
     tset = {r["file"] for r in test}
     train = [r for r in rows if r["file"] not in tset]
     return {"seed": seed, "test_fraction": test_fraction, "key": "file",
-            "train": [r["file"] for r in train], "test": [r["file"] for r in test],
-            "test_flow_ids": [r["flow_id"] for r in test]}
+            "train": _unique(r["file"] for r in train), "test": _unique(r["file"] for r in test),
+            "test_flow_ids": _unique(r["flow_id"] for r in test)}
+
+
+def _unique(xs) -> list:
+    """Order-preserving de-duplication (a manifest can list one file twice)."""
+    return list(dict.fromkeys(xs))
 
 
 def load_split(path: str | os.PathLike) -> dict:
