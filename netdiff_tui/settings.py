@@ -40,8 +40,8 @@ class Settings:
     """Local checkpoints: each subdirectory holding ``model.safetensors`` + ``config.json`` is a model."""
 
     runs_dirs: tuple[str, ...] = field(default_factory=lambda: (str(data_dir() / "runs"), "runs"))
-    """Where training runs and generation outputs live; every directory (up to two levels down) with an
-    ``events.jsonl`` is a job, and every run directory with an exported ``model/`` is a model."""
+    """Where training runs live (``netdiff train --out``); every directory up to two levels down with an
+    ``events.jsonl`` is a job, and every run directory (``train_config.json``) is listed as a model."""
 
     jobs_dir: str = field(default_factory=lambda: str(data_dir() / "jobs"))
     """Where the console writes the ``events.jsonl`` of the generations it starts (one directory each),
