@@ -23,7 +23,7 @@ from . import rules_flow as rf
 from . import rules_packet as rp
 from .batch import Batch
 from .report import ComplianceReport, RuleReport
-from .rule import Rule
+from .rule import Changes, Rule
 
 RULES: list[Rule] = [
     rp.Snap(),
@@ -207,10 +207,15 @@ def repair_flows(mats: list[np.ndarray], metas: list[FlowMeta], opts: RepairOpti
     """
     t0 = time.perf_counter()
     b, keep, dropped = _build(mats, metas, opts)
+    v0 = b.version
     before = _count_all(b)
     changes = {}
     for r in RULES:
         if r.name in opts.disabled:
+            continue
+        if b.version == v0 and not before[r.name][0].any():
+            # nothing has changed since this rule found nothing: its fix would change nothing
+            changes[r.name] = Changes(np.zeros(b.n, bool))
             continue
         changes[r.name] = r.fix(b)
     after = _count_all(b)
