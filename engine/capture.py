@@ -98,6 +98,13 @@ class CaptureReader:
         self.info = CaptureInfo(self.path, size=self.size)
 
     def __iter__(self) -> Iterator[RawBatch]:
+        return self._walk(_Accumulator(self.batch_packets))
+
+    def records(self) -> Iterator["Record"]:
+        """Every packet record with its original bytes, in file order (for copying packets as they are)."""
+        return self._walk(_RecordSink())
+
+    def _walk(self, acc) -> Iterator:
         try:
             f = open(self.path, "rb")
         except OSError as e:
@@ -107,14 +114,14 @@ class CaptureReader:
             if len(head) == 0:
                 raise _err(self.path, "empty file (0 bytes), not a capture")
             if head in PCAP_MAGICS:
-                yield from self._pcap(f, head)
+                yield from self._pcap(f, head, acc)
             elif head == PCAPNG_SHB:
-                yield from self._pcapng(f, head)
+                yield from self._pcapng(f, head, acc)
             else:
                 raise _err(self.path, f"not a pcap or pcapng capture (starts with 0x{head.hex()})")
 
     # -- classic pcap ---------------------------------------------------------------
-    def _pcap(self, f, magic) -> Iterator[RawBatch]:
+    def _pcap(self, f, magic, acc) -> Iterator[RawBatch]:
         endian, ts_div = PCAP_MAGICS[magic]
         rest = f.read(20)
         if len(rest) < 20:
@@ -127,7 +134,6 @@ class CaptureReader:
         pos = 24
         buf = b""
         nread = 0
-        acc = _Accumulator(self.batch_packets)
         while True:
             more = f.read(CHUNK)
             buf = buf + more if buf else more
@@ -168,14 +174,13 @@ class CaptureReader:
                                   f"({nread} packets read)")
 
     # -- pcapng ---------------------------------------------------------------------
-    def _pcapng(self, f, first) -> Iterator[RawBatch]:
+    def _pcapng(self, f, first, acc) -> Iterator[RawBatch]:
         self.info.format = "pcapng"
         buf = first + f.read(CHUNK)
         pos = 0          # file offset of buf[0]
         endian = "<"
         ifaces: list[tuple[int, int, int]] = []   # (linktype, ts_num, ts_den) ts = raw * num // den ns
         nread = 0
-        acc = _Accumulator(self.batch_packets)
         eof = False
         while True:
             mv = memoryview(buf)
@@ -265,6 +270,33 @@ class CaptureReader:
         yield from acc.drain(final=True)
         if buf:
             raise _err(self.path, f"truncated: file ends inside a pcapng block ({nread} packets read)")
+
+
+@dataclass
+class Record:
+    """One packet record as stored in the file."""
+
+    ts_ns: int
+    caplen: int
+    wirelen: int
+    linktype: int
+    data: bytes
+
+
+class _RecordSink:
+    """Reader sink that hands out whole records (bytes copied) instead of batches."""
+
+    def __init__(self):
+        self.recs: list[Record] = []
+
+    def add(self, buf: bytes, offs, caps, wires, ts, lts):
+        mv = memoryview(buf)
+        self.recs += [Record(int(t), int(c), int(w), int(lt), bytes(mv[o:o + c]))
+                      for o, c, w, t, lt in zip(offs.tolist(), caps.tolist(), wires.tolist(), ts.tolist(), lts.tolist())]
+
+    def drain(self, final: bool) -> Iterator[Record]:
+        recs, self.recs = self.recs, []
+        yield from recs
 
 
 class _Accumulator:

@@ -89,81 +89,12 @@ class Source:
 
 # -- raw records ------------------------------------------------------------------------
 
-@dataclass
-class Record:
-    ts_ns: int
-    caplen: int
-    wirelen: int
-    linktype: int
-    data: bytes
+Record = cap.Record
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[Record]:
     """Every packet record of a pcap/pcapng, in file order (the order engine.capture counts them)."""
-    path = Path(path)
-    try:
-        buf = path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror}") from None
-    if len(buf) < 4:
-        raise InputError(path, "not a capture (too short)")
-    head = buf[:4]
-    if head in cap.PCAP_MAGICS:
-        endian, ts_div = cap.PCAP_MAGICS[head]
-        if len(buf) < 24:
-            raise InputError(path, "truncated pcap header")
-        lt = struct.unpack_from(endian + "I", buf, 20)[0] & 0x0FFFFFFF
-        rec = struct.Struct(endian + "IIII")
-        off = 24
-        while off + 16 <= len(buf):
-            s, fr, c, w = rec.unpack_from(buf, off)
-            if off + 16 + c > len(buf):
-                raise InputError(path, f"truncated record at byte {off}")
-            yield Record(s * 1_000_000_000 + fr * ts_div, c, w, lt, buf[off + 16:off + 16 + c])
-            off += 16 + c
-        return
-    if head != cap.PCAPNG_SHB:
-        raise InputError(path, f"not a pcap or pcapng capture (starts with 0x{head.hex()})")
-    off, endian, ifaces = 0, "<", []
-    while off + 12 <= len(buf):
-        if buf[off:off + 4] == cap.PCAPNG_SHB:
-            endian = "<" if buf[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-            ifaces = []
-        btype, blen = struct.unpack_from(endian + "II", buf, off)
-        if blen < 12 or off + blen > len(buf):
-            raise InputError(path, f"corrupt pcapng block at byte {off}")
-        if btype == 1:
-            lt = struct.unpack_from(endian + "H", buf, off + 8)[0]
-            num, den = 1000, 1
-            o = off + 16
-            while o + 4 <= off + blen - 4:
-                code, olen = struct.unpack_from(endian + "HH", buf, o)
-                if code == 0:
-                    break
-                if code == 9 and olen >= 1:
-                    r = buf[o + 4]
-                    if r & 0x80:
-                        num, den = 1_000_000_000, 1 << (r & 0x7F)
-                    else:
-                        e = r & 0x7F
-                        num, den = (10 ** (9 - e), 1) if e <= 9 else (1, 10 ** (e - 9))
-                o += 4 + ((olen + 3) & ~3)
-            ifaces.append((lt, num, den))
-        elif btype in (6, 3, 2):
-            if btype == 6:
-                iid, th, tl, c, w = struct.unpack_from(endian + "IIIII", buf, off + 8)
-                data = off + 28
-            elif btype == 2:
-                iid, _d, th, tl, c, w = struct.unpack_from(endian + "HHIIII", buf, off + 8)
-                data = off + 28
-            else:
-                iid, th, tl = 0, 0, 0
-                (w,) = struct.unpack_from(endian + "I", buf, off + 8)
-                c = min(w, blen - 16)
-                data = off + 12
-            lt, num, den = ifaces[iid]
-            yield Record(((th << 32) | tl) * num // den, c, w, lt, buf[data:data + c])
-        off += blen
+    return cap.CaptureReader(path).records()
 
 
 def pcap_file(records: list[Record]) -> bytes:
