@@ -27,6 +27,7 @@ below the warning threshold and are not collected.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -52,6 +53,7 @@ def available() -> bool:
 def _config_dir() -> str:
     """A Wireshark personal configuration directory with application dissectors off."""
     d = tempfile.mkdtemp(prefix="netdiff-tshark-")
+    atexit.register(shutil.rmtree, d, True)
     out = subprocess.run([TSHARK, "-G", "protocols"], capture_output=True, text=True, check=True).stdout
     names = []
     for line in out.splitlines():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..codec import iat_to_gaps
 from ..layout import ABSENT, LAYOUT, uint_to_bits
 
 COL_DIR = LAYOUT.cols("meta_direction").start
@@ -249,7 +250,6 @@ class Batch:
     def flow_times(self) -> tuple[np.ndarray, np.ndarray]:
         """Per flow: first and last packet time (ns), as the decoder will write them."""
         def calc():
-            from ..codec import iat_to_gaps
             gap = np.where(self.first, 0, iat_to_gaps(self.get("meta_iat")))
             dur = np.add.reduceat(gap, self.starts) if self.n else np.zeros(self.nf, np.int64)
             return self.start_ns, self.start_ns + dur
