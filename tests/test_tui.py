@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -207,7 +208,7 @@ async def test_reports_renders_compliance_json(settings, tmp_path):
         table = app.query_one("#reports-table")
         await wait_for(pilot, lambda: table.row_count == len(rep["rules"]))
         first = table.get_row_at(0)
-        assert first[0] == rep["rules"][0]["name"] and first[3] == str(rep["rules"][0]["before"]["packets"])
+        assert first[0] == rep["rules"][0]["name"] and str(first[3]) == str(rep["rules"][0]["before"]["packets"])
         summary = str(app.query_one("#reports-summary").render())
         assert "eth.pcap" in summary and f"{rep['packets']} packets" in summary
 
@@ -333,18 +334,42 @@ def _quiet(app):
         w.cursor_blink = False
 
 
-def test_snapshot_recipes(settings, snap_compare):
-    app = make_app(settings, initial_tab="recipes")
+def test_snapshot_generate_form(settings, snap_compare):
+    """(Not the Recipes tab: its look would change with every edit of a shipped preset.)"""
+    app = make_app(replace(settings, output_dir="out"), initial_tab="generate")
 
     async def before(pilot):
         _quiet(app)
+        app.query_one("#gen-label").value = "dns"
+        app.query_one("#gen-count").value = "50"
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
 
+FROZEN_REPAIR = {   # a repair report frozen here, so that new repair rules do not change the snapshot
+    "mode": "repair", "source": "generate:zoom", "clean": True, "packets": 412, "flows": 20,
+    "padding_rows_dropped": 0, "empty_flows": 0,
+    "totals": {"before": {"packets": 391, "flows": 20}, "changed": {"packets": 391, "flows": 20},
+               "after": {"packets": 0, "flows": 0}},
+    "options": {}, "seconds": 0.0123,
+    "rules": [
+        {"name": n, "description": "", "scope": sc, "enabled": on, "before": {"packets": b, "flows": bf},
+         "changed": {"packets": c, "flows": cf, "fields": fl}, "after": {"packets": 0, "flows": 0}}
+        for n, sc, on, b, bf, c, cf, fl in (
+            ("ipv4_header", "packet", True, 212, 19, 212, 19, {"ipv4_ver": 40, "ipv4_hl": 212}),
+            ("ipv4_ttl", "packet", True, 17, 6, 17, 6, {"ipv4_ttl": 17}),
+            ("tcp_handshake", "flow", True, 31, 11, 31, 11, {"tcp_flags": 31}),
+            ("udp_length", "packet", True, 0, 0, 0, 0, {}),
+            ("ipv4_checksum", "packet", True, 391, 20, 391, 20, {"ipv4_cksum": 391}),
+            ("ipv4_fragments", "packet", False, 3, 1, 0, 0, {}))],
+}
+
+
 def test_snapshot_reports(settings, snap_compare, tmp_path):
-    d = compliance_dir(tmp_path)
+    d = tmp_path / "zoom"
+    d.mkdir()
+    (d / "compliance.json").write_text(json.dumps(FROZEN_REPAIR))
     app = make_app(settings, report_path=str(d / "compliance.json"))
 
     async def before(pilot):
@@ -394,3 +419,22 @@ async def test_generate_cancel_sets_the_token(settings, monkeypatch):
         await pilot.click("#gen-cancel")
         await wait_for(pilot, lambda: any("cancelled" in m for m in notifications(app)))
         assert cancel_btn.disabled and not app.query_one("#gen-start").disabled
+
+
+@sync
+async def test_models_tab_and_keymap(settings, tmp_path):
+    ck = Path(settings.models_dir) / "small"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text(json.dumps({"classes": ["dns", "zoom"], "steps": 300, "layout": "2",
+                                                "model": {"d_model": 64}}))
+    (ck / "model.safetensors").write_bytes(b"\0" * 4096)
+    app = make_app(replace(settings, keymap={"show-reports": "r"}))
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one("#models-table")
+        await wait_for(pilot, lambda: any(m.name == "small" for m in app.models))
+        row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0] == "small")
+        assert row[1:6] == ["local", "2", "300", "4.0 KiB", "2"]
+        table.focus()
+        await pilot.press("r")
+        await pilot.pause()
+        assert app.query_one("#tabs").active == "reports"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Static
 
 from .catalog import ReportView
+
+
+def _numeric(cell: str) -> bool:
+    return cell == "-" or cell.replace(".", "", 1).isdigit()
 
 
 class ReportsPane(Vertical):
@@ -27,7 +32,7 @@ class ReportsPane(Vertical):
         t.clear(columns=True)
         t.add_columns(*view.columns)
         for row in view.rows:
-            t.add_row(*row)
+            t.add_row(*(Text(c, justify="right") if _numeric(c) else c for c in row))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "reports-open":
