@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from engine.errors import InputError
 from netdiff_tui.cli import CAPTURE_EXTS, Progress, friendly, main
@@ -26,7 +27,7 @@ def load_inputs(inputs, on_event=None, label: str = ""):
     from engine.dataset import FLOW_EXTS, flow_files, load_flows
     from engine.flows import FlowConfig
     from engine.pipeline import encode_capture
-    mats, metas = [], []
+    mats, metas, psums = [], [], []
     caps, flows = [], []
     for p in map(Path, inputs):
         if not p.exists():
@@ -49,10 +50,13 @@ def load_inputs(inputs, on_event=None, label: str = ""):
         for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event):
             mats += [b.flow(i) for i in range(len(b))]
             metas += b.metas
+            psums += [b.psum[b.offsets[i]:b.offsets[i + 1]] for i in range(len(b))]
     for m, meta in load_flows(flows):
         mats.append(m)
         metas.append(meta)
-    return mats, metas, len(caps) + len(flows)
+        # flow files hold no payload: their checksums are judged as decoded (zero payload)
+        psums.append(np.zeros(len(m), np.int64))
+    return mats, metas, psums
 
 
 @main.command()
@@ -66,7 +70,11 @@ def load_inputs(inputs, on_event=None, label: str = ""):
 @click.option("--rules", "list_rules", is_flag=True, is_eager=True, help="List the rules and exit.")
 @friendly
 def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules):
-    """Compliance report of captures (or flow files): exit 0 clean, 1 violations, 2 bad input."""
+    """Compliance report of captures (or flow files): exit 0 clean, 1 violations, 2 bad input.
+
+    Checksums of captures are verified over their real payloads; packets whose
+    payload was cut by the snap length cannot be judged and are not counted.
+    """
     from engine.repair import check_flows
     if list_rules:
         from engine.repair import rule_table
@@ -75,8 +83,8 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
         return
     opts = _repair_options(mtu, None, disable, allow_fragments, 0)
     with Progress() as prog:
-        mats, metas, nfiles = load_inputs(inputs, prog)
-    rep = check_flows(mats, metas, opts, source=", ".join(map(str, inputs)))
+        mats, metas, psums = load_inputs(inputs, prog)
+    rep = check_flows(mats, metas, opts, source=", ".join(map(str, inputs)), payload_sums=psums)
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         rep.write(report_dir)
@@ -104,7 +112,7 @@ def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragment
     from engine.repair import repair_flows
     opts = _repair_options(mtu, server_port, disable, allow_fragments, seed)
     with Progress(None if not quiet else False) as prog:
-        mats, metas, nfiles = load_inputs(inputs, prog)
+        mats, metas, _ = load_inputs(inputs, prog)
     if not mats:
         raise InputError(None, "no flows in the inputs")
     mats, metas, rep = repair_flows(mats, metas, opts, source=", ".join(map(str, inputs)))

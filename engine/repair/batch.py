@@ -138,6 +138,9 @@ class Batch:
         self.flow_ids = list(flow_ids)
         self.start_ns = np.zeros(self.nf, np.int64) if start_ns is None else np.asarray(start_ns, np.int64)
         self.opts = opts
+        # per row: one's-complement sum of the real payload (check of a capture), -1 unknown;
+        # None: payloads are the decoder's zero bytes
+        self.payload_sum: np.ndarray | None = None
         self.idx = np.arange(self.n)
         self.version = 0
         self._cache: dict = {}

@@ -59,6 +59,13 @@ def ipv4(b: Batch, rows: np.ndarray) -> np.ndarray:
     return (~fold(s)) & 0xFFFF
 
 
+def _payload(b: Batch, rows: np.ndarray) -> np.ndarray:
+    """Sum of the real payload words where known (checking a capture), else 0 (zero payload)."""
+    if b.payload_sum is None:
+        return 0
+    return np.maximum(b.payload_sum[rows], 0)
+
+
 def _pseudo(b: Batch, rows: np.ndarray, proto: int) -> np.ndarray:
     src, dst = (x[rows] for x in b.src_dst())
     l4len = b.ip_len()[rows] - b.ihl_bytes()[rows]
@@ -69,14 +76,14 @@ def tcp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct TCP checksum of ``rows`` (zero payload, pseudo-header from the flow's addresses)."""
     words = _words(b, rows, COL_TCP)                   # 30 words, word 8 is the checksum
     nw = np.minimum(b.l4_hdr_bytes()[rows] // 2, 30)
-    s = _masked_sum(words, nw, skip=8) + _pseudo(b, rows, 6)
+    s = _masked_sum(words, nw, skip=8) + _pseudo(b, rows, 6) + _payload(b, rows)
     return (~fold(s)) & 0xFFFF
 
 
 def udp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct UDP checksum of ``rows``; a computed 0 is sent as 0xFFFF."""
     words = _words(b, rows, COL_UDP)                   # 4 words, word 3 is the checksum
-    s = words.sum(axis=1) - words[:, 3] + _pseudo(b, rows, 17)
+    s = words.sum(axis=1) - words[:, 3] + _pseudo(b, rows, 17) + _payload(b, rows)
     c = (~fold(s)) & 0xFFFF
     return np.where(c == 0, 0xFFFF, c)
 
@@ -84,7 +91,7 @@ def udp(b: Batch, rows: np.ndarray) -> np.ndarray:
 def icmp(b: Batch, rows: np.ndarray) -> np.ndarray:
     """Correct ICMP checksum of ``rows`` (header and zero payload; no pseudo-header)."""
     words = _words(b, rows, COL_ICMP)                  # 4 words, word 1 is the checksum
-    s = words.sum(axis=1) - words[:, 1]
+    s = words.sum(axis=1) - words[:, 1] + _payload(b, rows)
     return (~fold(s)) & 0xFFFF
 
 
@@ -108,6 +115,8 @@ class _ChecksumRule(Rule):
         want = self.compute(b, rows)
         cur = b.get(self.field_name)[rows]
         bad = self.violates(cur, want)
+        if b.payload_sum is not None and self.proto != "ipv4":
+            bad &= b.payload_sum[rows] >= 0     # payload not captured: cannot be judged
         p.field(self.field_name, rows[bad], want[bad])
         return p
 
@@ -124,7 +133,7 @@ class Ipv4Checksum(_ChecksumRule):
 
 class TcpChecksum(_ChecksumRule):
     name = "tcp_checksum"
-    description = "TCP checksum correct (pseudo-header with the flow's addresses; zero payload)"
+    description = "TCP checksum correct (pseudo-header with the flow's addresses; real payload when checking a capture, else the zero payload the decoder writes)"
     field_name, proto, compute = "tcp_cksum", "tcp", staticmethod(tcp)
 
 
@@ -140,5 +149,5 @@ class UdpChecksum(_ChecksumRule):
 
 class IcmpChecksum(_ChecksumRule):
     name = "icmp_checksum"
-    description = "ICMP checksum correct (header and zero payload)"
+    description = "ICMP checksum correct (header and payload)"
     field_name, proto, compute = "icmp_cksum", "icmp", staticmethod(icmp)

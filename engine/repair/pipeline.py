@@ -136,10 +136,10 @@ def _snap(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, changed
 
 
-def _build(mats, metas, opts: RepairOptions):
+def _build(mats, metas, opts: RepairOptions, payload_sums=None):
     if len(mats) != len(metas):
         raise ValueError(f"{len(mats)} matrices but {len(metas)} metas")
-    parts, snaps, keep_flows = [], [], []
+    parts, snaps, keep_flows, psums = [], [], [], []
     dropped = 0
     for i, x in enumerate(mats):
         y, ch = _snap(x)
@@ -149,6 +149,8 @@ def _build(mats, metas, opts: RepairOptions):
             parts.append(y[pres])
             snaps.append(ch[pres])
             keep_flows.append(i)
+            if payload_sums is not None:
+                psums.append(np.asarray(payload_sums[i], np.int64)[pres])
     if parts:
         m = np.concatenate(parts)
         snap_rows = np.concatenate(snaps)
@@ -161,6 +163,8 @@ def _build(mats, metas, opts: RepairOptions):
     b = Batch(m, offsets, [x.init_ip for x in km], [x.resp_ip for x in km], [x.flow_id for x in km], opts,
               start_ns=[x.start_ns for x in km])
     b.snap_rows = snap_rows
+    if payload_sums is not None:
+        b.payload_sum = np.concatenate(psums) if psums else np.zeros(0, np.int64)
     return b, keep_flows, dropped
 
 
@@ -184,11 +188,18 @@ def _count_all(b: Batch) -> dict:
 # -- API -------------------------------------------------------------------------------------
 
 def check_flows(mats: list[np.ndarray], metas: list[FlowMeta], opts: RepairOptions = RepairOptions(),
-                source: str = "") -> ComplianceReport:
+                source: str = "", payload_sums: list[np.ndarray] | None = None) -> ComplianceReport:
     """Count every rule's violations in the flows as they are (after snapping and
-    dropping padding rows, which a decoder would do too). Nothing is changed."""
+    dropping padding rows, which a decoder would do too). Nothing is changed.
+
+    ``payload_sums`` (one array per flow, aligned with its rows; see
+    :attr:`engine.pipeline.EncodedFlows.psum`) makes the transport checksum
+    rules judge a real capture's packets with their real payloads: without it
+    checksums are those of zero payloads, as the decoder writes them. Rows
+    whose payload was not captured (-1) cannot be judged and are not counted.
+    """
     t0 = time.perf_counter()
-    b, keep, dropped = _build(mats, metas, opts)
+    b, keep, dropped = _build(mats, metas, opts, payload_sums)
     before = _count_all(b)
     rules, tp, tf = _rule_reports(b, opts, before, None, None)
     return ComplianceReport(
