@@ -36,10 +36,11 @@ class RuleReport:
     changed_fields: dict = field(default_factory=dict)
     after_packets: int | None = None
     after_flows: int | None = None
+    advisory: str = ""
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "description": self.description, "scope": self.scope,
-             "enabled": self.enabled,
+             "enabled": self.enabled, "advisory": self.advisory,
              "before": {"packets": self.before_packets, "flows": self.before_flows}}
         if self.after_packets is not None:
             d["changed"] = {"packets": self.changed_packets, "flows": self.changed_flows,
@@ -117,7 +118,7 @@ class ComplianceReport:
             vals = [r.before_packets, r.before_flows]
             if rep:
                 vals += [r.changed_packets, r.after_packets, r.after_flows]
-            name = r.name + ("" if r.enabled else " (off)")
+            name = r.name + ("" if r.enabled else " (off)") + (" *" if r.advisory else "")
             line = name.ljust(w) + "".join(str(v).rjust(13) for v in vals)
             if rep and r.changed_fields:
                 line += "  " + ", ".join(f"{k} {v}" for k, v in sorted(r.changed_fields.items()))
@@ -128,6 +129,9 @@ class ComplianceReport:
             tot += [self.packets_changed, self.total_after, self.flows_after]
         lines.append("any rule".ljust(w) + "".join(str(v).rjust(13) for v in tot))
         lines.append("")
+        if any(r.advisory for r in self.rules) and not rep:
+            lines.append("* advisory: a convention generated traffic follows, not a protocol requirement;"
+                         " not counted in 'any rule'")
         lines.append("result: " + ("clean: every enabled rule holds" if self.clean else
                                    f"NOT clean: {self.total_after} packets in {self.flows_after} flows violate a rule"))
         return "\n".join(lines) + "\n"

@@ -37,6 +37,9 @@ class Rule:
     name = ""
     description = ""
     scope = "packet"        # "packet": within one packet; "flow": across a flow's packets
+    # Non-empty (the reason) for a convention our generated traffic follows but the
+    # protocols do not require: a check reports it, and it does not make a capture unclean.
+    advisory = ""
 
     def plan(self, b: Batch) -> Plan:  # pragma: no cover - interface
         raise NotImplementedError

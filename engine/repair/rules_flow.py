@@ -88,6 +88,7 @@ class TcpTeardown(Rule):
 # -- addresses and ports ---------------------------------------------------------------
 
 class FlowAddresses(Rule):
+    advisory = 'real captures legitimately hold multicast, broadcast and link-local flows (mDNS, SSDP, DHCP)'
     name = "flow_addresses"
     scope = "flow"
     description = ("initiator and responder addresses unicast, usable and different (not 0/8, 127/8, "
@@ -191,6 +192,7 @@ class FlowPorts(Rule):
 
 
 class FlowUnique(Rule):
+    advisory = 'port reuse across connections is normal in real captures'
     name = "flow_unique"
     scope = "flow"
     description = ("TCP and UDP flows of one batch have distinct 5-tuples (else Wireshark and flow "
@@ -274,6 +276,7 @@ FULL_FLOW = 1024     # encoding's max_packets: a flow this long is cut there whe
 # -- IPv4 across packets ---------------------------------------------------------------
 
 class Ipv4TtlConstant(Rule):
+    advisory = "routes change and NATs rewrite TTLs; RFC 791 does not fix a flow's TTL"
     name = "ipv4_ttl_constant"
     scope = "flow"
     description = "TTL constant per direction (the first packet's)"
@@ -288,6 +291,7 @@ class Ipv4TtlConstant(Rule):
 
 
 class Ipv4Id(Rule):
+    advisory = 'RFC 6864: the ID of an atomic datagram carries no meaning and need not advance'
     name = "ipv4_id"
     scope = "flow"
     description = ("IP ID advances per direction: each step 1..32767 modulo 2^16 (wrap-around allowed); "
