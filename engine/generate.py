@@ -169,7 +169,10 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
     rank, world, state = _dist()
-    dev = state.device if state is not None else "cpu"
+    dev = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(dev) == "cpu":
+        from .model.diffusion import cpu_threads
+        torch.set_num_threads(1 if world > 1 else cpu_threads())
     model, mcfg, mdir = load_model(req.model, dev)
     mhash = weights_hash(mdir)
     L = model.config.max_packets

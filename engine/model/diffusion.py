@@ -8,6 +8,7 @@ Training uses diffusers' :class:`DDPMScheduler` (``add_noise``,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -28,9 +29,12 @@ def train_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: 
 def sample_scheduler(train_config: dict, solver: str = "dpm"):
     cfg = {k: v for k, v in dict(train_config).items() if not k.startswith("_")}
     if solver == "dpm":
-        # thresholding with sample_max_value 1 clips each predicted x0 to [-1, 1], where the data lives
+        # thresholding with sample_max_value 1 clips each predicted x0 to [-1, 1], where the data
+        # lives. For x0 prediction :func:`sample` clamps the model output itself: diffusers'
+        # thresholding computes a quantile per sample, which costs more than the model on a CPU.
         return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
-                                                       timestep_spacing="trailing", thresholding=True,
+                                                       timestep_spacing="trailing",
+                                                       thresholding=cfg.get("prediction_type") != "sample",
                                                        sample_max_value=1.0)
     if solver == "ddim":
         return DDIMScheduler.from_config(cfg, timestep_spacing="trailing", clip_sample=True, clip_sample_range=1.0)
@@ -78,6 +82,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     dev = next(model.parameters()).device
     L, W = model.config.max_packets, model.config.width
     x = initial_noise(seeds, (L, W)).to(dev) * sched.init_noise_sigma
+    x0_pred = sched.config.prediction_type == "sample"
     labels = labels.to(dev)
     null = torch.full_like(labels, model.config.num_classes)
     for k, t in enumerate(sched.timesteps):
@@ -88,10 +93,26 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
             both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]))
             cond, unc = both.chunk(2)
             out = unc + guidance * (cond - unc)
+        if x0_pred:
+            out = out.clamp(-1.0, 1.0)
         x = sched.step(out, t, x).prev_sample
         if on_step is not None:
             on_step(k + 1, steps)
     return x
+
+
+def cpu_threads() -> int:
+    """Torch CPU threads for sampling: ``$NETDIFF_THREADS``, else 1.
+
+    One thread by default, for two reasons: the thread count can change how a
+    matrix product is split and so the last bits of a float, and samples must
+    not depend on how busy the machine is (same seed, same bytes); and on
+    shared cores OpenMP threads that wait on each other collapse (a 2-thread
+    forward pass measured 9x slower than 1 thread under load). Several
+    processes (``accelerate launch``) use the cores instead.
+    """
+    env = os.environ.get("NETDIFF_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
 def snap(x: torch.Tensor | np.ndarray) -> np.ndarray:
