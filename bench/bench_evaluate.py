@@ -35,6 +35,14 @@ def fmt(v, nd=3):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def _model_hash(model) -> str:
+    try:
+        from engine.model.checkpoint import resolve, weights_hash
+        return weights_hash(resolve(model))
+    except Exception as e:   # a missing model only costs the hash
+        return f"unknown ({e})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", default=os.environ.get("NETDIFF_DATA", str(ROOT.parent / "shared" / "data")) + "/real")
@@ -94,6 +102,8 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
          f"- classes: those with >= {a.min_flows} real flows ({len(classes)}); synthetic flows per class = "
          "flows in the class's test split",
          f"- compared: the first {a.max_packets} packets of every flow (the model's length)",
+         f"- model: `{a.model or 'engine/default_model'}` (weights sha256 {_model_hash(a.model)}); "
+         f"packets: real test {r['packets']['real_test']}, model {r['packets']['synthetic']}",
          f"- baselines: random bits + repair, per-field marginals of the real train split + repair "
          f"({next(iter(r.get('baseline_repair', {}).values()), 'n/a')})", ""]
     L += ["## Headline", ""]
@@ -117,6 +127,16 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
                         f"{fmt(res['real_matched']['macro_f1'])}: {fmt(s.get('tstr_ratio_matched_' + feat), 2)}x.)"
                         if res.get("real_matched") else ""))
     L.append("")
+    d = r.get("detectability") or {}
+    if d:
+        L += ["## Detectability (cross-validated random forest, real test vs candidate; 0.5 = indistinguishable)",
+              "", "| candidate | ROC AUC, packet bits (no ports) | ROC AUC, flow statistics (no ports) |",
+              "|---|---:|---:|"]
+        for k in cands:
+            v = d.get(k) or {}
+            L.append(f"| {k} | {fmt((v.get('packet_bits_noports') or {}).get('auc'))} | "
+                     f"{fmt((v.get('flow_stats_noports') or {}).get('auc'))} |")
+        L.append("")
     L += ["## Mean JSD by group (over classes)", "", "| group | " + " | ".join(cands) + " |",
           "|---|" + "---:|" * len(cands)]
     for g in ("header", "header_present", "packet", "flow"):
