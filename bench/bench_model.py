@@ -73,12 +73,29 @@ def bench_sample(model_ref, n: int, label: str) -> dict:
         out[f"sample_flows_per_s_g{g:g}"] = round(n / (time.perf_counter() - t0), 2)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
+        import os
+        os.environ.setdefault("NETDIFF_THREADS", str(torch.get_num_threads()))
         s = generate(GenerationRequest(label=cfg["classes"][cls], count=n, model=model_ref, seed=0), Path(d) / "o")
         el = time.perf_counter() - t0
     out.update({"generate_flows_per_s": round(n / el, 2), "generate_seconds": round(el, 2),
                 "generate_redraws": s["sampling"]["drawn"] - n, "generate_clean": s["compliance_clean"],
                 "generate_packets": s["packets"], "sample_peak_rss_mb": round(rss_mb(), 1)})
     return out
+
+
+def bench_processes(n_proc: int, flows: int, label: str) -> dict:
+    """End-to-end ``netdiff generate`` under ``accelerate launch`` with several CPU processes."""
+    import subprocess
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n_proc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "netdiff_tui", "generate", "--label", label, "-n", str(flows), "-o", f"{d}/o", "-q"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        el = time.perf_counter() - t0
+        g = json.loads(Path(f"{d}/o/generate.json").read_text())["summary"]
+    return {f"generate_{n_proc}proc_wall_s": round(el, 2), f"generate_{n_proc}proc_sample_s": g["sample_seconds"],
+            f"generate_{n_proc}proc_flows_per_s_sampling": round(flows / g["sample_seconds"], 2)}
 
 
 def main() -> None:
@@ -91,6 +108,7 @@ def main() -> None:
     ap.add_argument("--label", default="zoom")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--processes", type=int, default=0, help="also time generate under accelerate launch")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -98,6 +116,8 @@ def main() -> None:
     if a.run:
         res.update(run_stats(a.run))
     res.update(bench_sample(a.model, a.flows, a.label))
+    if a.processes > 1:
+        res.update(bench_processes(a.processes, a.flows, a.label))
     if a.data:
         res.update(bench_train(a.data, a.train_steps))
     print(json.dumps(res, indent=2))
