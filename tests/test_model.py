@@ -112,6 +112,32 @@ def test_resume_matches_uninterrupted(tiny_data, tmp_path):
     assert "optimizer" in opt
 
 
+def test_sigterm_saves_checkpoint_and_resumes(tiny_data, tmp_path):
+    import signal
+    import time
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**TINY, "checkpoint_every": 10**6}))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "netdiff_tui", "train", "--data", str(tiny_data), "--out", str(run),
+           "--config", str(cfg), "--steps", "100000", "-q"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ev = run / "events.jsonl"
+    t0 = time.time()
+    while not (ev.exists() and '"TrainStep"' in ev.read_text()):
+        assert p.poll() is None and time.time() - t0 < 60, p.communicate()
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    cks = sorted((run / "checkpoints").glob("step-*"))
+    assert len(cks) == 1
+    step = int(cks[0].name.split("-")[1])
+    assert step >= 1 and "stopped at step" in ev.read_text()
+    from engine.train import train
+    s = train(tiny_data, run, resume=True, steps=step + 1)
+    assert s["steps"] == step + 1 and (run / "model" / "model.safetensors").exists()
+
+
 def test_generate_same_seed_same_bytes(tiny_run, tmp_path):
     from engine.generate import generate
 
