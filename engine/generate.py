@@ -33,6 +33,7 @@ from engine.capture import atomic_write_bytes
 from engine.codec import FlowMeta, write_pcap
 from engine.errors import InputError
 from engine.layout import LAYOUT, get, put
+from engine.packets import ip_str
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from .model.checkpoint import load_model, weights_hash
@@ -228,7 +229,6 @@ def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info
                 cancel.check()
             rel = f"{req.label}/{req.label}-{i:05d}.pcap"
             n = write_pcap(tmp / rel, [m], [meta])
-            from engine.packets import ip_str
             rows.append({"file": rel, "label": req.label, "packets": n, "seed": req.seed, "model_hash": mhash,
                          "synthetic": 1, "flow_id": meta.flow_id, "proto": meta.proto,
                          "init_ip": ip_str(meta.init_ip), "init_port": meta.init_port,
