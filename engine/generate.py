@@ -124,26 +124,37 @@ def make_metas(req, mats: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
     return metas, sports
 
 
-def _repair(req, mats, metas, emit):
-    """Run the repair step once over every flow.
+def _repair(req, mats, metas, emit, sports=None):
+    """Repair every flow; flows are grouped by their chosen service port.
 
-    The per-flow ports chosen from ``req.server_ports`` are already in the
-    bits (:func:`set_ports`); the repair API takes one service port, so it is
-    passed only when the request names exactly one.
+    The repair API takes one service port per call, and it is the repair
+    (which settles which side initiates) that must put it on the responder,
+    so each group of flows sharing a port is repaired in one call. Groups
+    never share a 5-tuple, so the duplicate-5-tuple rule loses nothing.
     """
     try:
-        from engine.repair import RepairOptions, repair_flows
+        from engine.repair import RepairOptions, merge_reports, repair_flows
     except ImportError:
         emit(Message("warning", "engine.repair is not available: flows are written unrepaired"))
         return mats, metas, None
-    try:
-        opts = RepairOptions(mtu=req.mtu, allow_fragments=req.allow_fragments,
-                             disabled=frozenset(req.disabled_rules),
-                             server_port=int(req.server_ports[0]) if len(req.server_ports) == 1 else None,
-                             client_port_range=tuple(req.client_port_range), seed=req.seed)
-    except ValueError as e:
-        raise InputError(None, str(e)) from None
-    return repair_flows(mats, metas, opts, source=f"generate:{req.label}")
+    groups: dict = {}
+    for i in range(len(mats)):
+        port = int(sports[i]) if req.server_ports and sports is not None else None
+        groups.setdefault(port, []).append(i)
+    out_m, out_t, reports = list(mats), list(metas), []
+    for port, idx in sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        try:
+            opts = RepairOptions(mtu=req.mtu, allow_fragments=req.allow_fragments,
+                                 disabled=frozenset(req.disabled_rules), server_port=port,
+                                 client_port_range=tuple(req.client_port_range), seed=req.seed)
+        except ValueError as e:
+            raise InputError(None, str(e)) from None
+        rm, rt, rep = repair_flows([mats[i] for i in idx], [metas[i] for i in idx], opts,
+                                   source=f"generate:{req.label}")
+        for j, i in enumerate(idx):
+            out_m[i], out_t[i] = rm[j], rt[j]
+        reports.append(rep)
+    return out_m, out_t, merge_reports(reports, source=f"generate:{req.label}")
 
 
 def _dist():
@@ -205,8 +216,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
                 setattr(agg, k, getattr(agg, k) + v)
         stats = agg
     mats = [flows[i] for i in range(req.count)]
-    metas, _ = make_metas(req, mats)
-    mats, metas, report = _repair(req, mats, metas, emit)
+    metas, sports = make_metas(req, mats)
+    mats, metas, report = _repair(req, mats, metas, emit, sports)
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
                      {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
                       "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world})

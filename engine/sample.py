@@ -96,11 +96,48 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                 stats.redrawn_short += int(short)
                 stats.redrawn_transport += int(wrong and not short)
             else:
-                done[i] = best[i]
+                done[i] = force_transport(best[i], want) if want is not None else best[i]
                 stats.gave_up += 1
         pending = retry + pending
         emit(TaskProgress("sample", len(done), total, "flows"))
     return done
+
+
+def force_transport(m: np.ndarray, want: int) -> np.ndarray:
+    """Rewrite a flow's transport headers to protocol ``want`` (6, 17 or 1).
+
+    Used when rejection sampling never drew the wanted transport: ports carry
+    over, everything else starts neutral and the repair rules make it valid
+    (lengths, handshake, sequence numbers, checksums).
+    """
+    if len(m) == 0 or flow_proto(m) == want:
+        return m
+    from .layout import ABSENT, LAYOUT, get, put
+    m = m.copy()
+    tcp = m[:, LAYOUT.cols("tcp_sprt").start] != ABSENT
+    udp = ~tcp & (m[:, LAYOUT.cols("udp_sport").start] != ABSENT)
+    sport = np.where(tcp, get(m, "tcp_sprt"), np.where(udp, get(m, "udp_sport"), 0))
+    dport = np.where(tcp, get(m, "tcp_dprt"), np.where(udp, get(m, "udp_dport"), 0))
+    for blk in ("tcp", "udp", "icmp"):
+        m[:, LAYOUT.block(blk)] = ABSENT
+    put(m, "ipv4_proto", want)
+    if want == 17:
+        m[:, LAYOUT.block("udp")] = 0
+        put(m, "udp_sport", sport)
+        put(m, "udp_dport", dport)
+    elif want == 6:
+        blk = LAYOUT.block("tcp")
+        opt = LAYOUT.cols("tcp_opt")
+        m[:, blk.start:opt.start] = 0
+        put(m, "tcp_sprt", sport)
+        put(m, "tcp_dprt", dport)
+        put(m, "tcp_doff", 5)
+        put(m, "tcp_ackf", 1)
+        put(m, "tcp_wsize", 65535)
+    else:
+        m[:, LAYOUT.block("icmp")] = 0
+        put(m, "icmp_type", 8)
+    return m
 
 
 def _better(m: np.ndarray, old: np.ndarray, pmin: int, want: int | None) -> bool:

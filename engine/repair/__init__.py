@@ -13,7 +13,7 @@ True
 
 from .batch import Batch
 from .pipeline import RULE_NAMES, RULES, RepairOptions, check_flows, make_batch, repair_flows, rule_table
-from .report import ComplianceReport, RuleReport
+from .report import ComplianceReport, RuleReport, merge_reports
 
 __all__ = ["RULES", "RULE_NAMES", "RepairOptions", "repair_flows", "check_flows", "rule_table",
            "ComplianceReport", "RuleReport", "Batch", "make_batch"]

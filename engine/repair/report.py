@@ -153,3 +153,36 @@ class ComplianceReport:
         atomic_write_bytes(jp, [json.dumps(self.to_dict(), indent=2).encode() + b"\n"])
         atomic_write_bytes(tp, [self.to_table().encode()])
         return jp, tp
+
+
+def merge_reports(reports: list[ComplianceReport], source: str = "") -> ComplianceReport:
+    """One report for several repair/check calls over disjoint flows (counts add up)."""
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    rules = []
+    for i, r0 in enumerate(first.rules):
+        rr = RuleReport(r0.name, r0.description, r0.scope, r0.enabled, 0, 0, advisory=r0.advisory)
+        if r0.after_packets is not None:
+            rr.changed_packets = rr.changed_flows = rr.after_packets = rr.after_flows = 0
+        for rep in reports:
+            r = rep.rules[i]
+            rr.before_packets += r.before_packets
+            rr.before_flows += r.before_flows
+            if r.after_packets is not None:
+                rr.changed_packets += r.changed_packets or 0
+                rr.changed_flows += r.changed_flows or 0
+                rr.after_packets += r.after_packets
+                rr.after_flows += r.after_flows
+                for k, v in r.changed_fields.items():
+                    rr.changed_fields[k] = rr.changed_fields.get(k, 0) + v
+        rules.append(rr)
+    tot = {k: sum(getattr(r, k) for r in reports) for k in (
+        "packets", "flows", "total_before", "flows_before", "total_after", "flows_after", "packets_changed",
+        "flows_changed", "padding_rows_dropped", "empty_flows")}
+    opts = dict(first.options)
+    ports = sorted({r.options.get("server_port") for r in reports if r.options.get("server_port") is not None})
+    if ports:
+        opts["server_port"] = ports
+    return ComplianceReport(mode=first.mode, rules=rules, options=opts, source=source or first.source,
+                            seconds=sum(r.seconds for r in reports), **tot)

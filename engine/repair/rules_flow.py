@@ -128,8 +128,9 @@ class FlowPorts(Rule):
     name = "flow_ports"
     scope = "flow"
     description = ("one port pair per TCP/UDP flow, swapped by direction; the responder port is the "
-                   "service port when one is given, otherwise each side keeps its most common port "
-                   "(per bit); port 0 is replaced from the seed")
+                   "service port when one is given (and then the initiator's port lies in the client "
+                   "port range), otherwise each side keeps its most common port (per bit); port 0 is "
+                   "replaced from the seed")
 
     def ports(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Per flow: (initiator port, responder port) the flow should have."""
@@ -148,9 +149,11 @@ class FlowPorts(Rule):
                 two = 2 * cnt
                 maj = (two > b.sizes[:, None]) | ((two == b.sizes[:, None]) & first)
                 out[fl] = bits_to_uint(maj.astype(np.int8))[fl].astype(np.int64)
-        if b.opts.server_port is not None:
-            resp[ft <= 1] = b.opts.server_port
         lo, hi = b.opts.client_port_range
+        if b.opts.server_port is not None:
+            # a service port comes from a recipe, and so does the client's port range
+            resp[ft <= 1] = b.opts.server_port
+            init[(init < lo) | (init > hi)] = 0
         for f in np.nonzero((ft <= 1) & (ft >= 0) & (init == 0))[0]:
             init[f] = det_int(b.opts.seed, b.flow_ids[f], "client_port", lo, hi)
         for f in np.nonzero((ft <= 1) & (ft >= 0) & (resp == 0))[0]:
@@ -169,8 +172,10 @@ class FlowPorts(Rule):
             sp, dp = b.get(sn), b.get(dn)
             ip_, rp = np.where(fwd, sp, dp), np.where(fwd, dp, sp)
             f0 = b.starts[b.fid]
+            lo, hi = b.opts.client_port_range
             if ((rows & ((ip_ != ip_[f0]) | (rp != rp[f0]) | (ip_ == 0) | (rp == 0))).any()
-                    or (b.opts.server_port is not None and (rows & (rp != b.opts.server_port)).any())):
+                    or (b.opts.server_port is not None
+                        and (rows & ((rp != b.opts.server_port) | (ip_ < lo) | (ip_ > hi))).any())):
                 return False
         return True
 
