@@ -32,6 +32,29 @@ def train(data, out, config, resume, steps, quiet):
                    f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}")
 
 
+def _job_log(req, out):
+    """An events.jsonl for this generation in the console's jobs directory, so that
+    ``netdiff tui`` (in another shell, after an SSH reconnect) can follow it."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from engine.progress import EventLog
+    from netdiff_tui.settings import load_settings
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        jobs = Path(load_settings().jobs_dir).expanduser()
+        d = jobs / f"generate-{req.label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "job.json").write_text(json.dumps({"kind": "generate", "label": req.label, "count": req.count,
+                                                "seed": req.seed, "out": str(Path(out).resolve())}) + "\n")
+        return EventLog(d / "events.jsonl")
+    except OSError:
+        return None      # following is a convenience: never fail a generation for it
+
+
 def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
     """The body of ``netdiff generate``: run a request with a progress bar, print a summary.
 
@@ -45,10 +68,13 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
         if isinstance(ev, Message) and ev.level in ("warning", "error"):
             state.setdefault("msgs", []).append(ev.text)
 
+    job_log = _job_log(req, out)
     with Progress(None if not quiet else False) as prog:
         def on_event(ev):
             prog(ev)
             echo_messages(ev)
+            if job_log is not None:
+                job_log(ev)
         summary = generate(req, out, on_event=on_event, force=force)
     if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
         return summary
