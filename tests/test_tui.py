@@ -95,8 +95,7 @@ async def test_tabs_switch_with_keys(settings):
         assert tabs.active == "models"
         for key, tab in (("2", "recipes"), ("3", "jobs"), ("4", "reports"), ("5", "generate"), ("1", "models")):
             await pilot.press(key)
-            await pilot.pause()
-            assert tabs.active == tab
+            await wait_for(pilot, lambda: tabs.active == tab)
 
 
 @sync
@@ -436,5 +435,6 @@ async def test_models_tab_and_keymap(settings, tmp_path):
         assert row[1:6] == ["local", "2", "300", "4.0 KiB", "2"]
         table.focus()
         await pilot.press("r")
-        await pilot.pause()
+        # under load the tab switch can take more than one frame
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "reports")
         assert app.query_one("#tabs").active == "reports"
