@@ -32,13 +32,14 @@ def flow_seed(seed: int, index: int, attempt: int) -> int:
 
 
 def flow_proto(m: np.ndarray) -> int:
-    """Majority transport of a flow's rows: 6, 17, 1, or 0 when no row has one."""
+    """A flow's transport as the repair step and the decoder see it: its first packet's
+    (TCP, then UDP, then ICMP block present, in that order of precedence): 6, 17, 1, or 0."""
     if len(m) == 0:
         return 0
-    votes = {6: int((m[:, COL_TCP.start] != -1).sum()), 17: int((m[:, COL_UDP.start] != -1).sum()),
-             1: int((m[:, COL_ICMP.start] != -1).sum())}
-    p, n = max(votes.items(), key=lambda kv: kv[1])
-    return p if n > 0 else 0
+    for col, p in ((COL_TCP, 6), (COL_UDP, 17), (COL_ICMP, 1)):
+        if m[0, col.start] != -1:
+            return p
+    return 0
 
 
 @dataclass
@@ -87,7 +88,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
             short = len(m) < packets_min
             wrong = want is not None and flow_proto(m) != want
             if not (short or wrong):
-                done[i] = m
+                done[i] = force_transport(m, want) if want is not None else m   # odd rows of another transport
                 continue
             if i not in best or _better(m, best[i], packets_min, want):
                 best[i] = m
@@ -103,40 +104,60 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     return done
 
 
-def force_transport(m: np.ndarray, want: int) -> np.ndarray:
-    """Rewrite a flow's transport headers to protocol ``want`` (6, 17 or 1).
+def row_proto(m: np.ndarray) -> np.ndarray:
+    """Per row: 6, 17, 1 or 0, by the same precedence as :func:`flow_proto`."""
+    out = np.zeros(len(m), np.int64)
+    for col, p in ((COL_ICMP, 1), (COL_UDP, 17), (COL_TCP, 6)):
+        out[m[:, col.start] != -1] = p
+    return out
 
-    Used when rejection sampling never drew the wanted transport: ports carry
-    over, everything else starts neutral and the repair rules make it valid
+
+def force_transport(m: np.ndarray, want: int) -> np.ndarray:
+    """Rewrite the transport headers of every row that is not protocol ``want`` (6, 17 or 1).
+
+    Used when rejection sampling never drew the wanted transport, and for the
+    odd rows of another transport inside an accepted flow: ports carry over
+    (from the row, else from the flow's first row of the wanted transport),
+    everything else starts neutral and the repair rules make it valid
     (lengths, handshake, sequence numbers, checksums).
     """
-    if len(m) == 0 or flow_proto(m) == want:
+    rp = row_proto(m)
+    bad = rp != want
+    if len(m) == 0 or not bad.any():
         return m
     from .layout import ABSENT, LAYOUT, get, put
     m = m.copy()
-    tcp = m[:, LAYOUT.cols("tcp_sprt").start] != ABSENT
-    udp = ~tcp & (m[:, LAYOUT.cols("udp_sport").start] != ABSENT)
+    tcp, udp = rp == 6, rp == 17
     sport = np.where(tcp, get(m, "tcp_sprt"), np.where(udp, get(m, "udp_sport"), 0))
     dport = np.where(tcp, get(m, "tcp_dprt"), np.where(udp, get(m, "udp_dport"), 0))
+    good = np.nonzero(~bad & ((rp == 6) | (rp == 17)))[0]
+    if len(good):
+        g = good[0]
+        fwd = m[g, LAYOUT.cols("meta_direction").start] != 0
+        i_port, r_port = (sport[g], dport[g]) if fwd else (dport[g], sport[g])
+        dirs = m[:, LAYOUT.cols("meta_direction").start] != 0
+        nop = (sport == 0) & (dport == 0)
+        sport = np.where(nop, np.where(dirs, i_port, r_port), sport)
+        dport = np.where(nop, np.where(dirs, r_port, i_port), dport)
+    rows = np.nonzero(bad)[0]
     for blk in ("tcp", "udp", "icmp"):
-        m[:, LAYOUT.block(blk)] = ABSENT
-    put(m, "ipv4_proto", want)
+        m[np.ix_(rows, np.arange(LAYOUT.block(blk).start, LAYOUT.block(blk).stop))] = ABSENT
+    put(m, "ipv4_proto", want, rows)
     if want == 17:
-        m[:, LAYOUT.block("udp")] = 0
-        put(m, "udp_sport", sport)
-        put(m, "udp_dport", dport)
+        m[np.ix_(rows, np.arange(LAYOUT.block("udp").start, LAYOUT.block("udp").stop))] = 0
+        put(m, "udp_sport", sport[rows], rows)
+        put(m, "udp_dport", dport[rows], rows)
     elif want == 6:
-        blk = LAYOUT.block("tcp")
-        opt = LAYOUT.cols("tcp_opt")
-        m[:, blk.start:opt.start] = 0
-        put(m, "tcp_sprt", sport)
-        put(m, "tcp_dprt", dport)
-        put(m, "tcp_doff", 5)
-        put(m, "tcp_ackf", 1)
-        put(m, "tcp_wsize", 65535)
+        blk, opt = LAYOUT.block("tcp"), LAYOUT.cols("tcp_opt")
+        m[np.ix_(rows, np.arange(blk.start, opt.start))] = 0
+        put(m, "tcp_sprt", sport[rows], rows)
+        put(m, "tcp_dprt", dport[rows], rows)
+        put(m, "tcp_doff", 5, rows)
+        put(m, "tcp_ackf", 1, rows)
+        put(m, "tcp_wsize", 65535, rows)
     else:
-        m[:, LAYOUT.block("icmp")] = 0
-        put(m, "icmp_type", 8)
+        m[np.ix_(rows, np.arange(LAYOUT.block("icmp").start, LAYOUT.block("icmp").stop))] = 0
+        put(m, "icmp_type", 8, rows)
     return m
 
 
