@@ -22,11 +22,18 @@ def encode_files(files: list[str | os.PathLike], out: str | os.PathLike, cfg: Fl
     bad file anywhere leaves no output behind.
     """
     all_stats = []
+    used: set[tuple[str, str]] = set()
     with DatasetWriter(out, fmt, force=force) as w:
         for f in files:
             lab = Path(f).parent.name if label_from_dir else (label or "")
+            # x.pcap and x.pcapng side by side must not share flow ids (their files would collide)
+            prefix = Path(f).stem
+            if (lab, prefix) in used:
+                prefix = Path(f).name.replace(".", "_")
+            used.add((lab, prefix))
             st = CaptureStats(os.fspath(f))
-            for batch in encode_capture(f, cfg, label=lab, stats=st, on_event=on_event, cancel=cancel):
+            for batch in encode_capture(f, cfg, label=lab, stats=st, on_event=on_event, cancel=cancel,
+                                        flow_prefix=prefix):
                 for i, meta in enumerate(batch.metas):
                     w.add(batch.flow(i), meta)
             all_stats.append(st)

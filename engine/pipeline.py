@@ -74,17 +74,18 @@ class EncodedFlows:
 def encode_capture(path: str | os.PathLike, cfg: FlowConfig = FlowConfig(), label: str = "",
                    stats: CaptureStats | None = None, on_event: OnEvent | None = None,
                    cancel: CancelToken | None = None, batch_packets: int = 65536,
-                   first_index: int = 0) -> Iterator[EncodedFlows]:
+                   first_index: int = 0, flow_prefix: str | None = None) -> Iterator[EncodedFlows]:
     """Read a capture and yield its flows encoded, batch after batch.
 
-    Flow ids are ``<file stem>-<n>`` numbered in the order flows finish.
+    Flow ids are ``<flow_prefix>-<n>`` (default prefix: the file's stem),
+    numbered in the order flows finish.
     Raises :class:`~engine.errors.InputError` on bad input.
     """
     path = os.fspath(path)
     stats = stats if stats is not None else CaptureStats(path)
     rdr = cap.CaptureReader(path, batch_packets)
     fa = FlowAssembler(cfg)
-    stem = Path(path).stem
+    stem = flow_prefix or Path(path).stem
     task = f"encode {Path(path).name}"
     emit = on_event or (lambda e: None)
     emit(TaskStarted(task, total=rdr.size, unit="B"))

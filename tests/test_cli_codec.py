@@ -69,3 +69,16 @@ def test_refuses_to_overwrite_and_force(tmp_path):
 def test_layout_command():
     r = netdiff("layout")
     assert "tcp_syn" in r.stdout and "1105 columns" in r.stdout
+
+
+def test_same_stem_captures_do_not_collide(tmp_path):
+    d = tmp_path / "in" / "cls"
+    d.mkdir(parents=True)
+    shutil.copy(FIXTURES / "eth.pcap", d / "x.pcap")
+    shutil.copy(FIXTURES / "multi_if.pcapng", d / "x.pcapng")
+    netdiff("encode", tmp_path / "in", "-o", tmp_path / "ds", "--label-from-dir", "--min-packets", "1")
+    rows = list(csv.DictReader(open(tmp_path / "ds" / "manifest.csv")))
+    files = [r["file"] for r in rows]
+    assert len(files) == len(set(files))
+    assert all((tmp_path / "ds" / f).exists() for f in files)
+    assert sum(int(r["packets"]) for r in rows) == 55 + 110
