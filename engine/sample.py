@@ -57,7 +57,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                  stats: SampleStats | None = None) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
-    Flows are snapped to {-1, 0, 1}, cut at their first padding row and at
+    Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
     ``packets_max`` rows; flows shorter than ``packets_min`` (or not of
     ``transport``) are drawn again, up to ``max_attempts`` times.
     """
