@@ -305,45 +305,24 @@ def _check_keys(v: _V, data: dict) -> None:
 
 
 def model_classes(model: str | None) -> tuple[str, ...] | None:
-    """Class list of a checkpoint when it can be read without loading weights (else None)."""
+    """Class list of a checkpoint from its ``config.json``, without loading weights (else None)."""
     d = Path(__file__).resolve().parent / "default_model" if model is None else Path(model)
-    if not d.is_dir():
+    try:
+        c = json.loads((d / "config.json").read_text()).get("classes")
+    except (OSError, ValueError, AttributeError):
         return None
-    for name in ("config.json", "model.json", "classes.json", "meta.json"):
-        f = d / name
-        if f.is_file():
-            try:
-                j = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            c = j.get("classes") or j.get("labels") if isinstance(j, dict) else j
-            if isinstance(c, dict):
-                c = list(c.values()) if all(isinstance(x, str) for x in c.values()) else list(c)
-            if isinstance(c, list) and c and all(isinstance(x, str) for x in c):
-                return tuple(c)
+    if isinstance(c, list) and c and all(isinstance(x, str) for x in c):
+        return tuple(c)
     return None
 
 
 def known_repair_rules() -> tuple[str, ...] | None:
     """Names of the repair rules, when the repair engine is installed."""
     try:
-        from . import repair
+        from .repair import RULE_NAMES
     except ImportError:
         return None
-    for attr in ("RULE_NAMES", "RULES", "rule_names"):
-        r = getattr(repair, attr, None)
-        if callable(r):
-            try:
-                r = r()
-            except Exception:  # noqa: BLE001 - a broken rule registry must not break validation
-                return None
-        if isinstance(r, dict):
-            return tuple(r)
-        if isinstance(r, (list, tuple)) and r:
-            names = [x if isinstance(x, str) else getattr(x, "name", None) for x in r]
-            if all(isinstance(x, str) for x in names):
-                return tuple(names)
-    return None
+    return tuple(RULE_NAMES)
 
 
 def parse_recipe(data: dict, path: str | os.PathLike | None = None, source: str = "file",
