@@ -68,7 +68,8 @@ def _segment(p: Packets, cfg: FlowConfig):
     """Sort packets by (5-tuple, time) and find where flows start.
 
     Returns:
-        order, key (sorted), flow_start (bool, sorted), is_last_seg_of_key info.
+        ``(order, flow_start, key_last, ts)``: the sort order; per sorted packet,
+        whether it starts a flow and whether it is its 5-tuple's last; sorted times.
     """
     lo_first = (p.src < p.dst) | ((p.src == p.dst) & (p.sport <= p.dport))
     a_ip = np.where(lo_first, p.src, p.dst).astype(np.uint64)
@@ -105,12 +106,10 @@ def _segment(p: Packets, cfg: FlowConfig):
     seg_first = idx[seg_start]
     pos = idx - seg_first[seg_id]
     flow_start = seg_start | (pos % cfg.max_packets == 0)
-    # a segment is closed if another segment of the same key follows it
-    next_new = np.ones(n, bool)
-    next_new[:-1] = seg_start[1:]
+    # the last packet of its 5-tuple in this batch: a flow ending elsewhere is closed
     key_last = np.ones(n, bool)
     key_last[:-1] = newkey[1:]
-    return order, flow_start, pos, seg_start, seg_id, key_last, ts
+    return order, flow_start, key_last, ts
 
 
 class FlowAssembler:
@@ -141,7 +140,7 @@ class FlowAssembler:
         n = len(p)
         if n == 0:
             return
-        order, flow_start, pos, seg_start, seg_id, key_last, ts = _segment(p, self.cfg)
+        order, flow_start, key_last, ts = _segment(p, self.cfg)
         flow_id = np.cumsum(flow_start) - 1
         nflows = int(flow_id[-1]) + 1
         size = np.bincount(flow_id, minlength=nflows)
@@ -165,15 +164,13 @@ class FlowAssembler:
         # emit finished flows ordered by their first packet's time
         fids = np.nonzero(done_ok)[0]
         fids = fids[np.lexsort((p.seq[order[first_idx[fids]]], ts[first_idx[fids]]))]
-        sel = np.concatenate([np.arange(first_idx[f], last_idx[f] + 1) for f in fids]) if len(fids) < 64 else \
-            _gather_ranges(first_idx[fids], size[fids])
+        sel = _gather_ranges(first_idx[fids], size[fids])
         pk = p.take(order[sel])
         offsets = np.concatenate([[0], np.cumsum(size[fids])]).astype(np.int64)
         first = pk.take(offsets[:-1])
         fwd_src = np.repeat(first.src, size[fids])
         fwd_sport = np.repeat(first.sport, size[fids])
         forward = (pk.src == fwd_src) & (pk.sport == fwd_sport)
-        # a flow from a host to itself on one port pair: direction by the first packet's dst
         yield FlowBatch(pk, offsets, first.src, first.dst, first.sport, first.dport, first.proto, forward)
 
 

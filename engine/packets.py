@@ -125,7 +125,6 @@ def l3_offsets(b: cap.RawBatch) -> tuple[np.ndarray, np.ndarray]:
 
 def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
     """Keep the IPv4 TCP/UDP/ICMP packets of a batch; count the others in ``skipped`` by reason."""
-    n = len(b.ts_ns)
     off, is4 = l3_offsets(b)
     known = np.isin(b.linktype, list(cap.LINK_NAMES))
     skipped["unsupported link type"] += int((~known).sum())

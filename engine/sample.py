@@ -11,7 +11,6 @@ flow indices (``i % world == rank``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -35,7 +34,6 @@ def train(data, out, config, resume, steps, quiet):
 def _job_log(req, out):
     """An events.jsonl for this generation in the console's jobs directory, so that
     ``netdiff tui`` (in another shell, after an SSH reconnect) can follow it."""
-    import json
     import os
     import time
     from pathlib import Path

@@ -190,7 +190,6 @@ def validate(names, all_, quiet):
 @friendly
 def edit(name):
     """Open a user recipe in $EDITOR, then validate it (a preset is copied to your recipes first)."""
-    import tomllib
     from engine import recipes as rp
     from engine.capture import atomic_write_bytes
     dest = rp.user_dir() / f"{name}.toml"

@@ -16,4 +16,4 @@ from .pipeline import RULE_NAMES, RULES, RepairOptions, check_flows, make_batch,
 from .report import ComplianceReport, RuleReport, merge_reports
 
 __all__ = ["RULES", "RULE_NAMES", "RepairOptions", "repair_flows", "check_flows", "rule_table",
-           "ComplianceReport", "RuleReport", "Batch", "make_batch"]
+           "ComplianceReport", "RuleReport", "Batch", "make_batch", "merge_reports"]
