@@ -50,7 +50,8 @@ class RawBatch:
         linktype: ``(n,)`` int32 link type of each packet's interface.
         even_sum, odd_sum: ``(n,)`` int64 sums of the frame's bytes at even and
             odd offsets (from the frame's start) over its whole captured length,
-            so checksums over payloads can be verified without keeping payloads.
+            so checksums over payloads can be verified without keeping payloads;
+            ``None`` unless the reader was asked for them (``payload_sums=True``).
     """
 
     ts_ns: np.ndarray
@@ -58,8 +59,8 @@ class RawBatch:
     caplen: np.ndarray
     wirelen: np.ndarray
     linktype: np.ndarray
-    even_sum: np.ndarray
-    odd_sum: np.ndarray
+    even_sum: np.ndarray | None
+    odd_sum: np.ndarray | None
 
 
 @dataclass
@@ -86,9 +87,11 @@ class CaptureReader:
     many packets were read.
     """
 
-    def __init__(self, path: str | os.PathLike, batch_packets: int = 65536):
+    def __init__(self, path: str | os.PathLike, batch_packets: int = 65536, payload_sums: bool = False):
         self.path = os.fspath(path)
         self.batch_packets = batch_packets
+        # only a compliance check of a capture needs them; they cost a third of encoding
+        self.payload_sums = payload_sums
         try:
             self.size = os.path.getsize(self.path)
         except OSError as e:
@@ -98,7 +101,7 @@ class CaptureReader:
         self.info = CaptureInfo(self.path, size=self.size)
 
     def __iter__(self) -> Iterator[RawBatch]:
-        return self._walk(_Accumulator(self.batch_packets))
+        return self._walk(_Accumulator(self.batch_packets, self.payload_sums))
 
     def records(self) -> Iterator["Record"]:
         """Every packet record with its original bytes, in file order (for copying packets as they are)."""
@@ -302,8 +305,9 @@ class _RecordSink:
 class _Accumulator:
     """Gathers fixed windows of packets from chunk buffers into batches."""
 
-    def __init__(self, batch_packets: int):
+    def __init__(self, batch_packets: int, payload_sums: bool = False):
         self.batch_packets = batch_packets
+        self.payload_sums = payload_sums
         self.parts: list[RawBatch] = []
         self.count = 0
 
@@ -313,6 +317,10 @@ class _Accumulator:
         idx = offs[:, None] + np.arange(FRAME_WINDOW)
         frame = arr[idx]
         frame[np.arange(FRAME_WINDOW)[None, :] >= caps[:, None]] = 0
+        if not self.payload_sums:
+            self.parts.append(RawBatch(ts, frame, caps, wires, lts, None, None))
+            self.count += len(offs)
+            return
         # byte sums by absolute parity; a frame's even offsets are the buffer's
         # even positions when the frame starts at an even position
         end = offs + caps
@@ -331,7 +339,7 @@ class _Accumulator:
     def drain(self, final: bool) -> Iterator[RawBatch]:
         if not self.parts or (not final and self.count < self.batch_packets):
             return
-        b = RawBatch(*(np.concatenate([getattr(p, k) for p in self.parts])
+        b = RawBatch(*(None if getattr(self.parts[0], k) is None else np.concatenate([getattr(p, k) for p in self.parts])
                        for k in ("ts_ns", "frame", "caplen", "wirelen", "linktype", "even_sum", "odd_sum")))
         self.parts, self.count = [], 0
         yield b

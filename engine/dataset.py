@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .capture import atomic_write_bytes
-from .codec import FlowMeta
+from .codec import COL_IAT, FlowMeta, iat_to_gaps
 from .errors import InputError
-from .layout import LAYOUT, LAYOUT_VERSION
+from .layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
 from .packets import ip_int, ip_str
 
 FORMATS = ("npz", "png", "nprint")
@@ -160,8 +160,6 @@ class DatasetWriter:
             self._made.add(label)
         rel = f"{label}/{meta.flow_id}{EXT[self.fmt]}"
         write_flow(self.tmp / rel, m, meta, self.fmt, atomic=False)
-        from .codec import COL_IAT, iat_to_gaps
-        from .layout import bits_to_uint
         dur = float(iat_to_gaps(bits_to_uint(m[1:, COL_IAT]).astype(np.int64)).sum()) / 1e9 if len(m) > 1 else 0.0
         self.rows.append({"file": rel, "label": meta.label, "flow_id": meta.flow_id, "proto": meta.proto,
                           "init_ip": ip_str(meta.init_ip), "init_port": meta.init_port,

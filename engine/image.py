@@ -8,6 +8,7 @@ chunks, so a PNG decodes back to a pcap on its own.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -98,7 +99,6 @@ def write_png(path: str | os.PathLike, m: np.ndarray, meta: dict | None = None,
     info = PngImagePlugin.PngInfo()
     if meta is not None:
         info.add_text("netdiff", json.dumps(meta))
-    import io
     bio = io.BytesIO()
     img.save(bio, format="PNG", pnginfo=info, compress_level=1)
     atomic_write_bytes(path, [bio.getvalue()])

@@ -33,7 +33,8 @@ class Packets:
         psum: ``(n,)`` int64 one's-complement sum (mod 65535) of the transport
             payload as 16-bit words, or -1 where the payload was not fully
             captured: lets checksums of real captures be verified although the
-            matrix holds no payload.
+            matrix holds no payload. All -1 unless the reader was asked for
+            payload sums.
     """
 
     ts_ns: np.ndarray
@@ -159,8 +160,11 @@ def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
     l4 = np.where(col[None, :] < l4len[:, None], l4, 0).astype(np.uint8)
     isport = proto != ICMP
     sel = rows[k]
-    psum = _payload_sums(b, sel, off[sel], ihl.astype(np.int64), l4len.astype(np.int64),
-                         _be16(ip, 2).astype(np.int64))
+    if b.even_sum is None:
+        psum = np.full(len(sel), -1, np.int64)
+    else:
+        psum = _payload_sums(b, sel, off[sel], ihl.astype(np.int64), l4len.astype(np.int64),
+                             _be16(ip, 2).astype(np.int64))
     return Packets(
         ts_ns=b.ts_ns[rows[k]], ip=ip, l4=l4, ihl=ihl, l4len=l4len, proto=proto,
         src=_be32(ip, 12), dst=_be32(ip, 16),

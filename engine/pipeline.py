@@ -74,16 +74,19 @@ class EncodedFlows:
 def encode_capture(path: str | os.PathLike, cfg: FlowConfig = FlowConfig(), label: str = "",
                    stats: CaptureStats | None = None, on_event: OnEvent | None = None,
                    cancel: CancelToken | None = None, batch_packets: int = 65536,
-                   first_index: int = 0, flow_prefix: str | None = None) -> Iterator[EncodedFlows]:
+                   first_index: int = 0, flow_prefix: str | None = None,
+                   payload_sums: bool = False) -> Iterator[EncodedFlows]:
     """Read a capture and yield its flows encoded, batch after batch.
 
     Flow ids are ``<flow_prefix>-<n>`` (default prefix: the file's stem),
     numbered in the order flows finish.
+    ``payload_sums=True`` fills :attr:`EncodedFlows.psum` (for checking a
+    capture's checksums); otherwise it is all -1.
     Raises :class:`~engine.errors.InputError` on bad input.
     """
     path = os.fspath(path)
     stats = stats if stats is not None else CaptureStats(path)
-    rdr = cap.CaptureReader(path, batch_packets)
+    rdr = cap.CaptureReader(path, batch_packets, payload_sums)
     fa = FlowAssembler(cfg)
     stem = flow_prefix or Path(path).stem
     task = f"encode {Path(path).name}"

@@ -22,8 +22,12 @@ def _repair_options(mtu, server_port, disable, allow_fragments, seed):
         raise InputError(None, str(e)) from None
 
 
-def load_inputs(inputs, on_event=None, label: str = ""):
-    """Captures, flow files (.npz/.png/.csv) or directories of either -> (matrices, metas)."""
+def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = False):
+    """Captures, flow files (.npz/.png/.csv) or directories of either -> (matrices, metas, payload sums).
+
+    ``payload_sums`` asks the reader for each packet's payload checksum sum
+    (only a check needs them); flow files hold no payload and get zeros.
+    """
     from engine.dataset import FLOW_EXTS, flow_files, load_flows
     from engine.flows import FlowConfig
     from engine.pipeline import encode_capture
@@ -47,7 +51,8 @@ def load_inputs(inputs, on_event=None, label: str = ""):
         else:
             caps.append(p)
     for c in caps:
-        for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event):
+        for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event,
+                                payload_sums=payload_sums):
             mats += [b.flow(i) for i in range(len(b))]
             metas += b.metas
             psums += [b.psum[b.offsets[i]:b.offsets[i + 1]] for i in range(len(b))]
@@ -83,12 +88,12 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
         return
     opts = _repair_options(mtu, None, disable, allow_fragments, 0)
     with Progress() as prog:
-        mats, metas, psums = load_inputs(inputs, prog)
+        mats, metas, psums = load_inputs(inputs, prog, payload_sums=True)
     rep = check_flows(mats, metas, opts, source=", ".join(map(str, inputs)), payload_sums=psums)
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         rep.write(report_dir)
-    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.to_table(), nl=not as_json or True)
+    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.to_table())
     sys.exit(0 if rep.clean else 1)
 
 
