@@ -45,7 +45,10 @@ from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinishe
 from .model.checkpoint import save_model
 from .model.data import load_split, load_table, make_split, manifest_hash
 from .model.denoiser import PacketDenoiser
-from .model.diffusion import train_scheduler, training_target
+from .model.diffusion import COL_DIR, train_scheduler, training_target
+from .model.lengths import impose, length_prior
+
+COL_VER = LAYOUT.cols("ipv4_ver").start
 
 
 @dataclass
@@ -78,6 +81,8 @@ class TrainConfig:
     sample_guidance: float = 1.0
     sample_solver: str = "dpm"
     num_threads: int | None = None    # torch CPU threads (None = torch's default); 1 holds up best on shared cores
+    init_from: str | None = None      # start from this checkpoint's weights (modules it lacks start at zero)
+    self_condition_rate: float = 0.5  # share of steps that feed the model its own estimate (self_condition models)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -187,6 +192,30 @@ def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
     return int(json.loads((ck / "state.json").read_text())["step"])
 
 
+def cks_exist(run_dir: Path) -> bool:
+    return bool(_checkpoints(run_dir))
+
+
+def present_rows_t(x0: torch.Tensor) -> torch.Tensor:
+    """``(B, L)`` bool: rows of a clean batch that hold a packet (as engine.codec.present_rows)."""
+    return (x0[..., COL_DIR] != -1) | (x0[..., COL_VER] != -1)
+
+
+def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> None:
+    """Copy a checkpoint's weights into ``model``; modules the checkpoint lacks keep their (zero)
+    init. Shapes and classes must match."""
+    from .model.checkpoint import resolve
+    d = resolve(ref)
+    src = json.loads((d / "config.json").read_text())
+    if src.get("classes") != classes:
+        raise InputError(d, "init_from: the checkpoint's classes differ from this run's")
+    sd = load_file(d / "model.safetensors")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    bad = [k for k in missing if not k.startswith(("row_emb.", "sc_inp."))] + list(unexpected)
+    if bad:
+        raise InputError(d, f"init_from: weights do not fit this model ({', '.join(bad[:4])})")
+
+
 def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, is_main: bool,
                  steps: int | None) -> tuple[TrainConfig, dict]:
     """Config and split for the run (written once by the main process, read back on resume)."""
@@ -246,6 +275,11 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
         torch.set_num_threads(int(cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = PacketDenoiser(num_classes=len(classes), width=LAYOUT.width, **cfg.model)
+    if cfg.init_from and not (resume and cks_exist(run_dir)):
+        _init_weights(model, cfg.init_from, classes)
+        emit(Message("info", f"weights initialised from {cfg.init_from}"))
+    if model.config.self_condition and cfg.prediction_type != "sample":
+        raise InputError(None, "self_condition needs prediction_type 'sample'")
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = train_scheduler(cfg.prediction_type, beta_schedule=cfg.beta_schedule)
@@ -269,7 +303,8 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
     info = {"classes": classes, "scheduler": {k: v for k, v in dict(sched.config).items() if not k.startswith("_")},
             "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
             "data_manifest_sha256": mhash, "seed": cfg.seed, "layout": LAYOUT_VERSION,
-            "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed")}
+            "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
+            "lengths": length_prior(table.offsets, table.labels, classes, L)}
 
     t0, s0, loss_acc, n_acc = time.time(), start, 0.0, 0
     step = start
@@ -292,13 +327,31 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
             t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
             drop = torch.rand(len(idx), generator=g) < cfg.label_dropout
             y = torch.where(drop, torch.full_like(y, null), y)
+            # the same coin on every rank (seeded without the rank), so all ranks run the same graph
+            sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
             xt = sched.add_noise(x0, noise, t)
             target = training_target(sched, x0, noise, t)
-            xt, target, t, y = (v.to(acc.device) for v in (xt, target, t, y))
+            rows = present_rows_t(x0)
+            xt, target, t, y, rows = (v.to(acc.device) for v in (xt, target, t, y, rows))
             for gp in opt.param_groups:
                 gp["lr"] = lr_at(cfg, step)
-            pred = model(xt, t, y)
-            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+            rows_in = rows if raw.config.presence_input else None
+            x0_prev = None
+            if raw.config.self_condition:
+                # zeros (= "no estimate yet", as at the first sampling step) keep every weight in the
+                # graph, which DistributedDataParallel needs
+                x0_prev = torch.zeros_like(xt)
+                if sc:
+                    with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
+                        est = raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
+                        x0_prev = impose(est, rows) if rows_in is not None else est
+            pred = model(xt, t, y, rows_in, x0_prev)
+            if raw.config.presence_input:
+                # padding rows are given (and imposed when sampling): the loss is over packet rows
+                w = rows[..., None].float()
+                loss = (((pred.float() - target.float()) ** 2) * w).sum() / (w.sum() * pred.shape[-1]).clamp(min=1)
+            else:
+                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             if cfg.grad_clip:

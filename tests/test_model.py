@@ -23,8 +23,11 @@ from engine.request import GenerationRequest
 
 from conftest import FIXTURES, ROOT
 
-TINY = {"model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16}, "batch_size": 4,
+# presence_input + self_condition, as the shipped config; TINY_PLAIN is the older model kind
+TINY = {"model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16, "presence_input": True,
+                  "self_condition": True}, "batch_size": 4,
         "checkpoint_every": 2, "warmup_steps": 2, "log_every": 1, "test_fraction": 0.2}
+TINY_PLAIN = {**TINY, "model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16}}
 DEFAULT_CKPT = ROOT / "engine" / "default_model" / "model.safetensors"
 
 
@@ -230,3 +233,70 @@ def test_cli_generate_errors(tiny_run, tmp_path):
     assert r.exit_code == 2 and "not one of the model's classes" in r.output
     r = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "manifest.csv" in r.output
+
+
+def test_length_prior_in_checkpoint_and_sampling(tiny_run, tiny_data):
+    from engine.model.checkpoint import load_model
+    from engine.model.data import load_table
+    from engine.model.lengths import draw_length
+    from engine.sample import sample_flows
+    model, cfg, _ = load_model(tiny_run)
+    split = json.loads((tiny_run / "split.json").read_text())
+    table = load_table(tiny_data, 16, files=split["train"], classes=cfg["classes"])
+    for ci, c in enumerate(cfg["classes"]):    # counts of the training flows' lengths (cut at 16)
+        want = np.bincount(np.minimum(np.diff(table.offsets)[table.labels == ci], 16), minlength=17)
+        got = np.zeros(17, int)
+        for n, k in cfg["lengths"][c]:
+            got[n] = k
+        assert (got == want).all(), c
+    # draws stay in range, depend on the seed only, and follow the prior
+    prior = [[3, 1], [10, 3]]
+    d = [draw_length(prior, s, 1, 16) for s in range(400)]
+    assert set(d) == {3, 10} and 0.65 < d.count(10) / 400 < 0.85
+    assert d == [draw_length(prior, s, 1, 16) for s in range(400)]
+    assert {draw_length(prior, s, 4, 9) for s in range(50)} <= set(range(4, 10))   # no mass: uniform
+    # the sampled flows have exactly the drawn length (presence is imposed)
+    cfg = {**cfg, "lengths": {"zoom": [[7, 1]]}}
+    flows = sample_flows(model, cfg, "zoom", [0, 1, 2], seed=5, steps=2, guidance=1.0, packets_min=1, packets_max=16)
+    assert [len(m) for m in flows.values()] == [7, 7, 7]
+
+
+def test_init_from_keeps_the_old_model(tiny_data, tmp_path):
+    """A presence/self-conditioning model started from a plain checkpoint computes what it did."""
+    from engine.model.checkpoint import load_model
+    from engine.model.denoiser import PacketDenoiser
+    from engine.train import _init_weights, train
+    train(tiny_data, tmp_path / "plain", tiny_cfg(steps=2, **{"model": TINY_PLAIN["model"]}))
+    old, cfg, _ = load_model(tmp_path / "plain")
+    new = PacketDenoiser(num_classes=2, d_model=32, layers=1, heads=2, max_packets=16,
+                         presence_input=True, self_condition=True)
+    _init_weights(new, str(tmp_path / "plain"), cfg["classes"])
+    x, t, y = torch.randn(2, 16, 1105), torch.tensor([10, 900]), torch.tensor([0, 1])
+    rows = torch.arange(16)[None] < torch.tensor([[4], [16]])
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, t, y, rows, None), old(x, t, y))
+    s = train(tiny_data, tmp_path / "ft", tiny_cfg(steps=2, init_from=str(tmp_path / "plain")))
+    assert s["steps"] == 2
+    with pytest.raises(InputError, match="classes differ"):
+        bad = PacketDenoiser(num_classes=2, d_model=32, layers=1, heads=2, max_packets=16)
+        _init_weights(bad, str(tmp_path / "plain"), ["a", "b"])
+
+
+def test_flows_keep_one_transport():
+    from engine.codec import COL_ICMP, COL_TCP, COL_UDP
+    from engine.layout import get, put
+    from engine.sample import force_transport, majority_proto, row_proto
+    m = np.full((4, 1105), -1, np.int8)
+    m[:, :96] = 0
+    m[:, 1088:] = 0
+    m[:3, COL_UDP] = 0
+    put(m, "ipv4_proto", 17, np.arange(3))
+    m[1, COL_ICMP] = 0                 # a UDP row that also carries an ICMP block
+    put(m, "ipv4_proto", 1, np.array([1]))
+    m[3, COL_TCP] = 0                  # a TCP row in a UDP flow
+    assert majority_proto(m) == 17
+    f = force_transport(m, majority_proto(m))
+    assert row_proto(f).tolist() == [17] * 4
+    assert (f[:, COL_ICMP] == -1).all() and (f[:, COL_TCP] == -1).all()
+    assert (get(f, "ipv4_proto") == 17).all()
+    assert majority_proto(np.full((2, 1105), -1, np.int8)) == 0

@@ -489,3 +489,22 @@ def test_real_flows_changes_are_all_reported(tmp_path):
         for k, n in _field_diffs(a, b).items():
             assert k in reported and n <= reported[k], (k, n, reported.get(k))
     assert differing <= rep.packets_changed
+
+
+def test_ttl_takes_each_directions_bitwise_majority():
+    """A sampled flow's TTL bit flips are outvoted by its other packets, per direction."""
+    rng = np.random.default_rng(3)
+    m = noise(rng, 8, "binary")
+    fwd = np.array([1, 0, 1, 1, 0, 1, 0, 1])
+    m[:, COL_DIR] = fwd
+    ttl = np.array([63, 128, 64, 64, 128, 66, 120, 64])    # forward: 63, 64, 64, 66, 64 -> 64
+    put(m, "ipv4_ttl", ttl)
+    out, _, rep = repair_flows([m], [meta(0)])
+    got = get(out[0], "ipv4_ttl")
+    assert (got[fwd == 1] == 64).all() and (got[fwd == 0] == 128).all()
+    assert rep.rule("ipv4_ttl_constant").changed_packets == 3
+    t = np.array([1, 2, 4, 1, 2, 4])                        # every bit loses: 0 is never a TTL
+    m2 = noise(rng, 6, "binary")
+    m2[:, COL_DIR] = 1
+    put(m2, "ipv4_ttl", t)
+    assert (get(repair_flows([m2], [meta(1)])[0][0], "ipv4_ttl") == 1).all()

@@ -75,6 +75,14 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
             the noisy input to the output. Each token squeezes 1105 values
             through ``d_model`` channels; the skip lets every bit see its own
             noisy value (see docs/model.md, "prediction type").
+        presence_input: the model is told which rows are packets (``rows``): the
+            flow length is drawn before sampling (:mod:`engine.model.lengths`)
+            and the model spends its capacity on the packets, not on guessing
+            where the flow ends.
+        self_condition: the model also sees its own previous estimate of the
+            clean flow (``x0_prev``; self-conditioning, Chen et al. 2023, "Analog
+            Bits"), which lets the bits of a field agree with each other across
+            steps instead of each drifting to its own mean.
 
     Shapes:
         ``sample``: ``(B, L, width)`` float; ``timestep``: ``(B,)`` or scalar;
@@ -85,9 +93,12 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, num_classes: int = 20, width: int = LAYOUT.width, max_packets: int = 128,
                  d_model: int = 128, layers: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
-                 input_skip: bool = True):
+                 input_skip: bool = True, presence_input: bool = False, self_condition: bool = False):
         super().__init__()
         self.inp = nn.Linear(width, d_model)
+        # both start at zero, so a checkpoint without them loads and behaves as before (fine-tuning)
+        self.row_emb = nn.Embedding(2, d_model) if presence_input else None
+        self.sc_inp = nn.Linear(width, d_model) if self_condition else None
         # sin-cos start at unit scale: a small random init is drowned by the projected noise
         # (std ~0.6), and the model then cannot tell row 0 (always a packet) from padding rows
         self.pos = nn.Parameter(_sincos(max_packets, d_model)[None])
@@ -101,23 +112,33 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         self.ada_out = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, width)
         self.skip = nn.Linear(d_model, width) if input_skip else None
-        for m in (self.ada_out, self.out, self.skip):
+        for m in (self.ada_out, self.out, self.skip, self.sc_inp, self.row_emb):
             if m is None:
                 continue
             nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
 
     @property
     def null_class(self) -> int:
         return self.config.num_classes
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor,
+                rows: torch.Tensor | None = None, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows``: ``(B, L)`` bool, packet rows (presence_input models); ``x0_prev``:
+        ``(B, L, width)`` previous clean estimate, or ``None`` (= zeros) (self_condition models)."""
         b, n, _ = sample.shape
         t = torch.as_tensor(timestep, device=sample.device)
         if t.ndim == 0:
             t = t.expand(b)
         c = self.t_emb(self.t_proj(t).to(sample.dtype)) + self.c_emb(class_labels)
         x = self.inp(sample) + self.pos[:, :n]
+        if self.row_emb is not None:
+            if rows is None:
+                raise ValueError("this model needs the packet rows (rows=...)")
+            x = x + self.row_emb(rows.long())
+        if self.sc_inp is not None:
+            x = x + (self.sc_inp(x0_prev) if x0_prev is not None else self.sc_inp.bias)
         for blk in self.blocks:
             x = blk(x, c)
         shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)

@@ -17,6 +17,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from engine.layout import LAYOUT
 
+from .lengths import impose
+
 COL_DIR = LAYOUT.cols("meta_direction").start
 
 
@@ -67,13 +69,16 @@ def initial_noise(seeds: list[int], shape: tuple[int, int]) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], steps: int = 20,
            guidance: float = 1.0, solver: str = "dpm",
-           on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           on_step: Callable[[int, int], None] | None = None,
+           rows: torch.Tensor | None = None) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
         labels: ``(B,)`` class indices.
         seeds: ``B`` per-flow seeds for the initial noise.
         guidance: classifier-free guidance scale; 1 = conditional only (one pass per step).
+        rows: ``(B, L)`` bool presence pattern to hold every predicted ``x0`` to
+            (:func:`engine.model.lengths.impose`); x0-prediction models only.
     Returns:
         ``(B, L, width)`` float tensor (not yet snapped).
     """
@@ -83,18 +88,31 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     L, W = model.config.max_packets, model.config.width
     x = initial_noise(seeds, (L, W)).to(dev) * sched.init_noise_sigma
     x0_pred = sched.config.prediction_type == "sample"
+    if rows is not None and not x0_pred:
+        raise ValueError("a presence pattern needs an x0-prediction model (prediction_type 'sample')")
     labels = labels.to(dev)
     null = torch.full_like(labels, model.config.num_classes)
+    cfgm = model.config
+    if getattr(cfgm, "presence_input", False) and rows is None:
+        raise ValueError("this model is told the flow length: pass rows (engine.model.lengths.presence_mask)")
+    rows_in = rows.to(dev) if (rows is not None and getattr(cfgm, "presence_input", False)) else None
+    self_cond = getattr(cfgm, "self_condition", False)
+    x0_prev = None
     for k, t in enumerate(sched.timesteps):
         xin = sched.scale_model_input(x, t)
         if guidance == 1.0:
-            out = model(xin, t, labels)
+            out = model(xin, t, labels, rows_in, x0_prev)
         else:
-            both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]))
+            dup = (lambda v: None if v is None else torch.cat([v, v]))
+            both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]), dup(rows_in), dup(x0_prev))
             cond, unc = both.chunk(2)
             out = unc + guidance * (cond - unc)
         if x0_pred:
             out = out.clamp(-1.0, 1.0)
+            if rows is not None:
+                out = impose(out, rows)
+            if self_cond:
+                x0_prev = out
         x = sched.step(out, t, x).prev_sample
         if on_step is not None:
             on_step(k + 1, steps)

@@ -284,13 +284,27 @@ class Ipv4TtlConstant(Rule):
     advisory = "routes change and NATs rewrite TTLs; RFC 791 does not fix a flow's TTL"
     name = "ipv4_ttl_constant"
     scope = "flow"
-    description = "TTL constant per direction (the first packet's)"
+    description = "TTL constant per direction (the direction's majority value, bit by bit)"
 
     def plan(self, b: Batch) -> Plan:
+        # bitwise majority rather than the first packet's TTL: a sampled flow's odd bit flips are
+        # outvoted by its other packets (ties keep the first packet's bit); a real flow with one
+        # TTL is left as it is
         p = Plan()
-        ff, fb = b.dir_first()
         ttl = b.get("ipv4_ttl")
-        want = np.where(b.fwd, ttl[ff[b.fid]], ttl[fb[b.fid]])
+        grp = b.fid * 2 + b.fwd
+        ng = 2 * b.nf
+        n = np.bincount(grp, minlength=ng)
+        ff, fb = b.dir_first()
+        first = np.where(b.fwd, ttl[ff[b.fid]], ttl[fb[b.fid]])
+        want = np.zeros_like(ttl)
+        for k in range(8):
+            bit = (ttl >> k) & 1
+            ones = np.bincount(grp, weights=bit, minlength=ng)[grp]
+            two = 2 * ones
+            maj = (two > n[grp]) | ((two == n[grp]) & (((first >> k) & 1) == 1))
+            want |= maj.astype(ttl.dtype) << k
+        want = np.where(want == 0, np.where(first == 0, 64, first), want)   # TTL 0 is never valid
         p.field("ipv4_ttl", ttl != want, want[ttl != want])
         return p
 
