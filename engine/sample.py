@@ -21,7 +21,8 @@ from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
 from .model.diffusion import cut_at_padding, sample, snap
-from .model.lengths import draw_length, presence_mask
+from .model.lengths import draw_shape, presence_mask
+from .model.vocab import decode as decode_vocab
 
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 
@@ -54,17 +55,21 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                  guidance: float, packets_min: int, packets_max: int, transport: str = "any",
                  batch_size: int = 64, max_attempts: int = 8, solver: str | None = None,
                  on_event: OnEvent | None = None, cancel: CancelToken | None = None,
-                 stats: SampleStats | None = None, length_prior: bool = True) -> dict[int, np.ndarray]:
+                 stats: SampleStats | None = None, length_prior: bool = True,
+                 field_vocab: bool = True) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
     ``packets_max`` rows; flows shorter than ``packets_min`` (or not of
     ``transport``) are drawn again, up to ``max_attempts`` times.
 
-    For a ``presence_input`` model each flow's length is drawn first
-    (:mod:`engine.model.lengths`): from the class's training lengths cut to
-    ``[packets_min, packets_max]`` (with ``length_prior`` and a checkpoint that
-    has them), else uniformly over that range; the sampler holds the flow to it.
+    For a ``presence_input`` model each flow's length and transport are drawn
+    first (:mod:`engine.model.lengths`): from the class's training flows cut to
+    ``[packets_min, packets_max]`` and ``transport`` (with ``length_prior`` and a
+    checkpoint that has them), else the length uniformly over that range; the
+    sampler holds the flow to that shape.
+    With ``field_vocab`` (and a checkpoint with a ``vocab``), header fields are
+    decoded onto the values the class uses (:mod:`engine.model.vocab`).
     """
     classes = model_cfg["classes"]
     if label not in classes:
@@ -76,6 +81,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     # older checkpoints keep deciding presence themselves.
     use_rows = bool(getattr(model.config, "presence_input", False))
     prior = (model_cfg.get("lengths") or {}).get(label) if length_prior else None
+    vocab = (model_cfg.get("vocab") or {}).get(label) if field_vocab else None
     want = PROTO_NUM.get(transport)
     solver = solver or model_cfg.get("sampling", {}).get("solver", "dpm")
     stats = stats if stats is not None else SampleStats()
@@ -91,11 +97,15 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
         chunk, pending = pending[:batch_size], pending[batch_size:]
         seeds = [flow_seed(seed, i, a) for i, a in chunk]
         labels = torch.full((len(chunk),), cls, dtype=torch.long)
-        rows = None
+        rows = protos = None
         if use_rows:
-            lens = [draw_length(prior, s, packets_min, min(packets_max, L)) for s in seeds]
-            rows = presence_mask(lens, L)
-        x = snap(sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows))
+            shapes = [draw_shape(prior, s, packets_min, min(packets_max, L), want) for s in seeds]
+            rows = presence_mask([n for n, _ in shapes], L)
+            protos = torch.tensor([p for _, p in shapes])
+        x = sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows, protos=protos)
+        if vocab:
+            x = decode_vocab(x.float().cpu().numpy(), vocab)
+        x = snap(x)
         stats.drawn += len(chunk)
         retry = []
         for (i, a), m in zip(chunk, x):

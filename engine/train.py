@@ -46,7 +46,8 @@ from .model.checkpoint import save_model
 from .model.data import load_split, load_table, make_split, manifest_hash
 from .model.denoiser import PacketDenoiser
 from .model.diffusion import COL_DIR, train_scheduler, training_target
-from .model.lengths import impose, length_prior
+from .model.lengths import flow_protos, impose, length_prior
+from .model.vocab import fit_vocab
 
 COL_VER = LAYOUT.cols("ipv4_ver").start
 
@@ -304,7 +305,8 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
             "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
             "data_manifest_sha256": mhash, "seed": cfg.seed, "layout": LAYOUT_VERSION,
             "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
-            "lengths": length_prior(table.offsets, table.labels, classes, L)}
+            "lengths": length_prior(table.rows, table.offsets, table.labels, classes, L),
+            "vocab": fit_vocab(table.rows, np.repeat(table.labels, np.diff(table.offsets)), classes)}
 
     t0, s0, loss_acc, n_acc = time.time(), start, 0.0, 0
     step = start
@@ -344,7 +346,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
                 if sc:
                     with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
                         est = raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
-                        x0_prev = impose(est, rows) if rows_in is not None else est
+                        x0_prev = impose(est, rows, flow_protos(x0).to(est.device)) if rows_in is not None else est
             pred = model(xt, t, y, rows_in, x0_prev)
             if raw.config.presence_input:
                 # padding rows are given (and imposed when sampling): the loss is over packet rows

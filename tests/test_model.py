@@ -238,27 +238,34 @@ def test_cli_generate_errors(tiny_run, tmp_path):
 def test_length_prior_in_checkpoint_and_sampling(tiny_run, tiny_data):
     from engine.model.checkpoint import load_model
     from engine.model.data import load_table
-    from engine.model.lengths import draw_length
-    from engine.sample import sample_flows
+    from engine.model.lengths import draw_shape
+    from engine.sample import flow_proto, sample_flows
     model, cfg, _ = load_model(tiny_run)
     split = json.loads((tiny_run / "split.json").read_text())
     table = load_table(tiny_data, 16, files=split["train"], classes=cfg["classes"])
-    for ci, c in enumerate(cfg["classes"]):    # counts of the training flows' lengths (cut at 16)
-        want = np.bincount(np.minimum(np.diff(table.offsets)[table.labels == ci], 16), minlength=17)
-        got = np.zeros(17, int)
-        for n, k in cfg["lengths"][c]:
-            got[n] = k
-        assert (got == want).all(), c
+    for ci, c in enumerate(cfg["classes"]):    # counts of the training flows' (length cut at 16, transport)
+        idx = np.nonzero(table.labels == ci)[0]
+        want = {}
+        for i in idx:
+            m = table.rows[table.offsets[i]:table.offsets[i + 1]]
+            k = (min(len(m), 16), flow_proto(m))
+            want[k] = want.get(k, 0) + 1
+        assert {(n, p): k for n, p, k in cfg["lengths"][c]} == want, c
     # draws stay in range, depend on the seed only, and follow the prior
-    prior = [[3, 1], [10, 3]]
-    d = [draw_length(prior, s, 1, 16) for s in range(400)]
-    assert set(d) == {3, 10} and 0.65 < d.count(10) / 400 < 0.85
-    assert d == [draw_length(prior, s, 1, 16) for s in range(400)]
-    assert {draw_length(prior, s, 4, 9) for s in range(50)} <= set(range(4, 10))   # no mass: uniform
-    # the sampled flows have exactly the drawn length (presence is imposed)
-    cfg = {**cfg, "lengths": {"zoom": [[7, 1]]}}
-    flows = sample_flows(model, cfg, "zoom", [0, 1, 2], seed=5, steps=2, guidance=1.0, packets_min=1, packets_max=16)
-    assert [len(m) for m in flows.values()] == [7, 7, 7]
+    prior = [[3, 17, 1], [10, 6, 3]]
+    d = [draw_shape(prior, s, 1, 16) for s in range(400)]
+    assert set(d) == {(3, 17), (10, 6)} and 0.65 < d.count((10, 6)) / 400 < 0.85
+    assert d == [draw_shape(prior, s, 1, 16) for s in range(400)]
+    assert {draw_shape(prior, s, 4, 9)[0] for s in range(50)} <= set(range(4, 10))   # no mass: uniform
+    assert {draw_shape(prior, s, 1, 16, proto=17) for s in range(20)} == {(3, 17)}
+    assert draw_shape([[5, 2]], 1, 1, 16) == (5, 0)                                  # older [length, flows]
+    # the sampled flows have exactly the drawn length and transport (the shape is imposed)
+    for p in (6, 17, 1):
+        c2 = {**cfg, "lengths": {"zoom": [[7, p, 1]]}}
+        flows = sample_flows(model, c2, "zoom", [0, 1, 2], seed=5, steps=2, guidance=1.0,
+                             packets_min=1, packets_max=16)
+        assert [len(m) for m in flows.values()] == [7, 7, 7]
+        assert {flow_proto(m) for m in flows.values()} == {p}
 
 
 def test_init_from_keeps_the_old_model(tiny_data, tmp_path):
@@ -300,3 +307,24 @@ def test_flows_keep_one_transport():
     assert (f[:, COL_ICMP] == -1).all() and (f[:, COL_TCP] == -1).all()
     assert (get(f, "ipv4_proto") == 17).all()
     assert majority_proto(np.full((2, 1105), -1, np.int8)) == 0
+
+
+def test_field_vocabulary_decoding(tiny_run):
+    from engine.layout import LAYOUT, get
+    from engine.model.checkpoint import load_model
+    from engine.model.vocab import SPANS, decode, fit_vocab
+    rows = np.full((6, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    from engine.layout import put
+    put(rows, "ipv4_ttl", np.array([64, 64, 64, 128, 128, 7]))
+    v = fit_vocab(rows, np.zeros(6, int), ["a"], keep=2)
+    assert v["a"]["ipv4_ttl"] == [64, 128]           # 7 was seen once, beyond the kept two
+    x = rows.astype(np.float32)[None].copy()
+    ttl = LAYOUT.cols("ipv4_ttl")
+    x[0, :, ttl] = np.where(x[0, :, ttl] > 0, 0.8, 0.2)   # soft bits of the same values
+    x[0, 0, ttl.start + 7] = 0.9                      # 64 with its lowest bit leaning to 1: 65
+    out = np.clip(np.rint(decode(x, v["a"])), -1, 1).astype(np.int8)[0]
+    assert get(out, "ipv4_ttl").tolist() == [64, 64, 64, 128, 128, 64]
+    assert (out[:, LAYOUT.cols("tcp_sprt")] == -1).all()     # absent spans stay absent
+    _, cfg, _ = load_model(tiny_run)
+    assert set(cfg["vocab"]) == {"dns", "zoom"} and set(cfg["vocab"]["dns"]) <= set(SPANS)

@@ -70,7 +70,7 @@ def initial_noise(seeds: list[int], shape: tuple[int, int]) -> torch.Tensor:
 def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], steps: int = 20,
            guidance: float = 1.0, solver: str = "dpm",
            on_step: Callable[[int, int], None] | None = None,
-           rows: torch.Tensor | None = None) -> torch.Tensor:
+           rows: torch.Tensor | None = None, protos: torch.Tensor | None = None) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
@@ -79,6 +79,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         guidance: classifier-free guidance scale; 1 = conditional only (one pass per step).
         rows: ``(B, L)`` bool presence pattern to hold every predicted ``x0`` to
             (:func:`engine.model.lengths.impose`); x0-prediction models only.
+        protos: ``(B,)`` transport per flow to hold it to (6, 17, 1; 0 = the model's choice); with ``rows``.
     Returns:
         ``(B, L, width)`` float tensor (not yet snapped).
     """
@@ -110,7 +111,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         if x0_pred:
             out = out.clamp(-1.0, 1.0)
             if rows is not None:
-                out = impose(out, rows)
+                out = impose(out, rows, protos)
             if self_cond:
                 x0_prev = out
         x = sched.step(out, t, x).prev_sample

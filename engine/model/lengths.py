@@ -1,4 +1,4 @@
-"""Flow-length prior: how many packets a sampled flow of each class gets.
+"""Flow-shape prior: how many packets, and which transport, a sampled flow of each class gets.
 
 The denoiser decides presence row by row, and left alone it makes flows far
 too short: a row that looks like padding at any step tends to stay padding,
@@ -6,13 +6,16 @@ so long flows (which hold most of a class's packets: a video call is a few
 flows of 128 packets) almost never come out (bench/quality.md: 3,431
 synthetic packets for 7,950 real ones over the same 281 flows).
 
-So the length is drawn first, from the class's empirical length distribution
-on the training split (a categorical fitted by counting, stored in the
-checkpoint's ``config.json`` under ``lengths``), and the sampler then holds
-the presence pattern fixed while it denoises everything else
-(:func:`presence_mask` + :func:`engine.model.diffusion.sample`): rows below
-the length are packets, the rest padding. The model still chooses the
-transport, the direction, sizes and gaps of every packet.
+So the length and the transport are drawn first, jointly, from the class's
+empirical distribution on the training split (a categorical fitted by
+counting, stored in the checkpoint's ``config.json`` under ``lengths`` as
+``[length, protocol, flows]``; drawn jointly because a class's long flows
+are often of another transport than its short ones: zoom's media flows are
+UDP, its signalling TCP), and the sampler then holds every predicted clean
+flow to that shape (:func:`impose` inside :func:`engine.model.diffusion.sample`):
+rows below the length are packets with that transport's header, the rest
+padding. The model still chooses direction, flags, sizes, gaps and every other
+header bit.
 """
 
 from __future__ import annotations
@@ -26,35 +29,61 @@ from engine.layout import LAYOUT
 #: options, direction, inter-arrival time); padding rows have them absent
 ALWAYS_PRESENT = np.r_[np.arange(LAYOUT.cols("ipv4_ver").start, LAYOUT.cols("ipv4_cksum").stop),
                        np.arange(LAYOUT.cols("meta_direction").start, LAYOUT.cols("meta_iat").stop)]
+#: per transport: its block, and the columns every row of it has present (the fixed header)
+TRANSPORTS = {6: (LAYOUT.block("tcp"), slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)),
+              17: (LAYOUT.block("udp"), LAYOUT.block("udp")),
+              1: (LAYOUT.block("icmp"), LAYOUT.block("icmp"))}
+PROTO_BITS = LAYOUT.cols("ipv4_proto")
 
 
-def length_prior(offsets: np.ndarray, labels: np.ndarray, classes: list[str], max_packets: int) -> dict:
-    """Per class, ``[[length, flows], ...]`` over lengths ``1..max_packets`` (longer flows count
-    as ``max_packets``, the most the model holds). Input as in :class:`FlowTable`."""
+def length_prior(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
+                 max_packets: int) -> dict:
+    """Per class, ``[[length, protocol, flows], ...]``: lengths ``1..max_packets`` (longer flows
+    count as ``max_packets``, the most the model holds) by the first packet's transport
+    (6, 17, 1; 0 for none). Input as in :class:`engine.model.data.FlowTable`."""
     lens = np.minimum(np.diff(offsets), max_packets)
+    first = rows[offsets[:-1]]
+    proto = np.zeros(len(lens), np.int64)
+    for p in (1, 17, 6):                     # TCP, then UDP, then ICMP wins (as engine.sample.flow_proto)
+        proto[first[:, TRANSPORTS[p][0].start] != -1] = p
     out = {}
     for ci, c in enumerate(classes):
-        v, n = np.unique(lens[labels == ci], return_counts=True)
-        out[c] = [[int(a), int(b)] for a, b in zip(v, n)]
+        sel = labels == ci
+        key, n = np.unique(np.stack([lens[sel], proto[sel]], 1), axis=0, return_counts=True)
+        out[c] = [[int(a), int(b), int(k)] for (a, b), k in zip(key, n)]
     return out
 
 
-def draw_length(prior: list[list[int]] | None, seed: int, lo: int, hi: int) -> int:
-    """One length in ``[lo, hi]`` from a class's prior, decided by ``seed`` alone.
+def draw_shape(prior: list[list[int]] | None, seed: int, lo: int, hi: int, proto: int | None = None) -> tuple[int, int]:
+    """``(length, protocol)`` with the length in ``[lo, hi]`` from a class's prior, decided by
+    ``seed`` alone (protocol 0: left to the model).
 
-    The prior is cut to ``[lo, hi]`` (a request's packets_min/max); where it
-    has no mass there (or there is no prior) the length is uniform over the range.
+    The prior is cut to ``[lo, hi]`` (a request's packets_min/max) and to ``proto`` when
+    given; where it has no mass there (or there is no prior) the length is uniform over the range.
+    Entries of two numbers (``[length, flows]``) carry no protocol.
     """
     rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0x1E])
     lo, hi = max(1, int(lo)), max(1, int(hi))
     if prior:
-        v = np.array([p[0] for p in prior])
-        n = np.array([p[1] for p in prior], np.float64)
+        v = np.array([e[0] for e in prior])
+        pr = np.array([e[1] if len(e) == 3 else 0 for e in prior])
+        n = np.array([e[-1] for e in prior], np.float64)
         keep = (v >= lo) & (v <= hi)
+        if proto:
+            keep &= pr == proto
         if n[keep].sum() > 0:
             p = n[keep] / n[keep].sum()
-            return int(v[keep][rng.choice(len(p), p=p)])
-    return int(rng.integers(lo, hi + 1))
+            i = rng.choice(len(p), p=p)
+            return int(v[keep][i]), int(pr[keep][i])
+    return int(rng.integers(lo, hi + 1)), int(proto or 0)
+
+
+def flow_protos(x0: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` long: each clean flow's first-row transport (6, 17, 1; 0 none), as :func:`length_prior`."""
+    out = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+    for p in (1, 17, 6):
+        out = torch.where(x0[:, 0, TRANSPORTS[p][0].start] != -1, torch.full_like(out, p), out)
+    return out
 
 
 def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
@@ -62,14 +91,28 @@ def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
     return torch.arange(max_packets)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
-def impose(x0: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Hold a predicted clean flow ``x0`` ``(B, L, width)`` to the presence pattern ``rows``:
-    padding rows become all-absent (-1); packet rows get their always-present columns
-    lifted to at least 0 (present, bit value left to the model)."""
+def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = None) -> torch.Tensor:
+    """Hold a predicted clean flow ``x0`` ``(B, L, width)`` to a shape: padding rows (``rows``
+    ``(B, L)`` False) become all-absent (-1); packet rows get their always-present columns
+    lifted to at least 0 (present, bit value left to the model). Flows with a protocol in
+    ``protos`` ``(B,)`` (6, 17, 1; 0 = free) get that transport's fixed header present, the
+    other transports' blocks absent, and the IPv4 protocol number."""
     x0 = x0.clone()
-    pad = ~rows.to(x0.device)
+    rows = rows.to(x0.device)
+    pad = ~rows
     x0[pad] = -1.0
     cols = torch.as_tensor(ALWAYS_PRESENT, device=x0.device)
     sub = x0[:, :, cols]
     x0[:, :, cols] = torch.where(pad[..., None], sub, sub.clamp(min=0.0))
+    if protos is not None:
+        for p, (block, fixed) in TRANSPORTS.items():
+            f = (protos.to(x0.device) == p)[:, None] & rows          # (B, L) packet rows of this transport
+            if not f.any():
+                continue
+            for q, (other, _) in TRANSPORTS.items():
+                if q != p:
+                    x0[..., other] = torch.where(f[..., None], torch.full_like(x0[..., other], -1.0), x0[..., other])
+            x0[..., fixed] = torch.where(f[..., None], x0[..., fixed].clamp(min=0.0), x0[..., fixed])
+            bits = torch.tensor([(p >> k) & 1 for k in range(7, -1, -1)], dtype=x0.dtype, device=x0.device)
+            x0[..., PROTO_BITS] = torch.where(f[..., None], bits.expand_as(x0[..., PROTO_BITS]), x0[..., PROTO_BITS])
     return x0
