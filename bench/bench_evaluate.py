@@ -6,7 +6,9 @@
 1. split the real data like the default checkpoint (``configs/default_split.json``, else the
    checkpoint's own split file when given with --split);
 2. for every class with >= --min-flows flows (at least the 6 largest), ``netdiff generate``
-   as many flows as the class has in the test split;
+   as many flows as the class has in the training split (``--count train``, the default: the
+   classifier trained on synthetic flows then sees as many flows as the one trained on real
+   flows) or in the test split (``--count test``); ``--jobs`` classes at a time;
 3. ``netdiff evaluate`` (fidelity, ML utility, both baselines) on the first --max-packets
    packets of each flow;
 4. write bench/quality.md with the figures and the command lines.
@@ -53,6 +55,9 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-generate", action="store_true", help="reuse WORK/synthetic")
+    ap.add_argument("--count", choices=("train", "test"), default="train",
+                    help="synthetic flows per class: as many as the real training (default) or test split")
+    ap.add_argument("--jobs", type=int, default=2, help="classes generated at a time (one process each)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.md"))
     a = ap.parse_args()
     work = Path(a.work)
@@ -67,40 +72,56 @@ def main() -> None:
     if len(classes) < 6:
         classes = ranked[:6]
     test_counts = {c: sp.test.counts()[c] for c in classes}
+    gen_counts = {c: (sp.train if a.count == "train" else sp.test).counts()[c] for c in classes}
     print("split:", notes, file=sys.stderr)
     print("classes:", test_counts, file=sys.stderr)
 
-    gen_cmds, gen_s = [], {}
-    for c in classes:
-        cmd = [sys.executable, "-m", "netdiff_tui", "generate", "--label", c, "-n", str(test_counts[c]),
+    gen_cmds, gen_s, running = [], {}, []
+    t_all = time.time()
+
+    def reap(block: bool) -> None:
+        for c, p, t in list(running):
+            if block or p.poll() is not None:
+                if p.wait() != 0:
+                    raise SystemExit(f"netdiff generate failed for {c}")
+                gen_s[c] = round(time.time() - t, 1)
+                print(f"generated {c}: {gen_counts[c]} flows in {gen_s[c]} s", file=sys.stderr)
+                running.remove((c, p, t))
+                return
+    for c in sorted(classes, key=lambda c: -gen_counts[c]):     # longest first: the pool drains evenly
+        cmd = [sys.executable, "-m", "netdiff_tui", "generate", "--label", c, "-n", str(gen_counts[c]),
                "-o", str(synth / c), "--seed", str(a.seed), "--force", "-q"]
         if a.model:
             cmd += ["--model", a.model]
         gen_cmds.append("netdiff " + shlex.join(cmd[3:]))
         if not a.no_generate:
-            t = time.time()
-            subprocess.run(cmd, check=True, cwd=ROOT)
-            gen_s[c] = round(time.time() - t, 1)
-            print(f"generated {c}: {test_counts[c]} flows in {gen_s[c]} s", file=sys.stderr)
+            while len(running) >= max(1, a.jobs):
+                reap(False)
+                time.sleep(0.5)
+            running.append((c, subprocess.Popen(cmd, cwd=ROOT), time.time()))
+    while running:
+        reap(True)
+    gen_wall = round(time.time() - t_all, 1)
 
     opts.classes = classes
     t = time.time()
     rep = evaluate(a.real, synth, report_dir, opts)
     eval_s = round(time.time() - t, 1)
-    write_quality(Path(a.out), rep, a, classes, test_counts, gen_cmds, gen_s, eval_s, report_dir)
+    write_quality(Path(a.out), rep, a, classes, test_counts, gen_counts, gen_cmds, gen_s, gen_wall, eval_s, report_dir)
     print(json.dumps(rep["summary"], indent=1))
 
 
-def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s, eval_s, report_dir) -> None:
+def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_cmds, gen_s, gen_wall, eval_s,
+                  report_dir) -> None:
     s = r["summary"]
     cands = list(r["fidelity"])
     L = ["# Quality of the default model (held-out real flows)", "",
          f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} / {os.cpu_count()} CPU(s), "
          f"Python {platform.python_version()}; evaluation took {eval_s} s"
-         + (f", generation {sum(gen_s.values()):.0f} s in all." if gen_s else "."), "",
+         + (f", generation {gen_wall:.0f} s wall ({a.jobs} classes at a time)." if gen_s else "."), "",
          f"- real data: `{a.real}`; split: {r['split']['source']} (only the **test** flows are compared)",
          f"- classes: those with >= {a.min_flows} real flows ({len(classes)}); synthetic flows per class = "
-         "flows in the class's test split",
+         f"flows in the class's {a.count} split ({sum(gen_counts.values())} in all)",
          f"- compared: the first {a.max_packets} packets of every flow (the model's length)",
          f"- model: `{a.model or 'engine/default_model'}` (weights sha256 {_model_hash(a.model)}); "
          f"packets: real test {r['packets']['real_test']}, model {r['packets']['synthetic']}",
@@ -141,12 +162,12 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
           "|---|" + "---:|" * len(cands)]
     for g in ("header", "header_present", "packet", "flow"):
         L.append(f"| {g} | " + " | ".join(fmt(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands) + " |")
-    L += ["", "## Mean JSD per class", "", "| class | test flows | " + " | ".join(cands) + " |",
-          "|---|---:|" + "---:|" * len(cands)]
+    L += ["", "## Mean JSD per class", "", "| class | test flows | synthetic flows | " + " | ".join(cands) + " |",
+          "|---|---:|---:|" + "---:|" * len(cands)]
     for c in classes:
         if c not in r["classes"]:
             continue
-        L.append(f"| {c} | {test_counts[c]} | " + " | ".join(
+        L.append(f"| {c} | {test_counts[c]} | {gen_counts[c]} | " + " | ".join(
             fmt(r["fidelity"][k]["classes"][c]["mean"]["jsd"]) for k in cands) + " |")
     L += ["", "## ML utility (random forest, tested on the real test split)", "",
           "| features | train real | train real (size-matched) | train model | train real+model | train random | train marginals |",
@@ -162,7 +183,8 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_cmds, gen_s,
     L += gen_cmds
     L += [f"netdiff evaluate --real {a.real} --synthetic {Path(a.work) / 'synthetic'} -o {report_dir} "
           f"--classes {','.join(classes)} --max-packets {a.max_packets}" + (f" --split {a.split}" if a.split else ""),
-          "# or all of it:", f"python bench/bench_evaluate.py --real {a.real} --work {a.work}", "```", "",
+          "# or all of it:", f"python bench/bench_evaluate.py --real {a.real} --work {a.work} --count {a.count}"
+          + (f" --model {a.model}" if a.model else ""), "```", "",
           f"Full tables and plots: `{report_dir}/report.md`. Metric definitions: docs/evaluation.md.", ""]
     from engine.capture import atomic_write_bytes
     atomic_write_bytes(path, ["\n".join(L).encode()])

@@ -31,6 +31,9 @@ SPANS: dict[str, slice] = {
     "tcp_wsize": LAYOUT.cols("tcp_wsize"),
     "icmp_type": LAYOUT.cols("icmp_type"),
     "icmp_code": LAYOUT.cols("icmp_code"),
+    # the gap's top 8 code bits: its size to an eighth of an octave (engine.layout, IAT_SCALE);
+    # the low bits stay the model's
+    "meta_iat_coarse": slice(LAYOUT.cols("meta_iat").start, LAYOUT.cols("meta_iat").start + 8),
 }
 
 
