@@ -201,7 +201,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     mine = [i for i in range(req.count) if i % world == rank]
     t_s = time.time()
     flows = sample_flows(model, mcfg, req.label, mine, req.seed, steps, guidance, pmin, pmax, req.transport,
-                         batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats)
+                         batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats,
+                         field_vocab=req.field_vocab)
     sample_s = time.time() - t_s
     if state is not None:
         from accelerate.utils import gather_object

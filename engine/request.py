@@ -33,6 +33,8 @@ class GenerationRequest:
         guidance: classifier-free guidance scale (None = model default).
         disabled_rules: repair rules switched off by name.
         allow_fragments: keep IPv4 fragments instead of repairing them away.
+        field_vocab: decode header fields onto the values the class uses in training
+            (checkpoints with a ``vocab``; engine.model.vocab); off = the model's raw bits.
     """
 
     label: str
@@ -54,4 +56,5 @@ class GenerationRequest:
     guidance: float | None = None
     disabled_rules: tuple[str, ...] = ()
     allow_fragments: bool = False
+    field_vocab: bool = True
     extra: dict = field(default_factory=dict)

@@ -101,11 +101,13 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 @click.option("--packets-min", type=int, default=2, show_default=True)
 @click.option("--packets-max", type=int, default=128, show_default=True)
 @click.option("--transport", type=click.Choice(["any", "tcp", "udp", "icmp"]), default="any", show_default=True)
+@click.option("--raw-fields", is_flag=True,
+              help="Keep the model's raw header bits (no decoding onto the class's field values).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
 def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
-             force, quiet):
+             raw_fields, force, quiet):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
     from engine.request import GenerationRequest
     from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
@@ -119,4 +121,7 @@ def generate(label, preset, recipe, count, out, model, seed, steps, guidance, pa
             raise InputError(None, "give --label (or --preset / --recipe)")
         req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
                                 packets_min=packets_min, packets_max=packets_max, transport=transport)
+    if raw_fields:
+        from dataclasses import replace
+        req = replace(req, field_vocab=False)
     run_generate(req, out, force=force, quiet=quiet)

@@ -328,3 +328,25 @@ def test_field_vocabulary_decoding(tiny_run):
     assert (out[:, LAYOUT.cols("tcp_sprt")] == -1).all()     # absent spans stay absent
     _, cfg, _ = load_model(tiny_run)
     assert set(cfg["vocab"]) == {"dns", "zoom"} and set(cfg["vocab"]["dns"]) <= set(SPANS)
+
+
+def test_sampled_fields_come_from_the_vocabulary(tiny_run, tmp_path):
+    from click.testing import CliRunner
+    from engine.layout import get
+    from engine.model.checkpoint import load_model
+    from engine.sample import sample_flows
+    from netdiff_tui.cli import main
+    model, cfg, _ = load_model(tiny_run)
+    voc = cfg["vocab"]["zoom"]
+    flows = sample_flows(model, cfg, "zoom", list(range(6)), seed=2, steps=3, guidance=1.0, packets_min=1,
+                         packets_max=16)
+    for m in flows.values():
+        assert set(get(m, "ipv4_tl").tolist()) <= set(voc["ipv4_tl"])
+        assert set(get(m, "ipv4_ttl").tolist()) <= set(voc["ipv4_ttl"])
+    raw = sample_flows(model, cfg, "zoom", list(range(6)), seed=2, steps=3, guidance=1.0, packets_min=1,
+                       packets_max=16, field_vocab=False)
+    assert any(not set(get(m, "ipv4_tl").tolist()) <= set(voc["ipv4_tl"]) for m in raw.values())
+    r = CliRunner().invoke(main, ["generate", "--label", "zoom", "-n", "2", "-o", str(tmp_path / "raw"),
+                                  "--model", str(tiny_run), "--steps", "2", "--raw-fields", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "raw" / "generate.json").read_text())["request"]["field_vocab"] is False
