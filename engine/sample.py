@@ -22,6 +22,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
 from .model.diffusion import cut_at_padding, sample, snap
 from .model.lengths import draw_shape, presence_mask
+from .model.vocab import SPANS
 from .model.vocab import decode as decode_vocab
 
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
@@ -56,7 +57,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                  batch_size: int = 64, max_attempts: int = 8, solver: str | None = None,
                  on_event: OnEvent | None = None, cancel: CancelToken | None = None,
                  stats: SampleStats | None = None, length_prior: bool = True,
-                 field_vocab: bool = True) -> dict[int, np.ndarray]:
+                 field_vocab: bool = True, vocab_draw: bool = True) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
@@ -104,7 +105,10 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
             protos = torch.tensor([p for _, p in shapes])
         x = sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows, protos=protos)
         if vocab:
-            x = decode_vocab(x.float().cpu().numpy(), vocab)
+            # each flow's draws come from its own seed, like its noise
+            u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((L, len(SPANS)))
+                          for s in seeds]) if vocab_draw else None
+            x = decode_vocab(x.float().cpu().numpy(), vocab, u)
         x = snap(x)
         stats.drawn += len(chunk)
         retry = []

@@ -318,7 +318,7 @@ def test_field_vocabulary_decoding(tiny_run):
     from engine.layout import put
     put(rows, "ipv4_ttl", np.array([64, 64, 64, 128, 128, 7]))
     v = fit_vocab(rows, np.zeros(6, int), ["a"], keep=2)
-    assert v["a"]["ipv4_ttl"] == [64, 128]           # 7 was seen once, beyond the kept two
+    assert v["a"]["ipv4_ttl"] == [[64, 3], [128, 2]]      # 7 was seen once, beyond the kept two
     x = rows.astype(np.float32)[None].copy()
     ttl = LAYOUT.cols("ipv4_ttl")
     x[0, :, ttl] = np.where(x[0, :, ttl] > 0, 0.8, 0.2)   # soft bits of the same values
@@ -326,6 +326,15 @@ def test_field_vocabulary_decoding(tiny_run):
     out = np.clip(np.rint(decode(x, v["a"])), -1, 1).astype(np.int8)[0]
     assert get(out, "ipv4_ttl").tolist() == [64, 64, 64, 128, 128, 64]
     assert (out[:, LAYOUT.cols("tcp_sprt")] == -1).all()     # absent spans stay absent
+    # drawn from the posterior: sure bits keep their value, doubtful bits follow the counts
+    u = np.random.default_rng(0).random((1, 6, len(SPANS)))
+    out = np.clip(np.rint(decode(x, v["a"], u)), -1, 1).astype(np.int8)[0]
+    assert get(out, "ipv4_ttl").tolist()[:5] == [64, 64, 64, 128, 128]
+    flat = np.tile(rows.astype(np.float32)[:1], (4000, 1))[None]
+    flat[0, :, ttl] = 0.5                                     # the model has no idea
+    u = np.random.default_rng(1).random((1, 4000, len(SPANS)))
+    got = get(np.clip(np.rint(decode(flat, v["a"], u)), -1, 1).astype(np.int8)[0], "ipv4_ttl")
+    assert set(got.tolist()) == {64, 128} and 0.55 < (got == 64).mean() < 0.65   # counts 3 : 2
     _, cfg, _ = load_model(tiny_run)
     assert set(cfg["vocab"]) == {"dns", "zoom"} and set(cfg["vocab"]["dns"]) <= set(SPANS)
 
@@ -337,7 +346,7 @@ def test_sampled_fields_come_from_the_vocabulary(tiny_run, tmp_path):
     from engine.sample import sample_flows
     from netdiff_tui.cli import main
     model, cfg, _ = load_model(tiny_run)
-    voc = cfg["vocab"]["zoom"]
+    voc = {k: [e[0] for e in v] for k, v in cfg["vocab"]["zoom"].items()}
     flows = sample_flows(model, cfg, "zoom", list(range(6)), seed=2, steps=3, guidance=1.0, packets_min=1,
                          packets_max=16)
     for m in flows.values():

@@ -39,12 +39,13 @@ SPANS: dict[str, slice] = {
 
 def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top: int = 64,
               min_count: int = 2, keep: int = 8) -> dict:
-    """Per class and span, the ``top`` most frequent values of the training rows where the
-    span is present (values seen once are dropped beyond the ``keep`` most frequent).
+    """Per class and span, ``[[value, count], ...]`` for the ``top`` most frequent values of the
+    training rows where the span is present (values seen once are dropped beyond the ``keep``
+    most frequent).
 
     ``rows``: ``(R, width)`` int8 in {-1, 0, 1}; ``row_labels``: ``(R,)`` class index.
     """
-    out: dict[str, dict[str, list[int]]] = {}
+    out: dict[str, dict[str, list[list[int]]]] = {}
     for ci, c in enumerate(classes):
         r = rows[row_labels == ci]
         spans = {}
@@ -55,19 +56,38 @@ def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top:
                 continue
             v, n = np.unique(bits_to_uint(sub), return_counts=True)
             order = np.argsort(-n, kind="stable")
-            take = [int(v[i]) for j, i in enumerate(order[:top]) if j < keep or n[i] >= min_count]
-            spans[name] = take
+            spans[name] = [[int(v[i]), int(n[i])] for j, i in enumerate(order[:top]) if j < keep or n[i] >= min_count]
         out[c] = spans
     return out
 
 
-def decode(x: np.ndarray, vocab: dict[str, list[int]]) -> np.ndarray:
+def _entries(vals) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary entries -> values, counts (a bare value counts once)."""
+    v = np.array([e[0] if isinstance(e, (list, tuple)) else e for e in vals], np.uint64)
+    n = np.array([e[1] if isinstance(e, (list, tuple)) else 1 for e in vals], np.float64)
+    return v, n
+
+
+#: a bit the model calls certain still leaves this much doubt in the posterior (its
+#: probabilities are not calibrated; without a floor one bit would veto a common value)
+BIT_FLOOR = 0.05
+
+
+def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None) -> np.ndarray:
     """Decode sampled flows ``x`` ``(B, L, width)`` (floats, before snapping) onto a class's
-    vocabulary: every span that snaps to present in a row gets the nearest vocabulary value's bits.
-    Returns a new array."""
+    vocabulary; every span that snaps to present in a row is replaced by a vocabulary value.
+
+    With ``u`` ``(B, L, len(SPANS))`` uniforms in [0, 1), the value is *drawn* from the
+    posterior ``count(v) * prod_k p_k^v_k (1 - p_k)^(1 - v_k)`` (the class's frequency as the
+    prior, the model's soft bits ``p`` as independent evidence): where the model is sure the
+    draw is its value, where it is not the draw follows the class's distribution instead of
+    rounding every doubtful bit the same way (which made gaps systematically short).
+    Without ``u``: the value nearest to the soft bits (least squares). Returns a new array.
+    """
     x = np.array(x, np.float32, copy=True)
     flat = x.reshape(-1, x.shape[-1])
-    for name, sl in SPANS.items():
+    uf = None if u is None else np.asarray(u, np.float64).reshape(-1, len(SPANS))
+    for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
         if not vals:
             continue
@@ -76,7 +96,17 @@ def decode(x: np.ndarray, vocab: dict[str, list[int]]) -> np.ndarray:
         if not present.any():
             continue
         p = np.clip(sub[present], 0.0, 1.0)
-        V = uint_to_bits(np.asarray(vals, np.uint64), sl.stop - sl.start).astype(np.float32)
-        d = (V * V).sum(1)[None, :] - 2.0 * p @ V.T          # |p - v|^2 up to a per-row constant
-        flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[d.argmin(1)]
+        v, n = _entries(vals)
+        V = uint_to_bits(v, sl.stop - sl.start).astype(np.float32)
+        if uf is None:
+            d = (V * V).sum(1)[None, :] - 2.0 * p @ V.T          # |p - v|^2 up to a per-row constant
+            pick = d.argmin(1)
+        else:
+            q = np.clip(p.astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
+            logp = np.log(n)[None, :] + np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
+            w = np.exp(logp - logp.max(1, keepdims=True))
+            cdf = np.cumsum(w, 1)
+            pick = (cdf < (uf[present, si] * cdf[:, -1])[:, None]).sum(1)
+            pick = np.minimum(pick, len(v) - 1)
+        flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[pick]
     return x
