@@ -5,7 +5,7 @@
 * training: ``--train-steps`` steps of configs/default_model.json on ``--data``
   (seconds per step, peak RSS); with ``--run``, the whole run's wall time and
   step rate from its events.jsonl.
-* sampling: flows of 128 packets per second from the model alone (20 steps,
+* sampling: flows of 128 packets per second from the model alone (the checkpoint's default steps,
   guidance 1 and 2), and end to end through ``generate`` (sample + repair + pcaps).
 """
 
@@ -60,16 +60,22 @@ def bench_sample(model_ref, n: int, label: str) -> dict:
     from engine.generate import generate
     from engine.model.checkpoint import load_model
     from engine.model.diffusion import sample
+    from engine.model.lengths import presence_mask
     from engine.request import GenerationRequest
     model, cfg, _ = load_model(model_ref)
     cls = cfg["classes"].index(label) if label in cfg["classes"] else 0
     out = {"model_params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
            "packets_per_flow": model.config.max_packets, "sample_batch": n}
     labels = torch.full((n,), cls)
-    sample(model, cfg["scheduler"], labels[:2], [0, 1], steps=2)          # warm up
+    L = model.config.max_packets
+    # a shape-conditioned model is told the length: every flow 128 packets here
+    rows = presence_mask([L] * n, L) if getattr(model.config, "presence_input", False) else None
+    sample(model, cfg["scheduler"], labels[:2], [0, 1], steps=2, rows=None if rows is None else rows[:2])   # warm up
+    steps = int(cfg.get("sampling", {}).get("steps", 20))
+    out["sample_steps"] = steps
     for g in (1.0, 2.0):
         t0 = time.perf_counter()
-        sample(model, cfg["scheduler"], labels, list(range(n)), steps=20, guidance=g)
+        sample(model, cfg["scheduler"], labels, list(range(n)), steps=steps, guidance=g, rows=rows)
         out[f"sample_flows_per_s_g{g:g}"] = round(n / (time.perf_counter() - t0), 2)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
