@@ -228,6 +228,14 @@ def test_option_walker_accepts_and_rejects():
                 area((5, 11) + (0,) * 9), area((0,), (2, 4, 5, 180))]:
         a, n = bad
         assert not op.walk(a, np.array([n]), op.TCP_LEN_TABLE, sack=True).ok[0]
+    # a flipped length byte of a known kind: fixed, and the options after it survive
+    a, n = area((2, 4, 5, 180), (4, 6), (8, 14, 0, 0, 0, 1, 0, 0, 0, 0), (1,), (3, 3, 7))
+    assert not op.walk(a, np.array([n]), op.TCP_LEN_TABLE, sack=True).ok[0]
+    t = op.walk(a, np.array([n]), op.TCP_LEN_TABLE, sack=True, fix_lengths=True)
+    assert t.fixed[0] and list(t.kind) == [2, 4, 8, 3] and list(t.length) == [4, 2, 10, 3]
+    assert list(t.opt[0, :4]) == [2, 4, 5, 180] and list(t.opt[0, 4:8]) == [4, 2, 8, 10]
+    new, nlen = op.rebuild(t.opt, t, np.ones(len(t.kind), bool))
+    assert list(new[0, :nlen[0]]) == [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 3, 3, 7, 0]
     # rebuilding keeps the good records, back to back, EOL-padded to 32 bits
     a, n = area((1,), (1,), (5, 10) + (7,) * 8, (8, 10, 0, 0, 0, 9, 0, 0, 0, 3))
     t = op.walk(a, np.array([n]), op.TCP_LEN_TABLE, sack=True)

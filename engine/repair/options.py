@@ -53,6 +53,8 @@ class OptionTable:
             right length, inside the option area) and ends at the area's end
             or at an EOL followed only by zero bytes.
         end: ``(k,)`` per packet: where parsing stopped (EOL position, area end, or the bad record).
+        fixed: ``(k,)`` per packet: a length byte was corrected (``walk(fix_lengths=True)``).
+        opt: the option bytes parsed, with corrected length bytes.
     """
 
     row: np.ndarray
@@ -61,9 +63,11 @@ class OptionTable:
     length: np.ndarray
     ok: np.ndarray
     end: np.ndarray
+    fixed: np.ndarray | None = None
+    opt: np.ndarray | None = None
 
 
-def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> OptionTable:
+def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool, fix_lengths: bool = False) -> OptionTable:
     """Parse option areas.
 
     Args:
@@ -71,8 +75,15 @@ def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> Opt
         olen: ``(k,)`` length of each packet's option area in bytes (<= L).
         lens: ``(256,)`` exact length of each accepted kind, 0 for unknown kinds.
         sack: accept TCP SACK (kind 5) with 2 + 8n bytes, n = 1..4.
+        fix_lengths: a known kind with a wrong length byte gets its fixed length (when it
+            fits in the area) and parsing goes on, instead of stopping there. A generated
+            list often has one flipped bit in a length byte (SACK-permitted 4,6 instead of
+            4,2) and would otherwise lose every option after it.
     """
     k, L = opt.shape
+    fixed = np.zeros(k, bool)
+    if fix_lengths:
+        opt = opt.copy()
     olen = np.minimum(np.asarray(olen, np.int64), L)
     pos = np.zeros(k, np.int64)
     alive = olen > 0
@@ -96,6 +107,14 @@ def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> Opt
         has_len = po + 1 < olen[io]
         ln = np.where(has_len, opt[io, np.minimum(po + 1, L - 1)], 0).astype(np.int64)
         need = lens[ko]
+        if fix_lengths:
+            fx = has_len & (need > 0) & (ln != need) & (po + need <= olen[io])
+            if sack:
+                fx &= ~((ko == SACK) & SACK_LEN_OK[np.minimum(ln, 255)])
+            if fx.any():
+                opt[io[fx], po[fx] + 1] = need[fx]
+                ln = np.where(fx, need, ln)
+                fixed[io[fx]] = True
         good_len = (ln == need) & (need > 0)
         if sack:
             good_len |= (ko == SACK) & SACK_LEN_OK[np.minimum(ln, 255)]
@@ -118,7 +137,7 @@ def walk(opt: np.ndarray, olen: np.ndarray, lens: np.ndarray, sack: bool) -> Opt
         row, pos_, kind, length = row[order], pos_[order], kind[order], length[order]
     else:
         row = pos_ = kind = length = np.zeros(0, np.int64)
-    return OptionTable(row, pos_, kind, length, ok, end)
+    return OptionTable(row, pos_, kind, length, ok, end, fixed, opt)
 
 
 def first_of_kind(t: OptionTable) -> np.ndarray:

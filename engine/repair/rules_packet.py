@@ -294,19 +294,27 @@ class TcpOptions(Rule):
     name = "tcp_options"
     description = ("TCP options well-formed: only MSS (4), window scale (3, shift <= 14), SACK-permitted (2) "
                    "-- these three on SYN packets only -- and timestamps (10), each at most once, NOP/EOL "
-                   "padding to 32 bits; a bad list is rebuilt from its good options; SACK blocks are dropped (acks always cover all data sent, so there "
-                   "is no hole to report)")
+                   "padding to 32 bits; a bad list is rebuilt from its good options (a known kind with a wrong "
+                   "length byte gets its fixed length); SACK blocks are dropped (acks always cover all data sent, "
+                   "so there is no hole to report)")
 
     def plan(self, b: Batch) -> Plan:
         p = Plan()
         rows, raw, t = tcp_option_table(b)
         if len(rows) == 0:
             return p
+        fixed = np.zeros(len(rows), bool)
+        if not t.ok.all():
+            # re-walk the broken lists, correcting length bytes of known kinds, so that the
+            # options after a damaged one survive the rebuild
+            olen = (np.clip(b.get("tcp_doff")[rows], 5, 15) * 4 - 20)
+            t = op.walk(raw, olen, op.TCP_LEN_TABLE, sack=True, fix_lengths=True)
+            raw, fixed = t.opt, t.fixed
         syn = (b.get("tcp_syn")[rows] == 1)[t.row]
         keep = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
         ws_val = raw[t.row, np.minimum(t.pos + 2, 39)] if len(t.row) else np.zeros(0, np.uint8)
         big_ws = keep & (t.kind == op.WS) & (ws_val > op.MAX_WS)
-        bad = ~t.ok | _any_per_row(len(rows), t.row, ~keep | big_ws)
+        bad = ~t.ok | fixed | _any_per_row(len(rows), t.row, ~keep | big_ws)
         if not bad.any():
             return p
         if big_ws.any():
