@@ -324,10 +324,14 @@ def _test_model() -> str | None:
 
 
 def _tshark_errors(f: Path) -> int:
+    # application dissectors off, as in tests/tshark_judge.py: payloads are zero bytes by design, and
+    # e.g. the SSH dissector calls a zero-filled 4-byte segment a malformed SSH packet
+    import tshark_judge
+    env = dict(os.environ, WIRESHARK_CONFIG_DIR=tshark_judge._config_dir())
     r = subprocess.run(["tshark", "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
                         "-o", "udp.check_checksum:TRUE", "-r", str(f), "-Y",
                         '_ws.expert.severity >= "Error" || _ws.malformed', "-T", "fields", "-e", "frame.number"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     return len([x for x in r.stdout.split() if x.strip()])
 
