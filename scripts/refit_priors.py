@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.model.checkpoint import resolve  # noqa: E402
+from engine.model.checkpoint import dump_config, resolve  # noqa: E402
 from engine.model.data import load_split, load_table  # noqa: E402
 from engine.model.lengths import length_prior  # noqa: E402
 from engine.model.vocab import fit_vocab  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> None:
     cfg["lengths"] = length_prior(table.rows, table.offsets, table.labels, cfg["classes"], L)
     cfg["vocab"] = fit_vocab(table.rows, np.repeat(table.labels, np.diff(table.offsets)), cfg["classes"])
     tmp = d / "config.json.tmp"
-    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")
     print(f"{d / 'config.json'}: lengths and vocab of {len(table)} training flows, {len(cfg['classes'])} classes")
 

@@ -359,3 +359,15 @@ def test_sampled_fields_come_from_the_vocabulary(tiny_run, tmp_path):
                                   "--model", str(tiny_run), "--steps", "2", "--raw-fields", "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "raw" / "generate.json").read_text())["request"]["field_vocab"] is False
+
+
+def test_config_tables_one_line_per_class(tiny_run):
+    from engine.model.checkpoint import dump_config
+    text = (tiny_run / "model" / "config.json").read_text()
+    cfg = json.loads(text)
+    assert dump_config(cfg) == text
+    lines = text.splitlines()
+    for key in ("lengths", "vocab"):
+        i = lines.index(f'  "{key}": {{')
+        assert [ln.split(":")[0].strip() for ln in lines[i + 1:i + 3]] == ['"dns"', '"zoom"']
+    assert json.loads(dump_config({"a": 1})) == {"a": 1}

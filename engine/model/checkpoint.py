@@ -35,6 +35,20 @@ def model_config(model: PacketDenoiser) -> dict:
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
+def dump_config(cfg: dict) -> str:
+    """config.json text: indented, except the per-class tables (``lengths``, ``vocab``),
+    which take one line per class (indented, they would run to a megabyte)."""
+    big = {k: cfg[k] for k in ("lengths", "vocab") if isinstance(cfg.get(k), dict) and cfg[k]}
+    text = json.dumps({k: v for k, v in cfg.items() if k not in big}, indent=2)
+    if not big:
+        return text + "\n"
+    parts = [text[:-2]]      # without the closing "\n}"
+    for k, table in big.items():
+        rows = ",\n".join(f"    {json.dumps(c)}: {json.dumps(v, separators=(',', ':'))}" for c, v in table.items())
+        parts.append(f',\n  "{k}": {{\n{rows}\n  }}')
+    return "".join(parts) + "\n}\n"
+
+
 def save_model(out: str | os.PathLike, model: PacketDenoiser, info: dict) -> Path:
     """Write weights and config into ``out`` (written to temp names, then renamed)."""
     out = Path(out)
@@ -42,7 +56,7 @@ def save_model(out: str | os.PathLike, model: PacketDenoiser, info: dict) -> Pat
     sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = {"format": FORMAT, "model": model_config(model), "layout": LAYOUT_VERSION, **info}
     save_file(sd, out / (WEIGHTS + ".tmp"), metadata={"format": FORMAT, "layout": LAYOUT_VERSION})
-    (out / "config.json.tmp").write_text(json.dumps(cfg, indent=2) + "\n")
+    (out / "config.json.tmp").write_text(dump_config(cfg))
     os.replace(out / (WEIGHTS + ".tmp"), out / WEIGHTS)
     os.replace(out / "config.json.tmp", out / "config.json")
     return out

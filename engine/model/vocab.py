@@ -37,7 +37,7 @@ SPANS: dict[str, slice] = {
 }
 
 
-def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top: int = 64,
+def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top: int = 256,
               min_count: int = 2, keep: int = 8) -> dict:
     """Per class and span, ``[[value, count], ...]`` for the ``top`` most frequent values of the
     training rows where the span is present (values seen once are dropped beyond the ``keep``
