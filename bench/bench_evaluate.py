@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--count", choices=("train", "test"), default="train",
                     help="synthetic flows per class: as many as the real training (default) or test split")
     ap.add_argument("--jobs", type=int, default=2, help="classes generated at a time (one process each)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.md"))
     a = ap.parse_args()
     work = Path(a.work)
@@ -93,6 +94,8 @@ def main() -> None:
                "-o", str(synth / c), "--seed", str(a.seed), "--force", "-q"]
         if a.model:
             cmd += ["--model", a.model]
+        if a.steps:
+            cmd += ["--steps", str(a.steps)]
         gen_cmds.append("netdiff " + shlex.join(cmd[3:]))
         if not a.no_generate:
             while len(running) >= max(1, a.jobs):
