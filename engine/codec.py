@@ -104,10 +104,26 @@ def iat_codes(ts_ns: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return code
 
 
-def present_rows(m: np.ndarray) -> np.ndarray:
-    """Rows that hold a packet (padding rows have direction and IPv4 version absent)."""
+def present_rows(m):
+    """Rows that hold a packet (padding rows have direction and IPv4 version absent).
+
+    ``m``: ``(..., LAYOUT.width)`` numpy array or torch tensor; returns ``(...)`` bool.
+    """
     ver = LAYOUT.cols("ipv4_ver")
-    return (m[:, COL_DIR] != ABSENT) | (m[:, ver.start] != ABSENT)
+    return (m[..., COL_DIR] != ABSENT) | (m[..., ver.start] != ABSENT)
+
+
+#: transport blocks by IP protocol number, in the order a row carrying several is read
+TRANSPORT_COLS = {6: COL_TCP, 17: COL_UDP, 1: COL_ICMP}
+
+
+def row_proto(m: np.ndarray) -> np.ndarray:
+    """Per row of ``(..., LAYOUT.width)``: 6, 17, 1 or 0, the first transport block present
+    in :data:`TRANSPORT_COLS` order (TCP, then UDP, then ICMP), as decoding reads a row."""
+    out = np.zeros(m.shape[:-1], np.int64)
+    for p, col in reversed(TRANSPORT_COLS.items()):
+        out[m[..., col.start] != ABSENT] = p
+    return out
 
 
 def _wire_bytes(m: np.ndarray, cols: slice, proto: str, nbytes: int) -> np.ndarray:
@@ -157,9 +173,8 @@ def decode_matrices(mats: list[np.ndarray], metas: list[FlowMeta], linktype: int
     ihl = (ip[:, 0] & 0x0F).astype(np.int64) * 4
     ihl = np.maximum(ihl, 20)
     tl = (ip[:, 2].astype(np.int64) << 8) | ip[:, 3]
-    is_tcp = m[:, COL_TCP.start] != ABSENT
-    is_udp = ~is_tcp & (m[:, COL_UDP.start] != ABSENT)
-    is_icmp = ~is_tcp & ~is_udp & (m[:, COL_ICMP.start] != ABSENT)
+    rp = row_proto(m)
+    is_tcp, is_udp, is_icmp = rp == 6, rp == 17, rp == 1
     l4 = np.zeros((n, 60), np.uint8)
     if is_tcp.any():
         l4[is_tcp] = _wire_bytes(m[is_tcp], COL_TCP, "tcp", 60)

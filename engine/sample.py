@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.codec import COL_ICMP, COL_TCP, COL_UDP
+from engine.codec import TRANSPORT_COLS, row_proto
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
@@ -35,13 +35,8 @@ def flow_seed(seed: int, index: int, attempt: int) -> int:
 
 def flow_proto(m: np.ndarray) -> int:
     """A flow's transport as the repair step and the decoder see it: its first packet's
-    (TCP, then UDP, then ICMP block present, in that order of precedence): 6, 17, 1, or 0."""
-    if len(m) == 0:
-        return 0
-    for col, p in ((COL_TCP, 6), (COL_UDP, 17), (COL_ICMP, 1)):
-        if m[0, col.start] != -1:
-            return p
-    return 0
+    (:func:`engine.codec.row_proto`): 6, 17, 1, or 0."""
+    return int(row_proto(m[:1])[0]) if len(m) else 0
 
 
 @dataclass
@@ -134,14 +129,6 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     return done
 
 
-def row_proto(m: np.ndarray) -> np.ndarray:
-    """Per row: 6, 17, 1 or 0, by the same precedence as :func:`flow_proto`."""
-    out = np.zeros(len(m), np.int64)
-    for col, p in ((COL_ICMP, 1), (COL_UDP, 17), (COL_TCP, 6)):
-        out[m[:, col.start] != -1] = p
-    return out
-
-
 def majority_proto(m: np.ndarray) -> int:
     """The transport most rows of a flow have (6, 17 or 1; ties by the first such row),
     0 when no row has one."""
@@ -167,7 +154,7 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
     from .layout import ABSENT, LAYOUT, get, put
     rp = row_proto(m)
     bad = rp != want
-    cols = {6: COL_TCP, 17: COL_UDP, 1: COL_ICMP}
+    cols = TRANSPORT_COLS
     # rows of the wanted transport that also carry another transport's block, or another protocol number
     other = np.zeros(len(m), bool)
     for p, col in cols.items():

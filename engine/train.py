@@ -45,11 +45,9 @@ from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinishe
 from .model.checkpoint import save_model
 from .model.data import load_split, load_table, make_split, manifest_hash
 from .model.denoiser import PacketDenoiser
-from .model.diffusion import COL_DIR, train_scheduler, training_target
-from .model.lengths import flow_protos, impose, length_prior
-from .model.vocab import fit_vocab
-
-COL_VER = LAYOUT.cols("ipv4_ver").start
+from .codec import present_rows, row_proto
+from .model.diffusion import train_scheduler, training_target
+from .model.lengths import impose
 
 
 @dataclass
@@ -193,24 +191,15 @@ def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
     return int(json.loads((ck / "state.json").read_text())["step"])
 
 
-def cks_exist(run_dir: Path) -> bool:
-    return bool(_checkpoints(run_dir))
-
-
-def present_rows_t(x0: torch.Tensor) -> torch.Tensor:
-    """``(B, L)`` bool: rows of a clean batch that hold a packet (as engine.codec.present_rows)."""
-    return (x0[..., COL_DIR] != -1) | (x0[..., COL_VER] != -1)
-
-
 def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> None:
     """Copy a checkpoint's weights into ``model``; modules the checkpoint lacks keep their (zero)
     init. Shapes and classes must match."""
-    from .model.checkpoint import resolve
+    from .model.checkpoint import WEIGHTS, resolve
     d = resolve(ref)
     src = json.loads((d / "config.json").read_text())
     if src.get("classes") != classes:
         raise InputError(d, "init_from: the checkpoint's classes differ from this run's")
-    sd = load_file(d / "model.safetensors")
+    sd = load_file(d / WEIGHTS)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     bad = [k for k in missing if not k.startswith(("row_emb.", "sc_inp."))] + list(unexpected)
     if bad:
@@ -276,7 +265,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
         torch.set_num_threads(int(cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = PacketDenoiser(num_classes=len(classes), width=LAYOUT.width, **cfg.model)
-    if cfg.init_from and not (resume and cks_exist(run_dir)):
+    if cfg.init_from and not (resume and _checkpoints(run_dir)):
         _init_weights(model, cfg.init_from, classes)
         emit(Message("info", f"weights initialised from {cfg.init_from}"))
     if model.config.self_condition and cfg.prediction_type != "sample":
@@ -305,8 +294,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
             "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
             "data_manifest_sha256": mhash, "seed": cfg.seed, "layout": LAYOUT_VERSION,
             "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
-            "lengths": length_prior(table.rows, table.offsets, table.labels, classes, L),
-            "vocab": fit_vocab(table.rows, np.repeat(table.labels, np.diff(table.offsets)), classes)}
+            **table.priors(L)}
 
     t0, s0, loss_acc, n_acc = time.time(), start, 0.0, 0
     step = start
@@ -333,7 +321,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
             sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
             xt = sched.add_noise(x0, noise, t)
             target = training_target(sched, x0, noise, t)
-            rows = present_rows_t(x0)
+            rows = present_rows(x0)
             xt, target, t, y, rows = (v.to(acc.device) for v in (xt, target, t, y, rows))
             for gp in opt.param_groups:
                 gp["lr"] = lr_at(cfg, step)
@@ -345,8 +333,10 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
                 x0_prev = torch.zeros_like(xt)
                 if sc:
                     with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
-                        est = raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
-                        x0_prev = impose(est, rows, flow_protos(x0).to(est.device)) if rows_in is not None else est
+                        x0_prev = raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
+                        if rows_in is not None:
+                            protos = torch.from_numpy(row_proto(x0[:, 0].numpy())).to(x0_prev.device)
+                            x0_prev = impose(x0_prev, rows, protos)
             pred = model(xt, t, y, rows_in, x0_prev)
             if raw.config.presence_input:
                 # padding rows are given (and imposed when sampling): the loss is over packet rows

@@ -34,7 +34,6 @@ import csv
 import json
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np

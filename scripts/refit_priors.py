@@ -17,15 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.model.checkpoint import dump_config, resolve  # noqa: E402
 from engine.model.data import load_split, load_table  # noqa: E402
-from engine.model.lengths import length_prior  # noqa: E402
-from engine.model.vocab import fit_vocab  # noqa: E402
 
 
 def main() -> None:
@@ -42,8 +38,7 @@ def main() -> None:
     table = load_table(a.data, L, files=split["train"], classes=cfg["classes"])
     if len(table) != cfg.get("train_flows", len(table)):
         raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}")
-    cfg["lengths"] = length_prior(table.rows, table.offsets, table.labels, cfg["classes"], L)
-    cfg["vocab"] = fit_vocab(table.rows, np.repeat(table.labels, np.diff(table.offsets)), cfg["classes"])
+    cfg.update(table.priors(L))
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")

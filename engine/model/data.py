@@ -90,6 +90,14 @@ class FlowTable:
         w = counts[self.labels] ** (balance - 1.0)
         return w / w.sum()
 
+    def priors(self, max_packets: int) -> dict:
+        """What sampling reads from a checkpoint's config.json besides the weights: the
+        flow-shape prior (``lengths``) and the field vocabularies (``vocab``) of these flows."""
+        from .lengths import length_prior
+        from .vocab import fit_vocab
+        return {"lengths": length_prior(self.rows, self.offsets, self.labels, self.classes, max_packets),
+                "vocab": fit_vocab(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)}
+
     def batch(self, idx: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, length, width)`` float32 in {-1, 0, 1} and ``(B,)`` long labels."""
         x = np.full((len(idx), length, LAYOUT.width), -1, np.int8)

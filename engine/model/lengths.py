@@ -23,16 +23,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engine.codec import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
 from engine.layout import LAYOUT
 
 #: columns every packet row has present (the IPv4 header without addresses and
 #: options, direction, inter-arrival time); padding rows have them absent
 ALWAYS_PRESENT = np.r_[np.arange(LAYOUT.cols("ipv4_ver").start, LAYOUT.cols("ipv4_cksum").stop),
                        np.arange(LAYOUT.cols("meta_direction").start, LAYOUT.cols("meta_iat").stop)]
-#: per transport: its block, and the columns every row of it has present (the fixed header)
-TRANSPORTS = {6: (LAYOUT.block("tcp"), slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)),
-              17: (LAYOUT.block("udp"), LAYOUT.block("udp")),
-              1: (LAYOUT.block("icmp"), LAYOUT.block("icmp"))}
+#: per transport: the columns every row of it has present (the fixed header)
+FIXED_HEADER = {6: slice(COL_TCP.start, LAYOUT.cols("tcp_opt").start), 17: COL_UDP, 1: COL_ICMP}
 PROTO_BITS = LAYOUT.cols("ipv4_proto")
 
 
@@ -42,10 +41,7 @@ def length_prior(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
     count as ``max_packets``, the most the model holds) by the first packet's transport
     (6, 17, 1; 0 for none). Input as in :class:`engine.model.data.FlowTable`."""
     lens = np.minimum(np.diff(offsets), max_packets)
-    first = rows[offsets[:-1]]
-    proto = np.zeros(len(lens), np.int64)
-    for p in (1, 17, 6):                     # TCP, then UDP, then ICMP wins (as engine.sample.flow_proto)
-        proto[first[:, TRANSPORTS[p][0].start] != -1] = p
+    proto = row_proto(rows[offsets[:-1]])
     out = {}
     for ci, c in enumerate(classes):
         sel = labels == ci
@@ -78,14 +74,6 @@ def draw_shape(prior: list[list[int]] | None, seed: int, lo: int, hi: int, proto
     return int(rng.integers(lo, hi + 1)), int(proto or 0)
 
 
-def flow_protos(x0: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` long: each clean flow's first-row transport (6, 17, 1; 0 none), as :func:`length_prior`."""
-    out = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
-    for p in (1, 17, 6):
-        out = torch.where(x0[:, 0, TRANSPORTS[p][0].start] != -1, torch.full_like(out, p), out)
-    return out
-
-
 def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
     """``(B, max_packets)`` bool: ``True`` for rows that are packets."""
     return torch.arange(max_packets)[None, :] < torch.as_tensor(lengths)[:, None]
@@ -105,11 +93,12 @@ def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = N
     sub = x0[:, :, cols]
     x0[:, :, cols] = torch.where(pad[..., None], sub, sub.clamp(min=0.0))
     if protos is not None:
-        for p, (block, fixed) in TRANSPORTS.items():
+        for p, block in TRANSPORT_COLS.items():
+            fixed = FIXED_HEADER[p]
             f = (protos.to(x0.device) == p)[:, None] & rows          # (B, L) packet rows of this transport
             if not f.any():
                 continue
-            for q, (other, _) in TRANSPORTS.items():
+            for q, other in TRANSPORT_COLS.items():
                 if q != p:
                     x0[..., other] = torch.where(f[..., None], torch.full_like(x0[..., other], -1.0), x0[..., other])
             x0[..., fixed] = torch.where(f[..., None], x0[..., fixed].clamp(min=0.0), x0[..., fixed])
