@@ -259,6 +259,11 @@ class TcpDoff(Rule):
         return p
 
 
+def tcp_option_area(b: Batch) -> np.ndarray:
+    """Per row: bytes of TCP option area the data offset declares (0..40)."""
+    return np.clip(b.get("tcp_doff"), 5, 15) * 4 - 20
+
+
 def tcp_option_table(b: Batch):
     """Parse the TCP options of every TCP row with options: ``(rows, bytes, table)``.
 
@@ -266,7 +271,7 @@ def tcp_option_table(b: Batch):
     recognised by its bytes; only the other rows are walked.
     """
     def calc():
-        olen = np.clip(b.get("tcp_doff"), 5, 15) * 4 - 20
+        olen = tcp_option_area(b)
         rows = np.nonzero(b.rows_of("tcp") & (olen > 0))[0]
         raw = _option_bytes(b, rows, "tcp_opt")
         ol = olen[rows]
@@ -307,8 +312,7 @@ class TcpOptions(Rule):
         if not t.ok.all():
             # re-walk the broken lists, correcting length bytes of known kinds, so that the
             # options after a damaged one survive the rebuild
-            olen = (np.clip(b.get("tcp_doff")[rows], 5, 15) * 4 - 20)
-            t = op.walk(raw, olen, op.TCP_LEN_TABLE, sack=True, fix_lengths=True)
+            t = op.walk(raw, tcp_option_area(b)[rows], op.TCP_LEN_TABLE, sack=True, fix_lengths=True)
             raw, fixed = t.opt, t.fixed
         syn = (b.get("tcp_syn")[rows] == 1)[t.row]
         keep = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
