@@ -59,6 +59,9 @@ def main() -> None:
                     help="synthetic flows per class: as many as the real training (default) or test split")
     ap.add_argument("--jobs", type=int, default=2, help="classes generated at a time (one process each)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    ap.add_argument("--strength", type=float, default=None,
+                    help="guide every synthetic flow by a real flow of the train split, noised this far (0-1]")
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.md"))
     a = ap.parse_args()
     work = Path(a.work)
@@ -77,6 +80,9 @@ def main() -> None:
     print("split:", notes, file=sys.stderr)
     print("classes:", test_counts, file=sys.stderr)
 
+    split_file = sp.source
+    if a.strength is not None and not Path(split_file).is_file():
+        raise SystemExit(f"--strength needs a split file (guides must come from the train side); split: {split_file}")
     gen_cmds, gen_s, running = [], {}, []
     t_all = time.time()
 
@@ -96,6 +102,11 @@ def main() -> None:
             cmd += ["--model", a.model]
         if a.steps:
             cmd += ["--steps", str(a.steps)]
+        if a.guidance is not None:
+            cmd += ["--guidance", str(a.guidance)]
+        if a.strength is not None:
+            # guides from the train split only: the test flows stay unseen
+            cmd += ["--like", a.real, "--like-split", split_file, "--strength", str(a.strength)]
         gen_cmds.append("netdiff " + shlex.join(cmd[3:]))
         if not a.no_generate:
             while len(running) >= max(1, a.jobs):

@@ -37,10 +37,11 @@ from engine.packets import ip_str
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from .model.checkpoint import load_model, weights_hash
-from .sample import PROTO_NUM, SampleStats, flow_proto, sample_flows
+from .guide import guide_order, load_guides
+from .sample import PROTO_NUM, SampleStats, flow_proto, sample_flows, usable_guides
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
-                    "init_ip", "init_port", "resp_ip", "resp_port", "start_ns"]
+                    "init_ip", "init_port", "resp_ip", "resp_port", "start_ns", "guide"]
 COL_DIR = LAYOUT.cols("meta_direction").start
 
 
@@ -197,12 +198,22 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     pmin = min(req.packets_min, pmax)
     steps = req.steps or mcfg.get("sampling", {}).get("steps", 20)
     guidance = req.guidance if req.guidance is not None else mcfg.get("sampling", {}).get("guidance", 1.0)
+    guides = guide_ids = None
+    if req.like:
+        if not 0.0 < req.strength <= 1.0:
+            raise InputError(None, f"strength {req.strength} is not in (0, 1]")
+        g_all, id_all = load_guides(req.like, req.label, req.like_split)
+        keep = usable_guides(g_all, pmin, req.transport)
+        if not keep:
+            raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
+                                       f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
+        guides, guide_ids = [g_all[k] for k in keep], [id_all[k] for k in keep]
     stats = SampleStats()
     mine = [i for i in range(req.count) if i % world == rank]
     t_s = time.time()
     flows = sample_flows(model, mcfg, req.label, mine, req.seed, steps, guidance, pmin, pmax, req.transport,
                          batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats,
-                         field_vocab=req.field_vocab)
+                         field_vocab=req.field_vocab, guides=guides, strength=req.strength)
     sample_s = time.time() - t_s
     if state is not None:
         from accelerate.utils import gather_object
@@ -217,11 +228,18 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
                 setattr(agg, k, getattr(agg, k) + v)
         stats = agg
     mats = [flows[i] for i in range(req.count)]
+    provenance = None
+    if guides:
+        order = guide_order(len(guides), req.seed)
+        provenance = [guide_ids[order[i % len(guides)]] for i in range(req.count)]
     metas, sports = make_metas(req, mats)
     mats, metas, report = _repair(req, mats, metas, emit, sports)
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
                      {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
-                      "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world})
+                      "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
+                                                          "strength": req.strength, "split": req.like_split},
+                      "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world},
+                     provenance)
     summary["seconds"] = round(time.time() - t0, 3)
     if state is not None:
         state.wait_for_everyone()
@@ -229,7 +247,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     return summary
 
 
-def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info) -> dict:
+def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info, provenance=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -244,7 +262,8 @@ def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info
             rows.append({"file": rel, "label": req.label, "packets": n, "seed": req.seed, "model_hash": mhash,
                          "synthetic": 1, "flow_id": meta.flow_id, "proto": meta.proto,
                          "init_ip": ip_str(meta.init_ip), "init_port": meta.init_port,
-                         "resp_ip": ip_str(meta.resp_ip), "resp_port": meta.resp_port, "start_ns": meta.start_ns})
+                         "resp_ip": ip_str(meta.resp_ip), "resp_port": meta.resp_port, "start_ns": meta.start_ns,
+                         "guide": provenance[i] if provenance else ""})
             if (i + 1) % 50 == 0 or i + 1 == len(mats):
                 emit(TaskProgress("write", i + 1, len(mats), "flows"))
         buf = io.StringIO()

@@ -80,7 +80,7 @@ SCHEMA = {
     "": ("name", "label", "description", "model", "prompt", "count", "seed"),
     "traffic": ("transport", "service_ports", "client_ports", "packets", "mtu", "start", "flows_per_s"),
     "addresses": ("client", "server"),
-    "sampling": ("steps", "guidance"),
+    "sampling": ("steps", "guidance", "like", "like_split", "strength"),
     "repair": ("disable", "allow_fragments"),
 }
 SECTIONS = tuple(s for s in SCHEMA if s)
@@ -278,6 +278,16 @@ def _model(v: _V, key: str, raw, base: Path | None) -> str | None:
     return str(p)
 
 
+def _path(v: _V, key: str, raw, base: Path | None) -> str:
+    """A file or directory a recipe names; relative paths are relative to the recipe file."""
+    p = Path(os.path.expanduser(v.str_(key, raw).strip()))
+    if not str(p) or str(p) == ".":
+        v.fail(key, "expected a path")
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return str(p)
+
+
 def _check_keys(v: _V, data: dict) -> None:
     for k, val in data.items():
         if k in SECTIONS:
@@ -398,6 +408,11 @@ def parse_recipe(data: dict, path: str | os.PathLike | None = None, source: str 
     steps = None if steps is None else v.int_("sampling.steps", steps, 1, 1000)
     guidance = s.get("guidance")
     guidance = None if guidance is None else v.num("sampling.guidance", guidance, 0.0, 50.0)
+    like = _path(v, "sampling.like", s["like"], base) if "like" in s else None
+    like_split = _path(v, "sampling.like_split", s["like_split"], base) if "like_split" in s else None
+    if like_split and not like:
+        v.fail("sampling.like_split", "needs sampling.like (the guide flows it splits)")
+    strength = v.num("sampling.strength", s.get("strength", d.strength), 0.0, 1.0, lo_open=True)
 
     rules = []
     known = known_repair_rules()
@@ -416,7 +431,8 @@ def parse_recipe(data: dict, path: str | os.PathLike | None = None, source: str 
         label=label, count=count, model=model, prompt=prompt, packets_min=pmin, packets_max=pmax,
         transport=transport, server_ports=server_ports, client_port_range=client,
         client_cidrs=client_cidrs, server_cidrs=server_cidrs, mtu=mtu, start_ns=start_ns,
-        flows_per_s=rate, seed=seed, steps=steps, guidance=guidance, disabled_rules=tuple(rules),
+        flows_per_s=rate, seed=seed, steps=steps, guidance=guidance, like=like, like_split=like_split,
+        strength=strength, disabled_rules=tuple(rules),
         allow_fragments=allow_frag, extra={"recipe": name},
     )
     req.extra["recipe_sha256"] = recipe_hash(req)
@@ -448,7 +464,9 @@ def request_to_recipe(req: GenerationRequest, name: str | None = None, descripti
         "flows_per_s": req.flows_per_s,
     }
     d["addresses"] = {"client": list(req.client_cidrs), "server": list(req.server_cidrs)}
-    smp = {k: getattr(req, k) for k in ("steps", "guidance") if getattr(req, k) is not None}
+    smp = {k: getattr(req, k) for k in ("steps", "guidance", "like", "like_split") if getattr(req, k) is not None}
+    if req.like:
+        smp["strength"] = req.strength
     if smp:
         d["sampling"] = smp
     d["repair"] = {"disable": list(req.disabled_rules), "allow_fragments": req.allow_fragments}
@@ -629,7 +647,9 @@ def summary(rc: Recipe) -> list[tuple[str, str]]:
         ("packets per flow", f"{q.packets_min}-{q.packets_max}"), ("mtu", str(q.mtu)),
         ("start", format_time(q.start_ns)), ("flows per second", f"{q.flows_per_s:g}"),
         ("client addresses", ", ".join(q.client_cidrs)), ("server addresses", ", ".join(q.server_cidrs)),
-        ("sampling", f"steps={q.steps or 'default'} guidance={q.guidance if q.guidance is not None else 'default'}"),
+        ("sampling", f"steps={q.steps or 'default'} guidance={q.guidance if q.guidance is not None else 'default'}"
+                     + (f" like={q.like} strength={q.strength:g}" + (f" split={q.like_split}" if q.like_split else "")
+                        if q.like else "")),
         ("repair", f"disabled={', '.join(q.disabled_rules) or 'none'} allow_fragments={str(q.allow_fragments).lower()}"),
         ("recipe sha256", rc.sha256),
     ]

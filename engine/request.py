@@ -35,6 +35,12 @@ class GenerationRequest:
         allow_fragments: keep IPv4 fragments instead of repairing them away.
         field_vocab: decode header fields onto the values the class uses in training
             (checkpoints with a ``vocab``; engine.model.vocab); off = the model's raw bits.
+        like: real flows of the class to start from (engine.guide): a capture file, a
+            directory of the class's captures, a labeled capture directory or a netdiff
+            encode dataset; None = sample from noise.
+        like_split: a split file; its test flows are never used as guides.
+        strength: how far each guide is noised before the model denoises it, in (0, 1]:
+            1 keeps only its length and transport, lower keeps more of it.
     """
 
     label: str
@@ -57,4 +63,7 @@ class GenerationRequest:
     disabled_rules: tuple[str, ...] = ()
     allow_fragments: bool = False
     field_vocab: bool = True
+    like: str | None = None
+    like_split: str | None = None
+    strength: float = 0.5
     extra: dict = field(default_factory=dict)

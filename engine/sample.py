@@ -20,6 +20,7 @@ from engine.codec import TRANSPORT_COLS, row_proto
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
+from .guide import guide_order
 from .model.diffusion import cut_at_padding, sample, snap
 from .model.lengths import draw_shape, presence_mask
 from .model.vocab import SPANS
@@ -52,7 +53,8 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                  batch_size: int = 64, max_attempts: int = 8, solver: str | None = None,
                  on_event: OnEvent | None = None, cancel: CancelToken | None = None,
                  stats: SampleStats | None = None, length_prior: bool = True,
-                 field_vocab: bool = True, vocab_draw: bool = True) -> dict[int, np.ndarray]:
+                 field_vocab: bool = True, vocab_draw: bool = True,
+                 guides: list[np.ndarray] | None = None, strength: float = 0.5) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
@@ -66,6 +68,9 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     sampler holds the flow to that shape.
     With ``field_vocab`` (and a checkpoint with a ``vocab``), header fields are
     decoded onto the values the class uses (:mod:`engine.model.vocab`).
+    With ``guides`` (real flows of the class, :func:`usable_guides`), flow ``i`` starts from
+    ``guides[guide_order(len(guides), seed)[i % len(guides)]]`` noised to ``strength``
+    (:mod:`engine.guide`) and keeps that flow's length and transport.
     """
     classes = model_cfg["classes"]
     if label not in classes:
@@ -87,18 +92,29 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     done: dict[int, np.ndarray] = {}
     best: dict[int, np.ndarray] = {}
     pending = [(i, 0) for i in indices]
+    order = guide_order(len(guides), seed) if guides else None
     while pending:
         if cancel is not None:
             cancel.check()
         chunk, pending = pending[:batch_size], pending[batch_size:]
         seeds = [flow_seed(seed, i, a) for i, a in chunk]
         labels = torch.full((len(chunk),), cls, dtype=torch.long)
-        rows = protos = None
-        if use_rows:
+        rows = protos = init = None
+        if guides:
+            g = [guides[order[i % len(guides)]][:min(packets_max, L)] for i, _ in chunk]
+            buf = np.full((len(chunk), L, int(model.config.width)), -1, np.int8)
+            for j, m in enumerate(g):
+                buf[j, :len(m)] = m
+            init = torch.from_numpy(buf).float()
+            if use_rows:
+                rows = presence_mask([len(m) for m in g], L)
+                protos = torch.tensor([want or majority_proto(m) for m in g])
+        elif use_rows:
             shapes = [draw_shape(prior, s, packets_min, min(packets_max, L), want) for s in seeds]
             rows = presence_mask([n for n, _ in shapes], L)
             protos = torch.tensor([p for _, p in shapes])
-        x = sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows, protos=protos)
+        x = sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows, protos=protos,
+                   init=init, strength=strength)
         if vocab:
             # each flow's draws come from its own seed, like its noise
             u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((L, len(SPANS)))
@@ -127,6 +143,14 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
         pending = retry + pending
         emit(TaskProgress("sample", len(done), total, "flows"))
     return done
+
+
+def usable_guides(guides: list[np.ndarray], packets_min: int, transport: str = "any") -> list[int]:
+    """Indices of the guide flows a request can start from: at least ``packets_min``
+    packets and, unless ``transport`` is "any", of that transport."""
+    want = PROTO_NUM.get(transport)
+    return [k for k, m in enumerate(guides)
+            if len(m) >= packets_min and (want is None or majority_proto(m) == want)]
 
 
 def majority_proto(m: np.ndarray) -> int:

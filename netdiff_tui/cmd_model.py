@@ -101,26 +101,37 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 @click.option("--packets-min", type=int, default=2, show_default=True)
 @click.option("--packets-max", type=int, default=128, show_default=True)
 @click.option("--transport", type=click.Choice(["any", "tcp", "udp", "icmp"]), default="any", show_default=True)
+@click.option("--like", default=None, type=click.Path(exists=True),
+              help="Start each flow from a real flow of the class: a capture, a directory of the class's "
+                   "captures, a labeled capture directory or a netdiff encode dataset.")
+@click.option("--like-split", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Split file whose test flows are never used as guides (with --like).")
+@click.option("--strength", type=float, default=None,
+              help="With --like: how far each real flow is noised, in (0, 1] (default 0.5; 1 keeps only its shape).")
 @click.option("--raw-fields", is_flag=True,
               help="Keep the model's raw header bits (no decoding onto the class's field values).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
 def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
-             raw_fields, force, quiet):
+             like, like_split, strength, raw_fields, force, quiet):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
     from engine.request import GenerationRequest
     from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
     given = cli_overrides(click.get_current_context(), {p: p for p in (
-        "count", "model", "seed", "steps", "guidance", "packets_min", "packets_max", "transport")})
+        "count", "model", "seed", "steps", "guidance", "packets_min", "packets_max", "transport",
+        "like", "like_split", "strength")})
     req = recipe_request(preset, recipe, label, given)
     if req is None:
         if not label:
             raise InputError(None, "give --label (or --preset / --recipe)")
         req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
-                                packets_min=packets_min, packets_max=packets_max, transport=transport)
+                                packets_min=packets_min, packets_max=packets_max, transport=transport,
+                                like=like, like_split=like_split, strength=0.5 if strength is None else strength)
+    if req.like_split and not req.like:
+        raise InputError(None, "--like-split needs --like")
     if raw_fields:
         from dataclasses import replace
         req = replace(req, field_vocab=False)

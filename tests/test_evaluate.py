@@ -136,6 +136,26 @@ def test_load_and_split(tmp_path):
     assert len(sp2.train) == len(sp.train)
 
 
+def test_closeness_flags_copies(tmp_path):
+    """A candidate that hands back the train flows is at distance 0 and all exact copies (ports
+    don't hide it); the test split is the reference (ratio 1); random flows are farther."""
+    from engine.evaluate.closeness import closeness
+    from engine.layout import put
+    sp = split_by_flow(load_labeled(_labeled_fixture_dir(tmp_path)), seed=0)
+    moved = [m.copy() for m in sp.train.mats]
+    for m in moved:
+        if (m[:, LAYOUT.cols("tcp_sprt")] != -1).all():
+            put(m, "tcp_sprt", 4242)
+    copied = type(sp.train)(moved, list(sp.train.metas))
+    from engine.evaluate.baselines import make_baseline
+    from engine.flows import FlowConfig
+    rnd, _ = make_baseline("random", sp.train, dict(sp.test.counts()), 1, FlowConfig(), 64)
+    c = closeness(sp.train, {"real_test": sp.test, "copy": copied, "random": rnd}, ["misc", "web"])
+    assert c["copy"]["median_dcr"] == 0.0 and c["copy"]["exact_copies"] == 1.0 and c["copy"]["median_dcr_ratio"] == 0
+    assert c["real_test"]["median_dcr_ratio"] == 1.0 and c["real_test"]["flows"] == len(sp.test)
+    assert c["random"]["median_dcr"] > c["real_test"]["median_dcr"] and c["random"]["exact_copies"] == 0.0
+
+
 def test_baseline_generators_shapes(tmp_path):
     fs = load_labeled(_labeled_fixture_dir(tmp_path)).of("web")
     for gen in (random_flows, marginal_flows):
@@ -215,6 +235,9 @@ def test_evaluate_fixtures_cli(tmp_path):
     assert res.exit_code == 0, res.output
     r = _check_report(out, ["misc", "web"], ["synthetic", "random", "marginals"])
     assert r["summary"]["mean_jsd"]["synthetic"] is not None
+    assert set(r["closeness"]) == {"real_test", "synthetic", "random", "marginals"}
+    assert r["closeness"]["real_test"]["median_dcr_ratio"] == pytest.approx(1.0)
+    assert "## Closeness to the real train split" in (out / "report.md").read_text()
     plan = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--plan", "--split", "seed"])
     n_web = sp.test.counts()["web"]
     assert plan.exit_code == 0 and f"netdiff generate --label web -n {n_web} -o synthetic/web" in plan.output

@@ -97,6 +97,16 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         rows = [[k] + ["-" if not d[k].get(f) else f"{_f(d[k][f]['auc'])} ({_f(d[k][f]['accuracy'])})" for f in feats]
                 for k in cands if k in d]
         L += [_table(["candidate"] + feats, rows), ""]
+    if r.get("closeness"):
+        L += ["## Closeness to the real train split (copying check)", "",
+              "Per class, distance from each flow's statistics (no ports, scaled by the train split's spread) "
+              "to the nearest real train flow (DCR), and the share of flows equal to a train flow packet for "
+              "packet (ports masked). `real_test` (flows the model never saw) is the reference: a ratio well "
+              "below 1, or more exact copies than it has, means copying.", ""]
+        c = r["closeness"]
+        rows = [[k, c[k]["flows"], _f(c[k]["median_dcr"]), _f(c[k]["p05_dcr"]), _f(c[k]["median_dcr_ratio"], 2),
+                 _f(c[k]["exact_copies"])] for k in c]
+        L += [_table(["flows", "count", "median DCR", "5th pct DCR", "median / real_test", "exact copies"], rows), ""]
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
               "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..flows import FlowConfig
 from ..progress import Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 from .baselines import BASELINES, make_baseline
+from .closeness import closeness
 from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
 from .detect import detectability
 from .features import packet_values
@@ -136,6 +137,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
 
     real_values = {c: packet_values(test.of(c).mats) for c in classes}
     fid = {name: fidelity(test, fs, classes, real_values) for name, fs in candidates.items()}
+    close = closeness(train, {"real_test": test, **candidates}, classes)
     step("fidelity")
 
     detect = None
@@ -169,6 +171,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
         "fidelity": fid,
         "utility": util,
         "detectability": detect,
+        "closeness": close,
         "notes": notes,
         "seconds": None,
     }
@@ -190,6 +193,10 @@ def summarize(report: dict) -> dict:
     others = [v for k, v in s["mean_jsd"].items() if k != "synthetic" and v is not None]
     if others and s["mean_jsd"].get("synthetic") is not None:
         s["synthetic_beats_baselines_on_mean_jsd"] = bool(all(s["mean_jsd"]["synthetic"] < o for o in others))
+    c = report.get("closeness")
+    if c:
+        s["closeness"] = {k: {"median_dcr_ratio": v["median_dcr_ratio"], "exact_copies": v["exact_copies"]}
+                          for k, v in c.items()}
     d = report.get("detectability")
     if d:
         s["detect_auc"] = {k: {f: (v or {}).get("auc") for f, v in dd.items()} for k, dd in d.items()}

@@ -70,7 +70,8 @@ def initial_noise(seeds: list[int], shape: tuple[int, int]) -> torch.Tensor:
 def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], steps: int = 20,
            guidance: float = 1.0, solver: str = "dpm",
            on_step: Callable[[int, int], None] | None = None,
-           rows: torch.Tensor | None = None, protos: torch.Tensor | None = None) -> torch.Tensor:
+           rows: torch.Tensor | None = None, protos: torch.Tensor | None = None,
+           init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
@@ -80,6 +81,10 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         rows: ``(B, L)`` bool presence pattern to hold every predicted ``x0`` to
             (:func:`engine.model.lengths.impose`); x0-prediction models only.
         protos: ``(B,)`` transport per flow to hold it to (6, 17, 1; 0 = the model's choice); with ``rows``.
+        init: ``(B, L, width)`` clean flows in {-1, 0, 1} to start from (guidance by a real
+            flow, SDEdit): each is noised to the timestep ``strength`` of the way up the
+            schedule and denoised from there, in ``round(steps * strength)`` steps.
+        strength: in (0, 1]; 1 keeps nothing of ``init`` but what ``rows``/``protos`` hold.
     Returns:
         ``(B, L, width)`` float tensor (not yet snapped).
     """
@@ -87,7 +92,19 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     sched.set_timesteps(steps)
     dev = next(model.parameters()).device
     L, W = model.config.max_packets, model.config.width
-    x = initial_noise(seeds, (L, W)).to(dev) * sched.init_noise_sigma
+    noise = initial_noise(seeds, (L, W)).to(dev)
+    timesteps = sched.timesteps
+    if init is None:
+        x = noise * sched.init_noise_sigma
+    else:
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength {strength} is not in (0, 1]")
+        # as diffusers' img2img pipelines: the last round(steps * strength) steps of the same schedule
+        start = steps - max(1, min(steps, int(round(steps * strength))))
+        timesteps = timesteps[start * sched.order:]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(start * sched.order)
+        x = sched.add_noise(init.to(dev, noise.dtype), noise, timesteps[:1].repeat(len(seeds)))
     x0_pred = sched.config.prediction_type == "sample"
     if rows is not None and not x0_pred:
         raise ValueError("a presence pattern needs an x0-prediction model (prediction_type 'sample')")
@@ -99,7 +116,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     rows_in = rows.to(dev) if (rows is not None and getattr(cfgm, "presence_input", False)) else None
     self_cond = getattr(cfgm, "self_condition", False)
     x0_prev = None
-    for k, t in enumerate(sched.timesteps):
+    for k, t in enumerate(timesteps):
         xin = sched.scale_model_input(x, t)
         if guidance == 1.0:
             out = model(xin, t, labels, rows_in, x0_prev)
@@ -116,7 +133,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
                 x0_prev = out
         x = sched.step(out, t, x).prev_sample
         if on_step is not None:
-            on_step(k + 1, steps)
+            on_step(k + 1, len(timesteps))
     return x
 
 

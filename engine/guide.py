@@ -1,0 +1,86 @@
+"""Guidance by real flows: each synthetic flow starts from a real flow of its class.
+
+The paper steers Stable Diffusion with a ControlNet fed by a real flow's image;
+the native model does the same job with SDEdit (Meng et al., 2022): a real
+flow is noised part of the way up the diffusion schedule (``strength``) and
+the class-conditional model denoises it back. The synthetic flow keeps the
+real flow's shape (its packet count and transport are held, as the shape
+prior holds them for unguided flows) and, the lower the strength, more of its
+sizes, gaps and flags; every header bit is still resampled and repaired.
+
+Guides come from a user's own captures (a capture file, a directory of a
+class's captures, a labeled capture directory ``<class>/*.pcap``, or a
+``netdiff encode`` dataset). A split file keeps held-out flows out of the
+guides, so an evaluation on those flows stays honest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .codec import present_rows
+from .errors import InputError
+from .flows import FlowConfig
+
+
+def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLike | None = None,
+                flow_cfg: FlowConfig = FlowConfig()) -> tuple[list[np.ndarray], list[str]]:
+    """The flows of ``label`` at ``path`` as ``(matrices, flow ids)``, in a stable order.
+
+    ``path``: a capture file (every flow is ``label``), a directory of captures of
+    ``label``, a labeled capture directory, or an encoded dataset. With ``split_file``
+    the flows it lists as test are left out (and, where it lists a train side, every
+    flow not on it).
+    """
+    from .evaluate.data import CAPTURE_EXTS, FlowSet, load_labeled, read_split_file
+    from .pipeline import encode_capture
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "guide flows: no such file or directory")
+    fs = FlowSet()
+
+    def add_capture(f: Path) -> None:
+        for b in encode_capture(f, flow_cfg, label=label):
+            for j in range(len(b)):
+                fs.mats.append(np.ascontiguousarray(b.flow(j)))
+                fs.metas.append(b.metas[j])
+    if p.is_file():
+        add_capture(p)
+    elif (p / "manifest.csv").is_file() or (p / label).is_dir():
+        fs = load_labeled(p, flow_cfg, classes=[label])
+    else:
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in CAPTURE_EXTS and f.is_file())
+        if not files:
+            raise InputError(p, f"guide flows: holds no captures of {label!r} "
+                                f"(expected {label}/*.pcap, *.pcap, or a netdiff encode dataset)")
+        for f in files:
+            add_capture(f)
+    if split_file is not None:
+        test, train, _ = read_split_file(split_file)
+
+        def named(m, s):
+            return m.flow_id in s or f"{m.label}/{m.flow_id}" in s
+        keep = [i for i, m in enumerate(fs.metas) if not named(m, test) and (train is None or named(m, train))]
+        fs = fs.take(keep)
+    mats, ids = [], []
+    for m, meta in zip(fs.mats, fs.metas):
+        r = m[present_rows(m)]
+        if len(r):
+            mats.append(r)
+            ids.append(meta.flow_id)
+    if not mats:
+        raise InputError(p, f"guide flows: no flow of class {label!r} there"
+                            + (f" on the train side of {split_file}" if split_file else ""))
+    return mats, ids
+
+
+def guide_order(n: int, seed: int) -> np.ndarray:
+    """Which guide flow ``i`` of a request starts from: ``order[i % n]``, a seeded
+    permutation, so every guide is used once before any is used twice and the choice
+    does not depend on how flows are split over processes."""
+    h = int.from_bytes(hashlib.sha256(f"netdiff/guide/{seed}".encode()).digest()[:8], "little")
+    return np.random.default_rng(h).permutation(n)
