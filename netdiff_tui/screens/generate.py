@@ -17,7 +17,8 @@ from engine.request import GenerationRequest
 from ..widgets.jobview import JobView
 
 
-def build_request(preset: str | None, label: str, count: str, seed: str, model: str) -> GenerationRequest:
+def build_request(preset: str | None, label: str, count: str, seed: str, model: str,
+                  like: str = "", strength: str = "") -> GenerationRequest:
     """The form's fields -> a GenerationRequest (the preset's, with the form's values on top)."""
     try:
         n = int(count)
@@ -44,11 +45,25 @@ def build_request(preset: str | None, label: str, count: str, seed: str, model: 
     model = model.strip()
     if model and model != "default":
         req = replace(req, model=model)
+    like = like.strip()
+    if like:
+        p = Path(like).expanduser()
+        if not p.exists():
+            raise InputError(p, "like: no such file or directory")
+        req = replace(req, like=str(p))
+    if strength.strip():
+        try:
+            st = float(strength)
+        except ValueError:
+            raise InputError(None, f"strength: {strength!r} is not a number") from None
+        if not 0.0 < st <= 1.0:
+            raise InputError(None, f"strength: must be in (0, 1], got {st:g}")
+        req = replace(req, strength=st)
     return req
 
 
 class GeneratePane(Vertical):
-    """Preset or label, count, seed, model, output dir; Generate runs the engine in a thread worker."""
+    """Preset or label, count, seed, model, guide flows, output dir; Generate runs the engine in a thread worker."""
 
     BINDINGS = [
         Binding("ctrl+g", "start", "Generate", id="generate-start"),
@@ -72,6 +87,12 @@ class GeneratePane(Vertical):
             yield Label("model", classes="form-label")
             yield Input(placeholder="default (or a checkpoint directory)", id="gen-model", compact=True)
         with Horizontal(classes="form-row"):
+            yield Label("like", classes="form-label")
+            yield Input(placeholder="(optional) real captures to start from", id="gen-like",
+                        compact=True)
+            yield Label("strength", classes="form-label")
+            yield Input(placeholder="0.5", type="number", id="gen-strength", compact=True)
+        with Horizontal(classes="form-row"):
             yield Label("output dir", classes="form-label")
             yield Input(placeholder=f"{s.output_dir}/<label>", id="gen-out", compact=True)
         with Horizontal(classes="buttons"):
@@ -84,7 +105,8 @@ class GeneratePane(Vertical):
         preset = sel if isinstance(sel, str) else None
         req = build_request(preset, self.query_one("#gen-label", Input).value,
                             self.query_one("#gen-count", Input).value, self.query_one("#gen-seed", Input).value,
-                            self.query_one("#gen-model", Input).value)
+                            self.query_one("#gen-model", Input).value, self.query_one("#gen-like", Input).value,
+                            self.query_one("#gen-strength", Input).value)
         out = self.query_one("#gen-out", Input).value.strip()
         return req, Path(out).expanduser() if out else self.app.settings.expanded("output_dir") / req.label
 
