@@ -202,6 +202,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     if req.like:
         if not 0.0 < req.strength <= 1.0:
             raise InputError(None, f"strength {req.strength} is not in (0, 1]")
+        if not 0.0 <= req.like_values <= 1000.0:
+            raise InputError(None, f"like_values {req.like_values} is not in [0, 1000]")
         g_all, id_all = load_guides(req.like, req.label, req.like_split)
         keep = usable_guides(g_all, pmin, req.transport)
         if not keep:
@@ -213,7 +215,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     t_s = time.time()
     flows = sample_flows(model, mcfg, req.label, mine, req.seed, steps, guidance, pmin, pmax, req.transport,
                          batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats,
-                         field_vocab=req.field_vocab, guides=guides, strength=req.strength)
+                         field_vocab=req.field_vocab, guides=guides, strength=req.strength,
+                         palette_weight=req.like_values)
     sample_s = time.time() - t_s
     if state is not None:
         from accelerate.utils import gather_object
@@ -237,7 +240,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
                      {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
                       "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
-                                                          "strength": req.strength, "split": req.like_split},
+                                                          "strength": req.strength, "values": req.like_values,
+                                                          "split": req.like_split},
                       "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world},
                      provenance)
     summary["seconds"] = round(time.time() - t0, 3)

@@ -80,7 +80,7 @@ SCHEMA = {
     "": ("name", "label", "description", "model", "prompt", "count", "seed"),
     "traffic": ("transport", "service_ports", "client_ports", "packets", "mtu", "start", "flows_per_s"),
     "addresses": ("client", "server"),
-    "sampling": ("steps", "guidance", "like", "like_split", "strength"),
+    "sampling": ("steps", "guidance", "like", "like_split", "strength", "like_values"),
     "repair": ("disable", "allow_fragments"),
 }
 SECTIONS = tuple(s for s in SCHEMA if s)
@@ -413,6 +413,7 @@ def parse_recipe(data: dict, path: str | os.PathLike | None = None, source: str 
     if like_split and not like:
         v.fail("sampling.like_split", "needs sampling.like (the guide flows it splits)")
     strength = v.num("sampling.strength", s.get("strength", d.strength), 0.0, 1.0, lo_open=True)
+    like_values = v.num("sampling.like_values", s.get("like_values", d.like_values), 0.0, 1000.0)
 
     rules = []
     known = known_repair_rules()
@@ -432,7 +433,7 @@ def parse_recipe(data: dict, path: str | os.PathLike | None = None, source: str 
         transport=transport, server_ports=server_ports, client_port_range=client,
         client_cidrs=client_cidrs, server_cidrs=server_cidrs, mtu=mtu, start_ns=start_ns,
         flows_per_s=rate, seed=seed, steps=steps, guidance=guidance, like=like, like_split=like_split,
-        strength=strength, disabled_rules=tuple(rules),
+        strength=strength, like_values=like_values, disabled_rules=tuple(rules),
         allow_fragments=allow_frag, extra={"recipe": name},
     )
     req.extra["recipe_sha256"] = recipe_hash(req)
@@ -467,6 +468,7 @@ def request_to_recipe(req: GenerationRequest, name: str | None = None, descripti
     smp = {k: getattr(req, k) for k in ("steps", "guidance", "like", "like_split") if getattr(req, k) is not None}
     if req.like:
         smp["strength"] = req.strength
+        smp["like_values"] = req.like_values
     if smp:
         d["sampling"] = smp
     d["repair"] = {"disable": list(req.disabled_rules), "allow_fragments": req.allow_fragments}
@@ -648,7 +650,7 @@ def summary(rc: Recipe) -> list[tuple[str, str]]:
         ("start", format_time(q.start_ns)), ("flows per second", f"{q.flows_per_s:g}"),
         ("client addresses", ", ".join(q.client_cidrs)), ("server addresses", ", ".join(q.server_cidrs)),
         ("sampling", f"steps={q.steps or 'default'} guidance={q.guidance if q.guidance is not None else 'default'}"
-                     + (f" like={q.like} strength={q.strength:g}" + (f" split={q.like_split}" if q.like_split else "")
+                     + (f" like={q.like} strength={q.strength:g} like_values={q.like_values:g}" + (f" split={q.like_split}" if q.like_split else "")
                         if q.like else "")),
         ("repair", f"disabled={', '.join(q.disabled_rules) or 'none'} allow_fragments={str(q.allow_fragments).lower()}"),
         ("recipe sha256", rc.sha256),

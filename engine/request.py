@@ -41,6 +41,9 @@ class GenerationRequest:
         like_split: a split file; its test flows are never used as guides.
         strength: how far each guide is noised before the model denoises it, in (0, 1]:
             1 keeps only its length and transport, lower keeps more of it.
+        like_values: weight of the guide's own field values (sizes, TTL, window, flags, gap
+            scale) against the class's in the vocabulary prior (engine.model.vocab); 0 = the
+            class's alone.
     """
 
     label: str
@@ -66,4 +69,5 @@ class GenerationRequest:
     like: str | None = None
     like_split: str | None = None
     strength: float = 0.5
+    like_values: float = 4.0
     extra: dict = field(default_factory=dict)

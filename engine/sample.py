@@ -25,6 +25,7 @@ from .model.diffusion import cut_at_padding, sample, snap
 from .model.lengths import draw_shape, presence_mask
 from .model.vocab import SPANS
 from .model.vocab import decode as decode_vocab
+from .model.vocab import palette
 
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 
@@ -54,7 +55,8 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
                  on_event: OnEvent | None = None, cancel: CancelToken | None = None,
                  stats: SampleStats | None = None, length_prior: bool = True,
                  field_vocab: bool = True, vocab_draw: bool = True,
-                 guides: list[np.ndarray] | None = None, strength: float = 0.5) -> dict[int, np.ndarray]:
+                 guides: list[np.ndarray] | None = None, strength: float = 0.5,
+                 palette_weight: float = 0.0) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
@@ -119,7 +121,8 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
             # each flow's draws come from its own seed, like its noise
             u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((L, len(SPANS)))
                           for s in seeds]) if vocab_draw else None
-            x = decode_vocab(x.float().cpu().numpy(), vocab, u)
+            pals = [palette(m) for m in g] if (guides and palette_weight > 0) else None
+            x = decode_vocab(x.float().cpu().numpy(), vocab, u, pals, palette_weight)
         x = snap(x)
         stats.drawn += len(chunk)
         retry = []

@@ -108,13 +108,16 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
               help="Split file whose test flows are never used as guides (with --like).")
 @click.option("--strength", type=float, default=None,
               help="With --like: how far each real flow is noised, in (0, 1] (default 0.5; 1 keeps only its shape).")
+@click.option("--like-values", type=float, default=None,
+              help="With --like: weight of the real flow's own field values against the class's (default 4; 0 = "
+                   "the class's only).")
 @click.option("--raw-fields", is_flag=True,
               help="Keep the model's raw header bits (no decoding onto the class's field values).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
 def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
-             like, like_split, strength, raw_fields, force, quiet):
+             like, like_split, strength, like_values, raw_fields, force, quiet):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
     from engine.request import GenerationRequest
     from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
@@ -122,14 +125,16 @@ def generate(label, preset, recipe, count, out, model, seed, steps, guidance, pa
         raise InputError(None, "--steps must be >= 1")
     given = cli_overrides(click.get_current_context(), {p: p for p in (
         "count", "model", "seed", "steps", "guidance", "packets_min", "packets_max", "transport",
-        "like", "like_split", "strength")})
+        "like", "like_split", "strength", "like_values")})
     req = recipe_request(preset, recipe, label, given)
     if req is None:
         if not label:
             raise InputError(None, "give --label (or --preset / --recipe)")
         req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
                                 packets_min=packets_min, packets_max=packets_max, transport=transport,
-                                like=like, like_split=like_split, strength=0.5 if strength is None else strength)
+                                like=like, like_split=like_split,
+                                **{k: v for k, v in (("strength", strength), ("like_values", like_values))
+                                   if v is not None})
     if req.like_split and not req.like:
         raise InputError(None, "--like-split needs --like")
     if raw_fields:

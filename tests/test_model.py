@@ -436,3 +436,24 @@ def test_cli_generate_like(tiny_run, tmp_path):
     r = CliRunner().invoke(main, ["generate", "--label", "dns", "-n", "2", "-o", str(tmp_path / "p"), "--model",
                                   str(tiny_run), "--like", str(d), "--strength", "0", "-q"])
     assert r.exit_code != 0 and "strength 0.0 is not in (0, 1]" in r.output and "Traceback" not in r.output
+
+
+def test_palette_prior_pulls_towards_the_guides_values():
+    """decode(): a flow's own values (palette) weigh in the prior; weight 0 is the class prior."""
+    from engine.layout import LAYOUT, get
+    from engine.model.vocab import SPANS, decode, palette
+    vocab = {"ipv4_ttl": [[64, 1000], [128, 10]]}
+    x = np.full((2, 3, LAYOUT.width), -1.0, np.float32)
+    x[:, :, LAYOUT.cols("ipv4_ttl")] = 0.5                 # present, the model has no idea
+    guide = np.full((1, LAYOUT.width), -1, np.int8)
+    ttl = LAYOUT.cols("ipv4_ttl")
+    guide[0, ttl] = [int(b) for b in f"{128:08b}"]
+    pal = palette(guide)
+    assert pal["ipv4_ttl"][0].tolist() == [128] and "ipv4_tl" not in pal
+    u = np.full((2, 3, len(SPANS)), 0.5)
+    plain = decode(x, vocab, u)
+    pulled = decode(x, vocab, u, [pal, None], palette_weight=50.0)
+    ttl_of = (lambda y: get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_ttl").reshape(2, 3))
+    assert (ttl_of(plain) == 64).all()
+    assert (ttl_of(pulled)[0] == 128).all() and (ttl_of(pulled)[1] == 64).all()
+    assert np.array_equal(decode(x, vocab, u, [pal, None], palette_weight=0.0), plain)

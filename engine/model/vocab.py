@@ -73,7 +73,40 @@ def _entries(vals) -> tuple[np.ndarray, np.ndarray]:
 BIT_FLOOR = 0.05
 
 
-def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None) -> np.ndarray:
+def palette(m: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One flow's own field values: per span, ``(values, counts)`` over its packets (``m``
+    ``(packets, width)`` in {-1, 0, 1}); spans it never has are left out."""
+    out = {}
+    for name, sl in SPANS.items():
+        sub = m[:, sl]
+        sub = sub[(sub != -1).all(axis=1)]
+        if len(sub):
+            out[name] = np.unique(bits_to_uint(sub), return_counts=True)
+    return out
+
+
+def _palette_prior(v: np.ndarray, n: np.ndarray, name: str, palettes: list, weight: float) -> np.ndarray:
+    """``(B, V)`` log prior per flow: the class's frequencies, plus ``weight`` times the flow's
+    own palette (both normalised), over the class vocabulary ``v``."""
+    base = n / n.sum()
+    out = np.tile(base, (len(palettes), 1))
+    order = np.argsort(v)
+    for b, pal in enumerate(palettes):
+        if not pal or name not in pal:
+            continue
+        pv, pn = pal[name]
+        k = np.searchsorted(v[order], pv.astype(v.dtype))
+        ok = k < len(v)
+        ok[ok] = v[order][k[ok]] == pv[ok].astype(v.dtype)
+        if ok.any():
+            extra = np.zeros(len(v))
+            np.add.at(extra, order[k[ok]], pn[ok])
+            out[b] += weight * extra / extra.sum()
+    return np.log(out)
+
+
+def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
+           palette_weight: float = 0.0) -> np.ndarray:
     """Decode sampled flows ``x`` ``(B, L, width)`` (floats, before snapping) onto a class's
     vocabulary; every span that snaps to present in a row is replaced by a vocabulary value.
 
@@ -83,6 +116,10 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None) -> np.ndarra
     draw is its value, where it is not the draw follows the class's distribution instead of
     rounding every doubtful bit the same way (which made gaps systematically short).
     Without ``u``: the value nearest to the soft bits (least squares). Returns a new array.
+
+    ``palettes`` (one :func:`palette` or ``None`` per flow) with ``palette_weight`` w add a
+    flow's own values to its prior: ``count(v) / total + w * own(v) / own_total`` (guided
+    sampling: a flow draws mostly from the values of the real flow it started from).
     """
     x = np.array(x, np.float32, copy=True)
     flat = x.reshape(-1, x.shape[-1])
@@ -103,7 +140,11 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None) -> np.ndarra
             pick = d.argmin(1)
         else:
             q = np.clip(p.astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
-            logp = np.log(n)[None, :] + np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
+            if palettes is not None and palette_weight > 0:
+                prior = _palette_prior(v, n, name, palettes, palette_weight)[np.nonzero(present)[0] // x.shape[1]]
+            else:
+                prior = np.log(n)[None, :]
+            logp = prior + np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
             w = np.exp(logp - logp.max(1, keepdims=True))
             cdf = np.cumsum(w, 1)
             pick = (cdf < (uf[present, si] * cdf[:, -1])[:, None]).sum(1)
