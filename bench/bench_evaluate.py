@@ -129,7 +129,10 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
                   report_dir) -> None:
     s = r["summary"]
     cands = list(r["fidelity"])
-    L = ["# Quality of the default model (held-out real flows)", "",
+    title = "# Quality of the default model (held-out real flows)"
+    if a.strength is not None:
+        title = f"# Quality of the default model guided by real train flows, strength {a.strength:g} (held-out real flows)"
+    L = [title, "",
          f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} / {os.cpu_count()} CPU(s), "
          f"Python {platform.python_version()}; evaluation took {eval_s} s"
          + (f", generation {gen_wall:.0f} s wall ({a.jobs} classes at a time)." if gen_s else "."), "",
@@ -140,7 +143,13 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
          f"- model: `{a.model or 'engine/default_model'}` (weights sha256 {_model_hash(a.model)}); "
          f"packets: real test {r['packets']['real_test']}, model {r['packets']['synthetic']}",
          f"- baselines: random bits + repair, per-field marginals of the real train split + repair "
-         f"({next(iter(r.get('baseline_repair', {}).values()), 'n/a')})", ""]
+         f"({next(iter(r.get('baseline_repair', {}).values()), 'n/a')})"]
+    if a.strength is not None:
+        L.append(f"- sampling: every synthetic flow starts from a real flow of the class's **train** split "
+                 f"(`--like`, cycled through in a seeded order), noised to strength {a.strength:g} and denoised; "
+                 f"its length and transport are kept, its field values weigh in the vocabulary prior "
+                 f"(docs/model.md, \"Guidance by real flows\")")
+    L.append("")
     L += ["## Headline", ""]
     L += ["| candidate | mean JSD | mean TVD | mean Hellinger |", "|---|---:|---:|---:|"]
     for k in cands:
@@ -171,6 +180,19 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
             v = d.get(k) or {}
             L.append(f"| {k} | {fmt((v.get('packet_bits_noports') or {}).get('auc'))} | "
                      f"{fmt((v.get('flow_stats_noports') or {}).get('auc'))} |")
+        L.append("")
+    c = r.get("closeness") or {}
+    if c:
+        L += ["## Closeness to the real train split (copying check)", "",
+              "Distance from each flow's statistics (no ports, scaled per class by the train split's spread) "
+              "to the nearest real train flow of its class, and the share of flows equal to a train flow "
+              "packet for packet (ports masked). The real test split, which the model never saw, is the "
+              "reference: a ratio well below 1 would mean copying.", "",
+              "| flows | median distance | 5th percentile | median / real test | exact copies |",
+              "|---|---:|---:|---:|---:|"]
+        for k, v in c.items():
+            L.append(f"| {k} | {fmt(v['median_dcr'])} | {fmt(v['p05_dcr'])} | {fmt(v['median_dcr_ratio'], 2)} | "
+                     f"{fmt(v['exact_copies'])} |")
         L.append("")
     L += ["## Mean JSD by group (over classes)", "", "| group | " + " | ".join(cands) + " |",
           "|---|" + "---:|" * len(cands)]

@@ -69,5 +69,5 @@ class GenerationRequest:
     like: str | None = None
     like_split: str | None = None
     strength: float = 0.5
-    like_values: float = 4.0
+    like_values: float = 1.0
     extra: dict = field(default_factory=dict)

@@ -109,7 +109,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 @click.option("--strength", type=float, default=None,
               help="With --like: how far each real flow is noised, in (0, 1] (default 0.5; 1 keeps only its shape).")
 @click.option("--like-values", type=float, default=None,
-              help="With --like: weight of the real flow's own field values against the class's (default 4; 0 = "
+              help="With --like: weight of the real flow's own field values against the class's (default 1; 0 = "
                    "the class's only).")
 @click.option("--raw-fields", is_flag=True,
               help="Keep the model's raw header bits (no decoding onto the class's field values).")

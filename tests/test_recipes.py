@@ -116,6 +116,11 @@ BAD = [
     ("sampling.steps", "many", "expected an integer"),
     ("sampling.guidance", -1, "must be >= 0"),
     ("sampling.guidance", "high", "expected a number"),
+    ("sampling.strength", 0, "must be > 0 and <= 1"),
+    ("sampling.strength", 1.5, "must be > 0 and <= 1"),
+    ("sampling.like_values", -1, "must be >= 0"),
+    ("sampling.like", 5, "expected a string"),
+    ("sampling.like_split", "split.json", "needs sampling.like"),
     ("repair.disable", [3], "expected rule names"),
     ("repair.disable", ["bad name!"], "expected rule names"),
     ("repair.disable", True, "expected a list"),
@@ -212,6 +217,17 @@ def test_port_ranges_times_and_models(tmp_path):
     f.write_text('label = "zoom"\nmodel = "ckpt"\n')
     assert rp.load_recipe(f).request.model == str(tmp_path / "ckpt")     # relative to the recipe
     assert rp.parse_recipe(with_("model", "default")).request.model is None
+
+
+def test_guide_keys_resolve_next_to_the_recipe_and_round_trip(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('label = "zoom"\n[sampling]\nlike = "caps/zoom"\nlike_split = "split.json"\nstrength = 0.3\n')
+    r = rp.load_recipe(f).request
+    assert (r.like, r.like_split, r.strength, r.like_values) == (
+        str(tmp_path / "caps/zoom"), str(tmp_path / "split.json"), 0.3, 1.0)
+    back = rp.parse_recipe(tomllib.loads(rp.dumps(rp.request_to_recipe(r))), "x.toml").request
+    assert replace(back, extra={}) == replace(r, extra={})
+    assert "like=" in dict(rp.summary(rp.load_recipe(f)))["sampling"]
 
 
 rq = st.builds(
