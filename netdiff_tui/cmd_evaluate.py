@@ -93,4 +93,8 @@ def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, ma
             f1 = {sc: (r[sc] or {}).get("macro_f1") for sc in ("real", "real_matched", "synthetic", "mix")}
             click.echo(f"macro-F1 {feat:<20} " + "  ".join(
                 f"train {sc}: {'-' if v is None else f'{v:.3f}'}" for sc, v in f1.items()))
+    c = (rep.get("closeness") or {}).get("synthetic")
+    if c and c.get("median_dcr_ratio") is not None:
+        click.echo(f"closeness to the train split: median distance {c['median_dcr_ratio']:.2f}x the real test "
+                   f"split's (below 1 = copying), exact copies {c['exact_copies']:.1%}")
     click.echo(f"report: {out}/report.md ({rep['seconds']} s)")
