@@ -12,6 +12,10 @@ With ``split``, the real flows are first split by flow (as the export splits
 them) and the target applies to the *train* split: synthetic flows only ever
 go to train, the test split stays real.
 
+With ``like``, each synthetic flow starts from a real flow of its class
+(``netdiff generate --like``); with ``split`` too, the flows the export will put
+in test are never guides (``.OUT.balance/guide_split.json``).
+
 Generated classes are kept in ``.OUT.balance/gen/<class>`` until the export
 has been renamed into place, so an interrupted run continues where it stopped.
 """
@@ -86,13 +90,16 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
             recipes_dir: str | os.PathLike | None = None, split: float | None = None, seed: int = 0,
             pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
             cancel: CancelToken | None = None, generate_fn: Callable | None = None,
-            classes: list[str] | None = None, model: str | None = None) -> dict:
+            classes: list[str] | None = None, model: str | None = None, like: bool = False,
+            strength: float | None = None) -> dict:
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
         generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.generate.generate`).
         classes: only top up these classes (default: every class below the target).
         model: checkpoint for every class (default: each recipe's model).
+        like: start every synthetic flow from a real flow of its class (train side only).
+        strength: with ``like``, how far the real flows are noised (default: the request's).
     """
     emit = on_event or (lambda e: None)
     out = Path(out)
@@ -116,10 +123,22 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         if generate_fn is None:
             from .generate import generate as generate_fn
         (work / "gen").mkdir(parents=True, exist_ok=True)
+    guide_split = None
+    if need and like and split is not None:
+        import json
+        from .capture import atomic_write_bytes
+        from .export import real_test_flows
+        guide_split = work / "guide_split.json"
+        held = real_test_flows([real_dir], split, seed, cancel=cancel)
+        atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
     for cls, n in sorted(need.items()):
         req, where = request_for(cls, n, recipes_dir, seed)
         if model is not None:
             req = replace(req, model=model)
+        if like:
+            req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),
+                          **({} if strength is None else {"strength": strength}))
+            where += f", guided by its real {'train ' if split else ''}flows"
         origin[cls] = where
         d = work / "gen" / cls
         if (d / "manifest.csv").is_file():

@@ -354,6 +354,31 @@ def assign_split(rows: list[dict], frac: float | None, seed: int) -> None:
             pool[int(j)]["split"] = "test"
 
 
+def real_test_flows(inputs, frac: float, seed: int, cfg: FlowConfig = FlowConfig(),
+                    cancel: CancelToken | None = None) -> dict[str, list[str]]:
+    """``{class: [flow ids]}`` of the real flows an export of ``inputs`` with this split puts in
+    ``test``, known before exporting (balancing must not guide generation by them).
+
+    Real flows are named and split exactly as :func:`export` does: their staged names come
+    from the real inputs alone (they are read first), and synthetic flows never go to test.
+    """
+    rows, owner = [], {}
+    for s in scan_inputs(inputs):
+        if s.origin != "real":
+            continue
+        for rel, _body, row in _flows_of(s, cfg, cancel):
+            staged = _free_name(rel, s.key, owner)
+            owner[staged] = s.key
+            row["file"] = staged
+            rows.append(row)
+    assign_split(rows, frac, seed)
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        if r["split"] == "test":
+            out.setdefault(r["class"], []).append(r["flow_id"])
+    return {c: sorted(v) for c, v in sorted(out.items())}
+
+
 # -- the export -----------------------------------------------------------------------------
 
 class Journal:

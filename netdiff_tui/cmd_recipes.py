@@ -248,18 +248,24 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pcapng", is_flag=True)
 @click.option("--model", default=None, help="Checkpoint for every class (default: each recipe's model).")
+@click.option("--like", is_flag=True, help="Start every synthetic flow from a real flow of its class "
+                                          "(with --split: from the train side only).")
+@click.option("--strength", type=float, default=None, help="With --like: how far real flows are noised, (0, 1].")
 @click.option("--force", is_flag=True)
 @click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, model, force, score, quiet):
+def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, model, like, strength, force, score,
+                quiet):
     """Top up under-represented classes with synthetic flows and export the mix."""
     from engine.balance import balance
+    if strength is not None and not like:
+        raise InputError(None, "--strength needs --like")
     with Progress(None if not quiet else False) as prog:
         s = balance(real, target, out, recipes_dir=recipes_dir, split=split, seed=seed, pcapng=pcapng,
                     force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None,
-                    model=model)
+                    model=model, like=like, strength=strength)
     if not quiet:
         click.echo(f"target {s['target']} flows per class" + (" (train split)" if split else ""))
         for c, n in s["generated"].items():

@@ -42,6 +42,8 @@ class FakeGenerate:
         import json
         from engine.codec import write_pcap
         self.calls.append(req)
+        if req.like_split:
+            self.guide_split = json.loads(Path(req.like_split).read_text())
         out = Path(out_dir)
         (out / req.label).mkdir(parents=True)
         src = sorted((self.real_dir / "ssh").glob("*.pcap"))[0]
@@ -116,6 +118,31 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
     from netdiff_tui.cmd_recipes import score_table
     t = score_table(out, 1)
     assert "| **macro-F1** |" in t and all(f"| {c} |" in t for c in CLASSES)
+
+
+def test_balance_like_never_guides_by_test_flows(small_real, tmp_path):
+    """--like --split: generation is guided by the real flows, and the export's test flows are
+    excluded from the guides before the export exists (the same flows, computed up front)."""
+    from engine.guide import load_guides
+    gen = FakeGenerate(small_real)
+    out = tmp_path / "bal"
+    bl.balance(small_real, 20, out, split=0.2, seed=1, generate_fn=gen, like=True, strength=0.4)
+    assert gen.calls and all(q.like == str(small_real) and q.strength == 0.4 and q.like_split for q in gen.calls)
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    test = {}
+    for r in rows:
+        if r["split"] == "test":
+            test.setdefault(r["class"], []).append(r["flow_id"])
+    assert gen.guide_split["test"] == {c: sorted(v) for c, v in sorted(test.items())}
+    split = tmp_path / "s.json"
+    split.write_text(__import__("json").dumps(gen.guide_split))
+    c = gen.calls[0].label
+    _, ids = load_guides(small_real, c, split)
+    assert ids and not set(ids) & set(test[c])
+    r = CliRunner().invoke(__import__("netdiff_tui.cli", fromlist=["main"]).main,
+                           ["balance", "--real", str(small_real), "--target", "5", "-o", str(tmp_path / "x"),
+                            "--strength", "0.5"])
+    assert r.exit_code == 2 and "--strength needs --like" in r.output
 
 
 def test_balance_resumes_generated_classes(small_real, tmp_path):
