@@ -10,9 +10,10 @@ from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Input
+from textual.widgets import DataTable
 
 from ..widgets.jobview import JobView
+from ..widgets.pathentry import PathEntry
 from .catalog import JobInfo, human_size
 
 
@@ -29,9 +30,7 @@ class JobsPane(Horizontal):
             t = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
             t.add_columns("job", "kind", "updated", "size")
             yield t
-            with Horizontal(id="jobs-open-row"):
-                yield Input(placeholder="run dir or events.jsonl to follow", id="jobs-path")
-                yield Button("Follow", id="jobs-follow")
+            yield PathEntry("jobs", "Follow", "run dir or events.jsonl to follow")
         s = self.app.settings
         yield JobView(points=s.sparkline_points, lines=s.message_lines, id="job-view")
 
@@ -55,15 +54,5 @@ class JobsPane(Horizontal):
             if 0 <= i < len(self.jobs):
                 self.app.follow(self.jobs[i].path)
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "jobs-follow":
-            self._follow_input()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "jobs-path":
-            self._follow_input()
-
-    def _follow_input(self) -> None:
-        v = self.query_one("#jobs-path", Input).value.strip()
-        if v:
-            self.app.follow(v)
+    def on_path_entry_chosen(self, event: PathEntry.Chosen) -> None:
+        self.app.follow(event.path)
