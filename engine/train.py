@@ -82,6 +82,7 @@ class TrainConfig:
     num_threads: int | None = None    # torch CPU threads (None = torch's default); 1 holds up best on shared cores
     init_from: str | None = None      # start from this checkpoint's weights (modules it lacks start at zero)
     self_condition_rate: float = 0.5  # share of steps that feed the model its own estimate (self_condition models)
+    field_weights: dict = field(default_factory=dict)   # {layout field or block: loss weight}, others 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -231,6 +232,24 @@ def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, 
     return cfg, split
 
 
+def column_weights(weights: dict) -> torch.Tensor:
+    """``(width,)`` loss weight per layout column: 1, or the weight of the field or block
+    (``engine.layout`` names, e.g. ``meta_iat``, ``ipv4_tl``, ``tcp``) it belongs to."""
+    w = torch.ones(LAYOUT.width)
+    for name, v in weights.items():
+        try:
+            cols = LAYOUT.cols(name)
+        except Exception:
+            try:
+                cols = LAYOUT.block(name)
+            except Exception:
+                raise InputError(None, f"field_weights: {name!r} is no field or block of the layout") from None
+        if not float(v) > 0:
+            raise InputError(None, f"field_weights: weight of {name!r} must be > 0, got {v!r}")
+        w[cols] = float(v)
+    return w
+
+
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
           resume: bool = False, steps: int | None = None, on_event: OnEvent | None = None,
           cancel: CancelToken | None = None, accelerator=None) -> dict:
@@ -281,6 +300,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
         emit(Message("info", f"resumed from {cks[-1].name}"))
     model, opt = acc.prepare(model, opt)
     raw = acc.unwrap_model(model)
+    col_w = column_weights(cfg.field_weights).to(acc.device)
     ema.shadow = {k: v.to(acc.device) for k, v in ema.shadow.items()}
     null = len(classes)
     gbatch = cfg.batch_size * world
@@ -341,9 +361,9 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
             if raw.config.presence_input:
                 # padding rows are given (and imposed when sampling): the loss is over packet rows
                 w = rows[..., None].float()
-                loss = (((pred.float() - target.float()) ** 2) * w).sum() / (w.sum() * pred.shape[-1]).clamp(min=1)
             else:
-                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                w = torch.ones_like(pred[..., :1], dtype=torch.float32)
+            loss = (((pred.float() - target.float()) ** 2) * w * col_w).sum() / (w.sum() * col_w.sum()).clamp(min=1)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             if cfg.grad_clip:
