@@ -457,3 +457,16 @@ def test_palette_prior_pulls_towards_the_guides_values():
     assert (ttl_of(plain) == 64).all()
     assert (ttl_of(pulled)[0] == 128).all() and (ttl_of(pulled)[1] == 64).all()
     assert np.array_equal(decode(x, vocab, u, [pal, None], palette_weight=0.0), plain)
+
+
+def test_field_weights(tiny_data, tmp_path):
+    from engine.layout import LAYOUT
+    from engine.train import column_weights, train
+    w = column_weights({"meta_iat": 8.0, "tcp": 2.0})
+    assert w[LAYOUT.cols("meta_iat")].eq(8.0).all() and w[LAYOUT.block("tcp")].eq(2.0).all()
+    assert float(w.sum()) == LAYOUT.width + 7 * 16 + (LAYOUT.block("tcp").stop - LAYOUT.block("tcp").start)
+    for bad, msg in (({"nope": 1.0}, "no field or block"), ({"meta_iat": 0}, "must be > 0")):
+        with pytest.raises(InputError, match=msg):
+            column_weights(bad)
+    s = train(tiny_data, tmp_path / "fw", tiny_cfg(steps=2, field_weights={"meta_iat": 8.0}))
+    assert s["steps"] == 2
