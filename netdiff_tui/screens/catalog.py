@@ -305,6 +305,15 @@ def _evaluation_view(path: Path, d: dict) -> ReportView:
     if "synthetic_beats_baselines_on_mean_jsd" in s:
         summary.append("synthetic beats every baseline on mean JSD: "
                        + ("yes" if s["synthetic_beats_baselines_on_mean_jsd"] else "no"))
+    ratios = [(f, s.get(f"tstr_ratio_{f}")) for f in ("packet_bits_noports", "flow_stats_noports")]
+    if any(v is not None for _, v in ratios):
+        summary.append("train-synthetic / train-real macro-F1 (no ports): "
+                       + ", ".join(f"{f.split('_noports')[0].replace('_', ' ')} {_f(v, 2)}x" for f, v in ratios
+                                   if v is not None))
+    close = (s.get("closeness") or {}).get("synthetic") or {}
+    if close.get("median_dcr_ratio") is not None:
+        summary.append(f"distance to the nearest real train flow: {_f(close['median_dcr_ratio'], 2)}x the real "
+                       f"test flows' (below 1 = copying), exact copies {_f(close.get('exact_copies'))}")
     cols = ["class"] + [f"{c} JSD" for c in cands] + [f"{c} TVD" for c in cands]
     rows = []
     for c in classes:
