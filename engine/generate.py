@@ -204,12 +204,15 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
             raise InputError(None, f"strength {req.strength} is not in (0, 1]")
         if not 0.0 <= req.like_values <= 1000.0:
             raise InputError(None, f"like_values {req.like_values} is not in [0, 1000]")
-        g_all, id_all = load_guides(req.like, req.label, req.like_split)
+        g_all, id_all = load_guides(req.like, req.label, req.like_split, on_event=emit if rank == 0 else None)
         keep = usable_guides(g_all, pmin, req.transport)
         if not keep:
             raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
                                        f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
         guides, guide_ids = [g_all[k] for k in keep], [id_all[k] for k in keep]
+        if rank == 0:
+            emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
+                                 f"strength {req.strength:g}"))
     stats = SampleStats()
     mine = [i for i in range(req.count) if i % world == rank]
     t_s = time.time()

@@ -28,7 +28,7 @@ from .flows import FlowConfig
 
 
 def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLike | None = None,
-                flow_cfg: FlowConfig = FlowConfig()) -> tuple[list[np.ndarray], list[str]]:
+                flow_cfg: FlowConfig = FlowConfig(), on_event=None) -> tuple[list[np.ndarray], list[str]]:
     """The flows of ``label`` at ``path`` as ``(matrices, flow ids)``, in a stable order.
 
     ``path``: a capture file (every flow is ``label``), a directory of captures of
@@ -51,7 +51,7 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
     if p.is_file():
         add_capture(p)
     elif (p / "manifest.csv").is_file() or (p / label).is_dir():
-        fs = load_labeled(p, flow_cfg, classes=[label])
+        fs = load_labeled(p, flow_cfg, classes=[label], on_event=on_event)
     else:
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in CAPTURE_EXTS and f.is_file())
         if not files:
