@@ -187,8 +187,13 @@ def _launch(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # accelerate's --cpu runs a single process; --multi_gpu goes through torchrun, and the engine
     # picks gloo on a machine without CUDA
+    import socket
+    with socket.socket() as s:      # a free rendezvous port: the default 29500 may be taken or in TIME_WAIT
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port),
            "-m", "netdiff_tui", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
