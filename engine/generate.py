@@ -37,7 +37,7 @@ from engine.packets import ip_str
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from .model.checkpoint import load_model, weights_hash
-from .guide import guide_order, load_guides
+from .guide import assign_guides, load_guides
 from .sample import PROTO_NUM, SampleStats, flow_proto, sample_flows, usable_guides
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
@@ -236,8 +236,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     mats = [flows[i] for i in range(req.count)]
     provenance = None
     if guides:
-        order = guide_order(len(guides), req.seed)
-        provenance = [guide_ids[order[i % len(guides)]] for i in range(req.count)]
+        provenance = [guide_ids[k] for k in assign_guides(len(guides), req.seed, req.count)]
     metas, sports = make_metas(req, mats)
     mats, metas, report = _repair(req, mats, metas, emit, sports)
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,

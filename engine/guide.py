@@ -36,20 +36,13 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
     the flows it lists as test are left out (and, where it lists a train side, every
     flow not on it).
     """
-    from .evaluate.data import CAPTURE_EXTS, FlowSet, load_labeled, read_split_file
-    from .pipeline import encode_capture
+    from .evaluate.data import CAPTURE_EXTS, FlowSet, append_capture, load_labeled, split_sides
     p = Path(path)
     if not p.exists():
         raise InputError(p, "guide flows: no such file or directory")
     fs = FlowSet()
-
-    def add_capture(f: Path) -> None:
-        for b in encode_capture(f, flow_cfg, label=label):
-            for j in range(len(b)):
-                fs.mats.append(np.ascontiguousarray(b.flow(j)))
-                fs.metas.append(b.metas[j])
     if p.is_file():
-        add_capture(p)
+        append_capture(fs, p, flow_cfg, label)
     elif (p / "manifest.csv").is_file() or (p / label).is_dir():
         fs = load_labeled(p, flow_cfg, classes=[label], on_event=on_event)
     else:
@@ -58,14 +51,9 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
             raise InputError(p, f"guide flows: holds no captures of {label!r} "
                                 f"(expected {label}/*.pcap, *.pcap, or a netdiff encode dataset)")
         for f in files:
-            add_capture(f)
+            append_capture(fs, f, flow_cfg, label)
     if split_file is not None:
-        test, train, _ = read_split_file(split_file)
-
-        def named(m, s):
-            return m.flow_id in s or f"{m.label}/{m.flow_id}" in s
-        keep = [i for i, m in enumerate(fs.metas) if not named(m, test) and (train is None or named(m, train))]
-        fs = fs.take(keep)
+        fs = fs.take(split_sides(fs, split_file)[0])
     mats, ids = [], []
     for m, meta in zip(fs.mats, fs.metas):
         r = m[present_rows(m)]
@@ -76,6 +64,12 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
         raise InputError(p, f"guide flows: no flow of class {label!r} there"
                             + (f" on the train side of {split_file}" if split_file else ""))
     return mats, ids
+
+
+def assign_guides(n: int, seed: int, count: int) -> np.ndarray:
+    """``(count,)``: the guide each flow ``0..count-1`` of a request starts from,
+    ``guide_order(n, seed)[i % n]``."""
+    return np.resize(guide_order(n, seed), count)
 
 
 def guide_order(n: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from engine.codec import TRANSPORT_COLS, row_proto
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
-from .guide import guide_order
+from .guide import assign_guides
 from .model.diffusion import cut_at_padding, sample, snap
 from .model.lengths import draw_shape, presence_mask
 from .model.vocab import SPANS
@@ -71,7 +71,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     With ``field_vocab`` (and a checkpoint with a ``vocab``), header fields are
     decoded onto the values the class uses (:mod:`engine.model.vocab`).
     With ``guides`` (real flows of the class, :func:`usable_guides`), flow ``i`` starts from
-    ``guides[guide_order(len(guides), seed)[i % len(guides)]]`` noised to ``strength``
+    guide ``assign_guides(len(guides), seed, ...)[i]`` noised to ``strength``
     (:mod:`engine.guide`) and keeps that flow's length and transport.
     """
     classes = model_cfg["classes"]
@@ -94,7 +94,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     done: dict[int, np.ndarray] = {}
     best: dict[int, np.ndarray] = {}
     pending = [(i, 0) for i in indices]
-    order = guide_order(len(guides), seed) if guides else None
+    assigned = assign_guides(len(guides), seed, max(indices) + 1) if (guides and indices) else None
     while pending:
         if cancel is not None:
             cancel.check()
@@ -103,7 +103,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
         labels = torch.full((len(chunk),), cls, dtype=torch.long)
         rows = protos = init = None
         if guides:
-            g = [guides[order[i % len(guides)]][:min(packets_max, L)] for i, _ in chunk]
+            g = [guides[assigned[i]][:min(packets_max, L)] for i, _ in chunk]
             buf = np.full((len(chunk), L, int(model.config.width)), -1, np.int8)
             for j, m in enumerate(g):
                 buf[j, :len(m)] = m

@@ -40,13 +40,10 @@ def _nearest(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return out
 
 
-_PORTS = None
+_PORTS = port_columns()
 
 
 def _digest(m: np.ndarray) -> bytes:
-    global _PORTS
-    if _PORTS is None:
-        _PORTS = port_columns()
     x = m.copy()
     x[:, _PORTS] = 0
     return hashlib.blake2b(x.tobytes(), digest_size=16).digest()

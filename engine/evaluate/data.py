@@ -126,6 +126,14 @@ def _capture_files(root: Path, rows: list[dict] | None) -> list[tuple[Path, str]
     return out
 
 
+def append_capture(fs: FlowSet, path: Path, cfg: FlowConfig, label: str) -> None:
+    """Add every flow of one capture to ``fs``, labeled ``label``."""
+    for b in encode_capture(path, cfg, label=label):
+        for j in range(len(b)):
+            fs.mats.append(np.ascontiguousarray(b.flow(j)))
+            fs.metas.append(b.metas[j])
+
+
 def load_labeled(path: str | os.PathLike, cfg: FlowConfig = FlowConfig(), classes: Iterable[str] | None = None,
                  on_event: OnEvent | None = None) -> FlowSet:
     """Read every flow of a labeled capture directory or an encoded dataset directory."""
@@ -154,10 +162,7 @@ def load_labeled(path: str | os.PathLike, cfg: FlowConfig = FlowConfig(), classe
             raise InputError(root, "holds no <class>/*.pcap|.pcapng captures and no encoded dataset")
         emit(TaskStarted(task, total=len(files), unit="files"))
         for i, (p, lab) in enumerate(files):
-            for b in encode_capture(p, cfg, label=lab):
-                for j in range(len(b)):
-                    fs.mats.append(np.ascontiguousarray(b.flow(j)))
-                    fs.metas.append(b.metas[j])
+            append_capture(fs, p, cfg, lab)
             emit(TaskProgress(task, done=i + 1, total=len(files), unit="files"))
     emit(TaskFinished(task, summary={"flows": len(fs), "classes": dict(fs.counts())}))
     return fs
@@ -251,18 +256,22 @@ def read_split_file(path: str | os.PathLike) -> tuple[set[str] | None, set[str] 
     return test, train, rest
 
 
-def split_from_file(fs: FlowSet, path: str | os.PathLike) -> Split:
-    """Apply a split file; flows it does not name go to train only when it lists no train side."""
+def split_sides(fs: FlowSet, path: str | os.PathLike) -> tuple[list[int], list[int]]:
+    """Indices of ``fs`` on the train and the test side of a split file; flows it does not
+    name go to train only when it lists no train side."""
     test, train, _ = read_split_file(path)
 
     def named(m: FlowMeta, s: set[str]) -> bool:
         return m.flow_id in s or f"{m.label}/{m.flow_id}" in s
     te = [i for i, m in enumerate(fs.metas) if named(m, test)]
-    if train is None:
-        tr = [i for i in range(len(fs)) if i not in set(te)]
-    else:
-        tset = set(te)
-        tr = [i for i, m in enumerate(fs.metas) if i not in tset and named(m, train)]
+    tset = set(te)
+    tr = [i for i, m in enumerate(fs.metas) if i not in tset and (train is None or named(m, train))]
+    return tr, te
+
+
+def split_from_file(fs: FlowSet, path: str | os.PathLike) -> Split:
+    """Apply a split file (:func:`split_sides`)."""
+    tr, te = split_sides(fs, path)
     if not te:
         raise InputError(path, "no flow of the real data is in the split file's test set "
                                "(different data or flow settings?)")

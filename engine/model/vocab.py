@@ -37,6 +37,19 @@ SPANS: dict[str, slice] = {
 }
 
 
+def palette(m: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The field values of some rows (a flow's packets, or a class's): per span,
+    ``(values, counts)`` over the rows of ``m`` ``(rows, width)`` in {-1, 0, 1} where the
+    span is present; spans that are never present are left out."""
+    out = {}
+    for name, sl in SPANS.items():
+        sub = m[:, sl]
+        sub = sub[(sub != -1).all(axis=1)]
+        if len(sub):
+            out[name] = np.unique(bits_to_uint(sub), return_counts=True)
+    return out
+
+
 def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top: int = 256,
               min_count: int = 2, keep: int = 8) -> dict:
     """Per class and span, ``[[value, count], ...]`` for the ``top`` most frequent values of the
@@ -47,14 +60,8 @@ def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top:
     """
     out: dict[str, dict[str, list[list[int]]]] = {}
     for ci, c in enumerate(classes):
-        r = rows[row_labels == ci]
         spans = {}
-        for name, sl in SPANS.items():
-            sub = r[:, sl]
-            sub = sub[(sub != -1).all(axis=1)]
-            if not len(sub):
-                continue
-            v, n = np.unique(bits_to_uint(sub), return_counts=True)
+        for name, (v, n) in palette(rows[row_labels == ci]).items():
             order = np.argsort(-n, kind="stable")
             spans[name] = [[int(v[i]), int(n[i])] for j, i in enumerate(order[:top]) if j < keep or n[i] >= min_count]
         out[c] = spans
@@ -71,18 +78,6 @@ def _entries(vals) -> tuple[np.ndarray, np.ndarray]:
 #: a bit the model calls certain still leaves this much doubt in the posterior (its
 #: probabilities are not calibrated; without a floor one bit would veto a common value)
 BIT_FLOOR = 0.05
-
-
-def palette(m: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One flow's own field values: per span, ``(values, counts)`` over its packets (``m``
-    ``(packets, width)`` in {-1, 0, 1}); spans it never has are left out."""
-    out = {}
-    for name, sl in SPANS.items():
-        sub = m[:, sl]
-        sub = sub[(sub != -1).all(axis=1)]
-        if len(sub):
-            out[name] = np.unique(bits_to_uint(sub), return_counts=True)
-    return out
 
 
 def _palette_prior(v: np.ndarray, n: np.ndarray, name: str, palettes: list, weight: float) -> np.ndarray:
