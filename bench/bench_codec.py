@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.codec import write_pcap  # noqa: E402
-from engine.dataset import flow_files, load_flow  # noqa: E402
-from engine.encode_job import encode_files  # noqa: E402
-from engine.flows import FlowConfig  # noqa: E402
-from engine.image import image_to_matrix, matrix_to_rgba, snap_rgb  # noqa: E402
+from engine.codec.matrix import write_pcap  # noqa: E402
+from engine.datasets.encoded import flow_files, load_flow  # noqa: E402
+from engine.datasets.encode import encode_files  # noqa: E402
+from engine.codec.flows import FlowConfig  # noqa: E402
+from engine.codec.image import image_to_matrix, matrix_to_rgba, snap_rgb  # noqa: E402
 
 
 def best(fn, repeat=5):
@@ -63,7 +63,7 @@ def main():
         pngs.mkdir()
         for i in range(16):
             (pngs / f"{i}.png").write_bytes(png)
-        from engine.dataset import load_flows
+        from engine.datasets.encoded import load_flows
         paths = sorted(pngs.glob("*.png"))
         t_batch = best(lambda: load_flows(paths), 3) / len(paths)
 

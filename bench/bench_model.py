@@ -30,7 +30,7 @@ def rss_mb() -> float:
 
 
 def bench_train(data: str, steps: int) -> dict:
-    from engine.train import TrainConfig, train
+    from engine.model.train import TrainConfig, train
     cfg = TrainConfig.load(ROOT / "configs" / "default_model.json")
     cfg.checkpoint_every = 10**9
     cfg.num_threads = None
@@ -57,11 +57,11 @@ def run_stats(run: str) -> dict:
 
 
 def bench_sample(model_ref, n: int, label: str) -> dict:
-    from engine.generate import generate
+    from engine.datasets.generate import generate
     from engine.model.checkpoint import load_model
     from engine.model.diffusion import sample
     from engine.model.lengths import presence_mask
-    from engine.request import GenerationRequest
+    from engine.datasets.request import GenerationRequest
     model, cfg, _ = load_model(model_ref)
     cls = cfg["classes"].index(label) if label in cfg["classes"] else 0
     out = {"model_params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),

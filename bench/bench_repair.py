@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from engine.codec import FlowMeta, write_pcap  # noqa: E402
-from engine.flows import FlowConfig  # noqa: E402
-from engine.layout import LAYOUT  # noqa: E402
-from engine.pipeline import encode_capture  # noqa: E402
+from engine.codec.matrix import FlowMeta, write_pcap  # noqa: E402
+from engine.codec.flows import FlowConfig  # noqa: E402
+from engine.codec.layout import LAYOUT  # noqa: E402
+from engine.codec.pipeline import encode_capture  # noqa: E402
 from engine.repair import check_flows, repair_flows  # noqa: E402
 
 N = 1024

@@ -214,7 +214,7 @@ class NetdiffApp(App[None]):
             log(ev)
             self.post_message(GenerateEvent(ev))
 
-        from engine import generate as gen    # imports torch: only when a generation starts
+        from engine.datasets import generate as gen    # imports torch: only when a generation starts
         try:
             summary = gen.generate(req, out, on_event=emit, cancel=cancel)
         except Cancelled:

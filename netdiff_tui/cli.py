@@ -118,8 +118,8 @@ def main(ctx: click.Context) -> None:
 @friendly
 def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_timeout, fmt, force, quiet):
     """Captures -> one bit-matrix file per flow, plus a manifest."""
-    from engine.encode_job import encode_files
-    from engine.flows import FlowConfig
+    from engine.datasets.encode import encode_files
+    from engine.codec.flows import FlowConfig
     if max_packets < 1 or min_packets < 1 or idle_timeout <= 0:
         raise InputError(None, "--max-packets and --min-packets must be >= 1, --idle-timeout > 0")
     if fmt == "png" and max_packets > 1024:
@@ -146,9 +146,9 @@ def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_ti
 @friendly
 def decode(inputs, out, link, usec):
     """Flow files or dataset directories -> one pcap (flows merged in time order)."""
-    from engine import capture as cap
-    from engine.codec import write_pcap
-    from engine.dataset import flow_files, load_flows
+    from engine.codec import capture as cap
+    from engine.codec.matrix import write_pcap
+    from engine.datasets.encoded import flow_files, load_flows
     files = flow_files(inputs)
     if not files:
         raise InputError(None, "no flow files (.npz, .png, .csv) among the inputs")
@@ -167,8 +167,8 @@ def decode(inputs, out, link, usec):
 @friendly
 def inspect(file, as_json, max_packets, min_packets, idle_timeout):
     """Packets, flows, protocols, link type and skipped counts of a capture."""
-    from engine.flows import FlowConfig
-    from engine.pipeline import CaptureStats, encode_capture
+    from engine.codec.flows import FlowConfig
+    from engine.codec.pipeline import CaptureStats, encode_capture
     stats = CaptureStats(file)
     for _ in encode_capture(file, FlowConfig(idle_timeout, max_packets, min_packets), stats=stats):
         pass
@@ -191,7 +191,7 @@ def inspect(file, as_json, max_packets, min_packets, idle_timeout):
 @click.option("--json", "as_json", is_flag=True)
 def layout(as_json):
     """Print the bit layout table (fields, header bits, matrix columns)."""
-    from engine.layout import LAYOUT
+    from engine.codec.layout import LAYOUT
     rows = LAYOUT.describe()
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -20,7 +20,7 @@ from netdiff_tui.cli import Progress, friendly, main
 @friendly
 def train(data, out, config, resume, steps, quiet):
     """Train the class-conditional packet diffusion model (works under accelerate launch)."""
-    from engine.train import TrainConfig, train as run_train
+    from engine.model.train import TrainConfig, train as run_train
     cfg = TrainConfig.load(config) if config else TrainConfig()
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
@@ -58,7 +58,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 
     Reused by commands that build the request another way (presets, recipes).
     """
-    from engine.generate import generate
+    from engine.datasets.generate import generate
     from engine.progress import Message
     state = {}
 
@@ -119,7 +119,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
              like, like_split, strength, like_values, raw_fields, force, quiet):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
-    from engine.request import GenerationRequest
+    from engine.datasets.request import GenerationRequest
     from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")

@@ -19,7 +19,7 @@ def request_from_options(preset: str | None, recipe: str | None, label: str | No
     For ``netdiff generate``: options given on the command line override the
     recipe with ``dataclasses.replace(req, **overrides)``.
     """
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     if preset and recipe:
         raise InputError(None, "give --preset or --recipe, not both")
     if not preset and not recipe:
@@ -56,8 +56,8 @@ def cli_overrides(ctx: click.Context, fields: dict[str, str]) -> dict:
 
 def write_recipe_copy(req, out: str | os.PathLike) -> None:
     """Save the request as ``OUT/recipe.toml`` (what was generated, replayable with --recipe)."""
-    from engine import recipes as rp
-    from engine.capture import atomic_write_bytes
+    from engine.datasets import recipes as rp
+    from engine.codec.capture import atomic_write_bytes
     text = rp.dumps(rp.request_to_recipe(req), f"# Recipe of this dataset (sha256 {rp.recipe_hash(req)}).")
     atomic_write_bytes(Path(out) / "recipe.toml", [text.encode()])
 
@@ -78,7 +78,7 @@ def recipes():
 @friendly
 def list_(as_json):
     """User recipes and presets, with their label, transport and ports."""
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     rows = []
     users = set(rp.user_names())
     for src, names, d in (("user", rp.user_names(), rp.user_dir()), ("preset", rp.preset_names(), rp.presets_dir())):
@@ -114,7 +114,7 @@ def list_(as_json):
 def show(name, as_json):
     """Print a recipe (file text, or the request it makes with --json)."""
     from dataclasses import asdict
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     path, src = rp.find(name)
     rc = rp.load_recipe(path, src)
     if as_json:
@@ -134,8 +134,8 @@ def show(name, as_json):
 @friendly
 def new(name, from_, label, force):
     """Create a user recipe NAME, from defaults or --from PRESET."""
-    from engine import recipes as rp
-    from engine.capture import atomic_write_bytes
+    from engine.datasets import recipes as rp
+    from engine.codec.capture import atomic_write_bytes
     if not rp.NAME_RE.match(name):
         raise InputError(None, f"recipe name {name!r}: use 1-64 lowercase letters, digits, '_', '-' or '.'")
     dest = rp.user_dir() / f"{name}.toml"
@@ -161,7 +161,7 @@ def new(name, from_, label, force):
 @friendly
 def validate(names, all_, quiet):
     """Check recipes (names or files); exit status 2 if any is invalid."""
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     targets = list(names)
     if all_:
         targets += [str(rp.user_dir() / f"{n}.toml") for n in rp.user_names()]
@@ -190,8 +190,8 @@ def validate(names, all_, quiet):
 @friendly
 def edit(name):
     """Open a user recipe in $EDITOR, then validate it (a preset is copied to your recipes first)."""
-    from engine import recipes as rp
-    from engine.capture import atomic_write_bytes
+    from engine.datasets import recipes as rp
+    from engine.codec.capture import atomic_write_bytes
     dest = rp.user_dir() / f"{name}.toml"
     if not dest.exists():
         path, src = rp.find(name)
@@ -230,7 +230,7 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 
     Interrupted? Run the same command again: it continues where it stopped.
     """
-    from engine.export import ExportOptions, export
+    from engine.datasets.export import ExportOptions, export
     with Progress(None if not quiet else False) as prog:
         s = export(list(inputs), out, ExportOptions(pcapng=pcapng, split=split, seed=seed), force=force,
                    on_event=_with_messages(prog, quiet))
@@ -259,7 +259,7 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, model, like, strength, force, score,
                 quiet):
     """Top up under-represented classes with synthetic flows and export the mix."""
-    from engine.balance import balance
+    from engine.datasets.balance import balance
     if strength is not None and not like:
         raise InputError(None, "--strength needs --like")
     with Progress(None if not quiet else False) as prog:
@@ -279,7 +279,7 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, mo
 
 def score_table(out, seed: int = 0) -> str:
     """Markdown: macro-F1 and per-class F1, imbalanced vs balanced, with and without port features."""
-    from engine.balance import classifier_scores
+    from engine.datasets.balance import classifier_scores
     res = {m: classifier_scores(out, seed=seed, mask_ports=m) for m in (False, True)}
     a = res[False]
     lines = ["| class | test flows | real train | balanced train | F1 imbalanced | F1 balanced |"

@@ -28,9 +28,9 @@ def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = Fal
     ``payload_sums`` asks the reader for each packet's payload checksum sum
     (only a check needs them); flow files hold no payload and get zeros.
     """
-    from engine.dataset import FLOW_EXTS, flow_files, load_flows
-    from engine.flows import FlowConfig
-    from engine.pipeline import encode_capture
+    from engine.datasets.encoded import FLOW_EXTS, flow_files, load_flows
+    from engine.codec.flows import FlowConfig
+    from engine.codec.pipeline import encode_capture
     mats, metas, psums = [], [], []
     caps, flows = [], []
     for p in map(Path, inputs):
@@ -112,8 +112,8 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
 @friendly
 def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragments, seed, link, quiet):
     """Repair matrices, images or captures; write the repaired capture and its report."""
-    from engine import capture as cap
-    from engine.codec import write_pcap
+    from engine.codec import capture as cap
+    from engine.codec.matrix import write_pcap
     from engine.repair import repair_flows
     opts = _repair_options(mtu, server_port, disable, allow_fragments, seed)
     with Progress(None if not quiet else False) as prog:

@@ -24,7 +24,7 @@ class NetdiffCommands(Provider):
             ("Start generation", app.action_start_generation, "run the Generate form"),
             ("Cancel generation", app.action_cancel_generation, "stop the running generation"),
         ]
-        from engine import recipes as rp
+        from engine.datasets import recipes as rp
         cmds += [(f"New recipe from preset: {n}", partial(app.action_new_recipe, n), "copy this preset")
                  for n in rp.preset_names()]
         for j in getattr(app, "jobs", []):

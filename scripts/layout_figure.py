@@ -1,4 +1,4 @@
-"""Draw docs/layout.png (the bit layout, from engine.layout) and an example flow image.
+"""Draw docs/layout.png (the bit layout, from engine.codec.layout) and an example flow image.
 
 Run: python scripts/layout_figure.py [CAPTURE]
 """
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from engine.layout import LAYOUT  # noqa: E402
+from engine.codec.layout import LAYOUT  # noqa: E402
 
 COLORS = {"ipv4": "#4C72B0", "ipv6": "#AAAAAA", "tcp": "#DD8452", "udp": "#55A868", "icmp": "#C44E52", "meta": "#8172B2"}
 
@@ -37,9 +37,9 @@ def main():
     ax.set_title(f"Packet row: {LAYOUT.width} columns ({LAYOUT.base_width} paper columns + direction + 16-bit gap)")
     cap = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     if cap and cap.exists():
-        from engine.flows import FlowConfig
-        from engine.image import matrix_to_rgba
-        from engine.pipeline import encode_capture
+        from engine.codec.flows import FlowConfig
+        from engine.codec.image import matrix_to_rgba
+        from engine.codec.pipeline import encode_capture
         flows = [b.flow(i) for b in encode_capture(cap, FlowConfig(max_packets=128)) for i in range(len(b))]
         m = max(flows, key=len)
         ax2.imshow(matrix_to_rgba(m, height=128)[..., :3], aspect="auto", interpolation="nearest")

@@ -2,7 +2,7 @@
 """Measure preset defaults (packets per flow, flow arrival rate) from the real captures.
 
 For every preset in ``presets/`` (or the ones named), read the captures of its
-label's class with :func:`engine.pipeline.encode_capture` (default flow
+label's class with :func:`engine.codec.pipeline.encode_capture` (default flow
 settings: 120 s idle timeout, 1024 packets max, 2 packets min), keep the flows
 that match the preset's transport and service ports (server side), and print:
 
@@ -41,10 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.flows import FlowConfig  # noqa: E402
-from engine.pipeline import encode_capture  # noqa: E402
-from engine.recipes import load_recipe, presets_dir  # noqa: E402
-from engine.layout import LAYOUT, bits_to_uint  # noqa: E402
+from engine.codec.flows import FlowConfig  # noqa: E402
+from engine.codec.pipeline import encode_capture  # noqa: E402
+from engine.datasets.recipes import load_recipe, presets_dir  # noqa: E402
+from engine.codec.layout import LAYOUT, bits_to_uint  # noqa: E402
 
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 # Notes that make a file's timing across flows useless for an arrival rate.

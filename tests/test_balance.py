@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine import balance as bl
-from engine import export as ex
+from engine.datasets import balance as bl
+from engine.datasets import export as ex
 from engine.errors import InputError
-from engine.pipeline import encode_capture
+from engine.codec.pipeline import encode_capture
 
 CLASSES = ("dns", "facebook", "ssh", "twitch")
 
@@ -32,7 +32,7 @@ def user_config(tmp_path, monkeypatch):
 
 
 class FakeGenerate:
-    """Stands in for engine.generate.generate: writes the generator's dataset format from real flows."""
+    """Stands in for engine.datasets.generate.generate: writes the generator's dataset format from real flows."""
 
     def __init__(self, real_dir: Path):
         self.real_dir = real_dir
@@ -40,7 +40,7 @@ class FakeGenerate:
 
     def __call__(self, req, out_dir, on_event=None, cancel=None):
         import json
-        from engine.codec import write_pcap
+        from engine.codec.matrix import write_pcap
         self.calls.append(req)
         if req.like_split:
             self.guide_split = json.loads(Path(req.like_split).read_text())
@@ -123,7 +123,7 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
 def test_balance_like_never_guides_by_test_flows(small_real, tmp_path):
     """--like --split: generation is guided by the real flows, and the export's test flows are
     excluded from the guides before the export exists (the same flows, computed up front)."""
-    from engine.guide import load_guides
+    from engine.model.guide import load_guides
     gen = FakeGenerate(small_real)
     out = tmp_path / "bal"
     bl.balance(small_real, 20, out, split=0.2, seed=1, generate_fn=gen, like=True, strength=0.4)
@@ -154,7 +154,7 @@ def test_balance_resumes_generated_classes(small_real, tmp_path):
 
     def failing_export(*a, **k):
         raise Boom
-    import engine.balance as mod
+    import engine.datasets.balance as mod
     orig = mod.export
     mod.export = failing_export
     try:

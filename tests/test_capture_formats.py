@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from engine import capture as cap
-from engine.flows import FlowConfig
-from engine.pipeline import CaptureStats, encode_capture
+from engine.codec import capture as cap
+from engine.codec.flows import FlowConfig
+from engine.codec.pipeline import CaptureStats, encode_capture
 
 SPEC = json.loads((FIXTURES / "fixtures.json").read_text())
 GOOD = SPEC["good"]
@@ -40,7 +40,7 @@ def test_reads_every_link_type(fx):
 
 def test_all_variants_encode_identically():
     """The same traffic through every link type, byte order and resolution gives the same matrices."""
-    from engine.layout import LAYOUT
+    from engine.codec.layout import LAYOUT
     ref = _stats(FIXTURES / "eth.pcap")[1]
     # derived byte for byte from eth.pcap: identical matrices
     exact = ("eth_nsec.pcap", "eth_bigendian.pcap", "raw101.pcap", "raw228.pcap")

@@ -12,8 +12,8 @@ from PIL import Image
 
 import tshark_judge
 from conftest import FIXTURES
-from engine.image import matrix_to_rgba
-from engine.layout import LAYOUT
+from engine.codec.image import matrix_to_rgba
+from engine.codec.layout import LAYOUT
 
 
 def netdiff(*args):

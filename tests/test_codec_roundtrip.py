@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import real_captures
-from engine import capture as cap
-from engine import packets as pk
-from engine.codec import write_pcap
-from engine.flows import FlowConfig
-from engine.layout import IAT_REL_ERROR
-from engine.packets import Packets
-from engine.pipeline import CaptureStats, encode_capture
+from engine.codec import capture as cap
+from engine.codec import packets as pk
+from engine.codec.matrix import write_pcap
+from engine.codec.flows import FlowConfig
+from engine.codec.layout import IAT_REL_ERROR
+from engine.codec.packets import Packets
+from engine.codec.pipeline import CaptureStats, encode_capture
 
 CAPTURES = real_captures()
 
@@ -62,7 +62,7 @@ def test_roundtrip_real_capture(path, tmp_path):
 
 
 def test_timestamp_error_bound_is_per_gap():
-    from engine.codec import gaps_to_iat, iat_codes, iat_to_gaps
+    from engine.codec.matrix import gaps_to_iat, iat_codes, iat_to_gaps
     rng = np.random.default_rng(0)
     gaps = (10 ** rng.uniform(0, 11, 5000)).astype(np.int64)   # 1 ns .. 100 s
     ts = 1_700_000_000_000_000_000 + np.cumsum(gaps)

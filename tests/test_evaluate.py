@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.codec import write_pcap
+from engine.codec.matrix import write_pcap
 from engine.evaluate import EvalOptions, evaluate
 from engine.evaluate.baselines import marginal_flows, random_flows
 from engine.evaluate.data import load_labeled, read_split_file, split_by_flow, split_from_file
 from engine.evaluate.features import SPECS, _kinds, packet_values
 from engine.evaluate.metrics import ABSENT_CODE, bin_pair, compare, hellinger, jsd, tvd
-from engine.layout import LAYOUT
+from engine.codec.layout import LAYOUT
 
 from conftest import FIXTURES, data_dir
 
@@ -113,7 +113,7 @@ def test_load_and_split(tmp_path):
     c = fs.counts()
     assert set(c) == {"web", "misc"}
     # eth.pcapng (same stem as eth.pcap) is read once; _labels/ is skipped
-    from engine.pipeline import encode_capture
+    from engine.codec.pipeline import encode_capture
     expect = sum(len(b) for f in ("eth.pcap", "eth_nsec.pcap", "sll.pcap", "sll2.pcap")
                  for b in encode_capture(FIXTURES / f))
     assert c["web"] == expect
@@ -140,7 +140,7 @@ def test_closeness_flags_copies(tmp_path):
     """A candidate that hands back the train flows is at distance 0 and all exact copies (ports
     don't hide it); the test split is the reference (ratio 1); random flows are farther."""
     from engine.evaluate.closeness import closeness
-    from engine.layout import put
+    from engine.codec.layout import put
     sp = split_by_flow(load_labeled(_labeled_fixture_dir(tmp_path)), seed=0)
     moved = [m.copy() for m in sp.train.mats]
     for m in moved:
@@ -148,7 +148,7 @@ def test_closeness_flags_copies(tmp_path):
             put(m, "tcp_sprt", 4242)
     copied = type(sp.train)(moved, list(sp.train.metas))
     from engine.evaluate.baselines import make_baseline
-    from engine.flows import FlowConfig
+    from engine.codec.flows import FlowConfig
     rnd, _ = make_baseline("random", sp.train, dict(sp.test.counts()), 1, FlowConfig(), 64)
     c = closeness(sp.train, {"real_test": sp.test, "copy": copied, "random": rnd}, ["misc", "web"])
     assert c["copy"]["median_dcr"] == 0.0 and c["copy"]["exact_copies"] == 1.0 and c["copy"]["median_dcr_ratio"] == 0
@@ -261,7 +261,7 @@ def test_evaluate_real_slice(tmp_path):
                 os.symlink(f, real / c / f.name)
     sp = split_by_flow(load_labeled(real), seed=0)
     # the synthetic side as an encoded dataset directory (netdiff encode output)
-    from engine.encode_job import encode_files
+    from engine.datasets.encode import encode_files
     gen = _write_generated_like(tmp_path / "gen", sp.train, sp.test.counts())
     enc = tmp_path / "enc"
     encode_files(sorted(gen.glob("*/*.pcap")), enc, label_from_dir=True)

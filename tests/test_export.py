@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
-from engine import export as ex
+from engine.datasets import export as ex
 from engine.errors import InputError
-from engine.pipeline import encode_capture
+from engine.codec.pipeline import encode_capture
 
 SMALL = ("dns", "facebook", "ssh", "twitch")
 
@@ -46,7 +46,7 @@ def manifest(d: Path) -> list[dict]:
 
 def fake_generated(src_capture: Path, out: Path, label: str, n: int = 4) -> Path:
     """A dataset directory in the generator's format (manifest.csv + <label>/*.pcap, one flow each)."""
-    from engine.codec import write_pcap
+    from engine.codec.matrix import write_pcap
     out.mkdir(parents=True)
     (out / label).mkdir()
     rows = []

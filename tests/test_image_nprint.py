@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from engine.codec import FlowMeta
-from engine.image import HEIGHT, image_to_matrix, matrix_to_rgba, read_png, write_png
-from engine.layout import LAYOUT
-from engine.nprint_csv import csv_columns, matrix_to_csv, read_csv
-from engine.packets import ip_int
+from engine.codec.matrix import FlowMeta
+from engine.codec.image import HEIGHT, image_to_matrix, matrix_to_rgba, read_png, write_png
+from engine.codec.layout import LAYOUT
+from engine.codec.nprint_csv import csv_columns, matrix_to_csv, read_csv
+from engine.codec.packets import ip_int
 
 
 def _flow(n=50, seed=0):

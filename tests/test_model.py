@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from engine.errors import Cancelled, InputError
 from engine.progress import CancelToken, TrainStep
-from engine.request import GenerationRequest
+from engine.datasets.request import GenerationRequest
 
 from conftest import FIXTURES, ROOT
 
@@ -34,7 +34,7 @@ DEFAULT_CKPT = ROOT / "engine" / "default_model" / "model.safetensors"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     """Two labeled classes made from the loopback fixture captures."""
-    from engine.encode_job import encode_files
+    from engine.datasets.encode import encode_files
     d = tmp_path_factory.mktemp("tinydata")
     for label, name in (("zoom", "eth.pcap"), ("dns", "sll.pcap")):
         (d / "in" / label).mkdir(parents=True)
@@ -44,13 +44,13 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def tiny_cfg(**kw):
-    from engine.train import TrainConfig
+    from engine.model.train import TrainConfig
     return TrainConfig.from_dict({**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
-    from engine.train import train
+    from engine.model.train import train
     run = tmp_path_factory.mktemp("run") / "run"
     s = train(tiny_data, run, tiny_cfg(steps=2))
     assert s["steps"] == 2
@@ -67,7 +67,7 @@ def test_model_shapes():
 
 
 def test_train_two_steps_and_sample(tiny_run, tmp_path):
-    from engine.generate import generate
+    from engine.datasets.generate import generate
     from engine.model.checkpoint import load_model
     model, cfg, d = load_model(tiny_run)            # a run directory resolves to its model/
     assert d == tiny_run / "model"
@@ -90,7 +90,7 @@ def test_train_two_steps_and_sample(tiny_run, tmp_path):
 
 
 def test_resume_matches_uninterrupted(tiny_data, tmp_path):
-    from engine.train import train
+    from engine.model.train import train
     straight = tmp_path / "straight"
     train(tiny_data, straight, tiny_cfg(steps=4))
     parted = tmp_path / "parted"
@@ -136,13 +136,13 @@ def test_sigterm_saves_checkpoint_and_resumes(tiny_data, tmp_path):
     assert len(cks) == 1
     step = int(cks[0].name.split("-")[1])
     assert step >= 1 and "stopped at step" in ev.read_text()
-    from engine.train import train
+    from engine.model.train import train
     s = train(tiny_data, run, resume=True, steps=step + 1)
     assert s["steps"] == step + 1 and (run / "model" / "model.safetensors").exists()
 
 
 def test_generate_same_seed_same_bytes(tiny_run, tmp_path):
-    from engine.generate import generate
+    from engine.datasets.generate import generate
 
     def run(out, seed):
         generate(GenerationRequest(label="dns", count=4, model=str(tiny_run), seed=seed, steps=3), out)
@@ -154,7 +154,7 @@ def test_generate_same_seed_same_bytes(tiny_run, tmp_path):
 
 
 def test_generate_bad_requests(tiny_run, tmp_path):
-    from engine.generate import generate
+    from engine.datasets.generate import generate
     with pytest.raises(InputError, match="not one of the model's classes"):
         generate(GenerationRequest(label="nope", count=1, model=str(tiny_run)), tmp_path / "x")
     with pytest.raises(InputError, match="not supported yet"):
@@ -165,9 +165,9 @@ def test_generate_bad_requests(tiny_run, tmp_path):
 
 
 def test_generate_constraints(tiny_run, tmp_path):
-    from engine.generate import generate
-    from engine.sample import flow_proto
-    from engine.dataset import load_flow  # noqa: F401  (pcaps are checked through the manifest)
+    from engine.datasets.generate import generate
+    from engine.model.sample import flow_proto
+    from engine.datasets.encoded import load_flow  # noqa: F401  (pcaps are checked through the manifest)
     s = generate(GenerationRequest(label="zoom", count=3, model=str(tiny_run), seed=3, steps=2,
                                    packets_min=2, packets_max=5, server_ports=(443,),
                                    client_cidrs=("10.9.0.0/24",), server_cidrs=("192.0.2.7/32",)), tmp_path / "g")
@@ -244,7 +244,7 @@ def test_length_prior_in_checkpoint_and_sampling(tiny_run, tiny_data):
     from engine.model.checkpoint import load_model
     from engine.model.data import load_table
     from engine.model.lengths import draw_shape
-    from engine.sample import flow_proto, sample_flows
+    from engine.model.sample import flow_proto, sample_flows
     model, cfg, _ = load_model(tiny_run)
     split = json.loads((tiny_run / "split.json").read_text())
     table = load_table(tiny_data, 16, files=split["train"], classes=cfg["classes"])
@@ -277,7 +277,7 @@ def test_init_from_keeps_the_old_model(tiny_data, tmp_path):
     """A presence/self-conditioning model started from a plain checkpoint computes what it did."""
     from engine.model.checkpoint import load_model
     from engine.model.denoiser import PacketDenoiser
-    from engine.train import _init_weights, train
+    from engine.model.train import _init_weights, train
     train(tiny_data, tmp_path / "plain", tiny_cfg(steps=2, **{"model": TINY_PLAIN["model"]}))
     old, cfg, _ = load_model(tmp_path / "plain")
     new = PacketDenoiser(num_classes=2, d_model=32, layers=1, heads=2, max_packets=16,
@@ -295,9 +295,9 @@ def test_init_from_keeps_the_old_model(tiny_data, tmp_path):
 
 
 def test_flows_keep_one_transport():
-    from engine.codec import COL_ICMP, COL_TCP, COL_UDP
-    from engine.layout import get, put
-    from engine.sample import force_transport, majority_proto, row_proto
+    from engine.codec.matrix import COL_ICMP, COL_TCP, COL_UDP
+    from engine.codec.layout import get, put
+    from engine.model.sample import force_transport, majority_proto, row_proto
     m = np.full((4, 1105), -1, np.int8)
     m[:, :96] = 0
     m[:, 1088:] = 0
@@ -315,12 +315,12 @@ def test_flows_keep_one_transport():
 
 
 def test_field_vocabulary_decoding(tiny_run):
-    from engine.layout import LAYOUT, get
+    from engine.codec.layout import LAYOUT, get
     from engine.model.checkpoint import load_model
     from engine.model.vocab import SPANS, decode, fit_vocab
     rows = np.full((6, LAYOUT.width), -1, np.int8)
     rows[:, :96] = 0
-    from engine.layout import put
+    from engine.codec.layout import put
     put(rows, "ipv4_ttl", np.array([64, 64, 64, 128, 128, 7]))
     v = fit_vocab(rows, np.zeros(6, int), ["a"], keep=2)
     assert v["a"]["ipv4_ttl"] == [[64, 3], [128, 2]]      # 7 was seen once, beyond the kept two
@@ -346,9 +346,9 @@ def test_field_vocabulary_decoding(tiny_run):
 
 def test_sampled_fields_come_from_the_vocabulary(tiny_run, tmp_path):
     from click.testing import CliRunner
-    from engine.layout import get
+    from engine.codec.layout import get
     from engine.model.checkpoint import load_model
-    from engine.sample import sample_flows
+    from engine.model.sample import sample_flows
     from netdiff_tui.cli import main
     model, cfg, _ = load_model(tiny_run)
     voc = {k: [e[0] for e in v] for k, v in cfg["vocab"]["zoom"].items()}
@@ -382,11 +382,11 @@ def test_guided_flows_keep_the_guides_shape(tiny_run, tmp_path):
     """--like: each flow starts from a real flow (SDEdit) and keeps its packet count and transport;
     the split file keeps test flows out; same seed, same bytes; provenance in the manifest."""
     import csv
-    from engine.codec import present_rows
-    from engine.generate import generate
-    from engine.guide import guide_order, load_guides
+    from engine.codec.matrix import present_rows
+    from engine.datasets.generate import generate
+    from engine.model.guide import guide_order, load_guides
     from engine.model.checkpoint import load_model
-    from engine.sample import majority_proto, sample_flows, usable_guides
+    from engine.model.sample import majority_proto, sample_flows, usable_guides
     cap = FIXTURES / "sll.pcap"
     guides, ids = load_guides(cap, "dns")
     assert len(guides) == len(ids) >= 2 and all(len(g) == present_rows(g).sum() for g in guides)
@@ -445,7 +445,7 @@ def test_cli_generate_like(tiny_run, tmp_path):
 
 def test_palette_prior_pulls_towards_the_guides_values():
     """decode(): a flow's own values (palette) weigh in the prior; weight 0 is the class prior."""
-    from engine.layout import LAYOUT, get
+    from engine.codec.layout import LAYOUT, get
     from engine.model.vocab import SPANS, decode, palette
     vocab = {"ipv4_ttl": [[64, 1000], [128, 10]]}
     x = np.full((2, 3, LAYOUT.width), -1.0, np.float32)
@@ -465,8 +465,8 @@ def test_palette_prior_pulls_towards_the_guides_values():
 
 
 def test_field_weights(tiny_data, tmp_path):
-    from engine.layout import LAYOUT
-    from engine.train import column_weights, train
+    from engine.codec.layout import LAYOUT
+    from engine.model.train import column_weights, train
     w = column_weights({"meta_iat": 8.0, "tcp": 2.0})
     assert w[LAYOUT.cols("meta_iat")].eq(8.0).all() and w[LAYOUT.block("tcp")].eq(2.0).all()
     assert float(w.sum()) == LAYOUT.width + 7 * 16 + (LAYOUT.block("tcp").stop - LAYOUT.block("tcp").start)

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from engine import recipes as rp
+from engine.datasets import recipes as rp
 from engine.errors import InputError
-from engine.request import GenerationRequest
+from engine.datasets.request import GenerationRequest
 
 PRESETS = rp.preset_names()
 
@@ -335,7 +335,7 @@ def _test_model() -> str | None:
     """The default checkpoint, or $NETDIFF_TEST_MODEL (a checkpoint directory) when set."""
     if os.environ.get("NETDIFF_TEST_MODEL"):
         return os.environ["NETDIFF_TEST_MODEL"]
-    d = Path(rp.__file__).parent / "default_model"
+    d = Path(rp.__file__).parents[1] / "default_model"
     return "default" if d.is_dir() and any(d.glob("*.safetensors")) else None
 
 
@@ -359,9 +359,9 @@ def _tshark_errors(f: Path) -> int:
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_generates_compliant_flows_on_its_ports(name, tmp_path):
     import csv
-    from engine.generate import generate
-    from engine.packets import TCP, UDP
-    from engine.pipeline import encode_capture
+    from engine.datasets.generate import generate
+    from engine.codec.packets import TCP, UDP
+    from engine.codec.pipeline import encode_capture
     from netdiff_tui.cli import main
     proto = {"tcp": TCP, "udp": UDP}
     q = rp.load_preset(name).request
@@ -378,7 +378,7 @@ def test_preset_generates_compliant_flows_on_its_ports(name, tmp_path):
         if "check" in main.commands:
             res = CliRunner().invoke(main, ["check", str(f)])
             assert res.exit_code == 0, f"{name}: netdiff check {f}: {res.output}"
-        for b in encode_capture(f, __import__("engine.flows", fromlist=["FlowConfig"]).FlowConfig(min_packets=1)):
+        for b in encode_capture(f, __import__("engine.codec.flows", fromlist=["FlowConfig"]).FlowConfig(min_packets=1)):
             for mt in b.metas:
                 assert mt.proto == proto[q.transport], (name, mt)
                 assert mt.resp_port in q.server_ports, (name, mt.resp_port)

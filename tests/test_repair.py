@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tshark_judge
-from engine.codec import FlowMeta, write_pcap
-from engine.flows import FlowConfig
-from engine.layout import ABSENT, LAYOUT, get, put
-from engine.pipeline import encode_capture
+from engine.codec.matrix import FlowMeta, write_pcap
+from engine.codec.flows import FlowConfig
+from engine.codec.layout import ABSENT, LAYOUT, get, put
+from engine.codec.pipeline import encode_capture
 from engine.repair import RULE_NAMES, RULES, RepairOptions, check_flows, make_batch, repair_flows
 from engine.repair import options as op
 

@@ -67,8 +67,8 @@ def step(i: int, total: int = 100, loss: float | None = None) -> TrainStep:
 
 def compliance_dir(root: Path) -> Path:
     """compliance.json of a check of eth.pcap's flows (engine.repair.check_flows), in root/eth/."""
-    from engine.flows import FlowConfig
-    from engine.pipeline import encode_capture
+    from engine.codec.flows import FlowConfig
+    from engine.codec.pipeline import encode_capture
     from engine.repair import check_flows
     mats, metas = [], []
     for b in encode_capture(FIXTURES / "eth.pcap", FlowConfig(min_packets=1)):
@@ -109,7 +109,7 @@ async def test_every_binding_has_an_id(settings):
 
 @sync
 async def test_recipes_lists_presets_and_validates(settings):
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     app = make_app(settings, initial_tab="recipes")
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one("#recipes-pane")
@@ -131,7 +131,7 @@ async def test_recipes_lists_presets_and_validates(settings):
 
 @sync
 async def test_new_recipe_from_preset(settings):
-    from engine import recipes as rp
+    from engine.datasets import recipes as rp
     app = make_app(settings, initial_tab="recipes")
     async with app.run_test(size=SIZE) as pilot:
         app.action_new_recipe("zoom")
@@ -251,11 +251,11 @@ async def test_command_palette_finds_actions(settings, tmp_path):
 
 
 def _fake_generate(monkeypatch, fn):
-    import engine
-    mod = types.ModuleType("engine.generate")
+    import engine.datasets
+    mod = types.ModuleType("engine.datasets.generate")
     mod.generate = fn
-    monkeypatch.setitem(sys.modules, "engine.generate", mod)
-    monkeypatch.setattr(engine, "generate", mod, raising=False)
+    monkeypatch.setitem(sys.modules, "engine.datasets.generate", mod)
+    monkeypatch.setattr(engine.datasets, "generate", mod, raising=False)
 
 
 @sync

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..capture import LINK_ETHERNET, atomic_write_bytes, pcap_bytes
-from ..codec import FlowMeta, decode_matrices, write_pcap
-from ..flows import FlowConfig
-from ..layout import LAYOUT
-from ..pipeline import encode_capture
+from engine.codec.capture import LINK_ETHERNET, atomic_write_bytes, pcap_bytes
+from engine.codec.matrix import FlowMeta, decode_matrices, write_pcap
+from engine.codec.flows import FlowConfig
+from engine.codec.layout import LAYOUT
+from engine.codec.pipeline import encode_capture
 from .data import FlowSet
 from .features import _present
 
@@ -37,7 +37,7 @@ FLOW_SPACING_NS = 1_000 * 10**9      # 1000 s between flow starts: no two flows 
 
 def _repair(mats: list[np.ndarray], metas: list[FlowMeta]) -> tuple[list[np.ndarray], list[FlowMeta], str]:
     try:
-        from ..repair import RepairOptions, repair_flows
+        from engine.repair import RepairOptions, repair_flows
     except ImportError:
         return mats, metas, "unavailable (engine.repair not importable): raw bits"
     out = repair_flows(mats, metas, RepairOptions())

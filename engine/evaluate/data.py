@@ -11,8 +11,8 @@ Two kinds of input directory are accepted:
 * an *encoded dataset directory* (``netdiff encode`` output): ``manifest.csv``
   whose ``file`` column names ``.npz``/``.png``/``.csv`` flow files.
 
-Captures are read through :func:`engine.pipeline.encode_capture`, flow files
-through :func:`engine.dataset.load_flow`.
+Captures are read through :func:`engine.codec.pipeline.encode_capture`, flow files
+through :func:`engine.datasets.encoded.load_flow`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec import FlowMeta
-from ..dataset import FLOW_EXTS, load_flow
-from ..errors import InputError
-from ..flows import FlowConfig
-from ..pipeline import encode_capture
-from ..progress import OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.codec.matrix import FlowMeta
+from engine.datasets.encoded import FLOW_EXTS, load_flow
+from engine.errors import InputError
+from engine.codec.flows import FlowConfig
+from engine.codec.pipeline import encode_capture
+from engine.progress import OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 CAPTURE_EXTS = (".pcap", ".pcapng", ".cap")
 

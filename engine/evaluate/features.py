@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import COL_DIR, COL_IAT, iat_to_gaps, present_rows
-from ..layout import ABSENT, LAYOUT, bits_to_uint, get
+from engine.codec.matrix import COL_DIR, COL_IAT, iat_to_gaps, present_rows
+from engine.codec.layout import ABSENT, LAYOUT, bits_to_uint, get
 from .metrics import ABSENT_CODE, log_edges
 
 PORT_FIELDS = ("tcp_sprt", "tcp_dprt", "udp_sport", "udp_dport")

@@ -7,9 +7,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
-from ..flows import FlowConfig
-from ..progress import Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.errors import InputError
+from engine.codec.flows import FlowConfig
+from engine.progress import Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 from .baselines import BASELINES, make_baseline
 from .closeness import closeness
 from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file

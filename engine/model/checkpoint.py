@@ -5,7 +5,7 @@
     format          "netdiff-native-1"
     model           PacketDenoiser config (d_model, layers, ...)
     classes         class labels, index order
-    layout          engine.layout.LAYOUT_VERSION the model was trained on
+    layout          engine.codec.layout.LAYOUT_VERSION the model was trained on
     scheduler       DDPMScheduler config (prediction type, betas)
     sampling        defaults: steps, guidance, solver
     data_manifest_sha256, seed, steps, split  provenance
@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.errors import InputError
-from engine.layout import LAYOUT_VERSION
+from engine.codec.layout import LAYOUT_VERSION
 
 from .denoiser import PacketDenoiser
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.dataset import load_flow, read_manifest
+from engine.datasets.encoded import load_flow, read_manifest
 from engine.errors import InputError
-from engine.layout import LAYOUT
+from engine.codec.layout import LAYOUT
 
 
 def manifest_hash(data_dir: str | os.PathLike) -> str:

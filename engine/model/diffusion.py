@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from engine.layout import LAYOUT
+from engine.codec.layout import LAYOUT
 
 from .lengths import impose
 
@@ -166,5 +166,5 @@ def cut_at_padding(m: np.ndarray) -> np.ndarray:
     per class: zoom mean 6.8 packets cut at the first padding row, 12.2
     keeping every packet row, 27.9 real; youtube 18.5 / 35.0 / 41.2).
     """
-    from engine.codec import present_rows
+    from engine.codec.matrix import present_rows
     return m[present_rows(m)]

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.codec import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
-from engine.layout import LAYOUT
+from engine.codec.matrix import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
+from engine.codec.layout import LAYOUT
 
 #: columns every packet row has present (the IPv4 header without addresses and
 #: options, direction, inter-arrival time); padding rows have them absent

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layout import LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.layout import LAYOUT, bits_to_uint, uint_to_bits
 
 #: the spans decoded onto vocabularies: single fields, plus the TCP flag bits as one span
 #: (flags come in combinations: SYN, SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST)
@@ -31,7 +31,7 @@ SPANS: dict[str, slice] = {
     "tcp_wsize": LAYOUT.cols("tcp_wsize"),
     "icmp_type": LAYOUT.cols("icmp_type"),
     "icmp_code": LAYOUT.cols("icmp_code"),
-    # the gap's top 8 code bits: its size to an eighth of an octave (engine.layout, IAT_SCALE);
+    # the gap's top 8 code bits: its size to an eighth of an octave (engine.codec.layout, IAT_SCALE);
     # the low bits stay the model's
     "meta_iat_coarse": slice(LAYOUT.cols("meta_iat").start, LAYOUT.cols("meta_iat").start + 8),
 }

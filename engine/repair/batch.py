@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codec import iat_to_gaps
-from ..layout import ABSENT, LAYOUT, uint_to_bits
+from engine.codec.matrix import iat_to_gaps
+from engine.codec.layout import ABSENT, LAYOUT, uint_to_bits
 
 COL_DIR = LAYOUT.cols("meta_direction").start
 TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)

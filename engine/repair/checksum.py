@@ -1,6 +1,6 @@
 """Internet checksums of decoded packets, vectorized over rows.
 
-The checksums are those of the packet exactly as :func:`engine.codec.decode_matrices`
+The checksums are those of the packet exactly as :func:`engine.codec.matrix.decode_matrices`
 writes it: header bits from the matrix, addresses from the flow's metadata,
 and a payload of zero bytes up to the IPv4 total length. Zero bytes add
 nothing to a one's-complement sum, so the payload only enters through the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import LAYOUT
+from engine.codec.layout import LAYOUT
 from .batch import IP4_FIXED, Batch
 
 COL_IP_OPT = LAYOUT.cols("ipv4_opt")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..capture import _ranges
+from engine.codec.capture import _ranges
 
 EOL, NOP = 0, 1
 # TCP option kinds we emit and accept, with their exact lengths.

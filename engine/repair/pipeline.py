@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import FlowMeta, present_rows
-from ..layout import ABSENT, LAYOUT
+from engine.codec.matrix import FlowMeta, present_rows
+from engine.codec.layout import ABSENT, LAYOUT
 from . import checksum as ck
 from . import rules_flow as rf
 from . import rules_packet as rp
@@ -193,7 +193,7 @@ def check_flows(mats: list[np.ndarray], metas: list[FlowMeta], opts: RepairOptio
     dropping padding rows, which a decoder would do too). Nothing is changed.
 
     ``payload_sums`` (one array per flow, aligned with its rows; see
-    :attr:`engine.pipeline.EncodedFlows.psum`) makes the transport checksum
+    :attr:`engine.codec.pipeline.EncodedFlows.psum`) makes the transport checksum
     rules judge a real capture's packets with their real payloads: without it
     checksums are those of zero payloads, as the decoder writes them. Rows
     whose payload was not captured (-1) cannot be judged and are not counted.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..layout import ABSENT, LAYOUT
+from engine.codec.layout import ABSENT, LAYOUT
 from .batch import Batch, Plan, popcount
 
 C = LAYOUT.cols

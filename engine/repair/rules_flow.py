@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from ..layout import bits_to_uint
+from engine.codec.layout import bits_to_uint
 from . import options as op
 from .batch import Batch, MetaEdit, Plan
 from .rule import C, Rule

@@ -1,6 +1,6 @@
 """Rules within one packet: values, headers present, lengths, options, flags, types.
 
-Every rule reads column positions from :data:`engine.layout.LAYOUT` and works
+Every rule reads column positions from :data:`engine.codec.layout.LAYOUT` and works
 on all rows of a :class:`~engine.repair.batch.Batch` at once.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codec import gaps_to_iat, iat_to_gaps
-from ..layout import ABSENT
+from engine.codec.matrix import gaps_to_iat, iat_to_gaps
+from engine.codec.layout import ABSENT
 from . import options as op
 from .batch import BLOCK, COL_DIR, IP4_FIXED, PROTO_NUM, TCP_FIXED, TRANSPORTS, Batch, Plan, popcount
 from .tcp_state import before_established

@@ -1,4 +1,4 @@
-"""Generate tab: a form over ``engine.generate.generate`` with a live progress view and Cancel."""
+"""Generate tab: a form over ``engine.datasets.generate.generate`` with a live progress view and Cancel."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select
 
-from engine import recipes as rp
+from engine.datasets import recipes as rp
 from engine.errors import InputError
-from engine.request import GenerationRequest
+from engine.datasets.request import GenerationRequest
 
 from ..widgets.jobview import JobView
 

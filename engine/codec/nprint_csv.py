@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 
-from .capture import atomic_write_bytes
-from .codec import COL_DIR, COL_IAT, FlowMeta, gaps_to_iat, iat_to_gaps
-from .errors import InputError
-from .layout import ABSENT, IAT_BITS, LAYOUT, bits_to_uint, uint_to_bits
-from .packets import ip_int, ip_str
+from engine.codec.capture import atomic_write_bytes
+from engine.codec.matrix import COL_DIR, COL_IAT, FlowMeta, gaps_to_iat, iat_to_gaps
+from engine.errors import InputError
+from engine.codec.layout import ABSENT, IAT_BITS, LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.packets import ip_int, ip_str
 
 CSV_BLOCKS = ("ipv4", "tcp", "udp", "icmp")
 

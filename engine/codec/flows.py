@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .packets import TCP, Packets
+from engine.codec.packets import TCP, Packets
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -175,7 +175,7 @@ class FlowAssembler:
 
 
 def _gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    from .capture import _ranges
+    from engine.codec.capture import _ranges
     return np.repeat(starts, lengths) + _ranges(lengths)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import capture as cap
+from engine.codec import capture as cap
 
 TCP, UDP, ICMP = 6, 17, 1
 TRANSPORTS = {TCP: "tcp", UDP: "udp", ICMP: "icmp"}

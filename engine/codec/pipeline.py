@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import capture as cap
-from . import packets as pk
-from .codec import FlowMeta, encode_flows
-from .flows import FlowAssembler, FlowConfig
-from .progress import CancelToken, OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.codec import capture as cap
+from engine.codec import packets as pk
+from engine.codec.matrix import FlowMeta, encode_flows
+from engine.codec.flows import FlowAssembler, FlowConfig
+from engine.progress import CancelToken, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 
 @dataclass
@@ -56,7 +56,7 @@ class EncodedFlows:
         matrix: ``(n, LAYOUT.width)`` int8, flows back to back.
         offsets: ``(f + 1,)``; flow ``i`` is ``matrix[offsets[i]:offsets[i+1]]``.
         metas: one :class:`FlowMeta` per flow.
-        psum: ``(n,)`` payload checksum sums per row (see :class:`engine.packets.Packets`).
+        psum: ``(n,)`` payload checksum sums per row (see :class:`engine.codec.packets.Packets`).
     """
 
     matrix: np.ndarray

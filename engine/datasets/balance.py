@@ -5,7 +5,7 @@ labeled capture directory (``<class>/*.pcap``, flows cut as ``netdiff
 encode`` cuts them), generates ``target - count`` synthetic flows for every
 class below the target with the class's recipe (a recipe whose label matches,
 from ``recipes_dir``, the user's recipes or the presets; else the request
-defaults), and exports real and synthetic flows together (:mod:`engine.export`),
+defaults), and exports real and synthetic flows together (:mod:`engine.datasets.export`),
 each flow flagged real or synthetic in the manifest.
 
 With ``split``, the real flows are first split by flow (as the export splits
@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import InputError
-from .export import ExportOptions, export, n_test, scan_inputs
-from .flows import FlowConfig
-from .pipeline import encode_capture
-from .progress import CancelToken, Message, OnEvent
-from .request import GenerationRequest
+from engine.errors import InputError
+from engine.datasets.export import ExportOptions, export, n_test, scan_inputs
+from engine.codec.flows import FlowConfig
+from engine.codec.pipeline import encode_capture
+from engine.progress import CancelToken, Message, OnEvent
+from engine.datasets.request import GenerationRequest
 
 
 def count_flows(real_dir: str | os.PathLike, cfg: FlowConfig = FlowConfig(),
@@ -75,7 +75,7 @@ def plan(counts: dict[str, int], target: int | str, split: float | None = None) 
 def request_for(label: str, count: int, recipes_dir: str | os.PathLike | None = None,
                 seed: int = 0) -> tuple[GenerationRequest, str]:
     """The class's recipe (or the defaults) with ``count`` flows; returns (request, where it came from)."""
-    from .recipes import recipes_for_label
+    from engine.datasets.recipes import recipes_for_label
     rc = recipes_for_label(label, recipes_dir)
     if rc is None:
         return GenerationRequest(label=label, count=count, seed=seed, extra={"recipe": "(defaults)"}), "defaults"
@@ -95,7 +95,7 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
-        generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.generate.generate`).
+        generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.datasets.generate.generate`).
         classes: only top up these classes (default: every class below the target).
         model: checkpoint for every class (default: each recipe's model).
         like: start every synthetic flow from a real flow of its class (train side only).
@@ -121,13 +121,13 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     gen_dirs, origin = [], {}
     if need:
         if generate_fn is None:
-            from .generate import generate as generate_fn
+            from engine.datasets.generate import generate as generate_fn
         (work / "gen").mkdir(parents=True, exist_ok=True)
     guide_split = None
     if need and like and split is not None:
         import json
-        from .capture import atomic_write_bytes
-        from .export import real_test_flows
+        from engine.codec.capture import atomic_write_bytes
+        from engine.datasets.export import real_test_flows
         guide_split = work / "guide_split.json"
         held = real_test_flows([real_dir], split, seed, cancel=cancel)
         atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
@@ -178,7 +178,7 @@ def classifier_scores(dataset_dir: str | os.PathLike, seed: int = 0, n_estimator
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import accuracy_score, f1_score
 
-    from .evaluate.features import flow_matrix
+    from engine.evaluate.features import flow_matrix
     d = Path(dataset_dir)
     with open(d / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -6,7 +6,7 @@ Inputs (any mix, in the order given):
   ``<label>/*.pcap``, one flow per file -> **synthetic** flows, copied byte for byte;
 - real labeled capture directories: ``<class>/*.pcap|pcapng`` (or a folder of
   captures named after its class) -> **real** flows, cut into flows with the
-  same flow rules as ``netdiff encode`` (:class:`engine.flows.FlowAssembler`)
+  same flow rules as ``netdiff encode`` (:class:`engine.codec.flows.FlowAssembler`)
   and written with their original bytes (link layer, payload, timestamps);
 - directories written by a previous export (their manifest says ``origin``).
 
@@ -44,11 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import capture as cap
-from . import packets as pk
-from .errors import InputError
-from .flows import FlowAssembler, FlowConfig
-from .progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.codec import capture as cap
+from engine.codec import packets as pk
+from engine.errors import InputError
+from engine.codec.flows import FlowAssembler, FlowConfig
+from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 EXPORT_VERSION = 1
 CAPTURE_EXTS = (".pcap", ".pcapng", ".cap")
@@ -93,7 +93,7 @@ Record = cap.Record
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[Record]:
-    """Every packet record of a pcap/pcapng, in file order (the order engine.capture counts them)."""
+    """Every packet record of a pcap/pcapng, in file order (the order engine.codec.capture counts them)."""
     return cap.CaptureReader(path).records()
 
 
@@ -274,7 +274,7 @@ class CutFlow:
 
 
 def cut_flows(path: Path, cfg: FlowConfig, cancel: CancelToken | None = None) -> list[CutFlow]:
-    """A capture -> its flows (ids and order as engine.pipeline gives them), with original records."""
+    """A capture -> its flows (ids and order as engine.codec.pipeline gives them), with original records."""
     stem = path.stem
     rdr = cap.CaptureReader(path)
     fa = FlowAssembler(cfg)

@@ -39,15 +39,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.errors import Cancelled, InputError
-from engine.layout import LAYOUT, LAYOUT_VERSION
+from engine.codec.layout import LAYOUT, LAYOUT_VERSION
 from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinished, TrainStep, fanout
 
-from .model.checkpoint import save_model
-from .model.data import load_split, load_table, make_split, manifest_hash
-from .model.denoiser import PacketDenoiser
-from .codec import present_rows, row_proto
-from .model.diffusion import train_scheduler, training_target
-from .model.lengths import impose
+from engine.model.checkpoint import save_model
+from engine.model.data import load_split, load_table, make_split, manifest_hash
+from engine.model.denoiser import PacketDenoiser
+from engine.codec.matrix import present_rows, row_proto
+from engine.model.diffusion import train_scheduler, training_target
+from engine.model.lengths import impose
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
 def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> None:
     """Copy a checkpoint's weights into ``model``; modules the checkpoint lacks keep their (zero)
     init. Shapes and classes must match."""
-    from .model.checkpoint import WEIGHTS, resolve
+    from engine.model.checkpoint import WEIGHTS, resolve
     d = resolve(ref)
     src = json.loads((d / "config.json").read_text())
     if src.get("classes") != classes:
@@ -222,7 +222,7 @@ def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, 
     elif cfg.split_file:
         split = load_split(cfg.split_file)
     else:
-        from engine.dataset import read_manifest
+        from engine.datasets.encoded import read_manifest
         split = make_split(read_manifest(data_dir), cfg.test_fraction, cfg.split_seed)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, 
 
 def column_weights(weights: dict) -> torch.Tensor:
     """``(width,)`` loss weight per layout column: 1, or the weight of the field or block
-    (``engine.layout`` names, e.g. ``meta_iat``, ``ipv4_tl``, ``tcp``) it belongs to."""
+    (``engine.codec.layout`` names, e.g. ``meta_iat``, ``ipv4_tl``, ``tcp``) it belongs to."""
     w = torch.ones(LAYOUT.width)
     for name, v in weights.items():
         try:
@@ -274,7 +274,7 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
     mhash = manifest_hash(data_dir)
     classes = cfg.classes
     if classes is None:
-        from engine.dataset import read_manifest
+        from engine.datasets.encoded import read_manifest
         classes = sorted({r["label"] for r in read_manifest(data_dir)})
     L = int(cfg.model.get("max_packets", 128))
     table = load_table(data_dir, L, files=split["train"], classes=classes)

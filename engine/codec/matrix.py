@@ -1,7 +1,7 @@
 """Packets <-> bit matrix, vectorized over every packet of a batch.
 
 A flow's matrix is ``(packets, LAYOUT.width)`` int8 with values 1, 0, -1.
-Column meaning comes from :mod:`engine.layout`; this module only maps wire
+Column meaning comes from :mod:`engine.codec.layout`; this module only maps wire
 bits to columns through ``LAYOUT.wire_map``.
 """
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import capture as cap
-from .flows import FlowBatch
-from .layout import ABSENT, IAT_BITS, IAT_SCALE, LAYOUT, bits_to_uint, uint_to_bits
-from .packets import ICMP, TCP, UDP
+from engine.codec import capture as cap
+from engine.codec.flows import FlowBatch
+from engine.codec.layout import ABSENT, IAT_BITS, IAT_SCALE, LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.packets import ICMP, TCP, UDP
 
 WIRE = LAYOUT.wire_map
 COL_IPV4, COL_IPV6, COL_TCP, COL_UDP, COL_ICMP = (LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp"))
@@ -148,7 +148,7 @@ def decode_matrices(mats: list[np.ndarray], metas: list[FlowMeta], linktype: int
     Returns:
         ``(heads, head_len, frame_len, ts_ns)``: ``(n, H)`` header bytes of each
         frame and their count, the frame length, and the time, ready for
-        :func:`engine.capture.pcap_bytes`.
+        :func:`engine.codec.capture.pcap_bytes`.
     """
     if not mats:
         z = np.zeros(0, np.int64)

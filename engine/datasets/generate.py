@@ -29,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.capture import atomic_write_bytes
-from engine.codec import FlowMeta, write_pcap
+from engine.codec.capture import atomic_write_bytes
+from engine.codec.matrix import FlowMeta, write_pcap
 from engine.errors import InputError
-from engine.layout import LAYOUT, get, put
-from engine.packets import ip_str
+from engine.codec.layout import LAYOUT, get, put
+from engine.codec.packets import ip_str
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
-from .model.checkpoint import load_model, weights_hash
-from .guide import assign_guides, load_guides
-from .sample import PROTO_NUM, SampleStats, flow_proto, sample_flows, usable_guides
+from engine.model.checkpoint import load_model, weights_hash
+from engine.model.guide import assign_guides, load_guides
+from engine.model.sample import PROTO_NUM, SampleStats, flow_proto, sample_flows, usable_guides
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
                     "init_ip", "init_port", "resp_ip", "resp_port", "start_ns", "guide"]
@@ -184,7 +184,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     rank, world, state = _dist()
     dev = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if str(dev) == "cpu":
-        from .model.diffusion import cpu_threads
+        from engine.model.diffusion import cpu_threads
         torch.set_num_threads(1 if world > 1 else cpu_threads())
     model, mcfg, mdir = load_model(req.model, dev)
     mhash = weights_hash(mdir)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import present_rows
-from .errors import InputError
-from .flows import FlowConfig
+from engine.codec.matrix import present_rows
+from engine.errors import InputError
+from engine.codec.flows import FlowConfig
 
 
 def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLike | None = None,
@@ -36,7 +36,7 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
     the flows it lists as test are left out (and, where it lists a train side, every
     flow not on it).
     """
-    from .evaluate.data import CAPTURE_EXTS, FlowSet, append_capture, load_labeled, split_sides
+    from engine.evaluate.data import CAPTURE_EXTS, FlowSet, append_capture, load_labeled, split_sides
     p = Path(path)
     if not p.exists():
         raise InputError(p, "guide flows: no such file or directory")

@@ -6,10 +6,10 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .dataset import DatasetWriter
-from .flows import FlowConfig
-from .pipeline import CaptureStats, encode_capture
-from .progress import CancelToken, OnEvent
+from engine.datasets.encoded import DatasetWriter
+from engine.codec.flows import FlowConfig
+from engine.codec.pipeline import CaptureStats, encode_capture
+from engine.progress import CancelToken, OnEvent
 
 
 def encode_files(files: list[str | os.PathLike], out: str | os.PathLike, cfg: FlowConfig = FlowConfig(),

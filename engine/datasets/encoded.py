@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import atomic_write_bytes
-from .codec import COL_IAT, FlowMeta, iat_to_gaps
-from .errors import InputError
-from .layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
-from .packets import ip_int, ip_str
+from engine.codec.capture import atomic_write_bytes
+from engine.codec.matrix import COL_IAT, FlowMeta, iat_to_gaps
+from engine.errors import InputError
+from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
+from engine.codec.packets import ip_int, ip_str
 
 FORMATS = ("npz", "png", "nprint")
 EXT = {"npz": ".npz", "png": ".png", "nprint": ".csv"}
@@ -81,10 +81,10 @@ def write_flow(path: Path, m: np.ndarray, meta: FlowMeta, fmt: str, atomic: bool
     if fmt == "npz":
         save_npz(path, m, meta, atomic)
     elif fmt == "png":
-        from .image import write_png
+        from engine.codec.image import write_png
         write_png(path, m, meta_to_json(meta))
     elif fmt == "nprint":
-        from .nprint_csv import write_csv
+        from engine.codec.nprint_csv import write_csv
         write_csv(path, m, meta)
     else:
         raise ValueError(f"unknown format {fmt!r}")
@@ -97,7 +97,7 @@ def load_flow(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
     if ext == ".npz":
         return load_npz(path)
     if ext == ".png":
-        from .image import read_png
+        from engine.codec.image import read_png
         m, meta = read_png(path)
         if meta is None:
             meta = FlowMeta(path.stem, "", 0, ip_int("10.0.0.1"), ip_int("10.0.0.2"), 0, 0, 0, len(m), str(path))
@@ -105,7 +105,7 @@ def load_flow(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
             meta = meta_from_json(meta)
         return m, meta
     if ext == ".csv":
-        from .nprint_csv import read_csv
+        from engine.codec.nprint_csv import read_csv
         return read_csv(path)
     raise InputError(path, f"unknown flow file type {ext!r} (expected .npz, .png or .csv)")
 

@@ -15,9 +15,9 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .capture import atomic_write_bytes
-from .errors import InputError
-from .layout import ABSENT, LAYOUT
+from engine.codec.capture import atomic_write_bytes
+from engine.errors import InputError
+from engine.codec.layout import ABSENT, LAYOUT
 
 HEIGHT = 1024
 # index 0 -> value -1 (blue), 1 -> 0 (green), 2 -> 1 (red)

@@ -1,6 +1,6 @@
 """Recipes: TOML files that describe one class's generation job.
 
-A recipe is parsed and validated into a :class:`~engine.request.GenerationRequest`
+A recipe is parsed and validated into a :class:`~engine.datasets.request.GenerationRequest`
 (:func:`recipe_to_request`); the generator needs nothing else. Every problem is
 an :class:`~engine.errors.InputError` naming the file, the key and what is
 wrong, e.g. ``zoom.toml: key 'traffic.mtu': must be between 576 and 9216, got 100``.
@@ -53,8 +53,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .errors import InputError
-from .request import GenerationRequest
+from engine.errors import InputError
+from engine.datasets.request import GenerationRequest
 
 # The classes of the real training data (and of the default model).
 KNOWN_CLASSES = (
@@ -316,7 +316,7 @@ def _check_keys(v: _V, data: dict) -> None:
 
 def model_classes(model: str | None) -> tuple[str, ...] | None:
     """Class list of a checkpoint from its ``config.json``, without loading weights (else None)."""
-    d = Path(__file__).resolve().parent / "default_model" if model is None else Path(model)
+    d = Path(__file__).resolve().parents[1] / "default_model" if model is None else Path(model)
     try:
         c = json.loads((d / "config.json").read_text()).get("classes")
     except (OSError, ValueError, AttributeError):
@@ -329,7 +329,7 @@ def model_classes(model: str | None) -> tuple[str, ...] | None:
 def known_repair_rules() -> tuple[str, ...] | None:
     """Names of the repair rules, when the repair engine is installed."""
     try:
-        from .repair import RULE_NAMES
+        from engine.repair import RULE_NAMES
     except ImportError:
         return None
     return tuple(RULE_NAMES)
@@ -537,7 +537,7 @@ def user_dir() -> Path:
 
 def presets_dir() -> Path:
     """Shipped presets: ``presets/`` next to the engine package (checkout or installed data)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for cand in (here.parent / "presets", here / "presets"):
         if cand.is_dir():
             return cand

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.codec import TRANSPORT_COLS, row_proto
+from engine.codec.matrix import TRANSPORT_COLS, row_proto
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
-from .guide import assign_guides
-from .model.diffusion import cut_at_padding, sample, snap
-from .model.lengths import draw_shape, presence_mask
-from .model.vocab import SPANS
-from .model.vocab import decode as decode_vocab
-from .model.vocab import palette
+from engine.model.guide import assign_guides
+from engine.model.diffusion import cut_at_padding, sample, snap
+from engine.model.lengths import draw_shape, presence_mask
+from engine.model.vocab import SPANS
+from engine.model.vocab import decode as decode_vocab
+from engine.model.vocab import palette
 
 PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 
@@ -37,7 +37,7 @@ def flow_seed(seed: int, index: int, attempt: int) -> int:
 
 def flow_proto(m: np.ndarray) -> int:
     """A flow's transport as the repair step and the decoder see it: its first packet's
-    (:func:`engine.codec.row_proto`): 6, 17, 1, or 0."""
+    (:func:`engine.codec.matrix.row_proto`): 6, 17, 1, or 0."""
     return int(row_proto(m[:1])[0]) if len(m) else 0
 
 
@@ -72,7 +72,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: i
     decoded onto the values the class uses (:mod:`engine.model.vocab`).
     With ``guides`` (real flows of the class, :func:`usable_guides`), flow ``i`` starts from
     guide ``assign_guides(len(guides), seed, ...)[i]`` noised to ``strength``
-    (:mod:`engine.guide`) and keeps that flow's length and transport.
+    (:mod:`engine.model.guide`) and keeps that flow's length and transport.
     """
     classes = model_cfg["classes"]
     if label not in classes:
@@ -178,7 +178,7 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
     """
     if want not in (1, 6, 17):
         return m
-    from .layout import ABSENT, LAYOUT, get, put
+    from engine.codec.layout import ABSENT, LAYOUT, get, put
     rp = row_proto(m)
     bad = rp != want
     cols = TRANSPORT_COLS

@@ -1,8 +1,8 @@
 """What to generate for one class: the contract between recipes and the generator.
 
-A recipe (TOML, :mod:`engine.recipes`) is parsed into a
+A recipe (TOML, :mod:`engine.datasets.recipes`) is parsed into a
 :class:`GenerationRequest`; ``netdiff generate --label`` builds one with
-defaults. The generator (:mod:`engine.generate`) needs nothing else.
+defaults. The generator (:mod:`engine.datasets.generate`) needs nothing else.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class GenerationRequest:
         allow_fragments: keep IPv4 fragments instead of repairing them away.
         field_vocab: decode header fields onto the values the class uses in training
             (checkpoints with a ``vocab``; engine.model.vocab); off = the model's raw bits.
-        like: real flows of the class to start from (engine.guide): a capture file, a
+        like: real flows of the class to start from (engine.model.guide): a capture file, a
             directory of the class's captures, a labeled capture directory or a netdiff
             encode dataset; None = sample from noise.
         like_split: a split file; its test flows are never used as guides.
