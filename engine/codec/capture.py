@@ -1,9 +1,11 @@
 """Streaming capture reading (pcap, pcapng) and atomic pcap writing.
 
-The reader walks record headers in Python (records are variable-length, so
-that walk is inherently sequential) and does everything per packet -- link
-layer, IPv4 and transport parsing -- with numpy over whole batches. Memory is
-bounded by the batch size, whatever the size of the file.
+The reader picks the record walk by the file's magic (engine.codec.pcap_classic,
+engine.codec.pcapng). Those walk record headers in Python (records are
+variable-length, so that walk is inherently sequential) and range-check every
+field (engine.codec.record_limits); everything per packet -- link layer, IPv4
+and transport parsing -- runs with numpy over whole batches. Memory is bounded
+by the batch size, whatever the size of the file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.codec import pcap_classic, pcapng
+from engine.codec.record_limits import MAX_RECORD  # noqa: F401  (re-exported)
 from engine.errors import InputError
 
 # Link types we understand (LINKTYPE_* numbers).
@@ -28,14 +32,8 @@ LINK_NAMES = {LINK_NULL: "null", LINK_ETHERNET: "ethernet", LINK_RAW: "raw", 12:
 
 L3_WINDOW = 120          # IPv4 header (<= 60) + transport header (<= 60)
 FRAME_WINDOW = 24 + L3_WINDOW   # link headers we parse are at most 24 bytes
-MAX_RECORD = 1 << 18     # larger caplen => corrupt record
-CHUNK = 8 << 20
-
-PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
-    b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1),
-}
-PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+PCAP_MAGICS = pcap_classic.MAGICS
+PCAPNG_SHB = pcapng.SHB
 
 
 @dataclass
@@ -83,8 +81,9 @@ class CaptureReader:
     """Iterate over a pcap/pcapng file in batches of :class:`RawBatch`.
 
     Raises :class:`InputError` (one line, naming the file) for an empty,
-    non-capture, truncated or corrupt file; a truncated file's error says how
-    many packets were read.
+    non-capture or truncated file and for the first record with a field out
+    of range (engine.codec.record_limits); the error says how many packets
+    were read before it.
     """
 
     def __init__(self, path: str | os.PathLike, batch_packets: int = 65536, payload_sums: bool = False):
@@ -116,163 +115,12 @@ class CaptureReader:
             head = f.read(4)
             if len(head) == 0:
                 raise _err(self.path, "empty file (0 bytes), not a capture")
-            if head in PCAP_MAGICS:
-                yield from self._pcap(f, head, acc)
-            elif head == PCAPNG_SHB:
-                yield from self._pcapng(f, head, acc)
+            if head in pcap_classic.MAGICS:
+                yield from pcap_classic.read(f, head, self.path, self.info, acc)
+            elif head == pcapng.SHB:
+                yield from pcapng.read(f, head, self.path, self.info, acc)
             else:
                 raise _err(self.path, f"not a pcap or pcapng capture (starts with 0x{head.hex()})")
-
-    # -- classic pcap ---------------------------------------------------------------
-    def _pcap(self, f, magic, acc) -> Iterator[RawBatch]:
-        endian, ts_div = PCAP_MAGICS[magic]
-        rest = f.read(20)
-        if len(rest) < 20:
-            raise _err(self.path, "truncated: file ends inside the pcap file header (0 packets read)")
-        _vmaj, _vmin, _tz, _sig, _snap, linktype = struct.unpack(endian + "HHiIII", rest)
-        linktype &= 0x0FFFFFFF   # upper bits carry FCS info
-        self.info.format = "pcap-ns" if ts_div == 1 else "pcap"
-        self.info.linktypes.add(linktype)
-        rec = struct.Struct(endian + "IIII")
-        pos = 24
-        buf = b""
-        nread = 0
-        while True:
-            more = f.read(CHUNK)
-            buf = buf + more if buf else more
-            if not buf:
-                break
-            mv = memoryview(buf)
-            off = 0
-            n = len(buf)
-            offs, caps, wires, sec, frac = [], [], [], [], []
-            while off + 16 <= n:
-                s, fr, cap, wire = rec.unpack_from(mv, off)
-                if cap > MAX_RECORD or cap > wire + 65535 and cap > 65535:
-                    raise _err(self.path, f"corrupt record {nread + len(offs) + 1} at byte {pos + off}: "
-                                          f"captured length {cap} is impossible ({nread + len(offs)} packets read)")
-                if off + 16 + cap > n:
-                    break
-                offs.append(off + 16)
-                caps.append(cap)
-                wires.append(wire)
-                sec.append(s)
-                frac.append(fr)
-                off += 16 + cap
-            if offs:
-                ts = np.asarray(sec, np.int64) * 1_000_000_000 + np.asarray(frac, np.int64) * ts_div
-                acc.add(buf, np.asarray(offs, np.int64), np.asarray(caps, np.int32),
-                        np.asarray(wires, np.int32), ts, np.full(len(offs), linktype, np.int32))
-                nread += len(offs)
-            pos += off
-            buf = buf[off:]
-            self.info.packets = nread
-            self.info.bytes_read = pos
-            yield from acc.drain(final=False)
-            if not more:
-                break
-        yield from acc.drain(final=True)
-        if buf:
-            raise _err(self.path, f"truncated: file ends inside packet record {nread + 1} "
-                                  f"({nread} packets read)")
-
-    # -- pcapng ---------------------------------------------------------------------
-    def _pcapng(self, f, first, acc) -> Iterator[RawBatch]:
-        self.info.format = "pcapng"
-        buf = first + f.read(CHUNK)
-        pos = 0          # file offset of buf[0]
-        endian = "<"
-        ifaces: list[tuple[int, int, int]] = []   # (linktype, ts_num, ts_den) ts = raw * num // den ns
-        nread = 0
-        eof = False
-        while True:
-            mv = memoryview(buf)
-            n = len(buf)
-            off = 0
-            offs, caps, wires, tss, lts = [], [], [], [], []
-            while off + 12 <= n:
-                btype_raw = bytes(mv[off:off + 4])
-                if btype_raw == PCAPNG_SHB:
-                    if off + 12 > n:
-                        break
-                    bom = bytes(mv[off + 8:off + 12])
-                    if bom == b"\x4d\x3c\x2b\x1a":
-                        endian = "<"
-                    elif bom == b"\x1a\x2b\x3c\x4d":
-                        endian = ">"
-                    else:
-                        raise _err(self.path, f"corrupt pcapng section header at byte {pos + off}")
-                    ifaces = []
-                btype, blen = struct.unpack_from(endian + "II", mv, off)
-                if blen < 12 or blen % 4 or blen > (1 << 26):
-                    raise _err(self.path, f"corrupt pcapng block at byte {pos + off}: length {blen} "
-                                          f"({nread + len(offs)} packets read)")
-                if off + blen > n:
-                    break
-                if btype == 1:       # interface description
-                    lt, _r, _snap = struct.unpack_from(endian + "HHI", mv, off + 8)
-                    num, den = 1000, 1       # default microseconds
-                    o = off + 16
-                    while o + 4 <= off + blen - 4:
-                        code, olen = struct.unpack_from(endian + "HH", mv, o)
-                        if code == 0:
-                            break
-                        if code == 9 and olen >= 1:
-                            r = mv[o + 4]
-                            if r & 0x80:
-                                num, den = 1_000_000_000, 1 << (r & 0x7F)
-                            else:
-                                e = r & 0x7F
-                                num, den = (10 ** (9 - e), 1) if e <= 9 else (1, 10 ** (e - 9))
-                        o += 4 + ((olen + 3) & ~3)
-                    ifaces.append((lt, num, den))
-                    self.info.linktypes.add(lt)
-                elif btype in (6, 3, 2):
-                    if btype == 6:
-                        iid, th, tl, cap, wire = struct.unpack_from(endian + "IIIII", mv, off + 8)
-                        data = off + 28
-                    elif btype == 2:
-                        iid, _drops, th, tl, cap, wire = struct.unpack_from(endian + "HHIIII", mv, off + 8)
-                        data = off + 28
-                    else:
-                        iid, th, tl = 0, 0, 0
-                        (wire,) = struct.unpack_from(endian + "I", mv, off + 8)
-                        cap = min(wire, blen - 16)
-                        data = off + 12
-                    if iid >= len(ifaces):
-                        raise _err(self.path, f"corrupt pcapng packet block at byte {pos + off}: "
-                                              f"unknown interface {iid}")
-                    if data + cap > off + blen:
-                        raise _err(self.path, f"corrupt pcapng packet block at byte {pos + off}: "
-                                              f"captured length {cap} exceeds the block")
-                    lt, num, den = ifaces[iid]
-                    raw = (th << 32) | tl
-                    offs.append(data)
-                    caps.append(cap)
-                    wires.append(wire)
-                    tss.append(raw * num // den)
-                    lts.append(lt)
-                off += blen
-            if offs:
-                acc.add(buf, np.asarray(offs, np.int64), np.asarray(caps, np.int32),
-                        np.asarray(wires, np.int32), np.asarray(tss, np.int64), np.asarray(lts, np.int32))
-                nread += len(offs)
-            pos += off
-            buf = buf[off:]
-            self.info.packets = nread
-            self.info.bytes_read = pos
-            yield from acc.drain(final=False)
-            if eof:
-                break
-            more = f.read(CHUNK)
-            if not more:
-                eof = True
-                if not buf:
-                    break
-            buf = buf + more
-        yield from acc.drain(final=True)
-        if buf:
-            raise _err(self.path, f"truncated: file ends inside a pcapng block ({nread} packets read)")
 
 
 @dataclass
