@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -151,9 +150,14 @@ def test_refuses_bad_inputs_and_existing_output(tmp_path, small_real):
 def test_sigkill_midway_leaves_nothing_complete_and_rerun_finishes_identically(small_real, tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
     cmd = [sys.executable, "-m", "netdiff_tui", "export", str(small_real), "-o", str(out), "--split", "0.2",
-           "--pcapng", "-q"]
-    env = dict(os.environ, NETDIFF_EXPORT_THROTTLE_S="0.01")
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           "--pcapng"]
+    # the killed run is export() itself, slowed per flow through its on_flow hook so the kill lands
+    # midway; the rerun is the CLI command
+    slow = ("import sys, time; from engine.datasets.export import ExportOptions, export; "
+            "export([sys.argv[1]], sys.argv[2], ExportOptions(pcapng=True, split=0.2), "
+            "on_flow=lambda row: time.sleep(0.01))")
+    p = subprocess.Popen([sys.executable, "-c", slow, str(small_real), str(out)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     journal = ex.work_dir_for(out) / "journal.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -173,7 +177,7 @@ def test_sigkill_midway_leaves_nothing_complete_and_rerun_finishes_identically(s
     staged = {q.name: q.stat().st_ino for q in (ex.work_dir_for(out) / "data").rglob("*.pcap")}
     assert len(staged) >= 25
     # rerun: continues, does not redo finished flows
-    r = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"resumed {done_before} finished flows" in r.stdout or "resumed" in r.stdout, r.stdout
     assert not ex.work_dir_for(out).exists()
@@ -201,15 +205,13 @@ def test_changed_arguments_start_over(small_real, tmp_path):
 def test_resume_after_kill_during_finalize(small_real, tmp_path, monkeypatch):
     """A crash after every flow is written (while writing manifests) also resumes cleanly."""
     out, ref = tmp_path / "out", tmp_path / "ref"
-    real_card = ex.data_card
-
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ex, "data_card", boom)
+    monkeypatch.setattr(ex.card, "data_card", boom)
     with pytest.raises(KeyboardInterrupt):
         ex.export([small_real], out, ex.ExportOptions(split=0.3, pcapng=True))
     assert not out.exists()
-    monkeypatch.setattr(ex, "data_card", real_card)
+    monkeypatch.undo()
     ex.export([small_real], out, ex.ExportOptions(split=0.3, pcapng=True))
     ex.export([small_real], ref, ex.ExportOptions(split=0.3, pcapng=True))
     assert tree(out) == tree(ref)
