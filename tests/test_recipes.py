@@ -80,6 +80,8 @@ BAD = [
     ("traffic.service_ports", [0], "out of range"),
     ("traffic.service_ports", [True], "boolean"),
     ("traffic.service_ports", {"a": 1}, "expected a list"),
+    ("traffic.service_ports", "22", "expected a list"),           # issue #11: a string was taken for a list
+    ("traffic.service_ports", 22, "expected a list"),
     ("traffic.client_ports", "1000-900", "backwards"),
     ("traffic.client_ports", "8000-9000", "contains service port 8801"),
     ("traffic.client_ports", "abc", "not a port range"),
@@ -111,7 +113,8 @@ BAD = [
     ("addresses.server", ["0.0.0.0/0"], "overlaps"),
     ("addresses.server", ["2001:db8::/32"], "IPv6"),
     ("addresses.server", [5], "expected CIDR strings"),
-    ("addresses.server", 5, "expected CIDR strings"),
+    ("addresses.server", 5, "expected a list"),
+    ("addresses.server", "198.51.100.0/24", "expected a list"),
     ("sampling.steps", 0, "between 1 and 1000"),
     ("sampling.steps", "many", "expected an integer"),
     ("sampling.guidance", -1, "must be >= 0"),
@@ -124,6 +127,8 @@ BAD = [
     ("repair.disable", [3], "expected rule names"),
     ("repair.disable", ["bad name!"], "expected rule names"),
     ("repair.disable", True, "expected a list"),
+    ("repair.disable", "ipv4_ttl", "expected a list"),
+    ("sampling.field_vocab", "no", "expected true or false"),
     ("repair.allow_fragments", "yes", "expected true or false"),
     ("repair.allow_fragments", 1, "expected true or false"),
 ]
@@ -227,7 +232,8 @@ def test_guide_keys_resolve_next_to_the_recipe_and_round_trip(tmp_path):
         str(tmp_path / "caps/zoom"), str(tmp_path / "split.json"), 0.3, 1.0)
     back = rp.parse_recipe(tomllib.loads(rp.dumps(rp.request_to_recipe(r))), "x.toml").request
     assert replace(back, extra={}) == replace(r, extra={})
-    assert "like=" in dict(rp.summary(rp.load_recipe(f)))["sampling"]
+    facts = dict(rp.summary(rp.load_recipe(f)))
+    assert facts["like"] == str(tmp_path / "caps/zoom") and facts["strength"] == "0.3"
 
 
 rq = st.builds(

@@ -1,73 +1,797 @@
-"""What to generate for one class: the contract between recipes and the generator.
+"""What to generate for one class, declared once.
 
-A recipe (TOML, :mod:`engine.datasets.recipes`) is parsed into a
-:class:`GenerationRequest`; ``netdiff generate --label`` builds one with
-defaults. The generator (:mod:`engine.datasets.generate`) needs nothing else.
+Every field of :class:`GenerationRequest` carries its kind (type with range or
+choices), help text, unit and place in a recipe as ``dataclasses.field``
+metadata (a :class:`Spec`, after scapy's ``fields_desc``); its default is the
+dataclass default. Everything that builds or checks a request reads this
+declaration and nothing else: recipes (TOML, :mod:`engine.datasets.recipes`),
+the options of ``netdiff generate`` (``netdiff_tui/request_options.py``), the
+console's Generate form (``netdiff_tui/screens/generate.py``) and
+:func:`engine.datasets.generate.generate` (through :func:`validate`). Adding a
+field is one edit here.
+
+A value comes in three forms: the request's own (``start_ns=1700000000000000000``),
+a recipe's TOML value (``start = "2023-11-14T22:13:20Z"``) and text typed on the
+command line or in the form (``--start 2023-11-14T22:13:20Z``). A field's kind
+converts text -> TOML value -> request value and back, and says in one line
+what is wrong; each front end prefixes the field's name in its own vocabulary
+(``key 'traffic.mtu'``, ``--mtu``, ``mtu``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import datetime as dt
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+MAX_COUNT = 1_000_000            # flows of one request: generation holds them all before writing
+MAX_SEED = 2**63 - 1             # numpy and torch seeds are 64-bit
+MAX_PACKETS = 1024               # the model's (and the paper's) flow length
+MTU_RANGE = (576, 9216)          # RFC 791 minimum datagram every host accepts .. jumbo frames
+TRANSPORTS = ("tcp", "udp", "icmp", "any")
+LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+RULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+HF_RE = re.compile(r"^hf://([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(.*))?$")
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+                     r"([Zz]|[+-]\d{2}:\d{2})$")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+PCAP_END_NS = 2**32 * 1_000_000_000   # classic pcap holds 32-bit seconds
+
+
+class Bad(ValueError):
+    """A kind's one-line complaint about a value (without the field's name)."""
+
+
+class Problem(ValueError):
+    """What is wrong with one field. ``text`` may name other fields as ``{field}``
+    (cross-field rules); :meth:`render` spells them in the caller's vocabulary."""
+
+    def __init__(self, field_name: str, text: str, templated: bool = False):
+        super().__init__(text)
+        self.field, self.text, self.templated = field_name, text, templated
+
+    def text_for(self, name_of: Callable[[str], str]) -> str:
+        """The problem, with the fields it names spelled by ``name_of`` (field name -> key or option)."""
+        if not self.templated:
+            return self.text
+        return self.text.format_map({f.name: name_of(f.name) for f in FIELDS})
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Where a value comes from: ``base`` resolves relative paths (a recipe's folder);
+    ``check_exists`` asks paths to exist (text typed here and now, not a recipe that may
+    travel to another machine)."""
+
+    base: Path | None = None
+    check_exists: bool = False
+
+
+def tname(v) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return "a date/time"
+    return type(v).__name__
+
+
+def _split_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# -- kinds: one value type each, with its checks and its three forms ------------------------------
+
+class Kind:
+    """A value type. ``parse`` takes a TOML value, ``from_text`` typed text (to a TOML value),
+    ``to_raw`` gives the TOML value back (None: leave the key out); ``describe`` is the range or
+    choices in words. ``bounded`` is False only for kinds that are free text or paths."""
+
+    metavar = "TEXT"
+    bounded = True
+    none_raw = None           # the TOML value of None (None: no key)
+
+    def parse(self, raw, ctx: Ctx):
+        raise NotImplementedError
+
+    def from_text(self, text: str):
+        return text
+
+    def to_raw(self, value):
+        return value
+
+    def to_text(self, value) -> str:
+        raw = self.to_raw(value)
+        if isinstance(raw, list):
+            return ", ".join(map(str, raw))
+        return "" if raw is None else str(raw)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Int(Kind):
+    lo: int
+    hi: int
+    metavar = "INTEGER"
+
+    def parse(self, raw, ctx):
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise Bad(f"expected an integer, got {tname(raw)} {raw!r}")
+        if not self.lo <= raw <= self.hi:
+            raise Bad(f"must be between {self.lo} and {self.hi}, got {raw}")
+        return raw
+
+    def from_text(self, text):
+        try:
+            return int(text.strip().replace("_", ""))
+        except ValueError:
+            raise Bad(f"{text!r} is not a whole number") from None
+
+    def describe(self):
+        return f"integer {self.lo}-{self.hi}"
+
+
+@dataclass(frozen=True)
+class Num(Kind):
+    lo: float
+    hi: float
+    lo_open: bool = False
+    metavar = "NUMBER"
+
+    def parse(self, raw, ctx):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise Bad(f"expected a number, got {tname(raw)} {raw!r}")
+        v = float(raw)
+        if v != v or v in (float("inf"), float("-inf")):
+            raise Bad(f"must be a finite number, got {v}")
+        if (v <= self.lo if self.lo_open else v < self.lo) or v > self.hi:
+            raise Bad(f"must be {self._bounds()}, got {v:g}")
+        return v
+
+    def _bounds(self):
+        return f"{'>' if self.lo_open else '>='} {self.lo:g} and <= {self.hi:g}"
+
+    def from_text(self, text):
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise Bad(f"{text!r} is not a number") from None
+
+    def describe(self):
+        return f"number {self._bounds()}"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    options: tuple[str, ...]
+    metavar = "CHOICE"
+
+    def parse(self, raw, ctx):
+        if not isinstance(raw, str):
+            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
+        v = raw.strip().lower()
+        if v not in self.options:
+            hint = difflib.get_close_matches(v, self.options, 1)
+            raise Bad(f"{v!r} is not one of {', '.join(self.options)}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return v
+
+    def describe(self):
+        return f"one of {', '.join(self.options)}"
+
+    @property
+    def choices(self):
+        return self.options
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    """A string; with ``pattern``, one that must match it (``rule`` says how in words)."""
+
+    pattern: re.Pattern | None = None
+    rule: str = ""
+
+    @property
+    def bounded(self):
+        return self.pattern is not None
+
+    def parse(self, raw, ctx):
+        if not isinstance(raw, str):
+            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
+        v = raw.strip() if self.pattern is not None else raw
+        if self.pattern is not None and not self.pattern.match(v):
+            raise Bad(f"{v!r} must be {self.rule}")
+        return v
+
+    def describe(self):
+        return self.rule or "free text"
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    metavar = "BOOLEAN"
+
+    def parse(self, raw, ctx):
+        if not isinstance(raw, bool):
+            raise Bad(f"expected true or false, got {tname(raw)} {raw!r}")
+        return raw
+
+    def from_text(self, text):
+        t = text.strip().lower()
+        if t in ("true", "yes", "on", "1"):
+            return True
+        if t in ("false", "no", "off", "0"):
+            return False
+        raise Bad(f"{text!r} is not true or false")
+
+    def to_text(self, value):
+        return "true" if value else "false"
+
+    def describe(self):
+        return "true or false"
+
+    @property
+    def choices(self):
+        return ("true", "false")
+
+
+def _port_range(item, what: str) -> tuple[int, int]:
+    """One port or range: 443, "443", "3478-3481", [3478, 3481]."""
+    if isinstance(item, bool):
+        raise Bad(f"expected a {what} (1-65535) or a range like \"3478-3481\", got a boolean")
+    if isinstance(item, int):
+        lo = hi = item
+    elif isinstance(item, str):
+        m = re.fullmatch(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?", item)
+        if not m:
+            raise Bad(f"{item!r} is not a {what} or a range like \"3478-3481\"")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+    elif (isinstance(item, (list, tuple)) and len(item) == 2
+          and all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+        lo, hi = item
+    else:
+        raise Bad(f"expected a {what} (1-65535) or a range like \"3478-3481\", got {tname(item)} {item!r}")
+    for p in (lo, hi):
+        if not 1 <= p <= 65535:
+            raise Bad(f"port {p} is out of range (ports are 1-65535)")
+    if lo > hi:
+        raise Bad(f"range {lo}-{hi} is backwards (low end first)")
+    return lo, hi
+
+
+def compress_ports(ports) -> list:
+    """[3478, 3479, 3480, 443] -> [443, "3478-3480"]."""
+    out, ps = [], sorted(set(ports))
+    i = 0
+    while i < len(ps):
+        j = i
+        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
+            j += 1
+        out.append(ps[i] if i == j else f"{ps[i]}-{ps[j]}")
+        i = j + 1
+    return out
+
+
+class _List(Kind):
+    """A TOML list (a scalar is a wrong type, not a list of one); text is comma-separated."""
+
+    example = ""
+
+    def items(self, raw) -> list:
+        if not isinstance(raw, (list, tuple)):
+            raise Bad(f"expected a list like {self.example}, got {tname(raw)} {raw!r}")
+        return list(raw)
+
+    def from_text(self, text):
+        return _split_list(text)
+
+
+@dataclass(frozen=True)
+class Ports(_List):
+    example = '[443, "3478-3481"]'
+    metavar = "PORTS"
+
+    def parse(self, raw, ctx):
+        ps = set()
+        for it in self.items(raw):
+            lo, hi = _port_range(it, "port")
+            ps.update(range(lo, hi + 1))
+        return tuple(sorted(ps))
+
+    def to_raw(self, value):
+        return compress_ports(value)
+
+    def describe(self):
+        return "ports or ranges within 1-65535, e.g. 443, 3478-3481"
+
+
+@dataclass(frozen=True)
+class PortRange(Kind):
+    metavar = "LO-HI"
+
+    def parse(self, raw, ctx):
+        return _port_range(raw, "port range")
+
+    def to_raw(self, value):
+        return f"{value[0]}-{value[1]}"
+
+    def describe(self):
+        return "a port range within 1-65535, e.g. 49152-65535"
+
+
+_NOT_UNICAST = (("224.0.0.0/4", "multicast (224.0.0.0/4)"), ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+                ("127.0.0.0/8", "loopback (127.0.0.0/8)"), ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+                ("0.0.0.0/8", "'this network' (0.0.0.0/8)"))
+
+
+@dataclass(frozen=True)
+class Cidrs(_List):
+    example = '["10.0.0.0/16"]'
+    metavar = "CIDRS"
+
+    def parse(self, raw, ctx):
+        items = self.items(raw)
+        if not items:
+            raise Bad("needs at least one IPv4 CIDR, e.g. \"10.0.0.0/16\"")
+        out = []
+        for it in items:
+            if not isinstance(it, str):
+                raise Bad(f"expected CIDR strings like \"10.0.0.0/16\", got {tname(it)} {it!r}")
+            try:
+                net = ipaddress.ip_network(it.strip(), strict=False)
+            except ValueError:
+                raise Bad(f"{it!r} is not an IPv4 network in CIDR notation (like \"10.0.0.0/16\")") from None
+            if net.version != 4:
+                raise Bad(f"{it!r} is IPv6; only IPv4 pools are supported (the codec writes IPv4)")
+            if "/" in it and ipaddress.ip_interface(it.strip()).ip != net.network_address:
+                raise Bad(f"{it!r} has host bits set (did you mean \"{net}\"?)")
+            for block, why in _NOT_UNICAST:
+                if net.overlaps(ipaddress.ip_network(block)):
+                    raise Bad(f"{it!r} overlaps {why}; hosts there cannot hold a unicast flow")
+            out.append(str(net))
+        return tuple(out)
+
+    def to_raw(self, value):
+        return list(value)
+
+    def describe(self):
+        return "IPv4 unicast networks in CIDR notation, e.g. 10.0.0.0/16"
+
+
+def format_time(ns: int) -> str:
+    """ns since the epoch -> RFC 3339 UTC string (nanoseconds kept when present)."""
+    s, frac = divmod(int(ns), 1_000_000_000)
+    out = (EPOCH + dt.timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        out += "." + f"{frac:09d}".rstrip("0")
+    return out + "Z"
+
+
+@dataclass(frozen=True)
+class Time(Kind):
+    """RFC 3339 date-time (a TOML offset date-time or a string) <-> ns since the epoch."""
+
+    metavar = "RFC3339"
+
+    def parse(self, raw, ctx):
+        ns = self._ns(raw)
+        if not 0 <= ns < PCAP_END_NS:
+            raise Bad("must be between 1970-01-01 and 2106-02-07 (classic pcap holds 32-bit seconds)")
+        return ns
+
+    @staticmethod
+    def _ns(raw) -> int:
+        if isinstance(raw, dt.datetime):
+            if raw.tzinfo is None:
+                raise Bad(f"{raw.isoformat()} has no time zone; RFC 3339 needs one (add Z for UTC)")
+            delta = raw.astimezone(dt.timezone.utc) - EPOCH
+            return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        if isinstance(raw, (dt.date, dt.time)):
+            raise Bad(f"{raw.isoformat()} is not a full date and time; use RFC 3339 like 2024-01-01T00:00:00Z")
+        if not isinstance(raw, str):
+            raise Bad(f"expected an RFC 3339 date-time like 2024-01-01T00:00:00Z, got {tname(raw)} {raw!r}")
+        m = RFC3339.match(raw.strip())
+        if not m:
+            raise Bad(f"{raw!r} is not an RFC 3339 time like \"2024-01-01T00:00:00Z\" (a time zone is required)")
+        y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+        frac = (m.group(7) or "").ljust(9, "0")
+        tz = m.group(8)
+        try:
+            base = dt.datetime(y, mo, d, h, mi, min(s, 59), tzinfo=dt.timezone.utc)
+        except ValueError as e:
+            raise Bad(f"{raw!r}: {e}") from None
+        off = 0 if tz in ("Z", "z") else (1 if tz[0] == "+" else -1) * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+        secs = int((base - EPOCH).total_seconds()) - off
+        return secs * 1_000_000_000 + int(frac)
+
+    def to_raw(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return value          # parse names the wrong type
+        return format_time(value)
+
+    def describe(self):
+        return "RFC 3339 date-time with a zone, 1970-01-01 to 2106-02-07"
+
+
+def _local_path(s: str, ctx: Ctx) -> Path:
+    p = Path(os.path.expanduser(s))
+    if not p.is_absolute() and ctx.base is not None:
+        p = ctx.base / p
+    return p
+
+
+@dataclass(frozen=True)
+class ModelRef(Kind):
+    """"default", a checkpoint directory, or a pinned Hugging Face reference."""
+
+    metavar = "MODEL"
+    bounded = False
+    none_raw = "default"
+
+    def parse(self, raw, ctx):
+        if not isinstance(raw, str):
+            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
+        m = raw.strip()
+        if m in ("", "default"):
+            return None
+        if m.startswith("hf://"):
+            g = HF_RE.match(m)
+            if not g:
+                raise Bad(f"{m!r} is not hf://org/name@<40-hex commit>")
+            rev = g.group(3)
+            if rev is None:
+                raise Bad(f"{m!r} is not pinned: add @<40-hex commit>, e.g. hf://{g.group(1)}/{g.group(2)}@"
+                          f"{'0' * 40} (a branch or tag can change under you)")
+            if not HEX40.match(rev):
+                raise Bad(f"{m!r}: revision {rev!r} is not a 40-hex commit id (branches and tags are not "
+                          f"reproducible; use the full commit hash)")
+            return m
+        if "://" in m or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", m):
+            raise Bad(f"{m!r}: unknown scheme; use \"default\", a local directory or hf://org/name@<commit>")
+        p = _local_path(m, ctx)
+        if p.exists() and not p.is_dir():
+            raise Bad(f"{m!r} is a file; a local model is a checkpoint directory")
+        if ctx.check_exists and not p.exists():
+            raise Bad(f"{m!r}: no such checkpoint directory")
+        return str(p)
+
+    def to_raw(self, value):
+        return "default" if value is None else value
+
+    def describe(self):
+        return "\"default\", a checkpoint directory or hf://org/name@<40-hex commit>"
+
+
+@dataclass(frozen=True)
+class PathRef(Kind):
+    """A file or directory; relative paths are relative to the recipe's folder."""
+
+    metavar = "PATH"
+    bounded = False
+
+    def parse(self, raw, ctx):
+        if not isinstance(raw, str):
+            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
+        s = raw.strip()
+        if s in ("", "."):
+            raise Bad("expected a path")
+        p = _local_path(s, ctx)
+        if ctx.check_exists and not p.exists():
+            raise Bad(f"{s!r}: no such file or directory")
+        return str(p)
+
+    def describe(self):
+        return "a file or directory"
+
+
+def known_repair_rules() -> tuple[str, ...] | None:
+    """Names of the repair rules, when the repair engine is installed."""
+    try:
+        from engine.repair import RULE_NAMES
+    except ImportError:
+        return None
+    return tuple(RULE_NAMES)
+
+
+@dataclass(frozen=True)
+class RuleNames(_List):
+    example = '["ipv4_ttl"]'
+    metavar = "RULES"
+
+    def parse(self, raw, ctx):
+        known = known_repair_rules()
+        out = []
+        for it in self.items(raw):
+            if not isinstance(it, str) or not RULE_RE.match(it):
+                raise Bad(f"expected rule names (strings), got {tname(it)} {it!r}")
+            if known is not None and it not in known:
+                hint = difflib.get_close_matches(it, known, 1)
+                raise Bad(f"no repair rule named {it!r}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else f"; rules: {', '.join(known)}"))
+            if it not in out:
+                out.append(it)
+        return tuple(out)
+
+    def to_raw(self, value):
+        return list(value)
+
+    def describe(self):
+        return "repair rule names (netdiff check lists them)"
+
+    @property
+    def choices(self):
+        return known_repair_rules()
+
+
+# -- the declaration ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spec:
+    """How a request field is typed, explained and spelled in each front end.
+
+    Attributes:
+        kind: the value type, with its range or choices.
+        help: one sentence for --help, the form and docs.
+        recipe: its recipe key (``"traffic.mtu"``; a top-level key has no dot).
+        unit: what a number counts (``"flows"``, ``"bytes"``); "" when it is no quantity.
+        part: two fields in one recipe key, ``[part 0, part 1]`` (or one value for both).
+        cli: the option's declaration (``"--count/-n"`` or a boolean ``"--on/--off"``);
+            default ``--field-name``.
+        form: ``"main"`` (always shown), ``"more"`` (folded) in the console's Generate form.
+        label: the form's label (default: the field name with spaces).
+        placeholder: the form's hint when empty (default: the default value).
+    """
+
+    kind: Kind
+    help: str
+    recipe: str
+    unit: str = ""
+    part: int | None = None
+    cli: str = ""
+    form: str = "more"
+    label: str = ""
+    placeholder: str = ""
+
+
+def _f(kind: Kind, help: str, recipe: str, default: Any = None, **kw):
+    meta = {"spec": Spec(kind, help, recipe, **kw)}
+    if default is _REQUIRED:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_REQUIRED = object()
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One class's generation job.
+    """One class's generation job: everything the generator reads (same request, same bytes).
 
-    Attributes:
-        label: class label the model is conditioned on (must be in the model's class list).
-        count: number of flows to generate.
-        model: checkpoint reference: ``None``/"default" for the shipped model,
-            a local directory, or ``hf://org/name@revision`` for a Hub checkpoint.
-        prompt: text prompt for text-conditioned models (unused by the native model).
-        packets_min, packets_max: packets per flow; flows are cut or regenerated to fit.
-        transport: "tcp", "udp", "icmp" or "any" (whatever the model samples).
-        server_ports: service ports of the responder (one picked per flow); empty = keep the model's.
-        client_port_range: ephemeral port range of the initiator.
-        client_cidrs, server_cidrs: address pools; addresses come from here, never from the model.
-        mtu: largest IPv4 total length.
-        start_ns: time of the first flow's first packet (ns since the epoch).
-        flows_per_s: mean flow arrival rate (Poisson) for flow start times.
-        seed: everything random derives from it: same request, same bytes.
-        steps: sampling steps (None = model default).
-        guidance: classifier-free guidance scale (None = model default).
-        disabled_rules: repair rules switched off by name.
-        allow_fragments: keep IPv4 fragments instead of repairing them away.
-        field_vocab: decode header fields onto the values the class uses in training
-            (checkpoints with a ``vocab``; engine.model.vocab); off = the model's raw bits.
-        like: real flows of the class to start from (engine.model.guide): a capture file, a
-            directory of the class's captures, a labeled capture directory or a netdiff
-            encode dataset; None = sample from noise.
-        like_split: a split file; its test flows are never used as guides.
-        strength: how far each guide is noised before the model denoises it, in (0, 1]:
-            1 keeps only its length and transport, lower keeps more of it.
-        like_values: weight of the guide's own field values (sizes, TTL, window, flags, gap
-            scale) against the class's in the vocabulary prior (engine.model.vocab); 0 = the
-            class's alone.
+    The ``spec`` metadata of each field declares its kind, help and recipe key; ``extra`` is
+    no request value but provenance carried along (the recipe's name and hash).
     """
 
-    label: str
-    count: int = 10
-    model: str | None = None
-    prompt: str = ""
-    packets_min: int = 2
-    packets_max: int = 128
-    transport: str = "any"
-    server_ports: tuple[int, ...] = ()
-    client_port_range: tuple[int, int] = (49152, 65535)
-    client_cidrs: tuple[str, ...] = ("10.0.0.0/16",)
-    server_cidrs: tuple[str, ...] = ("198.51.100.0/24",)
-    mtu: int = 1500
-    start_ns: int = 1_700_000_000_000_000_000
-    flows_per_s: float = 1.0
-    seed: int = 0
-    steps: int | None = None
-    guidance: float | None = None
-    disabled_rules: tuple[str, ...] = ()
-    allow_fragments: bool = False
-    field_vocab: bool = True
-    like: str | None = None
-    like_split: str | None = None
-    strength: float = 0.5
-    like_values: float = 1.0
-    extra: dict = field(default_factory=dict)
+    label: str = _f(Text(LABEL_RE, "a class name: lowercase letters, digits and '_'"),
+                    "Class to generate (one of the model's classes).", "label", _REQUIRED,
+                    form="main", placeholder="class label, e.g. zoom (overrides the preset's)")
+    model: str | None = _f(ModelRef(), "Checkpoint: \"default\" (the shipped model), a checkpoint or run "
+                           "directory, or hf://org/name@<40-hex commit>.", "model", None,
+                           form="main", placeholder="default (or a checkpoint directory)")
+    prompt: str = _f(Text(), "Text prompt (text-conditioned models only; the native model ignores it).",
+                     "prompt", "")
+    count: int = _f(Int(1, MAX_COUNT), "Number of flows.", "count", 10, unit="flows", cli="--count/-n",
+                    form="main")
+    seed: int = _f(Int(0, MAX_SEED), "Everything random derives from it: same request, same bytes.",
+                   "seed", 0, form="main")
+    transport: str = _f(Choice(TRANSPORTS), "Transport of every flow (any: whatever the model samples).",
+                        "traffic.transport", "any")
+    server_ports: tuple[int, ...] = _f(Ports(), "Responder (service) ports, one picked per flow; "
+                                       "empty keeps the model's.", "traffic.service_ports", (),
+                                       cli="--service-ports", label="service ports", placeholder="model's")
+    client_port_range: tuple[int, int] = _f(PortRange(), "Initiator's ephemeral port range (may not hold a "
+                                            "service port).", "traffic.client_ports", (49152, 65535),
+                                            cli="--client-ports", label="client ports")
+    packets_min: int = _f(Int(1, MAX_PACKETS), "Fewest packets per flow (flows are cut or redrawn to fit).",
+                          "traffic.packets", 2, unit="packets per flow", part=0)
+    packets_max: int = _f(Int(1, MAX_PACKETS), "Most packets per flow (at most the model's flow length).",
+                          "traffic.packets", 128, unit="packets per flow", part=1)
+    mtu: int = _f(Int(*MTU_RANGE), "Largest IPv4 total length.", "traffic.mtu", 1500, unit="bytes")
+    start_ns: int = _f(Time(), "Start of the first flow (RFC 3339 with a zone).", "traffic.start",
+                       1_700_000_000_000_000_000, cli="--start", label="start")
+    flows_per_s: float = _f(Num(0.0, 1e6, lo_open=True), "Mean (Poisson) flow arrival rate.",
+                            "traffic.flows_per_s", 1.0, unit="flows per second")
+    client_cidrs: tuple[str, ...] = _f(Cidrs(), "Initiator address pools (addresses never come from "
+                                       "the model).", "addresses.client", ("10.0.0.0/16",),
+                                       cli="--client-addresses", label="client addresses")
+    server_cidrs: tuple[str, ...] = _f(Cidrs(), "Responder address pools.", "addresses.server",
+                                       ("198.51.100.0/24",), cli="--server-addresses", label="server addresses")
+    steps: int | None = _f(Int(1, 1000), "Sampling steps (default: the model's).", "sampling.steps", None,
+                           placeholder="model's")
+    guidance: float | None = _f(Num(0.0, 50.0), "Classifier-free guidance scale (1 = off; default: the "
+                                "model's).", "sampling.guidance", None, placeholder="model's")
+    like: str | None = _f(PathRef(), "Start each flow from a real flow of the class: a capture, a directory "
+                          "of the class's captures, a labeled capture directory or a netdiff encode dataset.",
+                          "sampling.like", None, form="main", placeholder="(optional) real captures to start from")
+    like_split: str | None = _f(PathRef(), "Split file whose test flows are never used as guides (with like).",
+                                "sampling.like_split", None, placeholder="(optional) split.json")
+    strength: float = _f(Num(0.0, 1.0, lo_open=True), "With like: how far each real flow is noised before "
+                         "it is denoised; 1 keeps only its length and transport.", "sampling.strength", 0.5,
+                         form="main")
+    like_values: float = _f(Num(0.0, 1000.0), "With like: weight of the real flow's own field values against "
+                            "the class's when fields are decoded (0 = the class's only).",
+                            "sampling.like_values", 1.0)
+    controlnet: str | None = _f(ModelRef(), "With like, for Stable Diffusion runs: a ControlNet (directory or "
+                                "hf://org/name@<commit>) steered by canny edges of the real flows' images; "
+                                "without it like is img2img.", "sampling.controlnet", None,
+                                placeholder="(optional) ControlNet, SD runs")
+    controlnet_scale: float = _f(Num(0.0, 10.0), "ControlNet conditioning scale (with controlnet).",
+                                 "sampling.controlnet_scale", 0.5)
+    field_vocab: bool = _f(Bool(), "Decode header fields onto the values the class uses in training (off: "
+                           "the model's raw bits).", "sampling.field_vocab", True,
+                           cli="--field-vocab/--raw-fields", label="field vocabulary")
+    disabled_rules: tuple[str, ...] = _f(RuleNames(), "Repair rules switched off, by name.", "repair.disable", (),
+                                         cli="--disable-rules", label="disabled rules", placeholder="none")
+    allow_fragments: bool = _f(Bool(), "Keep IPv4 fragments instead of repairing them away.",
+                               "repair.allow_fragments", False, cli="--allow-fragments/--no-allow-fragments")
+    extra: dict = field(default_factory=dict, compare=True)
+
+
+FIELDS: tuple = tuple(f for f in fields(GenerationRequest) if "spec" in f.metadata)
+BY_NAME: dict = {f.name: f for f in FIELDS}
+
+
+def spec(name: str) -> Spec:
+    return BY_NAME[name].metadata["spec"]
+
+
+def default(name: str):
+    """A field's default (``label`` has none: None)."""
+    f = BY_NAME[name]
+    return None if f.default is MISSING else f.default
+
+
+# -- rules across fields ------------------------------------------------------------------------
+# Each returns (field to blame, problem) or None; ``{name}`` in a problem names another field.
+
+def _packets_order(q):
+    if q.packets_min > q.packets_max:
+        return "packets_max", f"min {q.packets_min} is larger than max {q.packets_max}"
+
+
+def _tcp_handshake(q):
+    if q.transport == "tcp" and q.packets_max < 3:
+        return "packets_max", f"max {q.packets_max} is too short for TCP (a handshake alone is 3 packets)"
+
+
+def _icmp_ports(q):
+    if q.transport == "icmp" and q.server_ports:
+        return "server_ports", "ICMP has no ports; leave {server_ports} empty"
+
+
+def _ports_apart(q):
+    lo, hi = q.client_port_range
+    clash = [p for p in q.server_ports if lo <= p <= hi]
+    if clash:
+        return "client_port_range", (f"range {lo}-{hi} contains service port {clash[0]}; "
+                                     f"a parser would read such a flow backwards")
+
+
+def _split_needs_like(q):
+    if q.like_split and not q.like:
+        return "like_split", "needs {like} (the guide flows it splits)"
+
+
+def _controlnet_needs_like(q):
+    if q.controlnet and not q.like:
+        return "controlnet", "needs {like} (the real flows whose edges steer the images)"
+
+
+RULES = (_packets_order, _tcp_handshake, _icmp_ports, _ports_apart, _split_needs_like, _controlnet_needs_like)
+
+
+# -- building and checking ----------------------------------------------------------------------
+
+def parse_value(name: str, raw, ctx: Ctx = Ctx()):
+    """A field's TOML value -> its request value; raises Problem."""
+    try:
+        return spec(name).kind.parse(raw, ctx)
+    except Bad as e:
+        raise Problem(name, str(e)) from None
+
+
+def parse_text(name: str, text: str, ctx: Ctx = Ctx(check_exists=True)):
+    """Typed text -> the field's request value; raises Problem."""
+    try:
+        k = spec(name).kind
+        return k.parse(k.from_text(text), ctx)
+    except Bad as e:
+        raise Problem(name, str(e)) from None
+
+
+def to_raw(name: str, value):
+    """A request value -> its TOML value (None: no key)."""
+    k = spec(name).kind
+    return k.none_raw if value is None else k.to_raw(value)
+
+
+def to_text(name: str, value) -> str:
+    k = spec(name).kind
+    return k.none_raw or "" if value is None else k.to_text(value)
+
+
+def check_rules(req: GenerationRequest) -> None:
+    for rule in RULES:
+        hit = rule(req)
+        if hit:
+            raise Problem(hit[0], hit[1], templated=True)
+
+
+def validate(req: GenerationRequest) -> GenerationRequest:
+    """Every field against its kind, then the rules across fields; raises Problem.
+
+    A request built in Python (not parsed) passes through the same checks as a recipe:
+    each value is turned into its TOML form and parsed back.
+    """
+    for f in FIELDS:
+        v = getattr(req, f.name)
+        if v is None and default(f.name) is None:
+            continue
+        parse_value(f.name, to_raw(f.name, v))
+    check_rules(req)
+    return req
+
+
+def build(values: dict, base: GenerationRequest | None = None) -> GenerationRequest:
+    """``base`` (or the defaults) with ``values`` (request values by field) on top, rules checked."""
+    if base is None:
+        if "label" not in values:
+            raise Problem("label", "missing; name the class to generate")
+        req = GenerationRequest(**values)
+    else:
+        req = replace(base, extra=dict(base.extra), **values)
+    check_rules(req)
+    return req
+
+
+def help_text(name: str) -> str:
+    """Help with the range or choices and the unit, for --help and the form."""
+    s = spec(name)
+    unit = f" ({s.unit})" if s.unit else ""
+    return f"{s.help} [{s.kind.describe()}]{unit}"
+
+
+def form_label(name: str) -> str:
+    return spec(name).label or name.replace("_", " ")
+
+
+def cli_flags(name: str) -> list[str]:
+    """The option's declarations for click: ``["--count", "-n"]`` or ``["--field-vocab/--raw-fields"]``."""
+    c = spec(name).cli or "--" + name.replace("_", "-")
+    return [c] if "/" in c and c.count("--") == 2 else c.split("/")
+
+
+def cli_name(name: str) -> str:
+    """How errors name the field on the command line (the option's long name)."""
+    return cli_flags(name)[0].split("/")[0]
