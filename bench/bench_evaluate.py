@@ -222,7 +222,7 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
           "# or all of it:", f"python bench/bench_evaluate.py --real {a.real} --work {a.work} --count {a.count}"
           + (f" --model {a.model}" if a.model else ""), "```", "",
           f"Full tables and plots: `{report_dir}/report.md`. Metric definitions: docs/evaluation.md.", ""]
-    from engine.codec.capture import atomic_write_bytes
+    from engine.outdir import atomic_write_bytes
     atomic_write_bytes(path, ["\n".join(L).encode()])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,41 @@ class CancelToken:
     def check(self) -> None:
         if self._ev.is_set():
             raise Cancelled("cancelled")
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be, so every command
+    stops on them the way it stops on Ctrl-C (a dropped SSH session sends SIGHUP, a
+    scheduler or ``kill`` sends SIGTERM)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _raise_stop(signum, frame):
+    raise StopRequested(signum)
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP stop the process like Ctrl-C (idempotent; main thread only,
+    where Python delivers signals). Code that saves state on a stop request installs its own
+    handlers for the duration (training) and puts these back."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) in (signal.SIG_DFL, _raise_stop):
+            signal.signal(s, _raise_stop)
+
+
+def stop_status(exc: BaseException | None) -> int:
+    """The exit status of a run stopped by ``exc`` (or the stop that caused it): 128 + the signal."""
+    while exc is not None and not isinstance(exc, KeyboardInterrupt):
+        exc = exc.__cause__ or exc.__context__
+    return 128 + (exc.signum if isinstance(exc, StopRequested) else signal.SIGINT)
 
 
 class EventLog:

@@ -19,24 +19,31 @@ CAPTURE_EXTS = (".pcap", ".pcapng", ".cap", ".dmp")
 
 
 def fail(msg: str, code: int = 2) -> None:
-    click.echo(f"netdiff: error: {msg}", err=True)
+    try:
+        click.echo(f"netdiff: error: {msg}", err=True)
+    except OSError:
+        pass        # the terminal went away with the SSH session (SIGHUP): the status still tells
     sys.exit(code)
 
 
 def friendly(fn):
-    """Turn engine errors into one line and an exit status."""
+    """Turn engine errors into one line and an exit status; SIGTERM/SIGHUP stop like Ctrl-C."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
+        from engine.progress import stop_on_signals, stop_status
+        stop_on_signals()
         try:
             return fn(*a, **kw)
         except InputError as e:
             fail(str(e), 2)
-        except Cancelled:
-            fail("cancelled; finished work is kept, run the same command again to resume", 130)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        except Cancelled as e:
+            msg = str(e)
+            fail(msg if msg != "cancelled" else
+                 "cancelled; finished work is kept, run the same command again to resume", stop_status(e))
+        except KeyboardInterrupt as e:
+            fail("interrupted" if type(e) is KeyboardInterrupt else f"stopped by {e}", stop_status(e))
         except OSError as e:
-            fail(f"{e.filename or ''}: {e.strerror or e}", 1)
+            fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e), 1)
     return wrapper
 
 

@@ -57,7 +57,7 @@ def cli_overrides(ctx: click.Context, fields: dict[str, str]) -> dict:
 def write_recipe_copy(req, out: str | os.PathLike) -> None:
     """Save the request as ``OUT/recipe.toml`` (what was generated, replayable with --recipe)."""
     from engine.datasets import recipes as rp
-    from engine.codec.capture import atomic_write_bytes
+    from engine.outdir import atomic_write_bytes
     text = rp.dumps(rp.request_to_recipe(req), f"# Recipe of this dataset (sha256 {rp.recipe_hash(req)}).")
     atomic_write_bytes(Path(out) / "recipe.toml", [text.encode()])
 
@@ -135,7 +135,7 @@ def show(name, as_json):
 def new(name, from_, label, force):
     """Create a user recipe NAME, from defaults or --from PRESET."""
     from engine.datasets import recipes as rp
-    from engine.codec.capture import atomic_write_bytes
+    from engine.outdir import atomic_write_bytes
     if not rp.NAME_RE.match(name):
         raise InputError(None, f"recipe name {name!r}: use 1-64 lowercase letters, digits, '_', '-' or '.'")
     dest = rp.user_dir() / f"{name}.toml"
@@ -191,7 +191,7 @@ def validate(names, all_, quiet):
 def edit(name):
     """Open a user recipe in $EDITOR, then validate it (a preset is copied to your recipes first)."""
     from engine.datasets import recipes as rp
-    from engine.codec.capture import atomic_write_bytes
+    from engine.outdir import atomic_write_bytes
     dest = rp.user_dir() / f"{name}.toml"
     if not dest.exists():
         path, src = rp.find(name)

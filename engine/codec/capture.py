@@ -1,4 +1,4 @@
-"""Streaming capture reading (pcap, pcapng) and atomic pcap writing.
+"""Streaming capture reading (pcap, pcapng) and pcap building (written atomically by engine.outdir).
 
 The reader picks the record walk by the file's magic (engine.codec.pcap_classic,
 engine.codec.pcapng). Those walk record headers in Python (records are
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -191,26 +189,6 @@ class _Accumulator:
                        for k in ("ts_ns", "frame", "caplen", "wirelen", "linktype", "even_sum", "odd_sum")))
         self.parts, self.count = [], 0
         yield b
-
-
-# -- atomic output ----------------------------------------------------------------------
-
-def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
-    """Write ``chunks`` (bytes-likes) to ``path`` through a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def pcap_bytes(heads: np.ndarray, head_len: np.ndarray, frame_len: np.ndarray,

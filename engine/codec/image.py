@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 from engine.errors import InputError
 from engine.codec.layout import ABSENT, LAYOUT
 

@@ -15,6 +15,7 @@ from engine.codec import capture as cap
 from engine.codec.flows import FlowBatch
 from engine.codec.layout import ABSENT, IAT_BITS, IAT_SCALE, LAYOUT, bits_to_uint, uint_to_bits
 from engine.codec.packets import ICMP, TCP, UDP
+from engine.outdir import atomic_write_bytes
 
 WIRE = LAYOUT.wire_map
 COL_IPV4, COL_IPV6, COL_TCP, COL_UDP, COL_ICMP = (LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp"))
@@ -214,5 +215,5 @@ def write_pcap(path, mats, metas, linktype: int = cap.LINK_ETHERNET, nanosecond:
     """Decode matrices and write them atomically as one pcap; returns the packet count."""
     heads, hl, ln, ts = decode_matrices(mats, metas, linktype)
     data = cap.pcap_bytes(heads, hl, ln, ln, ts, linktype, nanosecond)
-    cap.atomic_write_bytes(path, [memoryview(data)])
+    atomic_write_bytes(path, [memoryview(data)])
     return len(ln)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import COL_DIR, COL_IAT, FlowMeta, gaps_to_iat, iat_to_gaps
 from engine.errors import InputError
 from engine.codec.layout import ABSENT, IAT_BITS, LAYOUT, bits_to_uint, uint_to_bits

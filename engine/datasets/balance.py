@@ -126,7 +126,7 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     guide_split = None
     if need and like and split is not None:
         import json
-        from engine.codec.capture import atomic_write_bytes
+        from engine.outdir import atomic_write_bytes
         from engine.datasets.export import real_test_flows
         guide_split = work / "guide_split.json"
         held = real_test_flows([real_dir], split, seed, cancel=cancel)

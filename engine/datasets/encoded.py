@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import COL_IAT, FlowMeta, iat_to_gaps
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint

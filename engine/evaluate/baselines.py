@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.codec.capture import LINK_ETHERNET, atomic_write_bytes, pcap_bytes
+from engine.codec.capture import LINK_ETHERNET, pcap_bytes
+from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import FlowMeta, decode_matrices, write_pcap
 from engine.codec.flows import FlowConfig
 from engine.codec.layout import LAYOUT

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 from .data import FlowSet
 from .features import SPECS, kind_names, packet_values
 from .fidelity import cdf_points, field_means

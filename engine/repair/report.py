@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 
 
 @dataclass

@@ -51,7 +51,7 @@ def validate_text(text: str, path: Path, source: str) -> rp.Recipe:
 
 def new_from_preset(preset: str, name: str) -> Path:
     """Write user recipe ``name`` copied from ``preset`` (validated first); returns its path."""
-    from engine.codec.capture import atomic_write_bytes
+    from engine.outdir import atomic_write_bytes
     if not rp.NAME_RE.match(name):
         raise InputError(None, f"recipe name {name!r}: use 1-64 lowercase letters, digits, '_', '-' or '.'")
     dest = rp.user_dir() / f"{name}.toml"
@@ -191,7 +191,7 @@ class RecipesPane(Horizontal):
         if self.action_validate() is None:
             self.app.notify("not saved: the recipe is invalid", severity="error")
             return
-        from engine.codec.capture import atomic_write_bytes
+        from engine.outdir import atomic_write_bytes
         atomic_write_bytes(e.path, [self.query_one(TextArea).text.encode()])
         self.app.notify(f"saved {e.path}")
         self.reload(select=e.name)

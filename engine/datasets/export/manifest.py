@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.codec import capture as cap
 from engine.datasets.export.options import EXPORT_VERSION, ExportOptions
+from engine.outdir import atomic_write_bytes
 
 MANIFEST_COLUMNS = ["file", "class", "flow_id", "split", "origin", "proto", "packets", "bytes", "duration_s",
                     "client_ip", "client_port", "server_ip", "server_port", "start_ns", "source",
@@ -31,8 +32,8 @@ def write_manifests(data: Path, rows: list[dict], info: dict) -> None:
     wr = csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n", extrasaction="ignore")
     wr.writeheader()
     wr.writerows(rows)
-    cap.atomic_write_bytes(data / "manifest.csv", [buf.getvalue().encode()])
-    cap.atomic_write_bytes(data / "manifest.json",
+    atomic_write_bytes(data / "manifest.csv", [buf.getvalue().encode()])
+    atomic_write_bytes(data / "manifest.json",
                            [json.dumps({"dataset": info, "flows": [{k: r.get(k, "") for k in MANIFEST_COLUMNS}
                                                                    for r in rows]},
                                        indent=1, default=str).encode()])

@@ -21,6 +21,7 @@ from engine.datasets.export.scan import scan_inputs
 from engine.datasets.export.split import assign_split
 from engine.datasets.export.writers import PcapngWriter, iter_records
 from engine.errors import InputError
+from engine.outdir import atomic_write_bytes
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 OnFlow = Callable[[dict], None]
@@ -83,7 +84,7 @@ def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cance
     if not fp_path.exists():
         shutil.rmtree(data, ignore_errors=True)
         jr.path.unlink(missing_ok=True)
-        cap.atomic_write_bytes(fp_path, [json.dumps(fp, indent=1).encode()])
+        atomic_write_bytes(fp_path, [json.dumps(fp, indent=1).encode()])
     data.mkdir(exist_ok=True)
 
     # Replay the journal.
@@ -112,7 +113,7 @@ def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cance
             staged = free_name(rel, s.key, owner)
             if staged in mine and staged in rows:
                 continue                      # finished before the interruption
-            cap.atomic_write_bytes(data / staged, [body])
+            atomic_write_bytes(data / staged, [body])
             row["file"] = staged
             jr.append({"t": "flow", "src": s.key, "row": row})
             rows[staged], owner[staged] = json.loads(json.dumps(row)), s.key   # exactly what a resume reads
@@ -150,7 +151,7 @@ def _finalize(rows, data: Path, work: Path, out: Path, opts: ExportOptions, forc
         r.pop("flow_file", None)
     info = dataset_info(rows, opts, sources, merged, notes)
     write_manifests(data, rows, info)
-    cap.atomic_write_bytes(data / "README.md", [card.data_card(info, rows, title).encode()])
+    atomic_write_bytes(data / "README.md", [card.data_card(info, rows, title).encode()])
     # into place
     old = None
     if out.exists():
@@ -181,6 +182,6 @@ def _merged_pcapng(rows: list[dict], data: Path) -> list[str]:
             c = f"label={cls} flow={r['flow_id']} origin={r['origin']}" + (f" split={split}" if split else "")
             for rec in iter_records(data / r["file"]):
                 w.write(rec, c)
-        cap.atomic_write_bytes(data / rel, [bio.getvalue()])
+        atomic_write_bytes(data / rel, [bio.getvalue()])
         merged.append(rel)
     return merged
