@@ -244,7 +244,7 @@ def test_length_prior_in_checkpoint_and_sampling(tiny_run, tiny_data):
     from engine.model.checkpoint import load_model
     from engine.model.data import load_table
     from engine.model.lengths import draw_shape
-    from engine.model.sample import flow_proto, sample_flows
+    from engine.model.sample import SampleOptions, flow_proto, sample_flows
     model, cfg, _ = load_model(tiny_run)
     split = json.loads((tiny_run / "split.json").read_text())
     table = load_table(tiny_data, 16, files=split["train"], classes=cfg["classes"])
@@ -267,8 +267,7 @@ def test_length_prior_in_checkpoint_and_sampling(tiny_run, tiny_data):
     # the sampled flows have exactly the drawn length and transport (the shape is imposed)
     for p in (6, 17, 1):
         c2 = {**cfg, "lengths": {"zoom": [[7, p, 1]]}}
-        flows = sample_flows(model, c2, "zoom", [0, 1, 2], seed=5, steps=2, guidance=1.0,
-                             packets_min=1, packets_max=16)
+        flows = sample_flows(model, c2, "zoom", [0, 1, 2], SampleOptions(seed=5, steps=2, packets_max=16))
         assert [len(m) for m in flows.values()] == [7, 7, 7]
         assert {flow_proto(m) for m in flows.values()} == {p}
 
@@ -348,17 +347,17 @@ def test_sampled_fields_come_from_the_vocabulary(tiny_run, tmp_path):
     from click.testing import CliRunner
     from engine.codec.layout import get
     from engine.model.checkpoint import load_model
-    from engine.model.sample import sample_flows
+    from dataclasses import replace
+    from engine.model.sample import SampleOptions, sample_flows
     from netdiff_tui.cli import main
     model, cfg, _ = load_model(tiny_run)
     voc = {k: [e[0] for e in v] for k, v in cfg["vocab"]["zoom"].items()}
-    flows = sample_flows(model, cfg, "zoom", list(range(6)), seed=2, steps=3, guidance=1.0, packets_min=1,
-                         packets_max=16)
+    opts = SampleOptions(seed=2, steps=3, packets_max=16)
+    flows = sample_flows(model, cfg, "zoom", list(range(6)), opts)
     for m in flows.values():
         assert set(get(m, "ipv4_tl").tolist()) <= set(voc["ipv4_tl"])
         assert set(get(m, "ipv4_ttl").tolist()) <= set(voc["ipv4_ttl"])
-    raw = sample_flows(model, cfg, "zoom", list(range(6)), seed=2, steps=3, guidance=1.0, packets_min=1,
-                       packets_max=16, field_vocab=False)
+    raw = sample_flows(model, cfg, "zoom", list(range(6)), replace(opts, field_vocab=False))
     assert any(not set(get(m, "ipv4_tl").tolist()) <= set(voc["ipv4_tl"]) for m in raw.values())
     r = CliRunner().invoke(main, ["generate", "--label", "zoom", "-n", "2", "-o", str(tmp_path / "raw"),
                                   "--model", str(tiny_run), "--steps", "2", "--raw-fields", "-q"])
@@ -386,7 +385,7 @@ def test_guided_flows_keep_the_guides_shape(tiny_run, tmp_path):
     from engine.datasets.generate import generate
     from engine.model.guide import guide_order, load_guides
     from engine.model.checkpoint import load_model
-    from engine.model.sample import majority_proto, sample_flows, usable_guides
+    from engine.model.sample import SampleOptions, majority_proto, sample_flows, usable_guides
     cap = FIXTURES / "sll.pcap"
     guides, ids = load_guides(cap, "dns")
     assert len(guides) == len(ids) >= 2 and all(len(g) == present_rows(g).sum() for g in guides)
@@ -404,15 +403,14 @@ def test_guided_flows_keep_the_guides_shape(tiny_run, tmp_path):
 
     model, cfg, _ = load_model(tiny_run)
     use = [guides[k] for k in usable_guides(guides, 1)]
-    flows = sample_flows(model, cfg, "dns", list(range(4)), seed=1, steps=4, guidance=1.0, packets_min=1,
-                         packets_max=16, guides=use, strength=0.3)
+    flows = sample_flows(model, cfg, "dns", list(range(4)), SampleOptions(seed=1, steps=4, packets_max=16, strength=0.3),
+                         guides=use)
     o = guide_order(len(use), 1)
     for i, m in flows.items():
         g = use[o[i % len(use)]][:16]
         assert len(m) == len(g) and majority_proto(m) == majority_proto(g)
     with pytest.raises(ValueError, match="strength"):
-        sample_flows(model, cfg, "dns", [0], seed=1, steps=4, guidance=1.0, packets_min=1, packets_max=16,
-                     guides=use, strength=1.5)
+        sample_flows(model, cfg, "dns", [0], SampleOptions(seed=1, steps=4, packets_max=16, strength=1.5), guides=use)
 
     def run(out):
         generate(GenerationRequest(label="dns", count=3, model=str(tiny_run), seed=4, steps=3, like=str(cap),

@@ -38,7 +38,8 @@ from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskPro
 
 from engine.model.checkpoint import load_model, weights_hash
 from engine.model.guide import assign_guides, load_guides
-from engine.model.sample import PROTO_NUM, SampleStats, flow_proto, sample_flows, usable_guides
+from engine.model.sample import (PROTO_NUM, SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
+                                 usable_guides)
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
                     "init_ip", "init_port", "resp_ip", "resp_port", "start_ns", "guide"]
@@ -99,7 +100,7 @@ def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None
             put(m, b, d, rows)
 
 
-def make_metas(req, mats: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
+def make_metas(req, mats: list[np.ndarray], held_ports: bool = False) -> tuple[list[FlowMeta], list[int]]:
     """Addresses, ports and start times for every flow (all from req.seed)."""
     cli, srv = _networks(req.client_cidrs, "client_cidrs"), _networks(req.server_cidrs, "server_cidrs")
     rng = _rng(req.seed, "meta")
@@ -117,6 +118,10 @@ def make_metas(req, mats: list[np.ndarray]) -> tuple[list[FlowMeta], list[int]]:
         mi, mr = _model_ports(m, proto)
         sport = int(req.server_ports[int(rng.integers(len(req.server_ports)))]) if req.server_ports else mr
         cport = int(rng.integers(lo, hi + 1))
+        if held_ports and not req.server_ports:
+            # the sampler drew this pair from the class's flows (engine.model.ports), an ephemeral
+            # client port from client_port_range included
+            cport, sport = mi, mr
         metas.append(FlowMeta(f"{req.label}-{i:05d}", req.label, proto, _pick_ip(rng, cli), _pick_ip(rng, srv),
                               cport if proto in (6, 17) else 0, sport if proto in (6, 17) else 0,
                               int(starts[i]), len(m), "netdiff-generate"))
@@ -216,10 +221,13 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     stats = SampleStats()
     mine = [i for i in range(req.count) if i % world == rank]
     t_s = time.time()
-    flows = sample_flows(model, mcfg, req.label, mine, req.seed, steps, guidance, pmin, pmax, req.transport,
-                         batch_size=batch_size, on_event=emit if rank == 0 else None, cancel=cancel, stats=stats,
-                         field_vocab=req.field_vocab, guides=guides, strength=req.strength,
-                         palette_weight=req.like_values)
+    sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
+                          transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
+                          strength=req.strength, palette_weight=req.like_values,
+                          client_port_range=tuple(req.client_port_range))
+    held = class_priors(model, mcfg, req.label, sopts, guided=bool(guides)).ports is not None
+    flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides, on_event=emit if rank == 0 else None,
+                         cancel=cancel, stats=stats)
     sample_s = time.time() - t_s
     if state is not None:
         from accelerate.utils import gather_object
@@ -237,7 +245,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     provenance = None
     if guides:
         provenance = [guide_ids[k] for k in assign_guides(len(guides), req.seed, req.count)]
-    metas, sports = make_metas(req, mats)
+    metas, sports = make_metas(req, mats, held)
     mats, metas, report = _repair(req, mats, metas, emit, sports)
     summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
                      {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,

@@ -71,7 +71,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
            guidance: float = 1.0, solver: str = "dpm",
            on_step: Callable[[int, int], None] | None = None,
            rows: torch.Tensor | None = None, protos: torch.Tensor | None = None,
-           init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+           init: torch.Tensor | None = None, strength: float = 1.0,
+           ports: torch.Tensor | None = None) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
@@ -85,6 +86,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
             flow, SDEdit): each is noised to the timestep ``strength`` of the way up the
             schedule and denoised from there, in ``round(steps * strength)`` steps.
         strength: in (0, 1]; 1 keeps nothing of ``init`` but what ``rows``/``protos`` hold.
+        ports: ``(B, 2)`` (initiator, responder) ports to hold each TCP/UDP flow to (-1 = the
+            model's); with ``rows`` and ``protos`` (:mod:`engine.model.ports`).
     Returns:
         ``(B, L, width)`` float tensor (not yet snapped).
     """
@@ -128,7 +131,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         if x0_pred:
             out = out.clamp(-1.0, 1.0)
             if rows is not None:
-                out = impose(out, rows, protos)
+                out = impose(out, rows, protos, ports)
             if self_cond:
                 x0_prev = out
         x = sched.step(out, t, x).prev_sample

@@ -25,6 +25,7 @@ import torch
 
 from engine.codec.matrix import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
 from engine.codec.layout import LAYOUT
+from engine.model.ports import impose_ports
 
 #: columns every packet row has present (the IPv4 header without addresses and
 #: options, direction, inter-arrival time); padding rows have them absent
@@ -79,12 +80,15 @@ def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
     return torch.arange(max_packets)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
-def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = None) -> torch.Tensor:
+def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = None,
+           ports: torch.Tensor | None = None) -> torch.Tensor:
     """Hold a predicted clean flow ``x0`` ``(B, L, width)`` to a shape: padding rows (``rows``
     ``(B, L)`` False) become all-absent (-1); packet rows get their always-present columns
     lifted to at least 0 (present, bit value left to the model). Flows with a protocol in
     ``protos`` ``(B,)`` (6, 17, 1; 0 = free) get that transport's fixed header present, the
-    other transports' blocks absent, and the IPv4 protocol number."""
+    other transports' blocks absent, and the IPv4 protocol number; with ``ports`` ``(B, 2)``
+    (initiator, responder; -1 = free) their TCP/UDP rows get those ports
+    (:func:`engine.model.ports.impose_ports`)."""
     x0 = x0.clone()
     rows = rows.to(x0.device)
     pad = ~rows
@@ -104,4 +108,6 @@ def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = N
             x0[..., fixed] = torch.where(f[..., None], x0[..., fixed].clamp(min=0.0), x0[..., fixed])
             bits = torch.tensor([(p >> k) & 1 for k in range(7, -1, -1)], dtype=x0.dtype, device=x0.device)
             x0[..., PROTO_BITS] = torch.where(f[..., None], bits.expand_as(x0[..., PROTO_BITS]), x0[..., PROTO_BITS])
+        if ports is not None:
+            impose_ports(x0, rows, protos, ports)
     return x0

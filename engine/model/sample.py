@@ -23,6 +23,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
 from engine.model.lengths import draw_shape, presence_mask
+from engine.model.ports import check_table, draw_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
 from engine.model.vocab import palette
@@ -49,99 +50,207 @@ class SampleStats:
     gave_up: int = 0        # flows kept after max attempts without meeting the constraints
 
 
-def sample_flows(model, model_cfg: dict, label: str, indices: list[int], seed: int, steps: int,
-                 guidance: float, packets_min: int, packets_max: int, transport: str = "any",
-                 batch_size: int = 64, max_attempts: int = 8, solver: str | None = None,
-                 on_event: OnEvent | None = None, cancel: CancelToken | None = None,
-                 stats: SampleStats | None = None, length_prior: bool = True,
-                 field_vocab: bool = True, vocab_draw: bool = True,
-                 guides: list[np.ndarray] | None = None, strength: float = 0.5,
-                 palette_weight: float = 0.0) -> dict[int, np.ndarray]:
+@dataclass(frozen=True)
+class SampleOptions:
+    """How a request's flows are sampled (everything but the model, the class and which flows).
+
+    Attributes:
+        seed: the request's seed; flow ``i``'s draws come from ``flow_seed(seed, i, attempt)``.
+        steps, guidance, solver: the diffusion sampler's (solver ``None`` = the checkpoint's).
+        packets_min, packets_max: a flow has at most ``packets_max`` packets and is drawn again
+            (up to ``max_attempts`` times) when shorter than ``packets_min``.
+        transport: "tcp", "udp", "icmp" or "any"; a flow of another transport is drawn again.
+        batch_size: flows denoised together.
+        length_prior: draw each flow's length and transport from the class's training flows
+            (:mod:`engine.model.lengths`; ``presence_input`` checkpoints with a ``lengths`` table).
+        field_vocab: decode header fields onto the class's values (:mod:`engine.model.vocab`) and
+            hold each flow's ports to a pair the class uses (:mod:`engine.model.ports`); off = the
+            model's raw bits.
+        vocab_draw: draw vocabulary values from the posterior (else the nearest value).
+        strength, palette_weight: guided sampling (``guides``): how far each guide is noised, and
+            the weight of its own field values in the vocabulary prior.
+        client_port_range: where an ephemeral (client) port of a held port pair is drawn from.
+    """
+
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 1.0
+    packets_min: int = 1
+    packets_max: int = 128
+    transport: str = "any"
+    batch_size: int = 64
+    max_attempts: int = 8
+    solver: str | None = None
+    length_prior: bool = True
+    field_vocab: bool = True
+    vocab_draw: bool = True
+    strength: float = 0.5
+    palette_weight: float = 0.0
+    client_port_range: tuple[int, int] = (49152, 65535)
+
+
+@dataclass
+class ClassPriors:
+    """What a class's flows are held to, read once from the checkpoint's config."""
+
+    index: int                          # class index
+    max_packets: int                    # L, the model's rows
+    shape_input: bool                   # a presence_input model: told each flow's length
+    lengths: list | None                # the class's shape prior (engine.model.lengths)
+    vocab: dict | None                  # the class's field vocabularies (engine.model.vocab)
+    ports: list | None                  # the class's port prior (engine.model.ports), when held
+    want: int | None                    # the requested transport (6, 17, 1) or None
+
+
+def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions, guided: bool = False) -> ClassPriors:
+    """Resolve the class and the tables that apply to a request (``guided``: flows start from real
+    flows, which bring their own shape; their ports stay the model's, as before guidance had them)."""
+    classes = model_cfg["classes"]
+    if label not in classes:
+        raise InputError(None, f"label {label!r} is not one of the model's classes: {', '.join(classes)}")
+    # a presence_input model is told each flow's length. Imposing lengths on a model trained
+    # without them measured worse than leaving them to it (mean JSD 0.185 vs 0.117), so
+    # older checkpoints keep deciding presence themselves.
+    shape_input = bool(getattr(model.config, "presence_input", False))
+    ports = (model_cfg.get("ports") or {}).get(label)
+    held = shape_input and opts.field_vocab and not guided and ports is not None
+    return ClassPriors(
+        index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
+        lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
+        vocab=(model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None,
+        ports=check_table(ports, label) if held else None,
+        want=PROTO_NUM.get(opts.transport))
+
+
+@dataclass
+class _Batch:
+    """One batch's flows and what each is held to."""
+
+    chunk: list[tuple[int, int]]        # (flow index, attempt)
+    seeds: list[int]
+    rows: torch.Tensor | None = None    # (B, L) packet rows
+    protos: torch.Tensor | None = None  # (B,) transport
+    ports: list | None = None           # per flow (protocol, initiator port, responder port) or None
+    init: torch.Tensor | None = None    # (B, L, width) guide flows
+    guides: list | None = None          # the guide flows themselves
+
+
+def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assigned, width: int) -> _Batch:
+    """Each flow's shape (and ports): its guide's, else drawn from the class's priors by its seed."""
+    L = pri.max_packets
+    if guides:
+        b.guides = [guides[assigned[i]][:min(opts.packets_max, L)] for i, _ in b.chunk]
+        buf = np.full((len(b.chunk), L, width), -1, np.int8)
+        for j, m in enumerate(b.guides):
+            buf[j, :len(m)] = m
+        b.init = torch.from_numpy(buf).float()
+        if pri.shape_input:
+            b.rows = presence_mask([len(m) for m in b.guides], L)
+            b.protos = torch.tensor([pri.want or majority_proto(m) for m in b.guides])
+    elif pri.shape_input:
+        shapes = [draw_shape(pri.lengths, s, opts.packets_min, min(opts.packets_max, L), pri.want) for s in b.seeds]
+        b.rows = presence_mask([n for n, _ in shapes], L)
+        b.protos = torch.tensor([p for _, p in shapes])
+        if pri.ports is not None:
+            pairs = [draw_ports(pri.ports, s, n, p, opts.client_port_range) for s, (n, p) in zip(b.seeds, shapes)]
+            b.ports = [None if pp is None else (p, *pp) for pp, (_, p) in zip(pairs, shapes)]
+    return b
+
+
+def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _Batch, solver: str) -> np.ndarray:
+    """Sample a batch, decode its fields onto the class's vocabularies, snap: ``(B, L, width)`` int8."""
+    labels = torch.full((len(b.chunk),), pri.index, dtype=torch.long)
+    held = None
+    if b.ports is not None:
+        held = torch.tensor([[-1, -1] if q is None else [q[1], q[2]] for q in b.ports], dtype=torch.long)
+    x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=b.rows,
+               protos=b.protos, init=b.init, strength=opts.strength, ports=held)
+    if pri.vocab:
+        # each flow's draws come from its own seed, like its noise
+        u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
+                      for s in b.seeds]) if opts.vocab_draw else None
+        pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
+        x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight)
+    return snap(x)
+
+
+def _hold_ports(m: np.ndarray, pri: ClassPriors, opts: SampleOptions, seed: int, drawn) -> np.ndarray:
+    """The final flow with its held ports written exactly (the sampler held them on its estimates;
+    the last step's rounding, a rewritten transport, could still move a bit). A flow that ended
+    up on another transport than its draw gets a pair of that transport, from the same seed."""
+    p = flow_proto(m)
+    if pri.ports is None or p not in (6, 17):
+        return m
+    pair = drawn[1:] if (drawn is not None and drawn[0] == p) else draw_ports(pri.ports, seed, len(m), p,
+                                                                              opts.client_port_range)
+    if pair is not None:
+        m = m.copy()
+        write_ports(m, p, *pair)
+    return m
+
+
+def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
+                 guides: list[np.ndarray] | None = None, on_event: OnEvent | None = None,
+                 cancel: CancelToken | None = None, stats: SampleStats | None = None) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
-    ``packets_max`` rows; flows shorter than ``packets_min`` (or not of
-    ``transport``) are drawn again, up to ``max_attempts`` times.
+    ``packets_max`` rows; flows shorter than ``packets_min`` (or not of ``transport``) are
+    drawn again, up to ``max_attempts`` times. A flow's result depends on its index and the
+    options only, so callers may pass the indices in any batches or process slices.
 
     For a ``presence_input`` model each flow's length and transport are drawn
     first (:mod:`engine.model.lengths`): from the class's training flows cut to
     ``[packets_min, packets_max]`` and ``transport`` (with ``length_prior`` and a
     checkpoint that has them), else the length uniformly over that range; the
-    sampler holds the flow to that shape.
-    With ``field_vocab`` (and a checkpoint with a ``vocab``), header fields are
-    decoded onto the values the class uses (:mod:`engine.model.vocab`).
+    sampler holds the flow to that shape. With ``field_vocab``, header fields are
+    decoded onto the values the class uses (:mod:`engine.model.vocab`) and the
+    port pair is drawn with the shape and held (:mod:`engine.model.ports`), for
+    checkpoints that have those tables.
     With ``guides`` (real flows of the class, :func:`usable_guides`), flow ``i`` starts from
     guide ``assign_guides(len(guides), seed, ...)[i]`` noised to ``strength``
     (:mod:`engine.model.guide`) and keeps that flow's length and transport.
     """
-    classes = model_cfg["classes"]
-    if label not in classes:
-        raise InputError(None, f"label {label!r} is not one of the model's classes: {', '.join(classes)}")
-    cls = classes.index(label)
-    L = int(model.config.max_packets)
-    # a presence_input model is told each flow's length. Imposing lengths on a model trained
-    # without them measured worse than leaving them to it (mean JSD 0.185 vs 0.117), so
-    # older checkpoints keep deciding presence themselves.
-    use_rows = bool(getattr(model.config, "presence_input", False))
-    prior = (model_cfg.get("lengths") or {}).get(label) if length_prior else None
-    vocab = (model_cfg.get("vocab") or {}).get(label) if field_vocab else None
-    want = PROTO_NUM.get(transport)
-    solver = solver or model_cfg.get("sampling", {}).get("solver", "dpm")
+    pri = class_priors(model, model_cfg, label, opts, guided=bool(guides))
+    solver = opts.solver or model_cfg.get("sampling", {}).get("solver", "dpm")
     stats = stats if stats is not None else SampleStats()
     emit = on_event or (lambda ev: None)
+    want, pmin = pri.want, opts.packets_min
     total = len(indices)
     emit(TaskStarted("sample", total, "flows"))
     done: dict[int, np.ndarray] = {}
-    best: dict[int, np.ndarray] = {}
+    best: dict[int, tuple[np.ndarray, int, tuple | None]] = {}
     pending = [(i, 0) for i in indices]
-    assigned = assign_guides(len(guides), seed, max(indices) + 1) if (guides and indices) else None
+    assigned = assign_guides(len(guides), opts.seed, max(indices) + 1) if (guides and indices) else None
     while pending:
         if cancel is not None:
             cancel.check()
-        chunk, pending = pending[:batch_size], pending[batch_size:]
-        seeds = [flow_seed(seed, i, a) for i, a in chunk]
-        labels = torch.full((len(chunk),), cls, dtype=torch.long)
-        rows = protos = init = None
-        if guides:
-            g = [guides[assigned[i]][:min(packets_max, L)] for i, _ in chunk]
-            buf = np.full((len(chunk), L, int(model.config.width)), -1, np.int8)
-            for j, m in enumerate(g):
-                buf[j, :len(m)] = m
-            init = torch.from_numpy(buf).float()
-            if use_rows:
-                rows = presence_mask([len(m) for m in g], L)
-                protos = torch.tensor([want or majority_proto(m) for m in g])
-        elif use_rows:
-            shapes = [draw_shape(prior, s, packets_min, min(packets_max, L), want) for s in seeds]
-            rows = presence_mask([n for n, _ in shapes], L)
-            protos = torch.tensor([p for _, p in shapes])
-        x = sample(model, model_cfg["scheduler"], labels, seeds, steps, guidance, solver, rows=rows, protos=protos,
-                   init=init, strength=strength)
-        if vocab:
-            # each flow's draws come from its own seed, like its noise
-            u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((L, len(SPANS)))
-                          for s in seeds]) if vocab_draw else None
-            pals = [palette(m) for m in g] if (guides and palette_weight > 0) else None
-            x = decode_vocab(x.float().cpu().numpy(), vocab, u, pals, palette_weight)
-        x = snap(x)
+        chunk, pending = pending[:opts.batch_size], pending[opts.batch_size:]
+        b = _conditions(pri, opts, _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk]), guides, assigned,
+                        int(model.config.width))
+        x = _denoise(model, model_cfg, pri, opts, b, solver)
         stats.drawn += len(chunk)
         retry = []
-        for (i, a), m in zip(chunk, x):
-            m = cut_at_padding(m)[:packets_max]
-            short = len(m) < packets_min
+        for j, ((i, a), m) in enumerate(zip(chunk, x)):
+            m = cut_at_padding(m)[:opts.packets_max]
+            drawn = b.ports[j] if b.ports is not None else None
+            short = len(m) < pmin
             wrong = want is not None and flow_proto(m) != want
             if not (short or wrong):
                 # a flow is one 5-tuple, so one transport: odd rows of another (or of none) are rewritten
-                done[i] = force_transport(m, want if want is not None else majority_proto(m))
+                m = force_transport(m, want if want is not None else majority_proto(m))
+                done[i] = _hold_ports(m, pri, opts, b.seeds[j], drawn)
                 continue
-            if i not in best or _better(m, best[i], packets_min, want):
-                best[i] = m
-            if a + 1 < max_attempts:
+            if i not in best or _better(m, best[i][0], pmin, want):
+                best[i] = (m, b.seeds[j], drawn)
+            if a + 1 < opts.max_attempts:
                 retry.append((i, a + 1))
                 stats.redrawn_short += int(short)
                 stats.redrawn_transport += int(wrong and not short)
             else:
-                done[i] = force_transport(best[i], want if want is not None else majority_proto(best[i]))
+                m, s, drawn = best[i]
+                m = force_transport(m, want if want is not None else majority_proto(m))
+                done[i] = _hold_ports(m, pri, opts, s, drawn)
                 stats.gave_up += 1
         pending = retry + pending
         emit(TaskProgress("sample", len(done), total, "flows"))
