@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -22,15 +23,17 @@ def _repair_options(mtu, server_port, disable, allow_fragments, seed):
         raise InputError(None, str(e)) from None
 
 
-def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = False):
+def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = False,
+                skipped: Counter | None = None):
     """Captures, flow files (.npz/.png/.csv) or directories of either -> (matrices, metas, payload sums).
 
     ``payload_sums`` asks the reader for each packet's payload checksum sum
     (only a check needs them); flow files hold no payload and get zeros.
+    ``skipped`` (when given) adds up the captures' skipped packets by reason.
     """
     from engine.datasets.encoded import FLOW_EXTS, flow_files, load_flows
     from engine.codec.flows import FlowConfig
-    from engine.codec.pipeline import encode_capture
+    from engine.codec.pipeline import CaptureStats, encode_capture
     mats, metas, psums = [], [], []
     caps, flows = [], []
     for p in map(Path, inputs):
@@ -51,11 +54,14 @@ def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = Fal
         else:
             caps.append(p)
     for c in caps:
+        st = CaptureStats(str(c))
         for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event,
-                                payload_sums=payload_sums):
+                                payload_sums=payload_sums, stats=st):
             mats += [b.flow(i) for i in range(len(b))]
             metas += b.metas
             psums += [b.psum[b.offsets[i]:b.offsets[i + 1]] for i in range(len(b))]
+        if skipped is not None:
+            skipped.update(st.skipped)
     for m, meta in load_flows(flows):
         mats.append(m)
         metas.append(meta)
@@ -79,17 +85,24 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
 
     Checksums of captures are verified over their real payloads; packets whose
     payload was cut by the snap length cannot be judged and are not counted.
+    Packets that claim IPv4 but cannot be parsed violate ``unparsed_packets``;
+    packets of protocols the layout does not cover (ARP, IPv6, ...) are listed,
+    not judged.
     """
     from engine.repair import check_flows
+    from engine.repair.report import UNPARSED, UNPARSED_HELP
     if list_rules:
         from engine.repair import rule_table
+        click.echo(f"{UNPARSED:<22} {'packet':<7} {UNPARSED_HELP}")
         for r in rule_table():
             click.echo(f"{r['name']:<22} {r['scope']:<7} {r['description']}")
         return
     opts = _repair_options(mtu, None, disable, allow_fragments, 0)
+    skipped = Counter()
     with Progress() as prog:
-        mats, metas, psums = load_inputs(inputs, prog, payload_sums=True)
+        mats, metas, psums = load_inputs(inputs, prog, payload_sums=True, skipped=skipped)
     rep = check_flows(mats, metas, opts, source=", ".join(map(str, inputs)), payload_sums=psums)
+    rep.add_skipped(skipped)
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         rep.write(report_dir)
@@ -116,11 +129,13 @@ def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragment
     from engine.codec.matrix import write_pcap
     from engine.repair import repair_flows
     opts = _repair_options(mtu, server_port, disable, allow_fragments, seed)
+    skipped = Counter()
     with Progress(None if not quiet else False) as prog:
-        mats, metas, _ = load_inputs(inputs, prog)
+        mats, metas, _ = load_inputs(inputs, prog, skipped=skipped)
     if not mats:
         raise InputError(None, "no flows in the inputs")
     mats, metas, rep = repair_flows(mats, metas, opts, source=", ".join(map(str, inputs)))
+    rep.add_skipped(skipped)
     n = write_pcap(out, mats, metas, cap.LINK_ETHERNET if link == "ethernet" else cap.LINK_RAW)
     jp, tp = rep.write(report_prefix or out)
     if not quiet:

@@ -13,6 +13,13 @@ TCP, UDP, ICMP = 6, 17, 1
 TRANSPORTS = {TCP: "tcp", UDP: "udp", ICMP: "icmp"}
 # Not a skip: counted in the same Counter so reports show it next to the skips.
 CUT_NOTE = "kept: header options cut by snaplen (missing bytes read as 0)"
+# Skip reasons of packets that claim IPv4 (by link type or EtherType) and break
+# it: a compliance check counts them as violations. Every other reason is a
+# packet the layout does not cover (other protocols, fragments, headers the
+# snap length cut), which a check reports but cannot judge.
+MALFORMED_IPV4 = "malformed IPv4 header"
+MALFORMED_TRANSPORT = "malformed transport header"
+MALFORMED = (MALFORMED_IPV4, MALFORMED_TRANSPORT)
 
 
 @dataclass
@@ -137,8 +144,12 @@ def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
     ihl = (l3[:, 0] & 0x0F).astype(np.int16) * 4
     proto = l3[:, 9]
     foff = _be16(l3, 6) & 0x1FFF
-    good = (ver == 4) & (ihl >= 20) & (avail >= ihl)
-    skipped["malformed IPv4 header"] += int((~good).sum())
+    # a first byte that was captured and is not IPv4's breaks the header; a header the
+    # snap length cut may be fine, we cannot tell
+    broken = (avail >= 1) & ((ver != 4) | (ihl < 20))
+    good = ~broken & (avail >= 1) & (avail >= ihl)
+    skipped[MALFORMED_IPV4] += int(broken.sum())
+    skipped["IPv4 header cut by snaplen"] += int((~broken & ~good).sum())
     tp = good & np.isin(proto, (TCP, UDP, ICMP))
     skipped["other IPv4 protocol"] += int((good & ~tp).sum())
     frag = tp & (foff != 0)
@@ -149,8 +160,10 @@ def parse(b: cap.RawBatch, seq0: int, skipped: Counter) -> Packets:
     doff = (l4[:, 12] >> 4).astype(np.int16) * 4
     l4len = np.where(proto == TCP, doff, 8).astype(np.int16)
     min_l4 = np.where(proto == TCP, 20, 8)
-    whole = tp & ~((proto == TCP) & (doff < 20)) & (avail >= ihl + min_l4)
-    skipped["transport header not captured or malformed"] += int((tp & ~whole).sum())
+    bad_doff = tp & (proto == TCP) & (doff < 20) & (avail >= ihl + 13)   # offset byte captured
+    whole = tp & ~bad_doff & (avail >= ihl + min_l4)
+    skipped[MALFORMED_TRANSPORT] += int(bad_doff.sum())
+    skipped["transport header cut by snaplen"] += int((tp & ~whole & ~bad_doff).sum())
     # Snaplen may cut TCP options: keep the packet, the missing bytes read as 0 (EOL).
     skipped[CUT_NOTE] += int((whole & (avail < ihl + l4len)).sum())
     k = np.nonzero(whole)[0]

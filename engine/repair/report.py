@@ -9,6 +9,9 @@ from pathlib import Path
 
 from engine.outdir import atomic_write_bytes
 
+UNPARSED = "unparsed_packets"
+UNPARSED_HELP = "packets that claim IPv4 but whose IPv4 or transport header is malformed (in no flow)"
+
 
 @dataclass
 class RuleReport:
@@ -73,11 +76,45 @@ class ComplianceReport:
     options: dict = field(default_factory=dict)
     seconds: float = 0.0
     source: str = ""
+    unparsed: dict = field(default_factory=dict)
+    not_covered: dict = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         """No enabled rule is violated by the result."""
         return self.total_after == 0
+
+    def add_skipped(self, skipped: dict) -> None:
+        """Account for the packets a capture reader skipped (reason -> count, see engine.codec.packets).
+
+        Packets that claim IPv4 and break it are violations of rule
+        ``unparsed_packets`` (they belong to no flow; a repair drops them).
+        Packets of protocols the layout does not cover (ARP, IPv6, other IPv4
+        protocols, fragments, headers cut by the snap length) are listed under
+        ``not_covered``: reported, never judged.
+        """
+        from engine.codec.packets import CUT_NOTE, MALFORMED
+        for k, v in skipped.items():
+            if v and k != CUT_NOTE:
+                into = self.unparsed if k in MALFORMED else self.not_covered
+                into[k] = into.get(k, 0) + int(v)
+        n = sum(v for k, v in skipped.items() if k in MALFORMED)
+        try:
+            rr = self.rule(UNPARSED)
+        except KeyError:
+            rr = RuleReport(UNPARSED, UNPARSED_HELP, "packet", True, 0, 0)
+            if self.mode == "repair":
+                rr.changed_packets = rr.changed_flows = rr.after_packets = rr.after_flows = 0
+            self.rules.insert(0, rr)
+        rr.before_packets += n
+        self.total_before += n
+        if self.mode == "repair":
+            rr.changed_packets += n
+            if n:
+                rr.changed_fields["dropped"] = rr.changed_fields.get("dropped", 0) + n
+            self.packets_changed += n
+        else:
+            self.total_after += n
 
     def rule(self, name: str) -> RuleReport:
         for r in self.rules:
@@ -90,6 +127,8 @@ class ComplianceReport:
             "mode": self.mode, "source": self.source, "clean": self.clean,
             "packets": self.packets, "flows": self.flows,
             "padding_rows_dropped": self.padding_rows_dropped, "empty_flows": self.empty_flows,
+            "unparsed": dict(sorted(self.unparsed.items())),
+            "not_covered": dict(sorted(self.not_covered.items())),
             "totals": {
                 "before": {"packets": self.total_before, "flows": self.flows_before},
                 **({"changed": {"packets": self.packets_changed, "flows": self.flows_changed}}
@@ -129,11 +168,18 @@ class ComplianceReport:
             tot += [self.packets_changed, self.total_after, self.flows_after]
         lines.append("any rule".ljust(w) + "".join(str(v).rjust(13) for v in tot))
         lines.append("")
+        if self.unparsed:
+            lines.append(f"{UNPARSED}: " + ", ".join(f"{k} {v}" for k, v in sorted(self.unparsed.items())))
+        if self.not_covered:
+            lines.append("not covered by the layout (reported, not judged): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.not_covered.items())))
         if any(r.advisory for r in self.rules) and not rep:
             lines.append("* advisory: a convention generated traffic follows, not a protocol requirement;"
                          " not counted in 'any rule'")
+        uncovered = sum(self.not_covered.values())
         lines.append("result: " + ("clean: every enabled rule holds" if self.clean else
-                                   f"NOT clean: {self.total_after} packets in {self.flows_after} flows violate a rule"))
+                                   f"NOT clean: {self.total_after} packets in {self.flows_after} flows violate a rule")
+                     + (f" ({uncovered} packets not covered, not judged)" if uncovered else ""))
         return "\n".join(lines) + "\n"
 
     def write(self, dir_or_prefix: str | os.PathLike) -> tuple[Path, Path]:
@@ -160,13 +206,19 @@ def merge_reports(reports: list[ComplianceReport], source: str = "") -> Complian
     if len(reports) == 1:
         return reports[0]
     first = reports[0]
+    # by name: a report that accounted for skipped packets has one rule line more
+    names = list(dict.fromkeys(r.name for rep in reports for r in rep.rules))
+    by_name = [{r.name: r for r in rep.rules} for rep in reports]
     rules = []
-    for i, r0 in enumerate(first.rules):
+    for name in names:
+        r0 = next(m[name] for m in by_name if name in m)
         rr = RuleReport(r0.name, r0.description, r0.scope, r0.enabled, 0, 0, advisory=r0.advisory)
         if r0.after_packets is not None:
             rr.changed_packets = rr.changed_flows = rr.after_packets = rr.after_flows = 0
-        for rep in reports:
-            r = rep.rules[i]
+        for m in by_name:
+            r = m.get(name)
+            if r is None:
+                continue
             rr.before_packets += r.before_packets
             rr.before_flows += r.before_flows
             if r.after_packets is not None:
@@ -177,6 +229,11 @@ def merge_reports(reports: list[ComplianceReport], source: str = "") -> Complian
                 for k, v in r.changed_fields.items():
                     rr.changed_fields[k] = rr.changed_fields.get(k, 0) + v
         rules.append(rr)
+    skipped = {"unparsed": {}, "not_covered": {}}
+    for rep in reports:
+        for key, into in skipped.items():
+            for k, v in getattr(rep, key).items():
+                into[k] = into.get(k, 0) + v
     tot = {k: sum(getattr(r, k) for r in reports) for k in (
         "packets", "flows", "total_before", "flows_before", "total_after", "flows_after", "packets_changed",
         "flows_changed", "padding_rows_dropped", "empty_flows")}
@@ -185,4 +242,4 @@ def merge_reports(reports: list[ComplianceReport], source: str = "") -> Complian
     if ports:
         opts["server_port"] = ports
     return ComplianceReport(mode=first.mode, rules=rules, options=opts, source=source or first.source,
-                            seconds=sum(r.seconds for r in reports), **tot)
+                            seconds=sum(r.seconds for r in reports), **tot, **skipped)
