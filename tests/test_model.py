@@ -157,7 +157,7 @@ def test_generate_bad_requests(tiny_run, tmp_path):
     from engine.datasets.generate import generate
     with pytest.raises(InputError, match="not one of the model's classes"):
         generate(GenerationRequest(label="nope", count=1, model=str(tiny_run)), tmp_path / "x")
-    with pytest.raises(InputError, match="not supported yet"):
+    with pytest.raises(InputError, match="revision 'main' is not a 40-hex commit"):     # a request pins Hub models
         generate(GenerationRequest(label="dns", count=1, model="hf://org/name@main"), tmp_path / "x")
     with pytest.raises(InputError, match="not a model checkpoint"):
         generate(GenerationRequest(label="dns", count=1, model=str(tmp_path)), tmp_path / "x")

@@ -456,18 +456,17 @@ class ModelRef(Kind):
         m = raw.strip()
         if m in ("", "default"):
             return None
-        if m.startswith("hf://"):
-            g = HF_RE.match(m)
-            if not g:
-                raise Bad(f"{m!r} is not hf://org/name@<40-hex commit>")
-            rev = g.group(3)
-            if rev is None:
-                raise Bad(f"{m!r} is not pinned: add @<40-hex commit>, e.g. hf://{g.group(1)}/{g.group(2)}@"
-                          f"{'0' * 40} (a branch or tag can change under you)")
-            if not HEX40.match(rev):
-                raise Bad(f"{m!r}: revision {rev!r} is not a 40-hex commit id (branches and tags are not "
-                          f"reproducible; use the full commit hash)")
-            return m
+        # One reference grammar for recipes, --model and the console (engine.hub.refs). A request
+        # pins a Hub model to a commit; text typed now may name a branch (or a bare org/name when no
+        # such local directory exists), which is resolved now and the commit is what runs.
+        if m.startswith("hf://") or ctx.check_exists and not _local_path(m, ctx).exists():
+            from engine.hub.refs import parse_ref, pin_ref
+            try:
+                ref = parse_ref(m, require_pinned=not ctx.check_exists, base=ctx.base)
+                if ref.kind == "hub":
+                    return m if ref.pinned else pin_ref(ref).uri
+            except ValueError as e:
+                raise Bad(getattr(e, "problem", str(e))) from None
         if "://" in m or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", m):
             raise Bad(f"{m!r}: unknown scheme; use \"default\", a local directory or hf://org/name@<commit>")
         p = _local_path(m, ctx)

@@ -66,7 +66,9 @@ def resolve(ref: str | os.PathLike | None) -> Path:
     """Checkpoint reference -> directory holding model.safetensors + config.json.
 
     ``None``/"default" is the shipped model; a training run directory resolves
-    to its exported ``model/``; ``hf://`` references are not supported yet.
+    to its exported ``model/``; a Hub reference (``hf://org/name@commit``, see
+    :mod:`engine.hub.refs`) resolves to its snapshot in the Hub cache, with no
+    network when that commit is cached.
     """
     if ref is None or str(ref) in ("", "default"):
         d = DEFAULT_MODEL_DIR
@@ -74,9 +76,10 @@ def resolve(ref: str | os.PathLike | None) -> Path:
             raise InputError(d, "the default model checkpoint is not installed")
         return d
     s = str(ref)
-    if s.startswith("hf://"):
-        raise InputError(None, f"{s}: Hugging Face Hub checkpoints are not supported yet; "
-                               "download it and pass the local directory to --model")
+    from engine.hub.refs import parse_ref, resolve_ref
+    r = parse_ref(ref if isinstance(ref, os.PathLike) else s)
+    if r.kind == "hub":
+        return _hub_checkpoint(r, resolve_ref(r))
     d = Path(s)
     if not d.exists():
         raise InputError(d, "no such checkpoint directory")
@@ -86,6 +89,21 @@ def resolve(ref: str | os.PathLike | None) -> Path:
         d = d / "model"
     if not (d / WEIGHTS).exists() or not (d / "config.json").exists():
         raise InputError(d, f"not a model checkpoint (needs {WEIGHTS} and config.json)")
+    return d
+
+
+def _hub_checkpoint(r, d: Path) -> Path:
+    """A resolved Hub snapshot must be one of ours: say so naming the reference, not the cache path."""
+    if not (d / WEIGHTS).is_file() or not (d / "config.json").is_file():
+        raise InputError(None, f"{r}: not a netdiff checkpoint (the repository has no {WEIGHTS} + config.json "
+                               "at its root)")
+    try:
+        fmt = json.loads((d / "config.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if fmt != FORMAT:
+        raise InputError(None, f"{r}: not a netdiff checkpoint (config.json format is {fmt!r}, "
+                               f"not {FORMAT!r})")
     return d
 
 
