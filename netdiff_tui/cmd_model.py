@@ -8,6 +8,7 @@ import click
 
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
+from netdiff_tui.request_options import request_from_command_line, request_options
 
 
 @main.command()
@@ -18,8 +19,29 @@ from netdiff_tui.cli import Progress, friendly, main
 @click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def train(data, out, config, resume, steps, quiet):
+def train(**params):
     """Train the class-conditional packet diffusion model (works under accelerate launch)."""
+    from engine.errors import Cancelled
+    try:
+        _train(**params)
+    except Cancelled as e:
+        raise Cancelled(f"{e}; checkpoint saved. Resume with: {_resume_command(click.get_current_context())}") from e
+
+
+def _resume_command(ctx: click.Context) -> str:
+    """The command that continues this run: the options given, plus --resume (the run keeps its config)."""
+    import shlex
+    from click.core import ParameterSource
+    argv = ["netdiff", "train"]
+    for p in ctx.command.params:
+        if p.name in ("resume", "quiet") or ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE:
+            continue
+        v = ctx.params[p.name]
+        argv += [p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0]] + ([] if v is True else [str(v)])
+    return shlex.join(argv + ["--resume"])
+
+
+def _train(data, out, config, resume, steps, quiet):
     from engine.model.train import TrainConfig, train as run_train
     cfg = TrainConfig.load(config) if config else TrainConfig()
     if steps is not None and steps < 1:
@@ -89,55 +111,18 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 
 
 @main.command()
-@click.option("--label", default=None, help="Class to generate (one of the model's classes); or --preset/--recipe.")
 @click.option("--preset", default=None, help="Start from a shipped preset (`netdiff recipes list`); options override it.")
 @click.option("--recipe", default=None, help="Start from a recipe (name or .toml file); options override it.")
-@click.option("-n", "--count", type=int, default=10, show_default=True, help="Number of flows.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output directory.")
-@click.option("--model", default=None, help="Checkpoint directory (default: the shipped model).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=int, default=None, help="Sampling steps (default: the model's, 20).")
-@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (1 = off).")
-@click.option("--packets-min", type=int, default=2, show_default=True)
-@click.option("--packets-max", type=int, default=128, show_default=True)
-@click.option("--transport", type=click.Choice(["any", "tcp", "udp", "icmp"]), default="any", show_default=True)
-@click.option("--like", default=None, type=click.Path(exists=True),
-              help="Start each flow from a real flow of the class: a capture, a directory of the class's "
-                   "captures, a labeled capture directory or a netdiff encode dataset.")
-@click.option("--like-split", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Split file whose test flows are never used as guides (with --like).")
-@click.option("--strength", type=float, default=None,
-              help="With --like: how far each real flow is noised, in (0, 1] (default 0.5; 1 keeps only its shape).")
-@click.option("--like-values", type=float, default=None,
-              help="With --like: weight of the real flow's own field values against the class's (default 1; 0 = "
-                   "the class's only).")
-@click.option("--raw-fields", is_flag=True,
-              help="Keep the model's raw header bits (no decoding onto the class's field values).")
+@request_options()
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def generate(label, preset, recipe, count, out, model, seed, steps, guidance, packets_min, packets_max, transport,
-             like, like_split, strength, like_values, raw_fields, force, quiet):
-    """Sample labeled flows from the diffusion model, repair them, write one pcap per flow."""
-    from engine.datasets.request import GenerationRequest
-    from netdiff_tui.cmd_recipes import cli_overrides, recipe_request
-    if steps is not None and steps < 1:
-        raise InputError(None, "--steps must be >= 1")
-    given = cli_overrides(click.get_current_context(), {p: p for p in (
-        "count", "model", "seed", "steps", "guidance", "packets_min", "packets_max", "transport",
-        "like", "like_split", "strength", "like_values")})
-    req = recipe_request(preset, recipe, label, given)
-    if req is None:
-        if not label:
-            raise InputError(None, "give --label (or --preset / --recipe)")
-        req = GenerationRequest(label=label, count=count, model=model, seed=seed, steps=steps, guidance=guidance,
-                                packets_min=packets_min, packets_max=packets_max, transport=transport,
-                                like=like, like_split=like_split,
-                                **{k: v for k, v in (("strength", strength), ("like_values", like_values))
-                                   if v is not None})
-    if req.like_split and not req.like:
-        raise InputError(None, "--like-split needs --like")
-    if raw_fields:
-        from dataclasses import replace
-        req = replace(req, field_vocab=False)
+def generate(preset, recipe, out, force, quiet, **_request_fields):
+    """Sample labeled flows from the diffusion model, repair them, write one pcap per flow.
+
+    The request options (--label ... --allow-fragments) are the recipe keys (docs/recipes.md); given
+    with --preset/--recipe they override the recipe's values.
+    """
+    req = request_from_command_line(click.get_current_context(), preset, recipe)
     run_generate(req, out, force=force, quiet=quiet)

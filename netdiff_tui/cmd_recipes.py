@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,55 +10,7 @@ import click
 
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
-
-
-def request_from_options(preset: str | None, recipe: str | None, label: str | None):
-    """The GenerationRequest of ``--preset NAME`` / ``--recipe FILE`` (None when neither is given).
-
-    For ``netdiff generate``: options given on the command line override the
-    recipe with ``dataclasses.replace(req, **overrides)``.
-    """
-    from engine.datasets import recipes as rp
-    if preset and recipe:
-        raise InputError(None, "give --preset or --recipe, not both")
-    if not preset and not recipe:
-        return None
-    rc = rp.load_preset(preset) if preset else rp.resolve(recipe)
-    if label and label != rc.request.label:
-        raise InputError(rc.path, f"key 'label': the recipe generates {rc.request.label!r}, "
-                                  f"but --label {label!r} was given")
-    return rc.request
-
-
-def recipe_request(preset: str | None, recipe: str | None, label: str | None, given: dict):
-    """``netdiff generate --preset/--recipe``: the recipe's request with the options given on the command line.
-
-    ``given`` maps request fields to values the user typed (not defaults).
-    Returns None when neither --preset nor --recipe is given.
-    """
-    from dataclasses import replace
-    req = request_from_options(preset, recipe, label)
-    if req is None:
-        return None
-    req = replace(req, extra=dict(req.extra), **given)
-    if req.packets_min > req.packets_max:
-        raise InputError(None, f"--packets-min {req.packets_min} > packets max {req.packets_max} of the recipe")
-    return req
-
-
-def cli_overrides(ctx: click.Context, fields: dict[str, str]) -> dict:
-    """{request field: value} for the options of ``fields`` (param name -> field) set on the command line."""
-    from click.core import ParameterSource
-    return {f: ctx.params[p] for p, f in fields.items()
-            if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
-
-
-def write_recipe_copy(req, out: str | os.PathLike) -> None:
-    """Save the request as ``OUT/recipe.toml`` (what was generated, replayable with --recipe)."""
-    from engine.datasets import recipes as rp
-    from engine.outdir import atomic_write_bytes
-    text = rp.dumps(rp.request_to_recipe(req), f"# Recipe of this dataset (sha256 {rp.recipe_hash(req)}).")
-    atomic_write_bytes(Path(out) / "recipe.toml", [text.encode()])
+from netdiff_tui.request_options import request_options
 
 
 # -- recipes ------------------------------------------------------------------------------
@@ -247,19 +198,27 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 @click.option("--split", type=float, default=None, help="Hold out this fraction of real flows as test first.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pcapng", is_flag=True)
-@click.option("--model", default=None, help="Checkpoint for every class (default: each recipe's model).")
-@click.option("--like", is_flag=True, help="Start every synthetic flow from a real flow of its class "
-                                          "(with --split: from the train side only).")
-@click.option("--strength", type=float, default=None, help="With --like: how far real flows are noised, (0, 1].")
+@request_options(only=("model",), show_defaults=False)
+@click.option("--like", "like_flag", is_flag=True, help="Start every synthetic flow from a real flow of its class "
+                                                       "(with --split: from the train side only).")
+@request_options(only=("strength",), show_defaults=False)
 @click.option("--force", is_flag=True)
 @click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, model, like, strength, force, score,
-                quiet):
-    """Top up under-represented classes with synthetic flows and export the mix."""
+def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, like_flag, force, score, quiet,
+                **_request_fields):
+    """Top up under-represented classes with synthetic flows and export the mix.
+
+    --model and --strength override every class's recipe (their values as `netdiff generate` takes them).
+    """
     from engine.datasets.balance import balance
+    from netdiff_tui.request_options import given
+    over = given(click.get_current_context())
+    # None is "each recipe's model" to balance(): a typed "default" means the shipped model for all
+    model = (over["model"] or "default") if "model" in over else None
+    strength, like = over.get("strength"), like_flag
     if strength is not None and not like:
         raise InputError(None, "--strength needs --like")
     with Progress(None if not quiet else False) as prog:

@@ -438,7 +438,7 @@ def test_cli_generate_like(tiny_run, tmp_path):
     assert json.loads((tmp_path / "o" / "generate.json").read_text())["request"]["strength"] == 0.7
     r = CliRunner().invoke(main, ["generate", "--label", "dns", "-n", "2", "-o", str(tmp_path / "p"), "--model",
                                   str(tiny_run), "--like", str(d), "--strength", "0", "-q"])
-    assert r.exit_code != 0 and "strength 0.0 is not in (0, 1]" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "--strength: must be > 0 and <= 1, got 0" in r.output and "Traceback" not in r.output
 
 
 def test_palette_prior_pulls_towards_the_guides_values():

@@ -445,10 +445,11 @@ async def test_models_tab_and_keymap(settings, tmp_path):
 def test_generate_form_guide_fields(tmp_path):
     from engine.errors import InputError
     from netdiff_tui.screens.generate import build_request
-    req = build_request(None, "zoom", "5", "1", "", str(tmp_path), "0.3")
+    form = {"label": "zoom", "count": "5", "seed": "1", "model": ""}
+    req = build_request(None, {**form, "like": str(tmp_path), "strength": "0.3"})
     assert req.like == str(tmp_path) and req.strength == 0.3
-    assert build_request(None, "zoom", "5", "1", "").like is None
-    with pytest.raises(InputError, match="like: no such file"):
-        build_request(None, "zoom", "5", "1", "", str(tmp_path / "nope"))
-    with pytest.raises(InputError, match=r"strength: must be in \(0, 1\]"):
-        build_request(None, "zoom", "5", "1", "", "", "2")
+    assert build_request(None, form).like is None
+    with pytest.raises(InputError, match="like: .*no such file"):
+        build_request(None, {**form, "like": str(tmp_path / "nope")})
+    with pytest.raises(InputError, match=r"strength: must be > 0 and <= 1, got 2"):
+        build_request(None, {**form, "strength": "2"})

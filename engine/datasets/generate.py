@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.codec.capture import atomic_write_bytes
+from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import FlowMeta, write_pcap
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT, get, put
@@ -49,21 +49,6 @@ COL_DIR = LAYOUT.cols("meta_direction").start
 def _rng(seed: int, what: str) -> np.random.Generator:
     h = hashlib.sha256(f"netdiff/{seed}/{what}".encode()).digest()
     return np.random.default_rng(int.from_bytes(h[:8], "little"))
-
-
-def _networks(cidrs, what: str) -> list[ipaddress.IPv4Network]:
-    nets = []
-    for c in cidrs:
-        try:
-            n = ipaddress.ip_network(c, strict=False)
-        except ValueError as e:
-            raise InputError(None, f"{what}: {e}") from None
-        if n.version != 4:
-            raise InputError(None, f"{what}: {c} is not IPv4 (the model writes IPv4 flows)")
-        nets.append(n)
-    if not nets:
-        raise InputError(None, f"{what}: no address ranges")
-    return nets
 
 
 def _pick_ip(rng: np.random.Generator, nets) -> int:
@@ -102,13 +87,10 @@ def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None
 
 def make_metas(req, mats: list[np.ndarray], held_ports: bool = False) -> tuple[list[FlowMeta], list[int]]:
     """Addresses, ports and start times for every flow (all from req.seed)."""
-    cli, srv = _networks(req.client_cidrs, "client_cidrs"), _networks(req.server_cidrs, "server_cidrs")
+    # pools, port range and rate were checked by the request's declaration (check_request)
+    cli, srv = ([ipaddress.ip_network(c) for c in cidrs] for cidrs in (req.client_cidrs, req.server_cidrs))
     rng = _rng(req.seed, "meta")
     lo, hi = req.client_port_range
-    if not (0 < lo <= hi <= 65535):
-        raise InputError(None, f"client_port_range {req.client_port_range} is not a range of ports")
-    if req.flows_per_s <= 0:
-        raise InputError(None, "flows_per_s must be > 0")
     gaps = rng.exponential(1e9 / req.flows_per_s, size=len(mats))
     gaps[0] = 0
     starts = req.start_ns + np.cumsum(gaps).astype(np.int64)
@@ -172,18 +154,22 @@ def _dist():
     return 0, 1, None
 
 
+def check_request(req) -> None:
+    """The request against its declaration (engine.datasets.request), before anything is loaded or written."""
+    from engine.datasets.request import Problem, validate
+    try:
+        validate(req)
+    except Problem as p:
+        raise InputError(None, f"{p.field}: {p.text_for(str)}") from None
+
+
 def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
              cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64) -> dict:
     """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict."""
     t0 = time.time()
     emit = on_event or (lambda ev: None)
     out = Path(out_dir)
-    if req.count < 1:
-        raise InputError(None, "count must be >= 1")
-    if req.packets_min < 1 or req.packets_max < req.packets_min:
-        raise InputError(None, f"packets range [{req.packets_min}, {req.packets_max}] is empty")
-    if req.transport not in ("any", *PROTO_NUM):
-        raise InputError(None, f"transport {req.transport!r}: choose any, tcp, udp or icmp")
+    check_request(req)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
     rank, world, state = _dist()
@@ -205,10 +191,6 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     guidance = req.guidance if req.guidance is not None else mcfg.get("sampling", {}).get("guidance", 1.0)
     guides = guide_ids = None
     if req.like:
-        if not 0.0 < req.strength <= 1.0:
-            raise InputError(None, f"strength {req.strength} is not in (0, 1]")
-        if not 0.0 <= req.like_values <= 1000.0:
-            raise InputError(None, f"like_values {req.like_values} is not in [0, 1000]")
         g_all, id_all = load_guides(req.like, req.label, req.like_split, on_event=emit if rank == 0 else None)
         keep = usable_guides(g_all, pmin, req.transport)
         if not keep:

@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-MAX_COUNT = 1_000_000            # flows of one request: generation holds them all before writing
+MAX_COUNT = 1_000_000            # flows of one request (one directory holds a file per flow)
 MAX_SEED = 2**63 - 1             # numpy and torch seeds are 64-bit
 MAX_PACKETS = 1024               # the model's (and the paper's) flow length
 MTU_RANGE = (576, 9216)          # RFC 791 minimum datagram every host accepts .. jumbo frames
@@ -133,13 +133,14 @@ class Kind:
 class Int(Kind):
     lo: int
     hi: int
+    why: str = ""             # the reason for the limits, told with a value beyond them
     metavar = "INTEGER"
 
     def parse(self, raw, ctx):
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise Bad(f"expected an integer, got {tname(raw)} {raw!r}")
         if not self.lo <= raw <= self.hi:
-            raise Bad(f"must be between {self.lo} and {self.hi}, got {raw}")
+            raise Bad(f"must be between {self.lo} and {self.hi}, got {raw}" + (f" ({self.why})" if self.why else ""))
         return raw
 
     def from_text(self, text):
@@ -444,11 +445,14 @@ def _local_path(s: str, ctx: Ctx) -> Path:
 
 @dataclass(frozen=True)
 class ModelRef(Kind):
-    """"default", a checkpoint directory, or a pinned Hugging Face reference."""
+    """"default", a checkpoint directory, or a pinned Hugging Face reference.
 
+    ``none_raw``: how a recipe spells None (``model = "default"``); None leaves the key out.
+    """
+
+    none_raw: str | None = None
     metavar = "MODEL"
     bounded = False
-    none_raw = "default"
 
     def parse(self, raw, ctx):
         if not isinstance(raw, str):
@@ -595,12 +599,13 @@ class GenerationRequest:
     label: str = _f(Text(LABEL_RE, "a class name: lowercase letters, digits and '_'"),
                     "Class to generate (one of the model's classes).", "label", _REQUIRED,
                     form="main", placeholder="class label, e.g. zoom (overrides the preset's)")
-    model: str | None = _f(ModelRef(), "Checkpoint: \"default\" (the shipped model), a checkpoint or run "
+    model: str | None = _f(ModelRef("default"), "Checkpoint: \"default\" (the shipped model), a checkpoint or run "
                            "directory, or hf://org/name@<40-hex commit>.", "model", None,
                            form="main", placeholder="default (or a checkpoint directory)")
     prompt: str = _f(Text(), "Text prompt (text-conditioned models only; the native model ignores it).",
                      "prompt", "")
-    count: int = _f(Int(1, MAX_COUNT), "Number of flows.", "count", 10, unit="flows", cli="--count/-n",
+    count: int = _f(Int(1, MAX_COUNT, "one file per flow in one directory; make larger datasets as several runs "
+                        "with different seeds and `netdiff export` them together"), "Number of flows.", "count", 10, unit="flows", cli="--count/-n",
                     form="main")
     seed: int = _f(Int(0, MAX_SEED), "Everything random derives from it: same request, same bytes.",
                    "seed", 0, form="main")
@@ -757,7 +762,10 @@ def validate(req: GenerationRequest) -> GenerationRequest:
         v = getattr(req, f.name)
         if v is None and default(f.name) is None:
             continue
-        parse_value(f.name, to_raw(f.name, v))
+        back = parse_value(f.name, to_raw(f.name, v))
+        # the TOML form forgives what the engine would not (a port as "22", "TCP"); paths stay as given
+        if back != v and not isinstance(spec(f.name).kind, (PathRef, ModelRef)):
+            raise Problem(f.name, f"expected {back!r}, got {v!r}")
     check_rules(req)
     return req
 
@@ -777,8 +785,9 @@ def build(values: dict, base: GenerationRequest | None = None) -> GenerationRequ
 def help_text(name: str) -> str:
     """Help with the range or choices and the unit, for --help and the form."""
     s = spec(name)
-    unit = f" ({s.unit})" if s.unit else ""
-    return f"{s.help} [{s.kind.describe()}]{unit}"
+    if not s.kind.bounded or isinstance(s.kind, Bool):      # a flag pair says true or false itself
+        return s.help
+    return f"{s.help} [{s.kind.describe()}{' ' + s.unit if s.unit else ''}]"
 
 
 def form_label(name: str) -> str:

@@ -1,69 +1,98 @@
-"""Generate tab: a form over ``engine.datasets.generate.generate`` with a live progress view and Cancel."""
+"""Generate tab: a form over ``engine.datasets.generate.generate`` with a live progress view and Cancel.
+
+The form's fields are the request's declaration (``engine/datasets/request.py``): one
+input per field, labelled, hinted and checked by it; the fields declared ``form="main"``
+are always shown, the rest fold under "more request fields". An empty input keeps the
+preset's value (or the default).
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, Select
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Collapsible, Input, Label, Select
 
 from engine.datasets import recipes as rp
+from engine.datasets import request as rq
 from engine.errors import InputError
-from engine.datasets.request import GenerationRequest
 
 from ..widgets.jobview import JobView
 
+# short values share a row, two to a row; names and paths take a row each
+_SHORT = (rq.Int, rq.Num, rq.Choice, rq.Bool, rq.PortRange)
+_LABEL_WIDTH = 2 + max(len(rq.form_label(f.name)) for f in rq.FIELDS)
 
-def build_request(preset: str | None, label: str, count: str, seed: str, model: str,
-                  like: str = "", strength: str = "") -> GenerationRequest:
-    """The form's fields -> a GenerationRequest (the preset's, with the form's values on top)."""
+
+def widget_id(name: str) -> str:
+    return "gen-" + name.replace("_", "-")
+
+
+def _problem(p: rq.Problem) -> InputError:
+    return InputError(None, f"{rq.form_label(p.field)}: {p.text_for(rq.form_label)}")
+
+
+def build_request(preset: str | None, texts: dict[str, str]) -> rq.GenerationRequest:
+    """The form's text by field -> a GenerationRequest (the preset's, with the fields typed on top)."""
+    values = {}
     try:
-        n = int(count)
-    except ValueError:
-        raise InputError(None, f"count: {count!r} is not a whole number") from None
-    if not 1 <= n <= rp.MAX_COUNT:
-        raise InputError(None, f"count: must be between 1 and {rp.MAX_COUNT}, got {n}")
-    try:
-        s = int(seed or 0)
-    except ValueError:
-        raise InputError(None, f"seed: {seed!r} is not a whole number") from None
-    if not 0 <= s <= rp.MAX_SEED:
-        raise InputError(None, f"seed: must be between 0 and {rp.MAX_SEED}, got {s}")
-    label = label.strip()
-    if label and not rp.LABEL_RE.match(label):
-        raise InputError(None, f"label {label!r}: use lowercase letters, digits and '_'")
-    if preset:
-        req = rp.load_preset(preset).request
-        req = replace(req, count=n, seed=s, **({"label": label} if label else {}))
-    elif label:
-        req = GenerationRequest(label=label, count=n, seed=s)
-    else:
+        for name, text in texts.items():
+            if text.strip():
+                values[name] = rq.parse_text(name, text.strip())
+    except rq.Problem as p:
+        raise _problem(p) from None
+    base = rp.load_preset(preset).request if preset else None
+    if base is None and "label" not in values:
         raise InputError(None, "choose a preset or type a label")
-    model = model.strip()
-    if model and model != "default":
-        req = replace(req, model=model)
-    like = like.strip()
-    if like:
-        p = Path(like).expanduser()
-        if not p.exists():
-            raise InputError(p, "like: no such file or directory")
-        req = replace(req, like=str(p))
-    if strength.strip():
-        try:
-            st = float(strength)
-        except ValueError:
-            raise InputError(None, f"strength: {strength!r} is not a number") from None
-        if not 0.0 < st <= 1.0:
-            raise InputError(None, f"strength: must be in (0, 1], got {st:g}")
-        req = replace(req, strength=st)
-    return req
+    try:
+        return rq.build(values, base)
+    except rq.Problem as p:
+        raise _problem(p) from None
+
+
+def _label(text: str) -> Label:
+    label = Label(text, classes="form-label")
+    label.styles.width = _LABEL_WIDTH       # inline: the app's .form-label width fits shorter names
+    return label
+
+
+def _field_widget(name: str, initial: str = ""):
+    s = rq.spec(name)
+    k = s.kind
+    tip = rq.help_text(name)
+    if isinstance(k, (rq.Choice, rq.Bool)):
+        shown = rq.to_text(name, rq.default(name))
+        w = Select([(c, c) for c in k.choices], prompt=f"({shown})", id=widget_id(name), compact=True)
+    else:
+        hint = s.placeholder or rq.to_text(name, rq.default(name))
+        kind = "integer" if isinstance(k, rq.Int) else "number" if isinstance(k, rq.Num) else "text"
+        w = Input(initial, placeholder=hint, type=kind, id=widget_id(name), compact=True)
+    w.tooltip = tip
+    return w
+
+
+def _rows(names: list[str]):
+    """Form rows: (label, widget) pairs, short fields two to a row."""
+    row: list[str] = []
+    for name in names:
+        short = isinstance(rq.spec(name).kind, _SHORT)
+        if row and (not short or len(row) == 2):
+            yield row
+            row = []
+        if not short:
+            yield [name]
+        else:
+            row.append(name)
+    if row:
+        yield row
 
 
 class GeneratePane(Vertical):
-    """Preset or label, count, seed, model, guide flows, output dir; Generate runs the engine in a thread worker."""
+    """Preset, the request's fields, output dir; Generate runs the engine in a thread worker."""
+
+    DEFAULT_CSS = "#gen-form { height: auto; max-height: 70%; }"
 
     BINDINGS = [
         Binding("ctrl+g", "start", "Generate", id="generate-start"),
@@ -72,41 +101,47 @@ class GeneratePane(Vertical):
 
     def compose(self) -> ComposeResult:
         s = self.app.settings
-        with Horizontal(classes="form-row"):
-            yield Label("preset", classes="form-label")
-            yield Select([(n, n) for n in rp.preset_names()], prompt="(none: use the label)", id="gen-preset", compact=True)
-        with Horizontal(classes="form-row"):
-            yield Label("label", classes="form-label")
-            yield Input(placeholder="class label, e.g. zoom (overrides the preset's)", id="gen-label", compact=True)
-        with Horizontal(classes="form-row"):
-            yield Label("count", classes="form-label")
-            yield Input(str(s.default_count), type="integer", id="gen-count", compact=True)
-            yield Label("seed", classes="form-label")
-            yield Input(str(s.default_seed), type="integer", id="gen-seed", compact=True)
-        with Horizontal(classes="form-row"):
-            yield Label("model", classes="form-label")
-            yield Input(placeholder="default (or a checkpoint directory)", id="gen-model", compact=True)
-        with Horizontal(classes="form-row"):
-            yield Label("like", classes="form-label")
-            yield Input(placeholder="(optional) real captures to start from", id="gen-like",
-                        compact=True)
-            yield Label("strength", classes="form-label")
-            yield Input(placeholder="0.5", type="number", id="gen-strength", compact=True)
-        with Horizontal(classes="form-row"):
-            yield Label("output dir", classes="form-label")
-            yield Input(placeholder=f"{s.output_dir}/<label>", id="gen-out", compact=True)
+        initial = {"count": str(s.default_count), "seed": str(s.default_seed)}
+        main = [f.name for f in rq.FIELDS if rq.spec(f.name).form == "main"]
+        more = [f.name for f in rq.FIELDS if rq.spec(f.name).form == "more"]
+        with VerticalScroll(id="gen-form"):
+            with Horizontal(classes="form-row"):
+                yield _label("preset")
+                yield Select([(n, n) for n in rp.preset_names()], prompt="(none: use the label)", id="gen-preset",
+                             compact=True)
+            yield from self._compose_rows(main, initial)
+            with Collapsible(title="more request fields", collapsed=True, id="gen-more"):
+                yield from self._compose_rows(more, initial)
+            with Horizontal(classes="form-row"):
+                yield _label("output dir")
+                yield Input(placeholder=f"{s.output_dir}/<label>", id="gen-out", compact=True)
         with Horizontal(classes="buttons"):
             yield Button("Generate", variant="primary", id="gen-start")
             yield Button("Cancel", variant="error", id="gen-cancel", disabled=True)
         yield JobView(points=s.sparkline_points, lines=s.message_lines, id="gen-view")
 
-    def values(self) -> tuple[GenerationRequest, Path]:
+    def _compose_rows(self, names: list[str], initial: dict[str, str]) -> ComposeResult:
+        for row in _rows(names):
+            with Horizontal(classes="form-row"):
+                for name in row:
+                    yield _label(rq.form_label(name))
+                    yield _field_widget(name, initial.get(name, ""))
+
+    def texts(self) -> dict[str, str]:
+        """What is typed or chosen, by request field (empty: keep the preset's or the default)."""
+        out = {}
+        for f in rq.FIELDS:
+            if rq.spec(f.name).form not in ("main", "more"):
+                continue
+            w = self.query_one("#" + widget_id(f.name))
+            v = w.value
+            out[f.name] = v if isinstance(v, str) else ""      # Select.BLANK: nothing chosen
+        return out
+
+    def values(self) -> tuple[rq.GenerationRequest, Path]:
         sel = self.query_one("#gen-preset", Select).value
         preset = sel if isinstance(sel, str) else None
-        req = build_request(preset, self.query_one("#gen-label", Input).value,
-                            self.query_one("#gen-count", Input).value, self.query_one("#gen-seed", Input).value,
-                            self.query_one("#gen-model", Input).value, self.query_one("#gen-like", Input).value,
-                            self.query_one("#gen-strength", Input).value)
+        req = build_request(preset, self.texts())
         out = self.query_one("#gen-out", Input).value.strip()
         return req, Path(out).expanduser() if out else self.app.settings.expanded("output_dir") / req.label
 
