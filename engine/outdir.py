@@ -178,8 +178,11 @@ def _visible_name(out, filename) -> str:
     except (ValueError, TypeError):
         return ""
     parts = rel.parts
-    # the first part is OUT itself or a hidden work name (.OUT.partial, .OUT.export, ...)
-    if len(parts) < 2 or any(p.startswith(".") for p in parts[1:]):
+    name = Path(out).name
+    # OUT itself or its work directory (.OUT.partial, .OUT.export, ...): the file keeps its
+    # name inside OUT; temp files (hidden) mean nothing to the user
+    if len(parts) < 2 or not (parts[0] == name or parts[0].startswith(f".{name}.")) \
+            or any(p.startswith(".") for p in parts[1:]):
         return ""
     return "/".join(parts[1:])
 

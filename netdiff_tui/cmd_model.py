@@ -75,27 +75,32 @@ def _job_log(req, out):
         return None      # following is a convenience: never fail a generation for it
 
 
-def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
+def run_generate(req, out, force: bool = False, quiet: bool = False, resume: bool = False) -> dict:
     """The body of ``netdiff generate``: run a request with a progress bar, print a summary.
 
     Reused by commands that build the request another way (presets, recipes).
     """
     from engine.datasets.generate import generate
-    from engine.progress import Message
+    from engine.progress import Message, TaskStarted
     state = {}
 
     def echo_messages(ev):
         if isinstance(ev, Message) and ev.level in ("warning", "error"):
-            state.setdefault("msgs", []).append(ev.text)
+            if not state.get("bar"):
+                # before the bar (e.g. what became of an interrupted run's flows): say it now
+                click.echo(f"netdiff: {ev.level}: {ev.text}", err=True)
+            else:
+                state.setdefault("msgs", []).append(ev.text)
 
     job_log = _job_log(req, out)
     with Progress(None if not quiet else False) as prog:
         def on_event(ev):
             prog(ev)
+            state["bar"] = state.get("bar") or isinstance(ev, TaskStarted)
             echo_messages(ev)
             if job_log is not None:
                 job_log(ev)
-        summary = generate(req, out, on_event=on_event, force=force)
+        summary = generate(req, out, on_event=on_event, force=force, resume=resume)
     if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
         return summary
     for m in state.get("msgs", []):
@@ -115,14 +120,15 @@ def run_generate(req, out, force: bool = False, quiet: bool = False) -> dict:
 @click.option("--recipe", default=None, help="Start from a recipe (name or .toml file); options override it.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output directory.")
 @request_options()
-@click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--force", is_flag=True, help="Replace a non-empty output directory (and discard an interrupted run's flows).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run of the same command from the flows it kept.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def generate(preset, recipe, out, force, quiet, **_request_fields):
+def generate(preset, recipe, out, force, resume, quiet, **_request_fields):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow.
 
     The request options (--label ... --allow-fragments) are the recipe keys (docs/recipes.md); given
     with --preset/--recipe they override the recipe's values.
     """
     req = request_from_command_line(click.get_current_context(), preset, recipe)
-    run_generate(req, out, force=force, quiet=quiet)
+    run_generate(req, out, force=force, quiet=quiet, resume=resume)

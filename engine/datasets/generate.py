@@ -1,15 +1,26 @@
 """``generate(req, out_dir)``: a GenerationRequest -> a labeled dataset of pcaps.
 
-Output directory (appears complete or not at all)::
+Output directory (renamed into place when complete)::
 
-    OUT/<label>/<label>-00000.pcap   one capture per flow
+    OUT/<label>/<label>-00000.pcap   one capture per flow (more digits past 100,000 flows)
     OUT/manifest.csv                 file,label,packets,seed,model_hash,synthetic,flow_id,proto,...
     OUT/compliance.json              the repair step's report
     OUT/generate.json                the request, the model and the sampling statistics
 
-Under ``accelerate launch`` every process samples its own slice of the
-flows (flow ``i`` goes to rank ``i % world``); rank 0 gathers them, assigns
-addresses and times, repairs and writes.
+Generation streams: flows are sampled, repaired and written ``WINDOW`` at a time
+into ``.OUT.partial`` next to OUT (pcaps, manifest rows appended, the compliance
+counts added up), so memory does not grow with the count. After each window
+``.OUT.partial/.state.json`` records how far the run got; a run stopped by Ctrl-C,
+SIGTERM, SIGHUP or SIGKILL is continued by the same command with ``--resume``
+(as ``netdiff train --resume``), which writes the same bytes an uninterrupted run
+writes: flow ``i`` depends only on the request and ``i`` (its noise seed, its
+addresses and ports) and on the fixed window it was repaired in. Without
+``--resume`` the run refuses to start over a dead run's flows; ``--force``
+discards them.
+
+Under ``accelerate launch`` every process samples its own slice of each window
+(flow ``i`` goes to rank ``i % world``); rank 0 gathers them, assigns
+addresses and times, repairs and writes, and alone holds OUT's lock.
 """
 
 from __future__ import annotations
@@ -29,21 +40,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import FlowMeta, write_pcap
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.codec.layout import LAYOUT, get, put
 from engine.codec.packets import ip_str
+from engine.outdir import OutputLock, atomic_write_bytes, check_room, clean_leftovers, make_dir, replace_dir, user_paths
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from engine.model.checkpoint import load_model, weights_hash
-from engine.model.guide import assign_guides, load_guides
+from engine.model.guide import guide_order, load_guides
 from engine.model.sample import (PROTO_NUM, SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
                                  usable_guides)
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
                     "init_ip", "init_port", "resp_ip", "resp_port", "start_ns", "guide"]
 COL_DIR = LAYOUT.cols("meta_direction").start
+# Flows sampled, repaired and written together. Fixed (not tied to the batch size or the
+# number of processes) because the repair's duplicate-5-tuple rule looks across the flows
+# of one call: a fixed window keeps a request's bytes the same however it is run or
+# resumed. 256 flows of 128 packets are ~40 MB of matrices (~290 MB at 1024 packets).
+WINDOW = 256
+STATE_VERSION = 1
 
 
 def _rng(seed: int, what: str) -> np.random.Generator:
@@ -85,17 +102,26 @@ def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None
             put(m, b, d, rows)
 
 
-def make_metas(req, mats: list[np.ndarray], held_ports: bool = False) -> tuple[list[FlowMeta], list[int]]:
-    """Addresses, ports and start times for every flow (all from req.seed)."""
+def make_metas(req, mats: list[np.ndarray], first: int = 0, start_ns: int | None = None,
+               width: int = 5, held_ports: bool = False) -> tuple[list[FlowMeta], list[int], int]:
+    """Addresses, ports and start times of flows ``first, first + 1, ...``; returns (metas, service
+    ports, start time of the last one: the ``start_ns`` of the next call).
+
+    Each flow draws from its own generator (seed and index), so a batch's metas do not depend
+    on the batches before it, only the start time carries over: flow ``i`` starts an
+    exponential gap (mean ``1 / flows_per_s``) after flow ``i - 1``, the first at ``req.start_ns``.
+    """
     # pools, port range and rate were checked by the request's declaration (check_request)
     cli, srv = ([ipaddress.ip_network(c) for c in cidrs] for cidrs in (req.client_cidrs, req.server_cidrs))
-    rng = _rng(req.seed, "meta")
     lo, hi = req.client_port_range
-    gaps = rng.exponential(1e9 / req.flows_per_s, size=len(mats))
-    gaps[0] = 0
-    starts = req.start_ns + np.cumsum(gaps).astype(np.int64)
+    t = req.start_ns if start_ns is None else int(start_ns)
     metas, sports = [], []
-    for i, m in enumerate(mats):
+    for j, m in enumerate(mats):
+        i = first + j
+        rng = _rng(req.seed, f"meta/{i}")
+        gap = rng.exponential(1e9 / req.flows_per_s)
+        if i > 0:
+            t += int(gap)
         proto = flow_proto(m)
         mi, mr = _model_ports(m, proto)
         sport = int(req.server_ports[int(rng.integers(len(req.server_ports)))]) if req.server_ports else mr
@@ -104,12 +130,12 @@ def make_metas(req, mats: list[np.ndarray], held_ports: bool = False) -> tuple[l
             # the sampler drew this pair from the class's flows (engine.model.ports), an ephemeral
             # client port from client_port_range included
             cport, sport = mi, mr
-        metas.append(FlowMeta(f"{req.label}-{i:05d}", req.label, proto, _pick_ip(rng, cli), _pick_ip(rng, srv),
+        metas.append(FlowMeta(f"{req.label}-{i:0{width}d}", req.label, proto, _pick_ip(rng, cli), _pick_ip(rng, srv),
                               cport if proto in (6, 17) else 0, sport if proto in (6, 17) else 0,
-                              int(starts[i]), len(m), "netdiff-generate"))
+                              t, len(m), "netdiff-generate"))
         sports.append(sport)
         set_ports(m, proto, metas[-1].init_port, metas[-1].resp_port)
-    return metas, sports
+    return metas, sports, t
 
 
 def _repair(req, mats, metas, emit, sports=None):
@@ -163,16 +189,65 @@ def check_request(req) -> None:
         raise InputError(None, f"{p.field}: {p.text_for(str)}") from None
 
 
+def _share(state, obj):
+    """rank 0's ``obj`` on every process (itself when there is one process)."""
+    if state is None:
+        return obj
+    from accelerate.utils import broadcast_object_list
+    return broadcast_object_list([obj], from_process=0)[0]
+
+
 def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
-             cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64) -> dict:
-    """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict."""
+             cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64,
+             resume: bool = False, window: int = WINDOW) -> dict:
+    """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict.
+
+    Flows are sampled, repaired and written ``window`` at a time into ``.OUT.partial``
+    (memory is bounded by a window, not by the count); the directory is renamed to
+    ``OUT`` when the last flow is written. An interrupted run keeps its finished windows
+    there: with ``resume`` the same request continues from them and writes the same
+    bytes an uninterrupted run writes; without it the run refuses to start (``force``
+    discards them). ``OUT`` is locked for the whole run (:class:`engine.outdir.OutputLock`).
+    """
     t0 = time.time()
     emit = on_event or (lambda ev: None)
     out = Path(out_dir)
     check_request(req)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
-        raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
+    if window < 1:
+        raise InputError(None, f"window {window}: flows are written at least 1 at a time")
     rank, world, state = _dist()
+    lock, plan, err = None, None, None
+    if rank == 0:
+        try:
+            check_room(out)      # a read-only or impossible location fails before anything is loaded
+            lock = OutputLock(out).acquire()
+        except InputError as e:
+            err = e
+    try:
+        if rank == 0 and err is None:
+            try:
+                plan = _Plan.open(req, out, force, resume, emit, lock, window)
+            except InputError as e:
+                err = e
+        if _share(state, err is not None):
+            if err is not None:
+                raise err
+            return {"rank": rank, "flows": 0, "error": True}
+        return _generate(req, out, plan, emit, cancel, batch_size, rank, world, state, t0, window)
+    except (KeyboardInterrupt, Cancelled) as e:
+        if rank != 0 or lock is None:
+            raise
+        raise Cancelled(_stopped(out, plan, req.count)) from e
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state, t0, window) -> dict:
+    from engine.model.sd.sample import sd_run_dir
+    if sd_run_dir(req.model) is not None:      # a Stable Diffusion LoRA run (engine.model.sd)
+        from engine.model.sd.sample import generate_sd
+        return generate_sd(req, out, plan, emit, cancel, batch_size, t0, window)
     dev = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if str(dev) == "cpu":
         from engine.model.diffusion import cpu_threads
@@ -200,42 +275,72 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
         if rank == 0:
             emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
                                  f"strength {req.strength:g}"))
-    stats = SampleStats()
-    mine = [i for i in range(req.count) if i % world == rank]
+    info = {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
+            "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
+                                                "strength": req.strength, "values": req.like_values,
+                                                "split": req.like_split},
+            "processes": world}
+    start = 0
+    if rank == 0:
+        try:
+            start = plan.begin(_fingerprint(req, mhash, steps, guidance, guides, window), emit)
+        except InputError as e:
+            start = e
+    start = _share(state, start)
+    if isinstance(start, InputError):
+        if rank == 0:
+            raise start
+        return {"rank": rank, "flows": 0, "error": True}
+    order = guide_order(len(guides), req.seed) if guides else None
+    count, mine_total = req.count, 0
+    emit(TaskStarted("generate", count, "flows"))
     t_s = time.time()
     sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
                           client_port_range=tuple(req.client_port_range))
     held = class_priors(model, mcfg, req.label, sopts, guided=bool(guides)).ports is not None
-    flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides, on_event=emit if rank == 0 else None,
-                         cancel=cancel, stats=stats)
-    sample_s = time.time() - t_s
-    if state is not None:
-        from accelerate.utils import gather_object
-        parts = gather_object([(flows, asdict(stats))])
+    try:
+        for a in range(start, count, window):
+            if cancel is not None:
+                cancel.check()
+            b = min(a + window, count)
+            mine = [i for i in range(a, b) if i % world == rank]
+            stats = SampleStats()
+            flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides,
+                                 on_event=_window_progress(emit, a, count, world) if rank == 0 else None,
+                                 cancel=cancel, stats=stats)
+            mine_total += len(flows)
+            if state is not None:
+                from accelerate.utils import gather_object
+                parts = gather_object([(flows, asdict(stats))])
+                if rank != 0:
+                    continue
+                flows, stats = {}, SampleStats()
+                for f, st in parts:
+                    flows.update(f)
+                    for k, v in st.items():
+                        setattr(stats, k, getattr(stats, k) + v)
+            mats = [flows[i] for i in range(a, b)]
+            del flows
+            metas, sports, next_start = make_metas(req, mats, a, plan.next_start, plan.width, held)
+            mats, metas, report = _repair(req, mats, metas, emit, sports)
+            prov = [guide_ids[order[i % len(order)]] for i in range(a, b)] if guides else None
+            plan.write_window(a, mats, metas, report, mhash, stats, next_start, prov)
+            emit(TaskProgress("generate", b, count, "flows"))
+    except OSError as e:
         if rank != 0:
-            state.wait_for_everyone()
-            return {"rank": rank, "flows": len(flows)}
-        flows, agg = {}, SampleStats()
-        for f, s in parts:
-            flows.update(f)
-            for k, v in s.items():
-                setattr(agg, k, getattr(agg, k) + v)
-        stats = agg
-    mats = [flows[i] for i in range(req.count)]
-    provenance = None
-    if guides:
-        provenance = [guide_ids[k] for k in assign_guides(len(guides), req.seed, req.count)]
-    metas, sports = make_metas(req, mats, held)
-    mats, metas, report = _repair(req, mats, metas, emit, sports)
-    summary = _write(req, out, mats, metas, report, mhash, force, emit, cancel,
-                     {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
-                      "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
-                                                          "strength": req.strength, "values": req.like_values,
-                                                          "split": req.like_split},
-                      "sampling": asdict(stats), "sample_seconds": round(sample_s, 3), "processes": world},
-                     provenance)
+            raise
+        with user_paths(out):
+            raise OSError(e.errno, f"{e.strerror} ({plan.done} of {count} flows are kept; once that is "
+                                   f"fixed, the same command with --resume continues)"
+                          if e.strerror else str(e), e.filename) from None
+    if state is not None and rank != 0:
+        state.wait_for_everyone()
+        return {"rank": rank, "flows": mine_total}
+    info["sample_seconds"] = round(time.time() - t_s, 3)
+    with user_paths(out):
+        summary = plan.finish(req, info)
     summary["seconds"] = round(time.time() - t0, 3)
     if state is not None:
         state.wait_for_everyone()
@@ -243,49 +348,198 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     return summary
 
 
-def _write(req, out: Path, mats, metas, report, mhash, force, emit, cancel, info, provenance=None) -> dict:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        (tmp / req.label).mkdir()
+def _stopped(out: Path, plan, count: int) -> str:
+    """What a stopped run kept, and how to go on (the partial directory of a run that kept
+    nothing is removed: there is nothing to resume)."""
+    if plan is not None and plan.done > 0:
+        return (f"{out}: stopped; {plan.done} of {count} flows are kept in {plan.dir}; run the same command "
+                f"with --resume to continue")
+    if plan is not None and plan.old_state is None:
+        shutil.rmtree(plan.dir, ignore_errors=True)
+    return f"{out}: stopped before any flow was written; nothing was kept"
+
+
+def _window_progress(emit, first: int, count: int, world: int):
+    """The sampler's per-call progress as progress of the whole run (one bar, not one per window)."""
+    def on(ev):
+        if isinstance(ev, TaskProgress):
+            emit(TaskProgress("generate", min(count, first + ev.done * world), count, "flows", "sampling"))
+    return on
+
+
+def _fingerprint(req, mhash, steps, guidance, guides, window) -> str:
+    """What decides the bytes of the flows: a resumed run must match it."""
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
+    d.update(model_hash=mhash, steps=steps, guidance=guidance, guides=len(guides) if guides else 0,
+             window=window, version=STATE_VERSION)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Plan:
+    """The partial output ``.OUT.partial`` of one run: its windows written so far and the state
+    that lets another run continue it (``.state.json``, replaced after every window)."""
+
+    def __init__(self, req, out: Path, lock):
+        self.req, self.out, self.lock = req, out, lock
+        self.dir = out.parent / f".{out.name}.partial"
+        self.state_path = self.dir / ".state.json"
+        self.width = max(5, len(str(req.count - 1)))
+        self.done, self.next_start, self.manifest_bytes, self.packets = 0, None, 0, 0
+        self.stats, self.report, self.ports = SampleStats(), None, set()
+        self.resume = False
+        self.old_state: dict | None = None
+
+    @classmethod
+    def open(cls, req, out: Path, force: bool, resume: bool, emit, lock, window: int = WINDOW) -> "_Plan":
+        """Checks before the model is loaded: OUT's state, a dead run's leftovers, room to write."""
+        plan = cls(req, out, lock)
+        prev = lock.previous
+        if prev is not None:
+            emit(Message("info", f"{out}: the run that held it ({prev.describe()}) is gone; taking over its lock"))
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+            raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
+        for p in clean_leftovers(out):
+            emit(Message("warning", f"removed {p}, left by an interrupted run of an older version"))
+        st = plan._read_state()
+        if st is not None and not resume:
+            if not force:
+                raise InputError(out, f"an interrupted run left {st['next']} of {st['count']} flows in {plan.dir}; "
+                                      f"add --resume to continue it, or --force to discard it and start over")
+            emit(Message("warning", f"discarded {st['next']} flows of an interrupted run ({plan.dir}); starting over"))
+            st = None
+        elif plan.dir.exists() and st is None:
+            emit(Message("warning", f"removed {plan.dir}: an interrupted run stopped before its first flows were kept"))
+        if st is None:
+            shutil.rmtree(plan.dir, ignore_errors=True)
+            if plan.dir.exists():
+                raise InputError(out, f"cannot remove the leftover {plan.dir}")
+            if resume:
+                emit(Message("info", f"{out}: no interrupted run to resume; starting"))
+        per_flow = 24 + min(req.packets_max, 1024) * (16 + 150) + 200
+        check_room(out, window * per_flow + (1 << 20))
+        plan.old_state = st
+        return plan
+
+    def _read_state(self) -> dict | None:
+        try:
+            st = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(st, dict) and st.get("version") == STATE_VERSION
+              and isinstance(st.get("next"), int) and isinstance(st.get("count"), int)
+              and 0 < st["next"] <= st["count"] and isinstance(st.get("manifest_bytes"), int)
+              and st["manifest_bytes"] >= 0 and isinstance(st.get("fingerprint"), str))
+        return st if ok else None
+
+    def begin(self, fingerprint: str, emit) -> int:
+        """Create or reopen the partial directory; returns the first flow to generate."""
+        self.fingerprint = fingerprint
+        st = self.old_state
+        with user_paths(self.out):
+            if st is not None:
+                if st["fingerprint"] != fingerprint or st["count"] != self.req.count:
+                    raise InputError(self.out, f"--resume: the interrupted run in {self.dir} generated another request "
+                                               f"(count, seed, label, model or sampling differ); run it with the same "
+                                               f"arguments, or use --force to discard it")
+                man = self.dir / "manifest.csv"
+                if not man.is_file() or man.stat().st_size < st["manifest_bytes"]:
+                    raise InputError(self.out, f"--resume: {man} is shorter than its state says; use --force to "
+                                               f"discard the interrupted run")
+                os.truncate(man, st["manifest_bytes"])
+                self.done, self.next_start = st["next"], int(st["next_start"])
+                self.manifest_bytes, self.packets = st["manifest_bytes"], int(st["packets"])
+                self.stats = SampleStats(**{k: int(v) for k, v in st["stats"].items()})
+                self.report = None if st["report"] is None else _report_from_dict(st["report"])
+                self.ports = set(st["ports"])
+                self.resume = True
+                emit(Message("warning", f"resuming: {self.done} of {self.req.count} flows were kept by an "
+                                        f"interrupted run"))
+                return self.done
+            make_dir(self.dir)
+            make_dir(self.dir / self.req.label)
+            buf = io.StringIO()
+            csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n").writeheader()
+            atomic_write_bytes(self.dir / "manifest.csv", [buf.getvalue().encode()])
+            self.manifest_bytes = len(buf.getvalue().encode())
+            return 0
+
+    def write_window(self, first: int, mats, metas, report, mhash, stats: SampleStats, next_start: int,
+                     provenance) -> None:
+        req = self.req
         rows = []
-        emit(TaskStarted("write", len(mats), "flows"))
-        for i, (m, meta) in enumerate(zip(mats, metas)):
-            if cancel is not None:
-                cancel.check()
-            rel = f"{req.label}/{req.label}-{i:05d}.pcap"
-            n = write_pcap(tmp / rel, [m], [meta])
+        for j, (m, meta) in enumerate(zip(mats, metas)):
+            rel = f"{req.label}/{meta.flow_id}.pcap"
+            n = write_pcap(self.dir / rel, [m], [meta])
+            self.packets += n
             rows.append({"file": rel, "label": req.label, "packets": n, "seed": req.seed, "model_hash": mhash,
                          "synthetic": 1, "flow_id": meta.flow_id, "proto": meta.proto,
                          "init_ip": ip_str(meta.init_ip), "init_port": meta.init_port,
                          "resp_ip": ip_str(meta.resp_ip), "resp_port": meta.resp_port, "start_ns": meta.start_ns,
-                         "guide": provenance[i] if provenance else ""})
-            if (i + 1) % 50 == 0 or i + 1 == len(mats):
-                emit(TaskProgress("write", i + 1, len(mats), "flows"))
+                         "guide": provenance[j] if provenance else ""})
         buf = io.StringIO()
-        w = csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_bytes(tmp / "manifest.csv", [buf.getvalue().encode()])
+        csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n").writerows(rows)
+        data = buf.getvalue().encode()
+        with open(self.dir / "manifest.csv", "r+b") as f:
+            f.seek(self.manifest_bytes)
+            f.write(data)
+            f.truncate()
+        self.manifest_bytes += len(data)
+        for k, v in asdict(stats).items():
+            setattr(self.stats, k, getattr(self.stats, k) + v)
         if report is not None:
-            report.write(tmp)            # compliance.json + compliance.txt
+            self._add_report(report)
+        self.done, self.next_start = first + len(mats), next_start
+        st = {"version": STATE_VERSION, "fingerprint": self.fingerprint, "count": req.count, "next": self.done,
+              "next_start": next_start, "manifest_bytes": self.manifest_bytes, "packets": self.packets,
+              "stats": asdict(self.stats), "report": None if self.report is None else self.report.to_dict(),
+              "ports": sorted(self.ports), "pid": os.getpid()}
+        atomic_write_bytes(self.state_path, [json.dumps(st).encode()])
+
+    def _add_report(self, rep) -> None:
+        from engine.repair import merge_reports
+        sp = rep.options.get("server_port")
+        self.ports.update(sp if isinstance(sp, list) else ([] if sp is None else [sp]))
+        rep.options = {**rep.options, "server_port": None}
+        self.report = rep if self.report is None else merge_reports([self.report, rep], source=rep.source)
+
+    def finish(self, req, info: dict) -> dict:
+        if self.report is not None:
+            ports = sorted(self.ports)
+            self.report.options["server_port"] = None if not ports else ports[0] if len(ports) == 1 else ports
+            self.report.write(self.dir)            # compliance.json + compliance.txt
         else:
-            atomic_write_bytes(tmp / "compliance.json",
+            atomic_write_bytes(self.dir / "compliance.json",
                                [json.dumps({"repaired": False, "reason": "engine.repair not installed"}).encode()])
         req_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
-        summary = {"out": str(out), "label": req.label, "flows": len(rows),
-                   "packets": int(sum(r["packets"] for r in rows)), **info,
-                   "compliance_clean": None if report is None else bool(report.clean)}
-        atomic_write_bytes(tmp / "generate.json",
+        summary = {"out": str(self.out), "label": req.label, "flows": self.done, "packets": self.packets, **info,
+                   "sampling": asdict(self.stats), "resumed": self.resume,
+                   "compliance_clean": None if self.report is None else bool(self.report.clean)}
+        atomic_write_bytes(self.dir / "generate.json",
                            [json.dumps({"request": req_d, "summary": summary}, indent=2, default=str).encode()])
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        self.state_path.unlink()
+        replace_dir(self.dir, self.out)
         return summary
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _report_from_dict(d: dict):
+    """A ComplianceReport back from its ``to_dict()`` (a resumed run's counts so far)."""
+    from engine.repair.report import ComplianceReport, RuleReport
+    rules = []
+    for r in d["rules"]:
+        ch, af = r.get("changed"), r.get("after")
+        rules.append(RuleReport(r["name"], r["description"], r["scope"], bool(r["enabled"]),
+                                int(r["before"]["packets"]), int(r["before"]["flows"]),
+                                None if ch is None else int(ch["packets"]), None if ch is None else int(ch["flows"]),
+                                {} if ch is None else {k: int(v) for k, v in ch["fields"].items()},
+                                None if af is None else int(af["packets"]), None if af is None else int(af["flows"]),
+                                r.get("advisory", "")))
+    t = d["totals"]
+    return ComplianceReport(mode=d["mode"], packets=int(d["packets"]), flows=int(d["flows"]), rules=rules,
+                            total_before=int(t["before"]["packets"]), flows_before=int(t["before"]["flows"]),
+                            total_after=int(t["after"]["packets"]), flows_after=int(t["after"]["flows"]),
+                            packets_changed=int(t.get("changed", {}).get("packets", 0)),
+                            flows_changed=int(t.get("changed", {}).get("flows", 0)),
+                            padding_rows_dropped=int(d["padding_rows_dropped"]), empty_flows=int(d["empty_flows"]),
+                            options=dict(d["options"]), seconds=float(d["seconds"]), source=d["source"])
