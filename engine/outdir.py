@@ -165,26 +165,28 @@ def user_paths(out: str | os.PathLike, doing: str = "cannot write") -> Iterator[
         raise
     except OSError as e:
         what = e.strerror or str(e)
-        inside = _visible_name(out, e.filename)
+        parts = _parts_in(out, e.filename)
+        if parts is None:           # not ours: an input that could not be read, say
+            raise InputError(e.filename, what) from None
+        inside = "/".join(parts[1:]) if len(parts) > 1 and not any(q.startswith(".") for q in parts[1:]) else ""
         raise InputError(out, f"{doing}{f' {inside}' if inside else ''}: {what}") from None
 
 
-def _visible_name(out, filename) -> str:
-    """``filename`` relative to ``out`` when it is a user-visible file there; '' for temp/work files."""
+def _parts_in(out, filename) -> tuple[str, ...] | None:
+    """``filename``'s parts from ``out``'s parent when it is ``out`` or in it or in one of its work
+    directories (``.OUT.partial``, ``.OUT.export``, ``.OUT.lock``, ...); ``()`` for no file name;
+    None for a file elsewhere. Inside OUT a file keeps its name; hidden (temp) names mean
+    nothing to the user and are left out by the caller."""
     if not filename:
-        return ""
+        return ()
     try:
         rel = Path(os.fspath(filename)).absolute().relative_to(Path(out).absolute().parent)
     except (ValueError, TypeError):
-        return ""
-    parts = rel.parts
+        return None
     name = Path(out).name
-    # OUT itself or its work directory (.OUT.partial, .OUT.export, ...): the file keeps its
-    # name inside OUT; temp files (hidden) mean nothing to the user
-    if len(parts) < 2 or not (parts[0] == name or parts[0].startswith(f".{name}.")) \
-            or any(p.startswith(".") for p in parts[1:]):
-        return ""
-    return "/".join(parts[1:])
+    if not rel.parts or not (rel.parts[0] == name or rel.parts[0].startswith(f".{name}.")):
+        return None
+    return rel.parts
 
 
 # -- ownership ---------------------------------------------------------------------------------

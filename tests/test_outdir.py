@@ -185,9 +185,13 @@ def test_no_space_while_writing_names_the_users_path(tmp_path, monkeypatch):
 
 def test_user_paths_hides_work_names_and_keeps_visible_ones(tmp_path):
     out = tmp_path / "out"
-    for internal in (tmp_path / ".out.partial" / "zoom" / ".a.pcap.x1y2.part", tmp_path / "elsewhere" / "a"):
+    elsewhere = tmp_path / "in" / "capture.pcap"
+    with pytest.raises(InputError) as e, user_paths(out):
+        raise OSError(errno.EIO, "Input/output error", str(elsewhere))      # an input, not the output
+    assert str(e.value) == f"{elsewhere}: Input/output error"
+    for internal in (tmp_path / ".out.partial" / "zoom" / ".a.pcap.x1y2.part", None):
         with pytest.raises(InputError) as e, user_paths(out):
-            raise OSError(errno.EIO, "Input/output error", str(internal))
+            raise OSError(errno.EIO, "Input/output error", internal and str(internal))
         assert str(e.value) == f"{out}: cannot write: Input/output error"
     for visible in (out / "zoom" / "a.pcap", tmp_path / ".out.partial" / "zoom" / "a.pcap"):
         with pytest.raises(InputError) as e, user_paths(out):
@@ -221,3 +225,33 @@ def test_generated_dataset_is_group_readable_under_a_shared_umask(tmp_path):
     modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
     assert modes["."] == 0o775 and modes["zoom"] == 0o775
     assert all(m == 0o664 for k, m in modes.items() if k not in (".", "zoom")), modes
+
+
+# -- export and balance take the same lock ---------------------------------------------------------
+
+def _labeled_captures(tmp_path: Path) -> Path:
+    import shutil
+    real = tmp_path / "real"
+    for cls in ("a", "b"):
+        (real / cls).mkdir(parents=True)
+        shutil.copy(ROOT / "tests" / "fixtures" / "eth.pcap", real / cls / "x.pcap")
+    return real
+
+
+@pytest.mark.parametrize("command", ["export", "balance"])
+def test_export_and_balance_refuse_an_output_in_use(tmp_path, command):
+    real = _labeled_captures(tmp_path)
+    out = tmp_path / "out"
+    args = [str(real), "-o", str(out)] if command == "export" else ["--real", str(real), "--target", "1", "-o", str(out)]
+    p = _holder_process(out)
+    try:
+        r = _cli(command, *args)
+    finally:
+        p.stdin.close()
+        p.wait(30)
+    assert r.exit_code == 2
+    assert r.output.startswith(f"netdiff: error: {out}: in use by another run: pid {p.pid} on ")
+    assert not out.exists()
+    r = _cli(command, *args)                     # once it is free, the same command runs
+    assert r.exit_code == 0, r.output
+    assert (out / "manifest.csv").is_file() and not lock_path(out).exists()

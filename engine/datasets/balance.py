@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.outdir import OutputLock, check_room, user_paths
 from engine.datasets.export import ExportOptions, export, n_test, scan_inputs
 from engine.codec.flows import FlowConfig
 from engine.codec.pipeline import encode_capture
@@ -82,6 +83,18 @@ def request_for(label: str, count: int, recipes_dir: str | os.PathLike | None = 
     return replace(rc.request, count=count, extra=dict(rc.request.extra)), f"{rc.source} recipe {rc.name!r}"
 
 
+def _generate_resuming(req, d: Path, on_event=None, cancel=None) -> dict:
+    """A class's generation that continues an interrupted one (balance continues where it
+    stopped, like export); one of another request (a new target, say) is started over."""
+    from engine.datasets.generate import ResumeMismatch, generate
+    try:
+        return generate(req, d, on_event=on_event, cancel=cancel, resume=True)
+    except ResumeMismatch:
+        if on_event is not None:
+            on_event(Message("info", f"{req.label}: the interrupted generation was of another request; starting over"))
+        return generate(req, d, on_event=on_event, cancel=cancel, force=True)
+
+
 def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.balance"
 
@@ -108,6 +121,14 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
     if split is not None and not 0 < split < 1:
         raise InputError(None, f"--split must be between 0 and 1 (exclusive), got {split}")
+    check_room(out)
+    with OutputLock(out), user_paths(out):
+        return _balance(real_dir, target, out, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
+                        generate_fn, classes, model, like, strength)
+
+
+def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
+             generate_fn, classes, model, like, strength) -> dict:
     counts = count_flows(real_dir, cancel=cancel)
     if not counts:
         raise InputError(real_dir, "holds no flows")
@@ -121,7 +142,7 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     gen_dirs, origin = [], {}
     if need:
         if generate_fn is None:
-            from engine.datasets.generate import generate as generate_fn
+            generate_fn = _generate_resuming
         (work / "gen").mkdir(parents=True, exist_ok=True)
     guide_split = None
     if need and like and split is not None:

@@ -180,6 +180,10 @@ def _dist():
     return 0, 1, None
 
 
+class ResumeMismatch(InputError):
+    """``resume`` found an interrupted run of another request in the partial directory."""
+
+
 def check_request(req) -> None:
     """The request against its declaration (engine.datasets.request), before anything is loaded or written."""
     from engine.datasets.request import Problem, validate
@@ -440,7 +444,7 @@ class _Plan:
         with user_paths(self.out):
             if st is not None:
                 if st["fingerprint"] != fingerprint or st["count"] != self.req.count:
-                    raise InputError(self.out, f"--resume: the interrupted run in {self.dir} generated another request "
+                    raise ResumeMismatch(self.out, f"--resume: the interrupted run in {self.dir} generated another request "
                                                f"(count, seed, label, model or sampling differ); run it with the same "
                                                f"arguments, or use --force to discard it")
                 man = self.dir / "manifest.csv"

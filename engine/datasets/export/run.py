@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
@@ -11,7 +10,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.codec import capture as cap
 from engine.datasets.export import card
 from engine.datasets.export.flows import flows_of, free_name
 from engine.datasets.export.journal import Journal, fingerprint
@@ -21,7 +19,7 @@ from engine.datasets.export.scan import scan_inputs
 from engine.datasets.export.split import assign_split
 from engine.datasets.export.writers import PcapngWriter, iter_records
 from engine.errors import InputError
-from engine.outdir import atomic_write_bytes
+from engine.outdir import OutputLock, atomic_write_bytes, check_room, make_dir, user_paths
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 OnFlow = Callable[[dict], None]
@@ -53,19 +51,15 @@ def export(inputs: list[str | os.PathLike], out: str | os.PathLike, opts: Export
     sources = scan_inputs(inputs)
     if not sources:
         raise InputError(None, "the inputs hold no flows")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = work_dir_for(out)
-    work.mkdir(exist_ok=True)
-    lock = open(work / "lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise InputError(out, "another export into this directory is running") from None
-    try:
-        return _run(sources, out, work, opts, force, emit, cancel, title, notes or [], on_flow)
-    finally:
-        lock.close()
+    check_room(out)
+    # OUT's lock (engine.outdir), not one inside the work directory: that one went with the
+    # work directory when a run finished, so a run waiting on it could start a second export
+    with OutputLock(out):
+        if out.exists() and any(out.iterdir()) and not force:
+            raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
+        with user_paths(out):
+            work = make_dir(work_dir_for(out), exist_ok=True)
+            return _run(sources, out, work, opts, force, emit, cancel, title, notes or [], on_flow)
 
 
 def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cancel, title, notes,
