@@ -35,6 +35,23 @@ def _table(head: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _ports_section(p: dict, classes: list[str]) -> list[str]:
+    """Port fidelity (engine.evaluate.ports): the group the port-masked classifiers leave out."""
+    L = ["## Port fidelity (transport, server port)", "",
+         "Per candidate, over its TCP/UDP flows: `seen` = share on a (transport, server port) pair of the class's "
+         "real train flows; JSD of the pair distribution from the real test / train split's, mean over classes "
+         "(`real_test` vs train is the floor a held-out split of this size gives).", ""]
+    o = p["overall"]
+    L += [_table(["candidate", "flows", "seen", "mean JSD vs test", "mean JSD vs train"],
+                 [[k, v["flows"], _f(v["seen"]), _f(v["mean_jsd_test"]), _f(v["mean_jsd_train"])]
+                  for k, v in o.items()]), ""]
+    names = [k for k in o if k != "real_train"]
+    rows = [[c] + [f"{_f(p['classes'][c][k]['seen'], 2)} / {_f(p['classes'][c][k]['jsd_train'])}" for k in names]
+            for c in classes]
+    L += ["Per class: seen / JSD vs train.", "", _table(["class"] + names, rows), ""]
+    return L
+
+
 def render_markdown(r: dict, plots: list[str]) -> str:
     cands = list(r["fidelity"])
     classes = r["classes"]
@@ -107,6 +124,8 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         rows = [[k, c[k]["flows"], _f(c[k]["median_dcr"]), _f(c[k]["p05_dcr"]), _f(c[k]["median_dcr_ratio"], 2),
                  _f(c[k]["exact_copies"])] for k in c]
         L += [_table(["flows", "count", "median DCR", "5th pct DCR", "median / real_test", "exact copies"], rows), ""]
+    if r.get("ports"):
+        L += _ports_section(r["ports"], classes)
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
               "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "

@@ -16,6 +16,7 @@ from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
 from .detect import detectability
 from .features import packet_values
 from .fidelity import fidelity
+from .ports import port_fidelity
 from .utility import FEATURE_SETS, SCENARIOS, ml_utility
 
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "configs" / "default_split.json"
@@ -138,6 +139,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     real_values = {c: packet_values(test.of(c).mats) for c in classes}
     fid = {name: fidelity(test, fs, classes, real_values) for name, fs in candidates.items()}
     close = closeness(train, {"real_test": test, **candidates}, classes)
+    ports = port_fidelity(train, test, candidates, classes)
     step("fidelity")
 
     detect = None
@@ -172,6 +174,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
         "utility": util,
         "detectability": detect,
         "closeness": close,
+        "ports": ports,
         "notes": notes,
         "seconds": None,
     }
@@ -197,6 +200,10 @@ def summarize(report: dict) -> dict:
     if c:
         s["closeness"] = {k: {"median_dcr_ratio": v["median_dcr_ratio"], "exact_copies": v["exact_copies"]}
                           for k, v in c.items()}
+    p = report.get("ports")
+    if p:
+        s["ports"] = {k: {"seen": v["seen"], "mean_jsd_test": v["mean_jsd_test"], "mean_jsd_train": v["mean_jsd_train"]}
+                      for k, v in p["overall"].items()}
     d = report.get("detectability")
     if d:
         s["detect_auc"] = {k: {f: (v or {}).get("auc") for f, v in dd.items()} for k, dd in d.items()}
