@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.outdir import atomic_write_bytes
+from engine.outdir import atomic_write_bytes, current_umask
 from engine.codec.matrix import COL_IAT, FlowMeta, iat_to_gaps
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
@@ -149,6 +149,7 @@ class DatasetWriter:
             raise InputError(self.out, "output directory exists and is not empty (use --force to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+        os.chmod(self.tmp, 0o777 & ~current_umask())     # it becomes OUT: mkdtemp's 0700 would ignore the umask
         self.rows: list[dict] = []
         self.info: dict = {"layout": LAYOUT_VERSION, "columns": LAYOUT.width, "format": fmt}
         self._made: set[str] = set()

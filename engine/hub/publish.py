@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.hub.refs import RefError, hub_endpoint, hub_error, parse_ref
+from engine.outdir import current_umask
 
 FILES = ("config.json", "model.safetensors")
 
@@ -130,6 +131,7 @@ def build_layout(run: str | os.PathLike, out: str | os.PathLike, report: str | o
                                                              else src.resolve().name))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())     # it becomes OUT: mkdtemp's 0700 would ignore the umask
     try:
         for f in FILES:
             shutil.copyfile(src / f, tmp / f)

@@ -138,7 +138,8 @@ class EMA:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves and stops at the next step boundary."""
+    """SIGINT, SIGTERM or SIGHUP (engine.progress.STOP_SIGNALS) set a flag; the loop saves and
+    stops at the next step boundary."""
 
     def __init__(self):
         self.hit = False
@@ -146,7 +147,8 @@ class _StopFlag:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
+            from engine.progress import STOP_SIGNALS
+            for s in (signal.SIGINT, *STOP_SIGNALS):
                 self.old[s] = signal.signal(s, self._handler)
         return self
 
