@@ -125,8 +125,8 @@ def download(repo, revision, include, allow_pickle, dry_run, quiet):
     pick = [s for s in plan.skipped if s.lower().endswith(dl.PICKLE_SUFFIXES)]
     if pick and not allow_pickle:
         click.echo(f"  not fetched (pickled weights; --allow-pickle to fetch): {', '.join(pick)}")
-    click.echo(f"total {human_size(plan.total_bytes)} in {len(plan.files)} files; "
-               f"{human_size(plan.fetch_bytes)} to download")
+    click.echo(f"total {human_size(plan.total_bytes)} ({plan.total_bytes} bytes) in {len(plan.files)} files; "
+               f"{human_size(plan.fetch_bytes)} ({plan.fetch_bytes} bytes) to download")
     if dry_run:
         click.echo(f"dry run: nothing fetched; pin it as {plan.ref}")
         return

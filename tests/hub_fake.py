@@ -297,3 +297,46 @@ class FakeHub:
             return self._send(h, 200, json.dumps({"commitUrl": f"{self.endpoint}/{repo}/commit/{c}",
                                                   "commitOid": c, "pullRequestUrl": None}).encode())
         return self._send(h, 404, b"{}")
+
+
+# -- helpers for the test_hub_* modules ----------------------------------------------------------
+
+import os as _os
+import subprocess as _sp
+import sys as _sys
+from pathlib import Path as _Path
+
+DEFAULT_MODEL = _Path(__file__).resolve().parent.parent / "engine" / "default_model"
+
+
+def native_files(readme: bytes = b"# netdiff test model\n") -> dict[str, bytes]:
+    """The shipped default checkpoint as the files of a Hub repository."""
+    return {"config.json": (DEFAULT_MODEL / "config.json").read_bytes(),
+            "model.safetensors": (DEFAULT_MODEL / "model.safetensors").read_bytes(), "README.md": readme}
+
+
+def hub_env(home: _Path, endpoint: str | None, **extra) -> dict:
+    """Environment of a netdiff subprocess: its own HF_HOME (the cache), netdiff's data and config dirs
+    under ``home``, the fake Hub as HF_ENDPOINT; no token unless given."""
+    env = {k: v for k, v in _os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_HOME=str(home / "hf"), XDG_DATA_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"),
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1", NO_COLOR="1")
+    env["HF_ENDPOINT"] = endpoint or "http://127.0.0.1:9"      # port 9 (discard): nothing listens
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def netdiff(*args, env: dict, cwd=None, timeout: float = 120) -> _sp.CompletedProcess:
+    """Run the real ``netdiff`` command line (huggingface_hub reads HF_* at import: a fresh process)."""
+    return _sp.run([_sys.executable, "-m", "netdiff_tui", *map(str, args)], env=env, cwd=cwd, capture_output=True,
+                   text=True, timeout=timeout)
+
+
+def one_line_error(r: _sp.CompletedProcess, code: int = 2) -> str:
+    """The command failed with ``code`` and said so in exactly one line, with no traceback."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    errs = [ln for ln in lines if ln.startswith("netdiff: error:")]
+    assert len(errs) == 1, r.stderr
+    return errs[0]
