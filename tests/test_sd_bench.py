@@ -1,0 +1,30 @@
+"""bench/bench_sd.py --tiny: the GPU benchmark's code path (random-initialised pipeline from
+configs, LoRA steps, sampling with and without the ControlNet) runs on CPU and reports figures (on the session's tiny pipeline; the builder itself is
+exercised by the sd_tiny fixtures and its full-size configs are checked here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import ROOT
+from sd_tiny import sd_data, tiny_controlnet, tiny_sd  # noqa: F401  (fixtures)
+
+
+def test_sd_bench_tiny_runs_on_cpu(tiny_sd, tiny_controlnet, sd_data, tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_sd", ROOT / "bench" / "bench_sd.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sd.json"
+    res = bench.main(["--tiny", "--batches", "1", "--sample-images", "1", "--work", str(tmp_path / "w"),
+                      "--json", str(out), "--base", str(tiny_sd["base"]), "--controlnet", str(tiny_controlnet),
+                      "--data", str(sd_data)])
+    assert json.loads(out.read_text()) == res
+    assert [r["batch"] for r in res["train"]] == [1] and res["train"][0]["steps_per_s"] > 0
+    assert [r["controlnet"] for r in res["sample"]] == [False, True]
+    assert all(r["images_per_s"] > 0 and r["images"] >= 1 for r in res["sample"])
+    # the full-size configs are SD 1.5's: 860 M UNet parameters (counted from the config, no weights)
+    from diffusers import UNet2DConditionModel
+    with __import__("torch").device("meta"):
+        unet = UNet2DConditionModel(**bench.SD15["unet"])
+    assert 855e6 < sum(p.numel() for p in unet.parameters()) < 865e6
