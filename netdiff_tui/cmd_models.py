@@ -161,11 +161,11 @@ def verify(ref, revision, as_json):
         for f in rep.files:
             mark = "ok" if f.ok else "BAD"
             click.echo(f"{mark:<4} {f.name}  {f.algorithm}" + (f"  {f.problem}" if f.problem else ""))
-        for m in rep.missing:
-            click.echo(f"MISSING {m}")
+        if rep.missing:
+            click.echo(f"not downloaded (listed by the Hub): {', '.join(rep.missing)}")
     if not rep.ok:
-        bad = [f.name for f in rep.bad] + rep.missing
-        click.echo(f"netdiff: error: {rep.ref}: {len(bad)} file(s) damaged or missing: {', '.join(bad)}; "
+        bad = [f.name for f in rep.bad]
+        click.echo(f"netdiff: error: {rep.ref}: {len(bad)} damaged file(s): {', '.join(bad)}; "
                    f"delete the revision and download it again", err=True)
         sys.exit(1)
     if not as_json:

@@ -101,6 +101,12 @@ def test_verify_offline_every_revision(cache, env):
         assert rep.ok and {f.algorithm for f in rep.files} == {"sha256", "git-sha1"}, rep
     r = invoke("models", "verify", "default")
     assert r.exit_code == 0 and "well-formed" in r.output
+    mine = env / "mine"           # a local checkpoint has no published hashes: its structure is checked
+    shutil.copytree(DEFAULT_MODEL, mine)
+    with open(mine / "model.safetensors", "r+b") as f:
+        f.truncate(f.seek(0, 2) - 100)
+    r = invoke("models", "verify", str(mine))
+    assert r.exit_code == 1 and "BAD  model.safetensors" in r.output and "tensor data is" in r.output
 
 
 def test_delete_plan_then_execute(cache, env, tmp_path_factory):

@@ -244,7 +244,9 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return all(f.ok for f in self.files) and not self.missing
+        """Every file present is intact. ``missing`` (files the Hub lists that were not fetched,
+        e.g. left out by --include) is information, not damage."""
+        return all(f.ok for f in self.files)
 
     @property
     def bad(self) -> list[FileCheck]:
@@ -313,11 +315,6 @@ def verify(text: str | Ref, revision: str | None = None, cache_dir=None, on_file
                 problem = f"size {size}, the Hub says {t['size']}"
             checks.append(FileCheck(rel, size, algo, expected, actual, not problem, problem))
         missing = sorted(set(tree) - present) if tree else []
-        # Files the download's patterns left out are absent by choice, not damage:
-        # only weights and configs of the kinds we fetch count as missing.
-        from engine.hub.download import PICKLE_SUFFIXES
-        missing = [m for m in missing if m.endswith((".safetensors", ".json")) and not m.endswith(PICKLE_SUFFIXES)
-                   and _fetched_kind(m, present)]
     else:
         for p in sorted(q for q in d.rglob("*") if q.is_file()):
             rel = p.relative_to(d).as_posix()
@@ -336,14 +333,8 @@ def verify(text: str | Ref, revision: str | None = None, cache_dir=None, on_file
             checks.append(FileCheck(rel, p.stat().st_size, "structure", "-", "-", not prob, prob))
         for need in ("config.json", "model.safetensors"):
             if checkpoint_format(d) == "native" and not (d / need).is_file():
-                missing.append(need)
+                checks.append(FileCheck(need, 0, "structure", "-", "-", False, "missing"))
     return VerifyReport(ref.uri, str(d), checks, missing)
-
-
-def _fetched_kind(name: str, present: set[str]) -> bool:
-    """A missing file counts when its folder was fetched at all (a subfolder left out by --include does not)."""
-    folder = name.rpartition("/")[0]
-    return not folder or any(p.startswith(folder + "/") for p in present)
 
 
 # -- info --------------------------------------------------------------------------------------
