@@ -160,3 +160,17 @@ def test_hub_checkpoint_resolution_offline(cache, env):
         resolve(f"hf://lab/diff@{cache['diff']}")
     with pytest.raises(InputError, match="not in the Hub cache and offline mode"):
         resolve("hf://lab/other@" + "1" * 40)
+
+
+def test_typed_branch_is_pinned_recipes_are_not(cache, env):
+    """--model text names a branch and gets the commit it means now (offline: from refs/);
+    a recipe or a request built in code must already name the commit."""
+    from engine.datasets import request as rq
+    pinned = f"hf://lab/net@{cache['v2']}"
+    assert rq.parse_text("model", "hf://lab/net@main") == pinned
+    assert rq.parse_text("model", "lab/net") == pinned            # bare org/name: no such local directory here
+    assert rq.parse_text("model", pinned) == pinned
+    with pytest.raises(rq.Problem, match="not a 40-hex commit"):
+        rq.parse_value("model", "hf://lab/net@main")
+    with pytest.raises(rq.Problem, match="not in the Hub cache"):
+        rq.parse_text("model", "hf://lab/net@nobranch")
