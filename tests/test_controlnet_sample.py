@@ -71,3 +71,18 @@ def test_controlnet_request_errors(sd_run, tmp_path):
     with pytest.raises(InputError, match="config.json"):
         generate(GenerationRequest(label="zoom", count=1, model=str(sd_run), like=str(tmp_path / "guides"),
                                    controlnet=str(tmp_path / "guides")), tmp_path / "o2")
+
+
+def test_controlnet_cli(sd_run, sd_data, tiny_controlnet, tmp_path):
+    from click.testing import CliRunner
+    from netdiff_tui.cli import main
+    out = tmp_path / "dns"
+    r = CliRunner().invoke(main, ["generate", "--model", str(sd_run), "--label", "dns", "-n", "2", "-o", str(out),
+                                  "--steps", "2", "--like", str(sd_data), "--controlnet", str(tiny_controlnet),
+                                  "--controlnet-scale", "0.8", "-q"])
+    assert r.exit_code == 0, r.output
+    g = json.loads((out / "generate.json").read_text())
+    assert g["summary"]["mode"] == "controlnet" and g["request"]["controlnet_scale"] == 0.8
+    r = CliRunner().invoke(main, ["generate", "--model", str(sd_run), "--label", "dns", "-n", "1",
+                                  "-o", str(tmp_path / "x"), "--controlnet", str(tiny_controlnet)])
+    assert r.exit_code == 2 and "like" in r.output and "Traceback" not in r.output

@@ -57,7 +57,7 @@ def test_lora_run_directory_and_adapter(sd_run, tiny_sd):
 
 
 def test_lora_checkpoints_hold_no_pickles(sd_run):
-    from engine.model.sd.state import load_optimizer
+    from engine.model.checkpoint import load_optimizer
     cks = sorted((sd_run / "checkpoints").glob("step-*"))
     assert [c.name for c in cks] == ["step-0000002"]
     names = sorted(p.name for p in cks[0].iterdir())
@@ -119,3 +119,31 @@ def test_lora_sigkill_and_resume_continue_exactly(sd_data, tiny_sd, tmp_path):
     # without --resume the run directory is refused
     with pytest.raises(InputError, match="--resume"):
         train_lora(sd_data, run, str(tiny_sd["base"]), sd_cfg(steps=2))
+
+
+def test_lora_base_from_the_hub_cache_records_its_commit(tiny_sd, sd_data, tmp_path, monkeypatch):
+    """A Hub reference to a pinned base in the local Hub cache resolves offline (engine.hub.refs),
+    and the run names the commit; sampling finds the base again by that reference."""
+    import shutil
+    from engine.datasets.generate import generate
+    from engine.datasets.request import GenerationRequest
+    from engine.model.sd.train import train_lora
+    from huggingface_hub import constants
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    repo = cache / "models--netdiff-test--tiny-sd"
+    shutil.copytree(tiny_sd["base"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    train_lora(sd_data, run, f"hf://netdiff-test/tiny-sd@{commit}", sd_cfg(steps=1))
+    base = json.loads((run / "config.json").read_text())["base"]
+    assert base["commit"] == commit and base["ref"] == f"hf://netdiff-test/tiny-sd@{commit}"
+    s = generate(GenerationRequest(label="zoom", count=1, model=str(run), steps=2), tmp_path / "out")
+    assert s["base"]["commit"] == commit and s["flows"] == 1
+    # a repository that is not in the cache is one line that says how to get it
+    with pytest.raises(InputError, match="netdiff models download"):
+        train_lora(sd_data, tmp_path / "run2", "hf://netdiff-test/absent@" + "1" * 40, sd_cfg(steps=1))
