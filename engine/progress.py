@@ -153,24 +153,43 @@ class EventLog:
     def read(self) -> list[Event]:
         return list(self.follow(stop_at_end=True))
 
-    def follow(self, stop_at_end: bool = False, poll: float = 0.5) -> Iterator[Event]:
-        """Yield events as they are appended (complete lines only)."""
-        pos = 0
-        buf = ""
-        while True:
-            if self.path.exists():
-                with open(self.path, encoding="utf-8") as f:
+    def follow(self, stop_at_end: bool = False, poll: float = 0.5, stop: Callable[[], bool] | None = None,
+               idle: bool = False) -> Iterator[Event | None]:
+        """Yield events as they are appended (complete lines only), from any process.
+
+        The file may be hostile or half-written: a line that is not an event is skipped and
+        counted in ``bad_lines``; a file truncated or replaced is read again from its start.
+        ``stop`` is asked between looks (a console worker stops following without waiting for
+        an event); with ``idle`` a ``None`` is yielded each time the reader has caught up, so a
+        caller can show what it has gathered.
+        """
+        pos, buf = 0, b""
+        self.bad_lines = 0
+        while stop is None or not stop():
+            try:
+                with open(self.path, "rb") as f:
+                    if f.seek(0, 2) < pos:      # truncated or replaced: start over
+                        pos, buf = 0, b""
                     f.seek(pos)
                     chunk = f.read()
                     pos = f.tell()
-                buf += chunk
-                *lines, buf = buf.split("\n")
-                for ln in lines:
-                    if ln.strip():
+            except FileNotFoundError:
+                chunk = b""
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for ln in lines:
+                if ln.strip():
+                    try:
                         yield event_from_dict(json.loads(ln))
+                    except (ValueError, KeyError, TypeError):
+                        self.bad_lines += 1
             if stop_at_end:
                 return
-            time.sleep(poll)
+            if idle:
+                yield None
+            deadline = time.monotonic() + poll
+            while time.monotonic() < deadline and (stop is None or not stop()):
+                time.sleep(min(0.05, poll))
 
 
 def fanout(*callbacks: OnEvent | None) -> OnEvent:

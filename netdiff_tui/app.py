@@ -8,9 +8,7 @@ one-line notification. Nothing here re-implements the engine.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 from textual import work
@@ -20,7 +18,8 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.errors import Cancelled
-from engine.progress import CancelToken, EventLog, Message as EventMessage
+from engine.jobs import create_job, running
+from engine.progress import CancelToken, EventLog
 
 from .palette import NetdiffCommands
 from .screens import catalog
@@ -161,10 +160,8 @@ class NetdiffApp(App[None]):
 
     def start_generation(self, req, out: Path) -> None:
         self._cancel = CancelToken()
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        job_dir = self.settings.expanded("jobs_dir") / f"generate-{req.label}-{stamp}-{os.getpid()}"
         self.query_one(GeneratePane).set_running(True)
-        self.run_generation(req, out, job_dir, self._cancel)
+        self.run_generation(req, out, self.settings.expanded("jobs_dir"), self._cancel)
 
     def cancel_generation(self) -> None:
         if self._cancel is not None and not self._cancel.cancelled:
@@ -186,43 +183,30 @@ class NetdiffApp(App[None]):
     @work(thread=True, group="follow", exclusive=True, description="follow job", exit_on_error=False)
     def follow_events(self, path: Path) -> None:
         worker = get_current_worker()
-        tail = catalog.EventTail(path)
-        poll = max(0.05, self.settings.poll_interval)
-        while not worker.is_cancelled:
-            evs = tail.poll()
-            if evs:
-                self.post_message(JobEvents(path, evs))
-            deadline = time.monotonic() + poll
-            while time.monotonic() < deadline and not worker.is_cancelled:
-                time.sleep(0.05)
+        batch = []
+        for ev in EventLog(path).follow(poll=max(0.05, self.settings.poll_interval),
+                                        stop=lambda: worker.is_cancelled, idle=True):
+            if ev is not None:
+                batch.append(ev)
+            elif batch:                     # caught up with the file: show what came in one refresh
+                self.post_message(JobEvents(path, batch))
+                batch = []
 
     @work(thread=True, group="report", exclusive=True, description="open report", exit_on_error=False)
     def load_report(self, path: str) -> None:
-        try:
-            view = catalog.load_report(path)
-        except FileNotFoundError as e:
-            raise ValueError(str(e)) from None
-        self.post_message(ReportLoaded(view))
+        self.post_message(ReportLoaded(catalog.load_report(path)))
 
     @work(thread=True, group="generate", exclusive=True, description="generate", exit_on_error=False)
-    def run_generation(self, req, out: Path, job_dir: Path, cancel: CancelToken) -> None:
-        log = EventLog(job_dir / "events.jsonl")
-        (job_dir / "job.json").write_text(json.dumps({"kind": "generate", "label": req.label, "count": req.count,
-                                                      "seed": req.seed, "out": str(out)}) + "\n")
+    def run_generation(self, req, out: Path, jobs_dir: Path, cancel: CancelToken) -> None:
+        job = create_job(jobs_dir, "generate", req, out, label=req.label)
 
         def emit(ev) -> None:
-            log(ev)
+            job(ev)
             self.post_message(GenerateEvent(ev))
 
         from engine.datasets import generate as gen    # imports torch: only when a generation starts
-        try:
+        with running(job):
             summary = gen.generate(req, out, on_event=emit, cancel=cancel)
-        except Cancelled:
-            log(EventMessage("warning", "cancelled"))
-            raise
-        except Exception as e:
-            log(EventMessage("error", one_line(e)))
-            raise
         self.post_message(GenerateFinished(out, summary))
 
     # -- worker results -----------------------------------------------------------------

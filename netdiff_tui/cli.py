@@ -9,13 +9,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from pathlib import Path
 
 import click
 
+from engine.constants import MAX_FLOW_PACKETS
 from engine.errors import Cancelled, InputError
-
-CAPTURE_EXTS = (".pcap", ".pcapng", ".cap", ".dmp")
+from engine.inputs import resolve_inputs
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -45,21 +44,6 @@ def friendly(fn):
         except OSError as e:
             fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e), 1)
     return wrapper
-
-
-def expand_captures(inputs) -> list[Path]:
-    out = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in CAPTURE_EXTS)
-            if not found:
-                raise InputError(p, "directory holds no .pcap/.pcapng files")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(p, "no such file or directory")
-    return out
 
 
 class Progress:
@@ -105,7 +89,7 @@ def main(ctx: click.Context) -> None:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             click.echo(ctx.get_help())      # not a terminal: no console to draw
             return
-        from netdiff_tui.cmd_tui import launch    # Textual loads only here
+        from netdiff_tui.console import launch    # Textual loads only here
         launch()
 
 
@@ -116,7 +100,7 @@ def main(ctx: click.Context) -> None:
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output dataset directory.")
 @click.option("--label", default=None, help="Class label of the flows (default: unlabeled).")
 @click.option("--label-from-dir", is_flag=True, help="Label each capture by its parent directory's name.")
-@click.option("--max-packets", default=1024, show_default=True, help="A flow ends at this many packets.")
+@click.option("--max-packets", default=MAX_FLOW_PACKETS, show_default=True, help="A flow ends at this many packets.")
 @click.option("--min-packets", default=2, show_default=True, help="Drop flows with fewer packets.")
 @click.option("--idle-timeout", default=120.0, show_default=True, help="Seconds of silence that end a flow.")
 @click.option("--format", "fmt", type=click.Choice(["npz", "png", "nprint"]), default="npz", show_default=True)
@@ -129,9 +113,10 @@ def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_ti
     from engine.codec.flows import FlowConfig
     if max_packets < 1 or min_packets < 1 or idle_timeout <= 0:
         raise InputError(None, "--max-packets and --min-packets must be >= 1, --idle-timeout > 0")
-    if fmt == "png" and max_packets > 1024:
-        raise InputError(None, "--format png holds at most 1024 packets per flow (--max-packets <= 1024)")
-    files = expand_captures(inputs)
+    if fmt == "png" and max_packets > MAX_FLOW_PACKETS:
+        raise InputError(None, f"--format png holds at most {MAX_FLOW_PACKETS} packets per flow "
+                               f"(--max-packets <= {MAX_FLOW_PACKETS})")
+    files = resolve_inputs(inputs)
     cfg = FlowConfig(idle_timeout=idle_timeout, max_packets=max_packets, min_packets=min_packets)
     with Progress(None if not quiet else False) as prog:
         stats = encode_files(files, out, cfg, label=label, label_from_dir=label_from_dir, fmt=fmt,
@@ -168,7 +153,7 @@ def decode(inputs, out, link, usec):
 @main.command()
 @click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--max-packets", default=1024, show_default=True)
+@click.option("--max-packets", default=MAX_FLOW_PACKETS, show_default=True)
 @click.option("--min-packets", default=1, show_default=True)
 @click.option("--idle-timeout", default=120.0, show_default=True)
 @friendly

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from engine.errors import InputError
@@ -54,23 +52,16 @@ def _train(data, out, config, resume, steps, quiet):
 
 
 def _job_log(req, out):
-    """An events.jsonl for this generation in the console's jobs directory, so that
+    """A job for this generation in the console's jobs directory (engine.jobs), so that
     ``netdiff tui`` (in another shell, after an SSH reconnect) can follow it."""
     import os
-    import time
-    from pathlib import Path
 
-    from engine.progress import EventLog
+    from engine.jobs import create_job
     from netdiff_tui.settings import load_settings
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     try:
-        jobs = Path(load_settings().jobs_dir).expanduser()
-        d = jobs / f"generate-{req.label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "job.json").write_text(json.dumps({"kind": "generate", "label": req.label, "count": req.count,
-                                                "seed": req.seed, "out": str(Path(out).resolve())}) + "\n")
-        return EventLog(d / "events.jsonl")
+        return create_job(load_settings().expanded("jobs_dir"), "generate", req, out, label=req.label)
     except OSError:
         return None      # following is a convenience: never fail a generation for it
 
@@ -81,6 +72,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
     Reused by commands that build the request another way (presets, recipes).
     """
     from engine.datasets.generate import generate
+    from engine.jobs import running
     from engine.progress import Message, TaskStarted
     state = {}
 
@@ -100,7 +92,8 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
             echo_messages(ev)
             if job_log is not None:
                 job_log(ev)
-        summary = generate(req, out, on_event=on_event, force=force, resume=resume)
+        with running(job_log):
+            summary = generate(req, out, on_event=on_event, force=force, resume=resume)
     if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
         return summary
     for m in state.get("msgs", []):

@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from engine.constants import CAPTURE_EXTS, FLOW_EXTS
 from engine.errors import InputError
-from netdiff_tui.cli import CAPTURE_EXTS, Progress, friendly, main
+from engine.inputs import files_in, resolve_inputs
+from netdiff_tui.cli import Progress, friendly, main
 
 
 def _repair_options(mtu, server_port, disable, allow_fragments, seed):
@@ -31,28 +33,18 @@ def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = Fal
     (only a check needs them); flow files hold no payload and get zeros.
     ``skipped`` (when given) adds up the captures' skipped packets by reason.
     """
-    from engine.datasets.encoded import FLOW_EXTS, flow_files, load_flows
+    from engine.datasets.encoded import flow_files, load_flows
     from engine.codec.flows import FlowConfig
     from engine.codec.pipeline import CaptureStats, encode_capture
     mats, metas, psums = [], [], []
     caps, flows = [], []
-    for p in map(Path, inputs):
-        if not p.exists():
-            raise InputError(p, "no such file or directory")
-        if p.is_dir():
-            if (p / "manifest.csv").exists() and any(q.suffix in FLOW_EXTS for q in p.rglob("*") if q.name != "manifest.csv"):
-                flows += flow_files([p])
-            else:
-                found = sorted(q for q in p.rglob("*") if q.suffix.lower() in CAPTURE_EXTS)
-                fl = sorted(q for q in p.rglob("*") if q.suffix.lower() in FLOW_EXTS and q.name != "manifest.csv")
-                if not found and not fl:
-                    raise InputError(p, "directory holds no captures or flow files")
-                caps += found
-                flows += fl
-        elif p.suffix.lower() in FLOW_EXTS:
-            flows.append(p)
-        else:
-            caps.append(p)
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir() and (p / "manifest.csv").exists() and files_in(p, FLOW_EXTS):
+            flows += flow_files([p])        # an encoded dataset: its manifest's order
+            continue
+        for f in resolve_inputs([p], CAPTURE_EXTS + FLOW_EXTS, what="captures or flow files"):
+            (flows if f.suffix.lower() in FLOW_EXTS else caps).append(f)
     for c in caps:
         st = CaptureStats(str(c))
         for b in encode_capture(c, FlowConfig(min_packets=1), label=label, on_event=on_event,

@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.outdir import atomic_write_bytes, current_umask
 from engine.codec.matrix import COL_IAT, FlowMeta, iat_to_gaps
+from engine.constants import FLOW_EXTS
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
 from engine.codec.packets import ip_int, ip_str
@@ -108,9 +109,6 @@ def load_flow(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
         from engine.codec.nprint_csv import read_csv
         return read_csv(path)
     raise InputError(path, f"unknown flow file type {ext!r} (expected .npz, .png or .csv)")
-
-
-FLOW_EXTS = (".npz", ".png", ".csv")
 
 
 def flow_files(paths: Iterable[str | os.PathLike]) -> list[Path]:

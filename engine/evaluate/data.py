@@ -30,12 +30,12 @@ import numpy as np
 
 from engine.codec.matrix import FlowMeta
 from engine.datasets.encoded import FLOW_EXTS, load_flow
+from engine.constants import CAPTURE_EXTS
 from engine.errors import InputError
+from engine.inputs import files_in
 from engine.codec.flows import FlowConfig
 from engine.codec.pipeline import encode_capture
 from engine.progress import OnEvent, TaskFinished, TaskProgress, TaskStarted
-
-CAPTURE_EXTS = (".pcap", ".pcapng", ".cap")
 
 
 @dataclass
@@ -102,26 +102,14 @@ def _capture_files(root: Path, rows: list[dict] | None) -> list[tuple[Path, str]
         for r in rows:
             if r.get("file") and r.get("label"):
                 by_manifest[os.path.normpath(r["file"])] = r["label"]
-    out, seen = [], set()
-    found = []
-    for d, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(x for x in dirs if not x.startswith(("_", ".")))
-        found += [Path(d) / f for f in files if Path(f).suffix.lower() in CAPTURE_EXTS]
-    for p in sorted(found):
-        if not p.is_file():
-            continue
+    out = []
+    for p in files_in(root, CAPTURE_EXTS, drop_twins=True):
         rel = p.relative_to(root)
-        if any(part.startswith(("_", ".")) for part in rel.parts):
-            continue
         label = by_manifest.get(os.path.normpath(str(rel)))
         if label is None:
             if len(rel.parts) < 2:
                 raise InputError(p, "capture is not inside a class directory (<class>/<file>.pcap)")
             label = rel.parts[0]
-        key = (label, str(rel.parent), p.stem)
-        if key in seen:          # x.pcap next to x.pcapng: the same capture twice
-            continue
-        seen.add(key)
         out.append((p, label))
     return out
 

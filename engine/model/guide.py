@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.codec.matrix import present_rows
+from engine.constants import CAPTURE_EXTS
 from engine.errors import InputError
+from engine.inputs import files_in
 from engine.codec.flows import FlowConfig
 
 
@@ -36,7 +38,7 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
     the flows it lists as test are left out (and, where it lists a train side, every
     flow not on it).
     """
-    from engine.evaluate.data import CAPTURE_EXTS, FlowSet, append_capture, load_labeled, split_sides
+    from engine.evaluate.data import FlowSet, append_capture, load_labeled, split_sides
     p = Path(path)
     if not p.exists():
         raise InputError(p, "guide flows: no such file or directory")
@@ -46,7 +48,7 @@ def load_guides(path: str | os.PathLike, label: str, split_file: str | os.PathLi
     elif (p / "manifest.csv").is_file() or (p / label).is_dir():
         fs = load_labeled(p, flow_cfg, classes=[label], on_event=on_event)
     else:
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in CAPTURE_EXTS and f.is_file())
+        files = files_in(p, CAPTURE_EXTS, recursive=False, drop_twins=True)
         if not files:
             raise InputError(p, f"guide flows: holds no captures of {label!r} "
                                 f"(expected {label}/*.pcap, *.pcap, or a netdiff encode dataset)")

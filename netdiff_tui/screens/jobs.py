@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 
 from ..widgets.jobview import JobView
 from ..widgets.pathentry import PathEntry
-from .catalog import JobInfo, human_size
+from .catalog import JobInfo, age, human_size
 
 
 class JobsPane(Horizontal):
@@ -39,7 +39,7 @@ class JobsPane(Horizontal):
         t = self.query_one(DataTable)
         t.clear()
         for i, j in enumerate(jobs):
-            t.add_row(j.name, j.kind, j.age, human_size(j.size), key=str(i))
+            t.add_row(j.name, j.kind, age(j.modified), human_size(j.size), key=str(i))
 
     def start(self, path: Path) -> None:
         """Reset the view for ``path`` (the app's worker then feeds it)."""

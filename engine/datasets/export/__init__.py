@@ -36,12 +36,12 @@ from engine.datasets.export.journal import Journal, fingerprint
 from engine.datasets.export.manifest import MANIFEST_COLUMNS
 from engine.datasets.export.options import EXPORT_VERSION, ExportOptions
 from engine.datasets.export.run import export, work_dir_for
-from engine.datasets.export.scan import CAPTURE_EXTS, Source, compliance_summary, scan_inputs
+from engine.datasets.export.scan import Source, scan_inputs
 from engine.datasets.export.split import assign_split, n_test, real_test_flows
 from engine.datasets.export.writers import (PcapngWriter, Record, flow_file_bytes, iter_records, pcap_file,
                                             pcapng_file)
 
-__all__ = ["CAPTURE_EXTS", "EXPORT_VERSION", "MANIFEST_COLUMNS", "PROTO_NAMES", "CutFlow", "ExportOptions",
-           "Journal", "PcapngWriter", "Record", "Source", "assign_split", "compliance_summary", "cut_flows",
+__all__ = ["EXPORT_VERSION", "MANIFEST_COLUMNS", "PROTO_NAMES", "CutFlow", "ExportOptions",
+           "Journal", "PcapngWriter", "Record", "Source", "assign_split", "cut_flows",
            "data_card", "export", "fingerprint", "flow_file_bytes", "flows_of", "free_name", "iter_records",
            "n_test", "pcap_file", "pcapng_file", "real_test_flows", "scan_inputs", "work_dir_for"]

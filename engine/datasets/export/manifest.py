@@ -9,7 +9,6 @@ from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from engine.codec import capture as cap
 from engine.datasets.export.options import EXPORT_VERSION, ExportOptions
 from engine.outdir import atomic_write_bytes
 
