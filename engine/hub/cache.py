@@ -152,21 +152,21 @@ def _hub_repo(ref: Ref, cache_dir=None):
     return info, None
 
 
-def cached_commit(ref: Ref, cache_dir=None) -> str | None:
-    """The commit a Hub reference names in the cache (a commit, a branch via ``refs/``, or the newest)."""
+def cached_revision(ref: Ref, cache_dir=None):
+    """The cached revision (huggingface_hub's ``CachedRevisionInfo``) a Hub reference names: its
+    commit, a branch or tag through ``refs/``, or without a revision ``main`` (else the newest)."""
     _, repo = _hub_repo(ref, cache_dir)
     if repo is None:
         return None
     revs = list(repo.revisions)
     if ref.revision:
-        for r in revs:
-            if r.commit_hash == ref.revision or ref.revision in r.refs:
-                return r.commit_hash
-        return None
-    for r in revs:
-        if "main" in r.refs:
-            return r.commit_hash
-    return _newest(revs).commit_hash if revs else None
+        return next((r for r in revs if r.commit_hash == ref.revision or ref.revision in r.refs), None)
+    return next((r for r in revs if "main" in r.refs), None) or (_newest(revs) if revs else None)
+
+
+def cached_commit(ref: Ref, cache_dir=None) -> str | None:
+    r = cached_revision(ref, cache_dir)
+    return r.commit_hash if r else None
 
 
 def _blob_hash(p: Path) -> tuple[str, str] | None:
@@ -214,13 +214,12 @@ def _ref_and_dir(text: str | Ref, revision: str | None, cache_dir, offline: bool
             raise RefError(f"{ref}: --revision applies to Hub repositories only")
         ref = parse_ref(f"hf://{ref.repo_id}@{revision}")
     if ref.kind == "hub":
-        commit = cached_commit(ref, cache_dir)
-        if commit is None:
+        rev = cached_revision(ref, cache_dir)
+        if rev is None:
             raise RefError(f"{ref}: not in the Hub cache ({Path(cache_dir or hub_cache_dir())}); "
                            f"`netdiff models download {ref.repo_id}"
                            + (f" --revision {ref.revision}" if ref.revision else "") + "` fetches it")
-        d = Path(cache_dir or hub_cache_dir()) / f"models--{ref.repo_id.replace('/', '--')}" / "snapshots" / commit
-        return ref.at(commit), d
+        return ref.at(rev.commit_hash), Path(rev.snapshot_path)
     return ref, resolve_ref(ref)
 
 

@@ -175,7 +175,8 @@ def hub_error(ref: Ref, e: Exception, offline: bool) -> RefError:
         return RefError(f"{ref}: not in the Hub cache and {why}; " + _cache_hint(ref))
     if isinstance(e, he.HfHubHTTPError):
         code = getattr(getattr(e, "response", None), "status_code", "?")
-        return RefError(f"{ref}: {where} answered HTTP {code}")
+        hint = " (check the token: HF_TOKEN or `hf auth login`)" if code in (401, 403) else ""
+        return RefError(f"{ref}: {where} answered HTTP {code}{hint}")
     if isinstance(e, he.HFValidationError):
         return RefError(f"{ref}: {str(e).splitlines()[0]}")
     name = type(e).__name__
