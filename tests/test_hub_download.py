@@ -149,3 +149,16 @@ def test_bad_references_are_one_line(hub, fetched, tmp_path):
     e = one_line_error(netdiff("models", "info", f"hf://lab/net@{'0' * 40}",
                                env=dict(fetched["env"], HF_HUB_OFFLINE="1")))
     assert "not in the Hub cache" in e and "netdiff models download lab/net" in e
+
+
+def test_remote_info_and_pickles_on_request(hub, tmp_path):
+    env = hub_env(tmp_path, hub.endpoint)
+    r = netdiff("models", "info", "lab/big", "--json", env=env)          # not downloaded: described by the Hub
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    files = {f["name"]: f for f in d["files"]}
+    assert d["commit"] == hub.big_commit and d["path"] is None
+    assert files["big.safetensors"]["hash"] == hashlib.sha256(hub.big).hexdigest()
+    assert files["big.safetensors"]["size"] == len(hub.big) and files["config.json"]["algorithm"] == "git-sha1"
+    r = netdiff("models", "download", "lab/net", "--include", "*.bin", "--allow-pickle", "--dry-run", env=env)
+    assert r.returncode == 0 and "pytorch_model.bin" in r.stdout and "arbitrary code" in r.stderr, r.stderr
