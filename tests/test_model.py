@@ -111,8 +111,35 @@ def test_resume_matches_uninterrupted(tiny_data, tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-    opt = torch.load(parted / "checkpoints" / "step-0000004" / "optimizer.pt", weights_only=True)
-    assert "optimizer" in opt
+    ck = parted / "checkpoints" / "step-0000004"
+    for name in ("optimizer.safetensors", "rng.safetensors"):   # optimizer moments and RNG resume too
+        a, b = load_file(straight / "checkpoints" / "step-0000004" / name), load_file(ck / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # a checkpoint is safetensors and JSON only: nothing to unpickle
+    assert sorted(p.name for p in ck.iterdir()) == ["ema.safetensors", "model.safetensors", "optimizer.json",
+                                                    "optimizer.safetensors", "rng.safetensors", "state.json"]
+    assert not [p for p in parted.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
+
+
+def test_pickled_state_of_an_older_run_is_refused(tiny_data, tmp_path):
+    """An older netdiff wrote optimizer.pt (a pickle): --resume refuses it in one line and says how to go
+    on; starting a new run from that checkpoint's weights (init_from) works."""
+    from engine.model.train import train
+    run = tmp_path / "old"
+    train(tiny_data, run, tiny_cfg(steps=2))
+    ck = run / "checkpoints" / "step-0000002"
+    for name in ("optimizer.safetensors", "optimizer.json", "rng.safetensors"):
+        (ck / name).unlink()
+    (ck / "optimizer.pt").write_bytes(b"\x80\x04crunpy\n_run_code\n.")        # must never be unpickled
+    with pytest.raises(InputError) as ei:
+        train(tiny_data, run, tiny_cfg(steps=4), resume=True)
+    msg = str(ei.value)
+    assert msg.startswith(f"{ck / 'optimizer.pt'}: ") and "pickle" in msg and "\n" not in msg
+    assert "restart the run" in msg and f'"init_from": "{ck}"' in msg
+    s = train(tiny_data, tmp_path / "new", tiny_cfg(steps=1, init_from=str(ck)))
+    assert s["steps"] == 1
+    with pytest.raises(InputError, match="classes differ"):
+        train(tiny_data, tmp_path / "other", tiny_cfg(steps=1, init_from=str(ck), classes=["zoom"]))
 
 
 def test_sigterm_saves_checkpoint_and_resumes(tiny_data, tmp_path):
@@ -132,6 +159,9 @@ def test_sigterm_saves_checkpoint_and_resumes(tiny_data, tmp_path):
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
+    # the message gives the exact command that resumes (issue #11: it said "run the same command again")
+    assert f"Resume with: netdiff train --data {tiny_data} --out {run} --config {cfg} --steps 100000 --resume" \
+        in err, err
     cks = sorted((run / "checkpoints").glob("step-*"))
     assert len(cks) == 1
     step = int(cks[0].name.split("-")[1])

@@ -161,3 +161,11 @@ def test_engine_checks_a_request_built_in_python(tmp_path):
         with pytest.raises(InputError, match=words):
             generate(req, tmp_path / "o")            # refused before a model is loaded or a file written
         assert not (tmp_path / "o").exists()
+
+
+def test_docs_list_every_recipe_key():
+    from conftest import ROOT
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    missing = sorted({rq.spec(n).recipe for n in NAMES if f"| `{rq.spec(n).recipe}`" not in text
+                      and f", `{rq.spec(n).recipe}`" not in text})
+    assert not missing, f"docs/recipes.md's schema table lacks {missing}"

@@ -135,3 +135,91 @@ def load_model(ref: str | os.PathLike | None, device: str | torch.device = "cpu"
         raise InputError(d / WEIGHTS, f"cannot load weights: {e}") from None
     model.to(device).eval()
     return model, cfg, d
+
+
+# -- training state: optimizer and RNG as safetensors + JSON (a checkpoint is never unpickled) ------
+
+OPTIMIZER_TENSORS, OPTIMIZER_JSON, RNG_TENSORS = "optimizer.safetensors", "optimizer.json", "rng.safetensors"
+
+
+def save_optimizer(opt: torch.optim.Optimizer, d: str | os.PathLike) -> None:
+    """``optimizer.safetensors``: every tensor of ``opt.state_dict()["state"]`` as ``"<param index>.<name>"``;
+    ``optimizer.json``: the param groups and the state's non-tensor entries."""
+    d = Path(d)
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    save_file(tensors, d / OPTIMIZER_TENSORS)
+    (d / OPTIMIZER_JSON).write_text(json.dumps({"param_groups": sd["param_groups"], "scalars": scalars}))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, d: str | os.PathLike) -> None:
+    """The state :func:`save_optimizer` wrote, checked against ``opt`` (indices, names, settings, shapes)."""
+    d = Path(d)
+    try:
+        meta = json.loads((d / OPTIMIZER_JSON).read_text())
+        tensors = load_file(d / OPTIMIZER_TENSORS)
+        groups, scalars = meta["param_groups"], meta["scalars"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(d, f"optimizer state unreadable: {e}") from None
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if not isinstance(groups, list) or not isinstance(scalars, dict) or len(groups) != len(opt.param_groups) \
+            or any(not isinstance(g, dict) or len(g.get("params", ())) != len(o["params"])
+                   for g, o in zip(groups, opt.param_groups)):
+        raise InputError(d / OPTIMIZER_JSON, "param groups do not match this run's trainable parameters")
+    now = opt.state_dict()["param_groups"]
+    for g, o in zip(groups, now):
+        bad = sorted(set(g) - set(o))
+        if bad:
+            raise InputError(d / OPTIMIZER_JSON, f"unknown optimizer settings {bad}")
+        for k, v in o.items():      # JSON has no tuples: betas come back as the optimizer holds them
+            if isinstance(v, tuple) and isinstance(g.get(k), list):
+                g[k] = tuple(g[k])
+    state: dict[int, dict] = {}
+    for key, v in [*tensors.items(), *scalars.items()]:
+        pid, _, name = key.partition(".")
+        if not pid.isdigit() or not 0 <= int(pid) < len(params) or not name:
+            raise InputError(d, f"optimizer state entry {key!r} is out of range ({len(params)} parameters)")
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != params[int(pid)].shape:
+            raise InputError(d / OPTIMIZER_TENSORS, f"{key}: shape {tuple(v.shape)} does not fit parameter "
+                                                    f"{pid} {tuple(params[int(pid)].shape)}")
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_rng(d: str | os.PathLike) -> None:
+    """torch's global generators (CPU, and each CUDA device) as uint8 tensors."""
+    t = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        t.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(t, Path(d) / RNG_TENSORS)
+
+
+def load_rng(d: str | os.PathLike) -> None:
+    f = Path(d) / RNG_TENSORS
+    try:
+        t = load_file(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f, f"RNG state unreadable: {e}") from None
+    cpu = torch.get_rng_state()
+    if "cpu" not in t or t["cpu"].dtype != torch.uint8 or t["cpu"].shape != cpu.shape:
+        raise InputError(f, "no CPU generator state of the expected size")
+    torch.set_rng_state(t["cpu"])
+    if torch.cuda.is_available():
+        states = [t[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in t]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+def refuse_pickled_state(ck: Path) -> None:
+    """A checkpoint of an older netdiff holds ``optimizer.pt`` (a pickle): never load it; say how to go on."""
+    if (ck / "optimizer.pt").exists() and not (ck / OPTIMIZER_TENSORS).exists():
+        raise InputError(ck / "optimizer.pt", "optimizer state of an older netdiff is a pickle, which this version "
+                                              "never loads (it can run code); restart the run (another --out, no "
+                                              "--resume), or start one from these weights: \"init_from\": "
+                                              f"\"{ck}\" in its --config")

@@ -14,11 +14,14 @@ Run directory::
     RUN_DIR/train_config.json     the full configuration (written once)
     RUN_DIR/split.json            train/test flows (test flows are never trained on)
     RUN_DIR/events.jsonl          typed progress events (engine.progress)
-    RUN_DIR/checkpoints/step-NNNNNNN/{model,ema}.safetensors, optimizer.pt, state.json
+    RUN_DIR/checkpoints/step-NNNNNNN/ model.safetensors, ema.safetensors,
+                                  optimizer.safetensors + optimizer.json, rng.safetensors, state.json (step)
     RUN_DIR/model/                exported EMA weights + config.json (what generate loads)
 
-``optimizer.pt`` holds only tensors and plain containers and is read with
-``torch.load(weights_only=True)``.
+A checkpoint is safetensors and JSON only (engine.model.checkpoint), never a
+pickle; the learning rate is a function of the step (:func:`lr_at`), so the step
+is all the scheduler state there is. A checkpoint of an older netdiff
+(``optimizer.pt``) is refused with a line saying how to go on.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from engine.errors import Cancelled, InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION
 from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinished, TrainStep, fanout
 
-from engine.model.checkpoint import save_model
+from engine.model.checkpoint import load_optimizer, load_rng, refuse_pickled_state, save_model, save_optimizer, save_rng
 from engine.model.data import load_split, load_table, make_split, manifest_hash
 from engine.model.denoiser import PacketDenoiser
 from engine.codec.matrix import present_rows, row_proto
@@ -169,15 +172,16 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if (p / "state.json").exists())
 
 
-def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int) -> Path:
+def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int, classes: list[str]) -> Path:
     final = run_dir / "checkpoints" / f"step-{step:07d}"
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
     save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time()}))
+    save_optimizer(opt, tmp)
+    save_rng(tmp)
+    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time(), "classes": classes}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in _checkpoints(run_dir)[:-keep]:
@@ -186,23 +190,50 @@ def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int) 
 
 
 def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
-    model.load_state_dict(load_file(ck / "model.safetensors"))
-    ema.shadow = load_file(ck / "ema.safetensors")
-    st = torch.load(ck / "optimizer.pt", weights_only=True, map_location="cpu")
-    opt.load_state_dict(st["optimizer"])
-    torch.set_rng_state(st["torch_rng"])
-    return int(json.loads((ck / "state.json").read_text())["step"])
+    """Weights, EMA, optimizer and RNG state of a checkpoint, each checked against this run; returns its step."""
+    refuse_pickled_state(ck)
+    try:
+        step = json.loads((ck / "state.json").read_text())["step"]
+        weights, shadow = load_file(ck / "model.safetensors"), load_file(ck / "ema.safetensors")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(ck, f"checkpoint unreadable: {e}") from None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InputError(ck / "state.json", f"step {step!r} is not a step number")
+    own = model.state_dict()
+    for name, sd in (("model", weights), ("ema", shadow)):
+        if sd.keys() != own.keys() or any(sd[k].shape != own[k].shape for k in own):
+            raise InputError(ck / f"{name}.safetensors", "weights do not fit this run's model (another config?)")
+    model.load_state_dict(weights)
+    ema.shadow = shadow
+    load_optimizer(opt, ck)
+    load_rng(ck)
+    return step
 
 
 def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> None:
     """Copy a checkpoint's weights into ``model``; modules the checkpoint lacks keep their (zero)
-    init. Shapes and classes must match."""
+    init. Shapes and classes must match. ``ref`` is a model (see checkpoint.resolve) or a training
+    checkpoint ``RUN/checkpoints/step-N`` (its run's classes are checked)."""
     from engine.model.checkpoint import WEIGHTS, resolve
-    d = resolve(ref)
-    src = json.loads((d / "config.json").read_text())
-    if src.get("classes") != classes:
+    d = Path(ref)
+    if (d / WEIGHTS).is_file() and (d / "state.json").is_file() and not (d / "config.json").exists():
+        # a training checkpoint: its classes are in state.json (older ones: in the run's config, if given)
+        try:
+            src_classes = json.loads((d / "state.json").read_text()).get("classes")
+            if src_classes is None and (d.parent.parent / "train_config.json").is_file():
+                src_classes = json.loads((d.parent.parent / "train_config.json").read_text()).get("classes")
+        except (OSError, ValueError, AttributeError) as e:
+            raise InputError(d, f"init_from: unreadable checkpoint state: {e}") from None
+    else:
+        d = resolve(ref)
+        src_classes = json.loads((d / "config.json").read_text()).get("classes")
+    if src_classes is not None and src_classes != classes:
         raise InputError(d, "init_from: the checkpoint's classes differ from this run's")
     sd = load_file(d / WEIGHTS)
+    own = model.state_dict()
+    bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise InputError(d, f"init_from: weights do not fit this model ({', '.join(bad[:4])})")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     bad = [k for k in missing if not k.startswith(("row_emb.", "sc_inp."))] + list(unexpected)
     if bad:
@@ -256,145 +287,187 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
           resume: bool = False, steps: int | None = None, on_event: OnEvent | None = None,
           cancel: CancelToken | None = None, accelerator=None) -> dict:
     """Train (or resume) a run; returns a summary dict. Raises Cancelled after saving on a stop request."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    cfg = cfg or TrainConfig()
-    if accelerator is None:
-        # cpu=True without CUDA: several processes (accelerate launch --multi_gpu / torchrun) then use gloo
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
-                                  project_config=ProjectConfiguration(project_dir=str(run_dir)))
-    acc = accelerator
-    is_main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
-    if not (data_dir / "manifest.csv").exists():
-        raise InputError(data_dir, "not a dataset directory (no manifest.csv); make one with netdiff encode")
-    cfg, split = _prepare_run(data_dir, run_dir, cfg, resume, is_main, steps)
-    acc.wait_for_everyone()
-    emit = fanout(on_event, EventLog(run_dir / "events.jsonl")) if is_main else (lambda ev: None)
-
-    mhash = manifest_hash(data_dir)
-    classes = cfg.classes
-    if classes is None:
-        from engine.datasets.encoded import read_manifest
-        classes = sorted({r["label"] for r in read_manifest(data_dir)})
-    L = int(cfg.model.get("max_packets", 128))
-    table = load_table(data_dir, L, files=split["train"], classes=classes)
-    weights = table.sample_weights(cfg.class_balance)
-
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
-    torch.manual_seed(cfg.seed)
-    model = PacketDenoiser(num_classes=len(classes), width=LAYOUT.width, **cfg.model)
-    if cfg.init_from and not (resume and _checkpoints(run_dir)):
-        _init_weights(model, cfg.init_from, classes)
-        emit(Message("info", f"weights initialised from {cfg.init_from}"))
-    if model.config.self_condition and cfg.prediction_type != "sample":
-        raise InputError(None, "self_condition needs prediction_type 'sample'")
-    ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = train_scheduler(cfg.prediction_type, beta_schedule=cfg.beta_schedule)
-
-    start = 0
-    cks = _checkpoints(run_dir)
-    if resume and cks:
-        start = _load_checkpoint(cks[-1], model, ema, opt)
-        emit(Message("info", f"resumed from {cks[-1].name}"))
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
-    col_w = column_weights(cfg.field_weights).to(acc.device)
-    ema.shadow = {k: v.to(acc.device) for k, v in ema.shadow.items()}
-    null = len(classes)
-    gbatch = cfg.batch_size * world
-
-    def checkpoint(step):
-        if is_main:
-            _save_checkpoint(run_dir, step, raw, ema, opt, cfg.keep_checkpoints)
-        acc.wait_for_everyone()
-
-    info = {"classes": classes, "scheduler": {k: v for k, v in dict(sched.config).items() if not k.startswith("_")},
-            "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
-            "data_manifest_sha256": mhash, "seed": cfg.seed, "layout": LAYOUT_VERSION,
-            "train_flows": len(table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
-            **table.priors(L)}
-
-    t0, s0, loss_acc, n_acc = time.time(), start, 0.0, 0
-    step = start
-    model.train()
+    run = _Run.start(Path(data_dir), Path(run_dir), cfg or TrainConfig(), resume, steps, on_event, accelerator)
+    cfg, step = run.cfg, run.start_step
+    t0 = time.time()
+    run.model.train()
     with _StopFlag() as stop:
         while step < cfg.steps:
-            stop_now = stop.hit or (cancel is not None and cancel.cancelled)
-            if world > 1:
-                f = torch.tensor([1.0 if stop_now else 0.0], device=acc.device)
-                stop_now = bool(acc.reduce(f, reduction="sum").item() > 0)
-            if stop_now:
-                checkpoint(step)
-                emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
+            if run.stop_requested(stop.hit or (cancel is not None and cancel.cancelled)):
+                run.checkpoint(step)
+                run.emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
                 raise Cancelled(f"training stopped at step {step}")
-            rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
-            idx = rng.choice(len(table), size=gbatch, replace=True, p=weights)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-            x0, y = table.batch(idx, L)
-            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, "noise"))
-            noise = torch.randn(x0.shape, generator=g)
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
-            drop = torch.rand(len(idx), generator=g) < cfg.label_dropout
-            y = torch.where(drop, torch.full_like(y, null), y)
-            # the same coin on every rank (seeded without the rank), so all ranks run the same graph
-            sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
-            xt = sched.add_noise(x0, noise, t)
-            target = training_target(sched, x0, noise, t)
-            rows = present_rows(x0)
-            xt, target, t, y, rows = (v.to(acc.device) for v in (xt, target, t, y, rows))
-            for gp in opt.param_groups:
-                gp["lr"] = lr_at(cfg, step)
-            rows_in = rows if raw.config.presence_input else None
-            x0_prev = None
-            if raw.config.self_condition:
-                # zeros (= "no estimate yet", as at the first sampling step) keep every weight in the
-                # graph, which DistributedDataParallel needs
-                x0_prev = torch.zeros_like(xt)
-                if sc:
-                    with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
-                        x0_prev = raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
-                        if rows_in is not None:
-                            protos = torch.from_numpy(row_proto(x0[:, 0].numpy())).to(x0_prev.device)
-                            x0_prev = impose(x0_prev, rows, protos)
-            pred = model(xt, t, y, rows_in, x0_prev)
-            if raw.config.presence_input:
-                # padding rows are given (and imposed when sampling): the loss is over packet rows
-                w = rows[..., None].float()
-            else:
-                w = torch.ones_like(pred[..., :1], dtype=torch.float32)
-            loss = (((pred.float() - target.float()) ** 2) * w * col_w).sum() / (w.sum() * col_w.sum()).clamp(min=1)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            if cfg.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            ema.update(raw, step)
+            run.log(step + 1, run.train_step(step), t0)
             step += 1
-            loss_acc += float(loss.detach())
-            n_acc += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                el = time.time() - t0
-                ips = (step - s0) / el if el > 0 else 0.0
-                mem = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _rss_mb()
-                emit(TrainStep(step, cfg.steps, loss_acc / n_acc, lr_at(cfg, step - 1), ips,
-                               (cfg.steps - step) / ips if ips > 0 else 0.0, mem))
-                loss_acc, n_acc = 0.0, 0
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                checkpoint(step)
-    checkpoint(step)
-    summary = {"steps": step, "run_dir": str(run_dir), "seconds": round(time.time() - t0, 2),
-               "train_flows": len(table), "classes": len(classes)}
-    if is_main:
-        export = PacketDenoiser.from_config(raw.config)
-        ema.copy_to(export)
-        save_model(run_dir / "model", export, {**info, "steps": step})
-        summary["model"] = str(run_dir / "model")
-    acc.wait_for_everyone()
-    emit(TaskFinished("train", summary))
-    return summary
+                run.checkpoint(step)
+    run.checkpoint(step)
+    return run.finish(step, t0)
+
+
+class _Run:
+    """One training run's pieces, set up by :meth:`start`; :func:`train` reads as its loop."""
+
+    @classmethod
+    def start(cls, data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, steps: int | None,
+              on_event: OnEvent | None, accelerator) -> "_Run":
+        """Accelerator, config and split, training table, model, EMA, optimizer; resumed when asked."""
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+        if accelerator is None:
+            # cpu=True without CUDA: several processes (accelerate launch --multi_gpu / torchrun) then use gloo
+            accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                                      project_config=ProjectConfiguration(project_dir=str(run_dir)))
+        r = cls()
+        r.acc, r.run_dir = accelerator, run_dir
+        r.is_main, r.rank, r.world = r.acc.is_main_process, r.acc.process_index, r.acc.num_processes
+        if not (data_dir / "manifest.csv").exists():
+            raise InputError(data_dir, "not a dataset directory (no manifest.csv); make one with netdiff encode")
+        r.cfg, split = _prepare_run(data_dir, run_dir, cfg, resume, r.is_main, steps)
+        cfg = r.cfg
+        r.acc.wait_for_everyone()
+        r.emit = fanout(on_event, EventLog(run_dir / "events.jsonl")) if r.is_main else (lambda ev: None)
+        r._load_data(data_dir, split)
+        r._build_model(resume)
+        r.start_step = 0
+        cks = _checkpoints(run_dir)
+        if resume and cks:
+            r.start_step = _load_checkpoint(cks[-1], r.model, r.ema, r.opt)
+            r.emit(Message("info", f"resumed from {cks[-1].name}"))
+        r.model, r.opt = r.acc.prepare(r.model, r.opt)
+        r.raw = r.acc.unwrap_model(r.model)
+        r.col_w = column_weights(cfg.field_weights).to(r.acc.device)
+        r.ema.shadow = {k: v.to(r.acc.device) for k, v in r.ema.shadow.items()}
+        r.info = {"classes": r.classes,
+                  "scheduler": {k: v for k, v in dict(r.sched.config).items() if not k.startswith("_")},
+                  "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
+                  "data_manifest_sha256": manifest_hash(data_dir), "seed": cfg.seed, "layout": LAYOUT_VERSION,
+                  "train_flows": len(r.table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
+                  **r.table.priors(r.L)}
+        r.loss_acc, r.n_acc = 0.0, 0
+        return r
+
+    def _load_data(self, data_dir: Path, split: dict) -> None:
+        """The train side of the split as one table, and each flow's sampling weight."""
+        self.classes = self.cfg.classes
+        if self.classes is None:
+            from engine.datasets.encoded import read_manifest
+            self.classes = sorted({r["label"] for r in read_manifest(data_dir)})
+        self.L = int(self.cfg.model.get("max_packets", 128))
+        self.table = load_table(data_dir, self.L, files=split["train"], classes=self.classes)
+        self.weights = self.table.sample_weights(self.cfg.class_balance)
+
+    def _build_model(self, resume: bool) -> None:
+        cfg = self.cfg
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        torch.manual_seed(cfg.seed)
+        self.model = PacketDenoiser(num_classes=len(self.classes), width=LAYOUT.width, **cfg.model)
+        if cfg.init_from and not (resume and _checkpoints(self.run_dir)):
+            _init_weights(self.model, cfg.init_from, self.classes)
+            self.emit(Message("info", f"weights initialised from {cfg.init_from}"))
+        if self.model.config.self_condition and cfg.prediction_type != "sample":
+            raise InputError(None, "self_condition needs prediction_type 'sample'")
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = train_scheduler(cfg.prediction_type, beta_schedule=cfg.beta_schedule)
+
+    def stop_requested(self, here: bool) -> bool:
+        """A stop asked for in any process stops all of them at the same step."""
+        if self.world > 1:
+            f = torch.tensor([1.0 if here else 0.0], device=self.acc.device)
+            return bool(self.acc.reduce(f, reduction="sum").item() > 0)
+        return here
+
+    def _batch(self, step: int):
+        """This rank's slice of the step's global batch, noised: (x_t, target, t, y, rows, x0, self-cond coin)."""
+        cfg = self.cfg
+        rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
+        gbatch = cfg.batch_size * self.world
+        idx = rng.choice(len(self.table), size=gbatch, replace=True,
+                         p=self.weights)[self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size]
+        x0, y = self.table.batch(idx, self.L)
+        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank, "noise"))
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g)
+        drop = torch.rand(len(idx), generator=g) < cfg.label_dropout
+        y = torch.where(drop, torch.full_like(y, len(self.classes)), y)      # the null class
+        # the same coin on every rank (seeded without the rank), so all ranks run the same graph
+        sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
+        xt = self.sched.add_noise(x0, noise, t)
+        target = training_target(self.sched, x0, noise, t)
+        rows = present_rows(x0)
+        xt, target, t, y, rows = (v.to(self.acc.device) for v in (xt, target, t, y, rows))
+        return xt, target, t, y, rows, x0, sc
+
+    def _self_condition(self, xt, t, y, rows_in, rows, x0, sc):
+        """The model's own estimate to condition on (zeros when the coin says no)."""
+        # zeros (= "no estimate yet", as at the first sampling step) keep every weight in the
+        # graph, which DistributedDataParallel needs
+        x0_prev = torch.zeros_like(xt)
+        if sc:
+            with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
+                x0_prev = self.raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
+                if rows_in is not None:
+                    protos = torch.from_numpy(row_proto(x0[:, 0].numpy())).to(x0_prev.device)
+                    x0_prev = impose(x0_prev, rows, protos)
+        return x0_prev
+
+    def train_step(self, step: int) -> float:
+        """One optimizer step and EMA update; returns the loss."""
+        cfg, raw = self.cfg, self.raw
+        xt, target, t, y, rows, x0, sc = self._batch(step)
+        for gp in self.opt.param_groups:
+            gp["lr"] = lr_at(cfg, step)
+        rows_in = rows if raw.config.presence_input else None
+        x0_prev = self._self_condition(xt, t, y, rows_in, rows, x0, sc) if raw.config.self_condition else None
+        pred = self.model(xt, t, y, rows_in, x0_prev)
+        if raw.config.presence_input:
+            # padding rows are given (and imposed when sampling): the loss is over packet rows
+            w = rows[..., None].float()
+        else:
+            w = torch.ones_like(pred[..., :1], dtype=torch.float32)
+        col_w = self.col_w
+        loss = (((pred.float() - target.float()) ** 2) * w * col_w).sum() / (w.sum() * col_w.sum()).clamp(min=1)
+        self.opt.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        if cfg.grad_clip:
+            self.acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(raw, step)
+        return float(loss.detach())
+
+    def log(self, step: int, loss: float, t0: float) -> None:
+        """Mean loss, speed and memory every ``log_every`` steps (``step`` = steps done)."""
+        cfg = self.cfg
+        self.loss_acc += loss
+        self.n_acc += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            el = time.time() - t0
+            ips = (step - self.start_step) / el if el > 0 else 0.0
+            mem = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _rss_mb()
+            self.emit(TrainStep(step, cfg.steps, self.loss_acc / self.n_acc, lr_at(cfg, step - 1), ips,
+                                (cfg.steps - step) / ips if ips > 0 else 0.0, mem))
+            self.loss_acc, self.n_acc = 0.0, 0
+
+    def checkpoint(self, step: int) -> None:
+        if self.is_main:
+            _save_checkpoint(self.run_dir, step, self.raw, self.ema, self.opt, self.cfg.keep_checkpoints,
+                             self.classes)
+        self.acc.wait_for_everyone()
+
+    def finish(self, step: int, t0: float) -> dict:
+        """Export the EMA weights as the run's model/; returns the summary."""
+        summary = {"steps": step, "run_dir": str(self.run_dir), "seconds": round(time.time() - t0, 2),
+                   "train_flows": len(self.table), "classes": len(self.classes)}
+        if self.is_main:
+            export = PacketDenoiser.from_config(self.raw.config)
+            self.ema.copy_to(export)
+            save_model(self.run_dir / "model", export, {**self.info, "steps": step})
+            summary["model"] = str(self.run_dir / "model")
+        self.acc.wait_for_everyone()
+        self.emit(TaskFinished("train", summary))
+        return summary
 
 
 def _rss_mb() -> float:

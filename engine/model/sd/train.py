@@ -48,7 +48,7 @@ from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinishe
 from engine.model.sd.grid import Geometry, flows_to_pixels, to_uint8
 from engine.model.sd.pipeline import (LORA_TARGETS, PROMPT_TEMPLATE, class_prompts, denoiser, encode_prompts,
                                       family_of, load_pipeline, pixel_multiple, resolve_base)
-from engine.model.sd.state import load_optimizer, save_optimizer
+from engine.model.checkpoint import load_optimizer, save_optimizer
 
 MODEL_TYPE = "sd-lora"
 ADAPTER = "pytorch_lora_weights.safetensors"
