@@ -145,6 +145,9 @@ def test_bad_references_are_one_line(hub, fetched, tmp_path):
     assert "revision 'nope' does not exist" in e
     e = one_line_error(netdiff("models", "download", "lab/net", env=hub_env(tmp_path, None)))
     assert "cannot be reached" in e and "lab/net" in e                      # no network, nothing cached
+    # offline, what is cached is the whole answer: nothing to fetch
+    r = netdiff("models", "download", "lab/net", env=dict(fetched["env"], HF_HUB_OFFLINE="1"))
+    assert r.returncode == 0 and f"commit {hub.v1}" in r.stdout and "(0 bytes) to download" in r.stdout, r.stderr
     # offline, a commit that was never downloaded: says what is missing and how to get it
     e = one_line_error(netdiff("models", "info", f"hf://lab/net@{'0' * 40}",
                                env=dict(fetched["env"], HF_HUB_OFFLINE="1")))

@@ -91,14 +91,18 @@ def plan_download(repo: str | Ref, revision: str | None = None, include=None, al
     try:
         resolved = api.resolve_revision(ref.repo_id, revision=ref.revision, cache_dir=cache_dir,
                                         local_files_only=offline)
-        dry = snapshot_download(ref.repo_id, revision=resolved, cache_dir=cache_dir, allow_patterns=pats,
-                                ignore_patterns=ignore, dry_run=True, tqdm_class=_progress_class(None, "", 0))
+        if offline:
+            # huggingface_hub refuses dry runs offline; what the cache holds is the whole answer
+            files = _cached_plan(ref.at(resolved.resolved), pats, ignore, cache_dir)
+        else:
+            dry = snapshot_download(ref.repo_id, revision=resolved, cache_dir=cache_dir, allow_patterns=pats,
+                                    ignore_patterns=ignore, dry_run=True, tqdm_class=_progress_class(None, "", 0))
+            files = [PlannedFile(f.filename, f.file_size, bool(f.is_cached and not f.will_download)) for f in dry]
     except RefError:
         raise
     except Exception as e:
         raise hub_error(ref, e, offline) from None
-    files = sorted((PlannedFile(f.filename, f.file_size, bool(f.is_cached and not f.will_download)) for f in dry),
-                   key=lambda f: f.name)
+    files.sort(key=lambda f: f.name)
     chosen = {f.name for f in files}
     skipped = []
     if not offline:
@@ -112,6 +116,19 @@ def plan_download(repo: str | Ref, revision: str | None = None, include=None, al
         raise RefError(f"{ref.at(resolved.resolved)}: no file matches {', '.join(pats)} (the repository holds "
                        f"{held})" + ("; pickled weights need --allow-pickle" if any(map(_is_pickle, skipped)) else ""))
     return DownloadPlan(ref.at(resolved.resolved), ref.revision, files, pats, skipped, allow_pickles)
+
+
+def _cached_plan(ref: Ref, pats, ignore, cache_dir) -> list[PlannedFile]:
+    """Offline: the files of the cached snapshot that the patterns select (all cached), or an
+    error saying the commit is not in the cache."""
+    from huggingface_hub.utils import filter_repo_objects
+    from engine.hub.cache import cached_revision
+    rev = cached_revision(ref, cache_dir)
+    if rev is None:
+        raise RefError(f"{ref}: not in the Hub cache and offline mode (HF_HUB_OFFLINE=1): nothing to fetch from")
+    by_name = {f.file_path.relative_to(rev.snapshot_path).as_posix(): f for f in rev.files}
+    keep = filter_repo_objects(sorted(by_name), allow_patterns=pats, ignore_patterns=ignore)
+    return [PlannedFile(n, by_name[n].size_on_disk, True) for n in keep]
 
 
 def _progress_class(on_event: OnEvent | None, task: str, total: int):
