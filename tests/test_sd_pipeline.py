@@ -165,3 +165,20 @@ def test_sd3_train_and_sample_all_modes(tiny_sd3, sd_data, tmp_path):
         g = generate(GenerationRequest(label="dns", count=2, model=str(run), steps=2, **kw), out)
         assert g["mode"] == mode and g["family"] == "sd3" and g["compliance_clean"], g
     _judge_all(tmp_path / "controlnet")
+
+
+def test_sd_run_config_is_range_checked(sd_run, tmp_path):
+    from engine.datasets.generate import generate
+    from engine.datasets.request import GenerationRequest
+    bad = tmp_path / "run"
+    shutil.copytree(sd_run, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    for key, value in (("geometry", {**cfg["geometry"], "rows": -3}), ("classes", "zoom"),
+                       ("family", "flux"), ("sampling", {"steps": 10**9})):
+        (bad / "config.json").write_text(json.dumps({**cfg, key: value}))
+        with pytest.raises(InputError, match="not a valid sd-lora run config"):
+            generate(GenerationRequest(label="zoom", count=1, model=str(bad)), tmp_path / "o")
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "pytorch_lora_weights.safetensors").unlink()
+    with pytest.raises(InputError, match="--resume"):
+        generate(GenerationRequest(label="zoom", count=1, model=str(bad)), tmp_path / "o")

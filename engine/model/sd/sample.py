@@ -122,6 +122,10 @@ class SDSampler:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise InputError(self.dir / ADAPTER, f"cannot load the adapter: {str(e).splitlines()[0]}") from None
         self.pipe.to(self.device)
+        from engine.model.sd.pipeline import pixel_multiple
+        if self.geom.height % pixel_multiple(self.pipe) or self.geom.width % pixel_multiple(self.pipe):
+            raise InputError(base_dir, f"base needs image sides in multiples of {pixel_multiple(self.pipe)}; the "
+                                       f"run's images are {self.geom.height} x {self.geom.width}")
 
     def images(self, label: str, seeds: list[int], steps: int, guidance: float, prompt: str = "",
                guides: list[np.ndarray] | None = None, strength: float = 0.5, controlnet_scale: float = 0.5,
@@ -239,6 +243,9 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     if req.label not in cfg["classes"]:
         raise InputError(None, f"label {req.label!r} is not one of the run's classes: {', '.join(cfg['classes'])}")
     pmax = min(req.packets_max, geom.rows)
+    if req.packets_max > geom.rows:
+        emit(Message("warning", f"packets_max {req.packets_max} > the run's {geom.rows} packets per image; "
+                                f"flows have at most {geom.rows}"))
     pmin = min(req.packets_min, pmax)
     steps = req.steps or cfg.get("sampling", {}).get("steps", 20)
     guidance = req.guidance if req.guidance is not None else cfg.get("sampling", {}).get("guidance", 7.5)

@@ -51,6 +51,7 @@ from engine.model.sd.pipeline import (LORA_TARGETS, PROMPT_TEMPLATE, class_promp
 from engine.model.checkpoint import load_optimizer, save_optimizer
 
 MODEL_TYPE = "sd-lora"
+MAX_ROWS = 4096      # 4x the paper's 1024: a 4096 x 1152 image is already ~4x SD's native pixel count
 ADAPTER = "pytorch_lora_weights.safetensors"
 
 
@@ -111,6 +112,8 @@ class SDTrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise InputError(None, f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.rows > MAX_ROWS:
+            raise InputError(None, f"rows {self.rows}: at most {MAX_ROWS} packets per image")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise InputError(None, f"lr must be in (0, 1), got {self.lr!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -264,8 +267,8 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
                      "weights": ADAPTER},
             "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance},
             "train": asdict(cfg), "train_flows": None, "test_flows": len(split["test"])}
-    if is_main:
-        (run / "split.json").exists() or atomic_write_bytes(run / "split.json", [json.dumps(split, indent=1).encode()])
+    if is_main and not (run / "split.json").exists():
+        atomic_write_bytes(run / "split.json", [json.dumps(split, indent=1).encode()])
 
     table = load_table(data, cfg.rows, files=split["train"], classes=classes)
     info["train_flows"] = len(table)
