@@ -95,6 +95,7 @@ def sd_run(tiny_sd, sd_data, tmp_path_factory) -> Path:
     """A LoRA run of 2 steps on the tiny SD 1.5-layout pipeline."""
     from engine.model.sd.train import train_lora
     run = tmp_path_factory.mktemp("sdrun") / "run"
-    s = train_lora(sd_data, run, str(tiny_sd["base"]), sd_cfg(steps=2, validation_every=2))
+    # guidance 2: validation and sampling go through classifier-free guidance
+    s = train_lora(sd_data, run, str(tiny_sd["base"]), sd_cfg(steps=2, validation_every=2, sample_guidance=2.0))
     assert s["steps"] == 2
     return run

@@ -121,6 +121,8 @@ class SDSampler:
             self.pipe.load_lora_weights(self.dir, weight_name=ADAPTER)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise InputError(self.dir / ADAPTER, f"cannot load the adapter: {str(e).splitlines()[0]}") from None
+        # merged into the base weights: no per-step LoRA matmuls while sampling
+        self.pipe.fuse_lora()
         self.pipe.to(self.device)
         from engine.model.sd.pipeline import pixel_multiple
         if self.geom.height % pixel_multiple(self.pipe) or self.geom.width % pixel_multiple(self.pipe):

@@ -362,7 +362,7 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
             kw = {k: v[j:j + 1].to(dev, wdtype) for k, v in cond.items()}
             with torch.no_grad(), acc.autocast():
                 im = pipe(**kw, height=geom.height, width=geom.width, num_inference_steps=cfg.validation_steps,
-                          guidance_scale=1.0, generator=g, output_type="np").images
+                          guidance_scale=cfg.sample_guidance, generator=g, output_type="np").images
             path = d / f"{c}.png"
             img = Image.fromarray(to_uint8(im, geom)[0], "RGB")
             img.save(path.with_suffix(".png.tmp"), format="PNG")
