@@ -28,7 +28,7 @@ def _settings():
 
 def _local_checkpoints() -> list[tuple[str, str, Path]]:
     """The user's checkpoints and runs, found where the console looks (settings: models_dir, runs_dirs)."""
-    from netdiff_tui.screens.catalog import find_models
+    from engine.artifacts import find_models
     s = _settings()
     return [(m.name, m.kind, Path(m.path)) for m in find_models(s.expanded("models_dir"), s.expanded_runs())
             if m.kind != "default"]

@@ -67,7 +67,7 @@ def dir_size(d: Path) -> int:
 
 
 @dataclass
-class ModelEntry:
+class ModelRow:
     """One row of ``netdiff models list``."""
 
     name: str
@@ -85,7 +85,7 @@ class ModelEntry:
         return asdict(self)
 
 
-def _local_entry(name: str, kind: str, d: Path) -> ModelEntry:
+def _local_entry(name: str, kind: str, d: Path) -> ModelRow:
     ref = "default" if kind == "default" else str(d)
     w = d / "model.safetensors"
     try:
@@ -93,7 +93,7 @@ def _local_entry(name: str, kind: str, d: Path) -> ModelEntry:
     except OSError:
         last = None
     status = "ready" if w.is_file() and (d / "config.json").is_file() else "incomplete (no model.safetensors/config.json)"
-    return ModelEntry(name, kind, ref, str(d), checkpoint_format(d), list(classes_of(d)), [], dir_size(d), last, status)
+    return ModelRow(name, kind, ref, str(d), checkpoint_format(d), list(classes_of(d)), [], dir_size(d), last, status)
 
 
 def scan_hub(cache_dir: str | os.PathLike | None = None):
@@ -110,7 +110,7 @@ def _newest(revs):
     return max(revs, key=lambda r: r.last_modified)
 
 
-def hub_entries(cache_dir: str | os.PathLike | None = None) -> list[ModelEntry]:
+def hub_entries(cache_dir: str | os.PathLike | None = None) -> list[ModelRow]:
     info = scan_hub(cache_dir)
     out = []
     for repo in sorted(info.repos if info else (), key=lambda r: r.repo_id):
@@ -122,14 +122,14 @@ def hub_entries(cache_dir: str | os.PathLike | None = None) -> list[ModelEntry]:
         newest = revs[0] if revs else None
         snap = newest.snapshot_path if newest else None
         ref = f"hf://{repo.repo_id}@{newest.commit_hash}" if newest else f"hf://{repo.repo_id}"
-        out.append(ModelEntry(repo.repo_id, "hub", ref, str(repo.repo_path),
+        out.append(ModelRow(repo.repo_id, "hub", ref, str(repo.repo_path),
                               checkpoint_format(snap) if snap else "unknown",
                               list(classes_of(snap)) if snap else [], rows, repo.size_on_disk,
                               repo.last_accessed, "ready" if revs else "no complete revision"))
     return out
 
 
-def list_models(local: list[tuple[str, str, Path]] = (), cache_dir: str | os.PathLike | None = None) -> list[ModelEntry]:
+def list_models(local: list[tuple[str, str, Path]] = (), cache_dir: str | os.PathLike | None = None) -> list[ModelRow]:
     """The shipped default, the ``local`` checkpoints given as (name, kind, directory), every Hub repo cached."""
     out = [_local_entry("default", "default", DEFAULT_MODEL_DIR)]
     seen = {DEFAULT_MODEL_DIR.resolve()}
