@@ -178,6 +178,9 @@ def main(argv=None) -> dict:
         res["build_s"] = round(time.perf_counter() - t, 1)
         print(f"pipeline built in {res['build_s']} s ({res['device']})", flush=True)
         for dt in dtypes:
+            # accelerate keeps one process-wide state and refuses another precision in the same process
+            from accelerate.state import AcceleratorState
+            AcceleratorState._reset_state(True)
             run = None
             for b in batches:
                 run = work / f"run-{dt}-{b}"

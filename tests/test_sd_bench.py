@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
+
 from conftest import ROOT
 from sd_tiny import sd_data, tiny_controlnet, tiny_sd  # noqa: F401  (fixtures)
 
@@ -16,12 +18,15 @@ def test_sd_bench_tiny_runs_on_cpu(tiny_sd, tiny_controlnet, sd_data, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "sd.json"
-    res = bench.main(["--tiny", "--batches", "1", "--sample-images", "1", "--work", str(tmp_path / "w"),
+    # two precisions in one process, as the GPU run does (fp16, bf16)
+    res = bench.main(["--tiny", "--dtypes", "no,bf16", "--batches", "1", "--sample-images", "1", "--work", str(tmp_path / "w"),
                       "--json", str(out), "--base", str(tiny_sd["base"]), "--controlnet", str(tiny_controlnet),
                       "--data", str(sd_data)])
     assert json.loads(out.read_text()) == res
-    assert [r["batch"] for r in res["train"]] == [1] and res["train"][0]["steps_per_s"] > 0
-    assert [r["controlnet"] for r in res["sample"]] == [False, True]
+    assert [(r["dtype"], r["batch"]) for r in res["train"]] == [("no", 1), ("bf16", 1)]
+    assert all(r["steps_per_s"] > 0 and np.isfinite(r["loss"]) for r in res["train"])
+    assert [(r["dtype"], r["controlnet"]) for r in res["sample"]] == [("no", False), ("no", True),
+                                                                      ("bf16", False), ("bf16", True)]
     assert all(r["images_per_s"] > 0 and r["images"] >= 1 for r in res["sample"])
     # the full-size configs are SD 1.5's: 860 M UNet parameters (counted from the config, no weights)
     from diffusers import UNet2DConditionModel
