@@ -80,6 +80,15 @@ def test_lock_is_reentrant_within_a_run(tmp_path):
     assert not lock_path(out).exists()
 
 
+def test_leftovers_of_dead_runs_are_cleaned_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    for d in (".out.k2j4x9.partial", ".out.old-4242", ".out.partial", ".out.export", ".outer.x.partial", "out"):
+        (tmp_path / d).mkdir()
+    gone = outdir.clean_leftovers(out)
+    assert sorted(p.name for p in gone) == [".out.k2j4x9.partial", ".out.old-4242"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.export", ".out.partial", ".outer.x.partial", "out"]
+
+
 def test_holder_liveness_tells_reused_pid_and_other_host():
     me = Holder.me("x")
     assert me.alive() is True

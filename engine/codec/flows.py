@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.codec.packets import TCP, Packets
+from engine.constants import MAX_FLOW_PACKETS
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -34,7 +35,7 @@ class FlowConfig:
     """
 
     idle_timeout: float = 120.0
-    max_packets: int = 1024
+    max_packets: int = MAX_FLOW_PACKETS
     min_packets: int = 2
 
 

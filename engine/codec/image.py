@@ -18,8 +18,9 @@ from PIL import Image, PngImagePlugin
 from engine.outdir import atomic_write_bytes
 from engine.errors import InputError
 from engine.codec.layout import ABSENT, LAYOUT
+from engine.constants import MAX_FLOW_PACKETS
 
-HEIGHT = 1024
+HEIGHT = MAX_FLOW_PACKETS
 # index 0 -> value -1 (blue), 1 -> 0 (green), 2 -> 1 (red)
 PALETTE = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.int32)
 
@@ -48,9 +49,6 @@ def _snap_rows(img: np.ndarray, out: np.ndarray) -> None:
     out[...] = np.where(b >= np.maximum(r, g), np.int8(-1), np.where(g >= r, np.int8(0), np.int8(1)))
 
 
-_POOL = None
-
-
 def snap_rgb(img: np.ndarray) -> np.ndarray:
     """Nearest paper colour per pixel: ``(H, W, >=3)`` uint8 -> ``(H, W)`` int8 in {1, 0, -1}.
 
@@ -59,17 +57,19 @@ def snap_rgb(img: np.ndarray) -> np.ndarray:
     blue (absent), then green. Large images are split across two threads
     (numpy releases the GIL).
     """
-    global _POOL
     out = np.empty(img.shape[:2], np.int8)
     h = img.shape[0]
     if h * img.shape[1] < 200_000:
         _snap_rows(img, out)
         return out
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="snap")
+    # A thread per call, not a pool kept in the module: starting it costs ~0.1 ms against ~10 ms
+    # of work on a 1024-row image (measured: 10.4 ms either way, 15.5 ms on one thread).
+    from concurrent.futures import ThreadPoolExecutor
     k = h // 2
-    list(_POOL.map(lambda s: _snap_rows(img[s], out[s]), (slice(0, k), slice(k, h))))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snap") as ex:
+        lower = ex.submit(_snap_rows, img[k:], out[k:])
+        _snap_rows(img[:k], out[:k])
+        lower.result()
     return out
 
 

@@ -169,6 +169,8 @@ class Layout:
 
 
 LAYOUT = Layout(IPV4_FIELDS + IPV6_FIELDS + TCP_FIELDS + UDP_FIELDS + ICMP_FIELDS + META_FIELDS)
+# The direction column (1 = initiator to responder), used on its own by codec, model and repair.
+COL_DIR = LAYOUT.cols("meta_direction").start
 
 assert LAYOUT.base_width == 1088, LAYOUT.base_width
 

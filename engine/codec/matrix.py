@@ -13,13 +13,12 @@ import numpy as np
 
 from engine.codec import capture as cap
 from engine.codec.flows import FlowBatch
-from engine.codec.layout import ABSENT, IAT_BITS, IAT_SCALE, LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.layout import ABSENT, COL_DIR, IAT_BITS, IAT_SCALE, LAYOUT, bits_to_uint, uint_to_bits
 from engine.codec.packets import ICMP, TCP, UDP
 from engine.outdir import atomic_write_bytes
 
 WIRE = LAYOUT.wire_map
 COL_IPV4, COL_IPV6, COL_TCP, COL_UDP, COL_ICMP = (LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp"))
-COL_DIR = LAYOUT.cols("meta_direction").start
 COL_IAT = LAYOUT.cols("meta_iat")
 IAT_MAX = (1 << IAT_BITS) - 1
 
@@ -175,7 +174,7 @@ def decode_matrices(mats: list[np.ndarray], metas: list[FlowMeta], linktype: int
     ihl = np.maximum(ihl, 20)
     tl = (ip[:, 2].astype(np.int64) << 8) | ip[:, 3]
     rp = row_proto(m)
-    is_tcp, is_udp, is_icmp = rp == 6, rp == 17, rp == 1
+    is_tcp, is_udp, is_icmp = rp == TCP, rp == UDP, rp == ICMP
     l4 = np.zeros((n, 60), np.uint8)
     if is_tcp.any():
         l4[is_tcp] = _wire_bytes(m[is_tcp], COL_TCP, "tcp", 60)

@@ -8,8 +8,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from engine.codec import capture as cap
-
-TCP, UDP, ICMP = 6, 17, 1
+from engine.constants import ICMP, TCP, UDP  # noqa: F401  (packets.TCP ... are used by codec modules)
 TRANSPORTS = {TCP: "tcp", UDP: "udp", ICMP: "icmp"}
 # Not a skip: counted in the same Counter so reports show it next to the skips.
 CUT_NOTE = "kept: header options cut by snaplen (missing bytes read as 0)"

@@ -15,11 +15,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from engine.codec.layout import LAYOUT
-
 from .lengths import impose
-
-COL_DIR = LAYOUT.cols("meta_direction").start
 
 
 def train_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.codec.layout import LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
 
 #: the spans decoded onto vocabularies: single fields, plus the TCP flag bits as one span
 #: (flags come in combinations: SYN, SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST)
@@ -81,7 +81,6 @@ def _entries(vals) -> tuple[np.ndarray, np.ndarray]:
 #: host uses (facebook: 45 % of packets on a TTL the class never has); drawn once per flow and
 #: direction from the evidence of all its packets, each side stays on one of the class's values.
 PER_DIRECTION = ("ipv4_ttl",)
-COL_DIR = LAYOUT.cols("meta_direction").start
 
 #: a bit the model calls certain still leaves this much doubt in the posterior (its
 #: probabilities are not calibrated; without a floor one bit would veto a common value)

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.codec.matrix import iat_to_gaps
-from engine.codec.layout import ABSENT, LAYOUT, uint_to_bits
+from engine.codec.layout import ABSENT, COL_DIR, LAYOUT, uint_to_bits
+from engine.constants import PROTO_NUM
 
-COL_DIR = LAYOUT.cols("meta_direction").start
 TCP_FIXED = slice(LAYOUT.block("tcp").start, LAYOUT.cols("tcp_opt").start)
 IP4_FIXED = slice(LAYOUT.block("ipv4").start, LAYOUT.cols("ipv4_opt").start)
-PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 BLOCK = {p: LAYOUT.block(p) for p in ("ipv4", "ipv6", "tcp", "udp", "icmp", "meta")}
 FIELD_COLS = {f.qualname: LAYOUT.cols(f.qualname) for f in LAYOUT.image_fields()}
 

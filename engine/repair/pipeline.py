@@ -21,7 +21,7 @@ from engine.codec.layout import ABSENT, LAYOUT
 from . import checksum as ck
 from . import rules_flow as rf
 from . import rules_packet as rp
-from .batch import Batch
+from .batch import PROTO_NUM, TRANSPORTS, Batch
 from .report import ComplianceReport, RuleReport
 from .rule import Changes, Rule
 
@@ -62,7 +62,7 @@ RULES: list[Rule] = [
 ]
 RULE_NAMES = [r.name for r in RULES]
 REQUIRED = frozenset({"snap"})      # nothing downstream can read unsnapped values
-PROTO_OF = {0: 6, 1: 17, 2: 1}
+PROTO_OF = {i: PROTO_NUM[t] for i, t in enumerate(TRANSPORTS)}
 
 
 @dataclass(frozen=True)

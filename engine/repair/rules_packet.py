@@ -97,7 +97,7 @@ def _flow_transport_choice(b: Batch) -> np.ndarray:
             return 1.0 - popcount(by).sum(axis=1) / (cols.stop - cols.start)
         pres = np.stack([share(TCP_FIXED), share(BLOCK["udp"]), share(BLOCK["icmp"])], axis=1)
         proto = b.get("ipv4_proto")
-        pres += 0.5 * (proto[:, None] == np.array([6, 17, 1])[None, :])
+        pres += 0.5 * (proto[:, None] == PROTO_ARR[None, :])
         choice = np.argmax(pres, axis=1)
         votes = np.bincount(b.fid * 3 + choice, minlength=3 * b.nf).reshape(b.nf, 3)
         return np.argmax(votes, axis=1)

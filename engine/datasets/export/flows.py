@@ -11,12 +11,13 @@ from pathlib import Path
 from engine.codec import capture as cap
 from engine.codec import packets as pk
 from engine.codec.flows import FlowAssembler, FlowConfig
+from engine.constants import PROTO_NAME
 from engine.datasets.export.scan import Source
 from engine.datasets.export.writers import Record, flow_file_bytes, iter_records
 from engine.errors import InputError
 from engine.progress import CancelToken
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
+PROTO_NAMES = PROTO_NAME
 
 
 @dataclass
