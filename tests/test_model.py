@@ -361,13 +361,14 @@ def test_field_vocabulary_decoding(tiny_run):
     assert get(out, "ipv4_ttl").tolist() == [64, 64, 64, 128, 128, 64]
     assert (out[:, LAYOUT.cols("tcp_sprt")] == -1).all()     # absent spans stay absent
     # drawn from the posterior: sure bits keep their value, doubtful bits follow the counts
-    u = np.random.default_rng(0).random((1, 6, len(SPANS)))
-    out = np.clip(np.rint(decode(x, v["a"], u)), -1, 1).astype(np.int8)[0]
+    # (each row a flow of its own: a TTL is drawn once per flow and direction, vocab.PER_DIRECTION)
+    u = np.random.default_rng(0).random((6, 1, len(SPANS)))
+    out = np.clip(np.rint(decode(x.reshape(6, 1, -1), v["a"], u)), -1, 1).astype(np.int8)[:, 0]
     assert get(out, "ipv4_ttl").tolist()[:5] == [64, 64, 64, 128, 128]
-    flat = np.tile(rows.astype(np.float32)[:1], (4000, 1))[None]
-    flat[0, :, ttl] = 0.5                                     # the model has no idea
-    u = np.random.default_rng(1).random((1, 4000, len(SPANS)))
-    got = get(np.clip(np.rint(decode(flat, v["a"], u)), -1, 1).astype(np.int8)[0], "ipv4_ttl")
+    flat = np.tile(rows.astype(np.float32)[:1], (4000, 1))[:, None]
+    flat[:, 0, ttl] = 0.5                                     # the model has no idea
+    u = np.random.default_rng(1).random((4000, 1, len(SPANS)))
+    got = get(np.clip(np.rint(decode(flat, v["a"], u)), -1, 1).astype(np.int8)[:, 0], "ipv4_ttl")
     assert set(got.tolist()) == {64, 128} and 0.55 < (got == 64).mean() < 0.65   # counts 3 : 2
     _, cfg, _ = load_model(tiny_run)
     assert set(cfg["vocab"]) == {"dns", "zoom"} and set(cfg["vocab"]["dns"]) <= set(SPANS)

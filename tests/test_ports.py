@@ -217,3 +217,17 @@ def test_enum_fidelity_counts_seen_values():
     assert r["ipv4_ttl"]["classes"]["c"]["synthetic"]["seen"] == 0.5
     o = r["tcp_option_kinds"]["classes"]["c"]["synthetic"]
     assert o["packets"] == 4 and o["seen"] == 0.5             # MSS, WS in any values: seen; WS alone: not
+
+
+def test_guided_flows_keep_their_guides_server_port():
+    from engine.model.ports import guide_ports
+    table = [[2, 17, 0, 53, 5], [4, 6, 443, 0, 2]]
+    p, ini, res = guide_ports(_flow(17, 50123, 53), table, 3, (40000, 40000))
+    assert (p, ini, res) == (17, 40000, 53)                          # a new ephemeral client port
+    assert guide_ports(_flow(6, 443, 61000), table, 3, (40000, 40000)) == (6, 443, 40000)
+    assert guide_ports(_flow(17, 123, 123), table, 3, (40000, 40000)) == (17, 123, 123)
+    icmp = _flow(17, 1, 2)
+    put(icmp, "ipv4_proto", 1, np.arange(len(icmp)))
+    icmp[:, LAYOUT.block("udp").start:LAYOUT.block("udp").stop] = -1
+    icmp[:, LAYOUT.block("icmp").start:LAYOUT.block("icmp").stop] = 0
+    assert guide_ports(icmp, table, 3, (40000, 40000)) is None

@@ -49,6 +49,13 @@ def _ports_section(p: dict, classes: list[str]) -> list[str]:
     rows = [[c] + [f"{_f(p['classes'][c][k]['seen'], 2)} / {_f(p['classes'][c][k]['jsd_train'])}" for k in names]
             for c in classes]
     L += ["Per class: seen / JSD vs train.", "", _table(["class"] + names, rows), ""]
+    fields = p.get("fields")
+    if fields:
+        L += ["Other enumerated fields, per packet: share of values the class's real train packets have "
+              "(TTL, ICMP type and code, TCP option kinds in order) / mean JSD vs train over classes.", ""]
+        cands = list(next(iter(fields.values()))["overall"])
+        L += [_table(["field"] + cands, [[f] + [f"{_f(v['overall'][k]['seen'])} / {_f(v['overall'][k]['mean_jsd_train'])}"
+                                               for k in cands] for f, v in fields.items()]), ""]
     return L
 
 

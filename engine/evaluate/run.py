@@ -16,7 +16,7 @@ from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
 from .detect import detectability
 from .features import packet_values
 from .fidelity import fidelity
-from .ports import port_fidelity
+from .ports import enum_fidelity, port_fidelity
 from .utility import FEATURE_SETS, SCENARIOS, ml_utility
 
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "configs" / "default_split.json"
@@ -140,6 +140,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     fid = {name: fidelity(test, fs, classes, real_values) for name, fs in candidates.items()}
     close = closeness(train, {"real_test": test, **candidates}, classes)
     ports = port_fidelity(train, test, candidates, classes)
+    ports["fields"] = enum_fidelity(train, {"real_test": test, **candidates}, classes)
     step("fidelity")
 
     detect = None

@@ -26,10 +26,11 @@ from collections import Counter
 import numpy as np
 import torch
 
-from engine.codec.layout import COL_DIR, LAYOUT, get, put
+from engine.codec.layout import LAYOUT, get, put
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
 
+COL_DIR = LAYOUT.cols("meta_direction").start
 #: per transport: (source port field, destination port field)
 PORT_FIELDS = {6: ("tcp_sprt", "tcp_dprt"), 17: ("udp_sport", "udp_dport")}
 #: a client port below this is a fixed, well-known one (DHCP 68, NTP 123), not an ephemeral one
@@ -139,6 +140,27 @@ def draw_ports(table: list[list[int]], seed: int, length: int, proto: int,
     eph = int(rng.integers(lo, hi + 1))
     a, b = int(e[2]), int(e[3])
     return (a or eph, b or eph)
+
+
+def guide_ports(m: np.ndarray, table: list[list[int]], seed: int,
+                client_range: tuple[int, int]) -> tuple[int, int, int] | None:
+    """``(protocol, initiator port, responder port)`` for a flow started from the real flow ``m``
+    (``--like``): the guide's own server port (and fixed client port), an ephemeral client port
+    from ``client_range`` drawn by ``seed``; the server's side decided with the class's table as
+    the reference. ``None`` when the guide is not TCP/UDP."""
+    p, a, b = flow_ports(m)
+    if p not in PORT_FIELDS:
+        return None
+    counts: Counter = Counter()
+    for e in table:
+        if e[1] == p:
+            for port in e[2:4]:
+                if port:
+                    counts[(p, port)] += e[4]
+    ini, res = pattern(p, a, b, counts)
+    lo, hi = client_range
+    eph = int(np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0x9047]).integers(lo, hi + 1))
+    return p, ini or eph, res or eph
 
 
 def write_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None:

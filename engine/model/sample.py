@@ -16,19 +16,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.codec.layout import COL_DIR
 from engine.codec.matrix import TRANSPORT_COLS, row_proto
-from engine.constants import PROTO_NUM, TCP, UDP
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
 from engine.model.lengths import draw_shape, presence_mask
-from engine.model.ports import check_table, draw_ports, write_ports
+from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
 from engine.model.vocab import palette
+
+PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 def flow_seed(seed: int, index: int, attempt: int) -> int:
@@ -102,9 +102,8 @@ class ClassPriors:
     want: int | None                    # the requested transport (6, 17, 1) or None
 
 
-def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions, guided: bool = False) -> ClassPriors:
-    """Resolve the class and the tables that apply to a request (``guided``: flows start from real
-    flows, which bring their own shape; their ports stay the model's, as before guidance had them)."""
+def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> ClassPriors:
+    """Resolve the class and the tables that apply to a request."""
     classes = model_cfg["classes"]
     if label not in classes:
         raise InputError(None, f"label {label!r} is not one of the model's classes: {', '.join(classes)}")
@@ -113,7 +112,7 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions, guided
     # older checkpoints keep deciding presence themselves.
     shape_input = bool(getattr(model.config, "presence_input", False))
     ports = (model_cfg.get("ports") or {}).get(label)
-    held = shape_input and opts.field_vocab and not guided and ports is not None
+    held = shape_input and opts.field_vocab and ports is not None
     return ClassPriors(
         index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
@@ -147,6 +146,8 @@ def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assign
         if pri.shape_input:
             b.rows = presence_mask([len(m) for m in b.guides], L)
             b.protos = torch.tensor([pri.want or majority_proto(m) for m in b.guides])
+            if pri.ports is not None:
+                b.ports = [guide_ports(m, pri.ports, s, opts.client_port_range) for m, s in zip(b.guides, b.seeds)]
     elif pri.shape_input:
         shapes = [draw_shape(pri.lengths, s, opts.packets_min, min(opts.packets_max, L), pri.want) for s in b.seeds]
         b.rows = presence_mask([n for n, _ in shapes], L)
@@ -209,9 +210,9 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     checkpoints that have those tables.
     With ``guides`` (real flows of the class, :func:`usable_guides`), flow ``i`` starts from
     guide ``assign_guides(len(guides), seed, ...)[i]`` noised to ``strength``
-    (:mod:`engine.model.guide`) and keeps that flow's length and transport.
+    (:mod:`engine.model.guide`) and keeps that flow's length, transport and server port.
     """
-    pri = class_priors(model, model_cfg, label, opts, guided=bool(guides))
+    pri = class_priors(model, model_cfg, label, opts)
     solver = opts.solver or model_cfg.get("sampling", {}).get("solver", "dpm")
     stats = stats if stats is not None else SampleStats()
     emit = on_event or (lambda ev: None)
@@ -307,15 +308,15 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
         put(m, "ipv4_proto", want, np.nonzero(mixed)[0])
     if not bad.any():
         return m
-    tcp, udp = rp == TCP, rp == UDP
+    tcp, udp = rp == 6, rp == 17
     sport = np.where(tcp, get(m, "tcp_sprt"), np.where(udp, get(m, "udp_sport"), 0))
     dport = np.where(tcp, get(m, "tcp_dprt"), np.where(udp, get(m, "udp_dport"), 0))
-    good = np.nonzero(~bad & ((rp == TCP) | (rp == UDP)))[0]
+    good = np.nonzero(~bad & ((rp == 6) | (rp == 17)))[0]
     if len(good):
         g = good[0]
-        fwd = m[g, COL_DIR] != 0
+        fwd = m[g, LAYOUT.cols("meta_direction").start] != 0
         i_port, r_port = (sport[g], dport[g]) if fwd else (dport[g], sport[g])
-        dirs = m[:, COL_DIR] != 0
+        dirs = m[:, LAYOUT.cols("meta_direction").start] != 0
         nop = (sport == 0) & (dport == 0)
         sport = np.where(nop, np.where(dirs, i_port, r_port), sport)
         dport = np.where(nop, np.where(dirs, r_port, i_port), dport)
@@ -323,11 +324,11 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
     for blk in ("tcp", "udp", "icmp"):
         m[np.ix_(rows, np.arange(LAYOUT.block(blk).start, LAYOUT.block(blk).stop))] = ABSENT
     put(m, "ipv4_proto", want, rows)
-    if want == UDP:
+    if want == 17:
         m[np.ix_(rows, np.arange(LAYOUT.block("udp").start, LAYOUT.block("udp").stop))] = 0
         put(m, "udp_sport", sport[rows], rows)
         put(m, "udp_dport", dport[rows], rows)
-    elif want == TCP:
+    elif want == 6:
         blk, opt = LAYOUT.block("tcp"), LAYOUT.cols("tcp_opt")
         m[np.ix_(rows, np.arange(blk.start, opt.start))] = 0
         put(m, "tcp_sprt", sport[rows], rows)
