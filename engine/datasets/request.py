@@ -29,9 +29,11 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.constants import MAX_FLOW_PACKETS
+
 MAX_COUNT = 1_000_000            # flows of one request (one directory holds a file per flow)
 MAX_SEED = 2**63 - 1             # numpy and torch seeds are 64-bit
-MAX_PACKETS = 1024               # the model's (and the paper's) flow length
+MAX_PACKETS = MAX_FLOW_PACKETS   # the model's (and the paper's) flow length
 MTU_RANGE = (576, 9216)          # RFC 791 minimum datagram every host accepts .. jumbo frames
 TRANSPORTS = ("tcp", "udp", "icmp", "any")
 LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from engine.codec.matrix import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
-from engine.codec.layout import LAYOUT
+from engine.codec.layout import COL_DIR, LAYOUT
 from engine.model.ports import impose_ports
 
 #: columns every packet row has present (the IPv4 header without addresses and
 #: options, direction, inter-arrival time); padding rows have them absent
 ALWAYS_PRESENT = np.r_[np.arange(LAYOUT.cols("ipv4_ver").start, LAYOUT.cols("ipv4_cksum").stop),
-                       np.arange(LAYOUT.cols("meta_direction").start, LAYOUT.cols("meta_iat").stop)]
+                       np.arange(COL_DIR, LAYOUT.cols("meta_iat").stop)]
 #: per transport: the columns every row of it has present (the fixed header)
 FIXED_HEADER = {6: slice(COL_TCP.start, LAYOUT.cols("tcp_opt").start), 17: COL_UDP, 1: COL_ICMP}
 PROTO_BITS = LAYOUT.cols("ipv4_proto")

@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 
 from engine.codec.layout import bits_to_uint
+from engine.constants import MAX_FLOW_PACKETS
 from . import options as op
 from .batch import Batch, MetaEdit, Plan
 from .rule import C, Rule
@@ -275,7 +276,7 @@ class FlowUnique(Rule):
         return np.sort(cur[same & ~apart])
 
 
-FULL_FLOW = 1024     # encoding's max_packets: a flow this long is cut there when read
+FULL_FLOW = MAX_FLOW_PACKETS     # encoding's max_packets: a flow this long is cut there when read
 
 
 # -- IPv4 across packets ---------------------------------------------------------------
