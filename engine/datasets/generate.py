@@ -42,7 +42,8 @@ import torch
 
 from engine.codec.matrix import FlowMeta, write_pcap
 from engine.errors import Cancelled, InputError
-from engine.codec.layout import LAYOUT, get, put
+from engine.codec.layout import COL_DIR, LAYOUT, get, put
+from engine.constants import TCP, UDP
 from engine.codec.packets import ip_str
 from engine.outdir import OutputLock, atomic_write_bytes, check_room, clean_leftovers, make_dir, replace_dir, user_paths
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
@@ -54,7 +55,6 @@ from engine.model.sample import (PROTO_NUM, SampleOptions, SampleStats, class_pr
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
                     "init_ip", "init_port", "resp_ip", "resp_port", "start_ns", "guide"]
-COL_DIR = LAYOUT.cols("meta_direction").start
 # Flows sampled, repaired and written together. Fixed (not tied to the batch size or the
 # number of processes) because the repair's duplicate-5-tuple rule looks across the flows
 # of one call: a fixed window keeps a request's bytes the same however it is run or
@@ -80,18 +80,18 @@ def _pick_ip(rng: np.random.Generator, nets) -> int:
 
 def _model_ports(m: np.ndarray, proto: int) -> tuple[int, int]:
     """(initiator port, responder port) as the model wrote them in the first row."""
-    if len(m) == 0 or proto not in (6, 17):
+    if len(m) == 0 or proto not in (TCP, UDP):
         return 0, 0
-    a, b = ("tcp_sprt", "tcp_dprt") if proto == 6 else ("udp_sport", "udp_dport")
+    a, b = ("tcp_sprt", "tcp_dprt") if proto == TCP else ("udp_sport", "udp_dport")
     s, d = int(get(m[:1], a)[0]), int(get(m[:1], b)[0])
     return (s, d) if m[0, COL_DIR] != 0 else (d, s)
 
 
 def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None:
     """Write the initiator's and responder's ports into a flow's TCP/UDP rows (by direction)."""
-    if proto not in (6, 17) or len(m) == 0:
+    if proto not in (TCP, UDP) or len(m) == 0:
         return
-    a, b = ("tcp_sprt", "tcp_dprt") if proto == 6 else ("udp_sport", "udp_dport")
+    a, b = ("tcp_sprt", "tcp_dprt") if proto == TCP else ("udp_sport", "udp_dport")
     col = LAYOUT.cols(a).start
     have = m[:, col] != -1
     fwd = have & (m[:, COL_DIR] != 0)
@@ -522,8 +522,9 @@ class _Plan:
                    "compliance_clean": None if self.report is None else bool(self.report.clean)}
         atomic_write_bytes(self.dir / "generate.json",
                            [json.dumps({"request": req_d, "summary": summary}, indent=2, default=str).encode()])
-        self.state_path.unlink()
+        # the state goes last: a stop before the rename still finds a resumable run
         replace_dir(self.dir, self.out)
+        (self.out / self.state_path.name).unlink()
         return summary
 
 

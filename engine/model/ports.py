@@ -26,11 +26,10 @@ from collections import Counter
 import numpy as np
 import torch
 
-from engine.codec.layout import LAYOUT, get, put
+from engine.codec.layout import COL_DIR, LAYOUT, get, put
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
 
-COL_DIR = LAYOUT.cols("meta_direction").start
 #: per transport: (source port field, destination port field)
 PORT_FIELDS = {6: ("tcp_sprt", "tcp_dprt"), 17: ("udp_sport", "udp_dport")}
 #: a client port below this is a fixed, well-known one (DHCP 68, NTP 123), not an ephemeral one

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.codec.layout import COL_DIR
 from engine.codec.matrix import TRANSPORT_COLS, row_proto
+from engine.constants import PROTO_NUM, TCP, UDP
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
 
@@ -27,8 +29,6 @@ from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
 from engine.model.vocab import palette
-
-PROTO_NUM = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 def flow_seed(seed: int, index: int, attempt: int) -> int:
@@ -308,15 +308,15 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
         put(m, "ipv4_proto", want, np.nonzero(mixed)[0])
     if not bad.any():
         return m
-    tcp, udp = rp == 6, rp == 17
+    tcp, udp = rp == TCP, rp == UDP
     sport = np.where(tcp, get(m, "tcp_sprt"), np.where(udp, get(m, "udp_sport"), 0))
     dport = np.where(tcp, get(m, "tcp_dprt"), np.where(udp, get(m, "udp_dport"), 0))
-    good = np.nonzero(~bad & ((rp == 6) | (rp == 17)))[0]
+    good = np.nonzero(~bad & ((rp == TCP) | (rp == UDP)))[0]
     if len(good):
         g = good[0]
-        fwd = m[g, LAYOUT.cols("meta_direction").start] != 0
+        fwd = m[g, COL_DIR] != 0
         i_port, r_port = (sport[g], dport[g]) if fwd else (dport[g], sport[g])
-        dirs = m[:, LAYOUT.cols("meta_direction").start] != 0
+        dirs = m[:, COL_DIR] != 0
         nop = (sport == 0) & (dport == 0)
         sport = np.where(nop, np.where(dirs, i_port, r_port), sport)
         dport = np.where(nop, np.where(dirs, r_port, i_port), dport)
@@ -324,11 +324,11 @@ def force_transport(m: np.ndarray, want: int) -> np.ndarray:
     for blk in ("tcp", "udp", "icmp"):
         m[np.ix_(rows, np.arange(LAYOUT.block(blk).start, LAYOUT.block(blk).stop))] = ABSENT
     put(m, "ipv4_proto", want, rows)
-    if want == 17:
+    if want == UDP:
         m[np.ix_(rows, np.arange(LAYOUT.block("udp").start, LAYOUT.block("udp").stop))] = 0
         put(m, "udp_sport", sport[rows], rows)
         put(m, "udp_dport", dport[rows], rows)
-    elif want == 6:
+    elif want == TCP:
         blk, opt = LAYOUT.block("tcp"), LAYOUT.cols("tcp_opt")
         m[np.ix_(rows, np.arange(blk.start, opt.start))] = 0
         put(m, "tcp_sprt", sport[rows], rows)
