@@ -14,8 +14,9 @@ are often of another transport than its short ones: zoom's media flows are
 UDP, its signalling TCP), and the sampler then holds every predicted clean
 flow to that shape (:func:`impose` inside :func:`engine.model.diffusion.sample`):
 rows below the length are packets with that transport's header, the rest
-padding. The model still chooses direction, flags, sizes, gaps and every other
-header bit.
+padding. With the checkpoint's port table each flow's port pair is drawn with the
+shape and held the same way (:mod:`engine.model.ports`). The model still chooses
+direction, flags, sizes, gaps and every other header bit.
 """
 
 from __future__ import annotations
