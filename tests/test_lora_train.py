@@ -139,7 +139,7 @@ def test_lora_base_from_the_hub_cache_records_its_commit(tiny_sd, sd_data, tmp_p
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
-    train_lora(sd_data, run, f"hf://netdiff-test/tiny-sd@{commit}", sd_cfg(steps=1))
+    train_lora(sd_data, run, f"hf://netdiff-test/tiny-sd@{commit}", sd_cfg(steps=1, gradient_checkpointing=True))
     base = json.loads((run / "config.json").read_text())["base"]
     assert base["commit"] == commit and base["ref"] == f"hf://netdiff-test/tiny-sd@{commit}"
     s = generate(GenerationRequest(label="zoom", count=1, model=str(run), steps=2), tmp_path / "out")

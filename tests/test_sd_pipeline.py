@@ -153,7 +153,7 @@ def test_sd3_train_and_sample_all_modes(tiny_sd3, sd_data, tmp_path):
     from engine.datasets.request import GenerationRequest
     from engine.model.sd.train import train_lora
     run = tmp_path / "run"
-    s = train_lora(sd_data, run, str(tiny_sd3["base"]), sd_cfg(steps=2))
+    s = train_lora(sd_data, run, str(tiny_sd3["base"]), sd_cfg(steps=2, gradient_checkpointing=True))
     cfg = json.loads((run / "config.json").read_text())
     assert s["family"] == "sd3" and cfg["family"] == "sd3" and cfg["model_type"] == "sd-lora"
     # the adapter is what diffusers' SD3 pipeline loads
