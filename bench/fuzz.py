@@ -374,22 +374,29 @@ def fuzz(n: int, seed: int = 0, jobs: int = 1, deep_every: int = 10, crash_dir: 
             import multiprocessing as mp
             with mp.get_context("fork").Pool(jobs, _init, (seed, tmp, crash_dir, deep_every)) as pool:
                 parts = pool.imap_unordered(_work, ranges)
-                for k, o, c in parts:
+                for j, (k, o, c) in enumerate(parts, 1):
                     kinds += k
                     outcomes += o
                     crashes += c
+                    _progress(j, len(ranges), t0)
         else:
             _init(seed, tmp, crash_dir, deep_every)
-            for rg in ranges:
+            for j, rg in enumerate(ranges, 1):
                 k, o, c = _work(rg)
                 kinds += k
                 outcomes += o
                 crashes += c
+                _progress(j, len(ranges), t0)
         nseeds = len(_STATE.get("seeds") or make_seeds())
     return {"mutants": n, "seed": seed, "start": start, "jobs": jobs, "seeds": nseeds,
             "deep_every": deep_every, "seconds": round(time.perf_counter() - t0, 1),
             "kinds": dict(kinds), "outcomes": {f"{k}\t{o}": v for (k, o), v in sorted(outcomes.items())},
             "crashes": sorted(crashes)}
+
+
+def _progress(done: int, total: int, t0: float) -> None:
+    if done % 20 == 0 or done == total:
+        print(f"fuzz: {done}/{total} chunks, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def markdown(res: dict, cmd: str) -> str:
@@ -455,7 +462,10 @@ def main(argv=None) -> int:
     if a.md:
         cmd = f"NETDIFF_DATA=/work/shared/data python3 bench/fuzz.py -n {a.n} --seed {a.seed} --jobs {a.jobs} " \
               f"--deep {a.deep} --md {a.md}"
-        Path(a.md).write_text(markdown(res, cmd))
+        md = Path(a.md)
+        # hand-written notes below the generated tables survive a rerun
+        notes = md.read_text().partition("\n## Notes")[2] if md.exists() else ""
+        md.write_text(markdown(res, cmd) + ("\n## Notes" + notes if notes else ""))
     print(json.dumps({k: v for k, v in res.items() if k != "outcomes"}, indent=1))
     return 1 if res["crashes"] else 0
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.codec import pcap_classic, pcapng
-from engine.codec.record_limits import MAX_RECORD  # noqa: F401  (re-exported)
 from engine.errors import InputError
 
 # Link types we understand (LINKTYPE_* numbers).
