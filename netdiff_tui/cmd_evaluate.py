@@ -97,4 +97,9 @@ def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, ma
     if c and c.get("median_dcr_ratio") is not None:
         click.echo(f"closeness to the train split: median distance {c['median_dcr_ratio']:.2f}x the real test "
                    f"split's (below 1 = copying), exact copies {c['exact_copies']:.1%}")
+    p = ((rep.get("ports") or {}).get("overall") or {}).get("synthetic")
+    if p and p.get("seen") is not None:
+        j = {k: "-" if p[k] is None else f"{p[k]:.3f}" for k in ("mean_jsd_train", "mean_jsd_test")}
+        click.echo(f"ports: {p['seen']:.1%} of TCP/UDP flows on a (transport, server port) pair of the class's train "
+                   f"flows; JSD of the pairs {j['mean_jsd_train']} vs train, {j['mean_jsd_test']} vs test")
     click.echo(f"report: {out}/report.md ({rep['seconds']} s)")

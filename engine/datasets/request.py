@@ -654,8 +654,9 @@ class GenerationRequest:
                                 placeholder="(optional) ControlNet, SD runs")
     controlnet_scale: float = _f(Num(0.0, 10.0), "ControlNet conditioning scale (with controlnet).",
                                  "sampling.controlnet_scale", 0.5)
-    field_vocab: bool = _f(Bool(), "Decode header fields onto the values the class uses in training (off: "
-                           "the model's raw bits).", "sampling.field_vocab", True,
+    field_vocab: bool = _f(Bool(), "Decode header fields onto the values the class uses in training and "
+                           "hold each flow's ports to a pair of the class's (off: the model's raw bits).",
+                           "sampling.field_vocab", True,
                            cli="--field-vocab/--raw-fields", label="field vocabulary")
     disabled_rules: tuple[str, ...] = _f(RuleNames(), "Repair rules switched off, by name.", "repair.disable", (),
                                          cli="--disable-rules", label="disabled rules", placeholder="none")
