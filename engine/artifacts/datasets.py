@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.artifacts.fields import MAX_TEXT, Fields, read_json_object
+from engine.artifacts.fields import Fields, read_json_object, reading
 from engine.errors import InputError
 
 GENERATE = "generate.json"
@@ -17,7 +17,6 @@ MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
 BIG = 2**63 - 1
 MAX_ROWS = 10_000_000
-MAX_CELL = MAX_TEXT
 
 
 @dataclass
@@ -94,31 +93,27 @@ def read_manifest_rows(path: str | Path, need: tuple[str, ...] = ("file",)) -> l
     """The rows of a ``manifest.csv`` (generation, encoding or export), every cell text.
 
     Raises:
-        InputError: unreadable, a needed column missing, a row longer than the header, an
-            oversized cell, or a ``file`` that leaves the dataset directory.
+        InputError: unreadable, a needed column missing, a row longer than the header, a cell
+            over csv's limit (128 KiB), or a ``file`` that leaves the dataset directory.
     """
     p = Path(path)
-    csv.field_size_limit(MAX_CELL)
-    try:
+    with reading(p, "CSV"):
         with open(p, newline="", encoding="utf-8") as fh:
             rd = csv.DictReader(fh)
-            missing = [c for c in need if c not in (rd.fieldnames or [])]
-            if missing:
-                raise InputError(p, f"no {', '.join(repr(c) for c in missing)} column")
-            rows = []
-            for i, r in enumerate(rd, 2):
-                if None in r:
-                    raise InputError(p, f"line {i}: more cells than columns")
-                if i > MAX_ROWS:
-                    raise InputError(p, f"more than {MAX_ROWS} rows")
-                f = r.get("file")
-                if f is not None and (f.startswith("/") or ".." in Path(f).parts):
-                    raise InputError(p, f"line {i}: file {f!r} is outside the dataset")
-                rows.append({k: v if v is not None else "" for k, v in r.items()})
-    except FileNotFoundError:
-        raise InputError(p, "no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(p, "not UTF-8 text") from None
-    except csv.Error as e:
-        raise InputError(p, f"not a CSV manifest: {e}") from None
+            try:
+                missing = [c for c in need if c not in (rd.fieldnames or [])]
+                if missing:
+                    raise InputError(p, f"no {', '.join(repr(c) for c in missing)} column")
+                rows = []
+                for i, r in enumerate(rd, 2):
+                    if None in r:
+                        raise InputError(p, f"line {i}: more cells than columns")
+                    if i > MAX_ROWS:
+                        raise InputError(p, f"more than {MAX_ROWS} rows")
+                    f = r.get("file")
+                    if f is not None and (f.startswith("/") or ".." in Path(f).parts):
+                        raise InputError(p, f"line {i}: file {f!r} is outside the dataset")
+                    rows.append({k: v if v is not None else "" for k, v in r.items()})
+            except csv.Error as e:
+                raise InputError(p, f"not a CSV manifest: {e}") from None
     return rows

@@ -6,12 +6,29 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import InputError
 
 MAX_JSON_BYTES = 64 << 20       # a report or config larger than this is not one of ours
 MAX_TEXT = 4096                 # longest string field kept (names, paths, reasons)
+
+
+@contextmanager
+def reading(path: Path, expected: str) -> Iterator[None]:
+    """Turn what can go wrong reading ``path`` into one line naming it (``expected``: its format)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory") from None
+    except UnicodeDecodeError:
+        raise InputError(path, f"not UTF-8 text (expected {expected})") from None
+    except (OSError, RecursionError) as e:
+        raise InputError(path, f"unreadable: {getattr(e, 'strerror', None) or e}") from None
 
 
 def read_json_object(path: str | Path, what: str = "") -> dict:
@@ -21,21 +38,14 @@ def read_json_object(path: str | Path, what: str = "") -> dict:
         InputError: missing, unreadable, too large, not UTF-8, not JSON, or not an object.
     """
     p = Path(path)
-    try:
+    with reading(p, "JSON"):
         size = p.stat().st_size
         if size > MAX_JSON_BYTES:
             raise InputError(p, f"{size} bytes; too large for a {p.name}")
-        d = json.loads(p.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InputError(p, "no such file") from None
-    except IsADirectoryError:
-        raise InputError(p, "is a directory") from None
-    except UnicodeDecodeError:
-        raise InputError(p, "not UTF-8 text (expected JSON)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(p, f"not JSON: {e.msg} at line {e.lineno}") from None
-    except (OSError, RecursionError) as e:
-        raise InputError(p, f"unreadable: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            d = json.loads(p.read_bytes().decode("utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(p, f"not JSON: {e.msg} at line {e.lineno}") from None
     if not isinstance(d, dict):
         raise InputError(p, f"{'not a ' + what + ': ' if what else ''}expected a JSON object, found {type(d).__name__}")
     return d
