@@ -231,3 +231,17 @@ def test_guided_flows_keep_their_guides_server_port():
     icmp[:, LAYOUT.block("udp").start:LAYOUT.block("udp").stop] = -1
     icmp[:, LAYOUT.block("icmp").start:LAYOUT.block("icmp").stop] = 0
     assert guide_ports(icmp, table, 3, (40000, 40000)) is None
+
+
+def test_training_priors_carry_the_port_table():
+    """netdiff train and scripts/refit_priors.py write what FlowTable.priors returns."""
+    from engine.model.checkpoint import dump_config
+    from engine.model.data import FlowTable
+    mats = [_flow(17, 50000, 53, n=2), _flow(6, 40000, 22, n=3), _flow(6, 40001, 22, n=3)]
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in mats])]).astype(np.int64)
+    t = FlowTable(np.concatenate(mats), offsets, np.array([0, 1, 1]), ["dns", "ssh"], ["a", "b", "c"])
+    pri = t.priors(16)
+    assert pri["ports"] == {"dns": [[2, 17, 0, 53, 1]], "ssh": [[3, 6, 0, 22, 2]]}
+    lines = dump_config({"format": "x", **pri}).splitlines()
+    i = lines.index('  "ports": {')
+    assert lines[i + 1].startswith('    "dns": [[') and lines[i + 2].startswith('    "ssh": [[')
