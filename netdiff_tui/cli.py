@@ -135,16 +135,22 @@ def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_ti
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output pcap file.")
 @click.option("--link", type=click.Choice(["ethernet", "raw"]), default="ethernet", show_default=True)
 @click.option("--usec", is_flag=True, help="Microsecond timestamps (default nanosecond pcap).")
+@click.option("--snap", is_flag=True, help="Round matrix values onto 1, 0, -1 (NaN: absent) instead of "
+                                           "refusing a flow file that holds anything else.")
 @friendly
-def decode(inputs, out, link, usec):
-    """Flow files or dataset directories -> one pcap (flows merged in time order)."""
+def decode(inputs, out, link, usec, snap):
+    """Flow files or dataset directories -> one pcap (flows merged in time order).
+
+    Every matrix must hold only 1, 0 and -1, with 1 to 1024 rows of the layout's
+    width; anything else is refused naming the file and the first bad cell.
+    """
     from engine.codec import capture as cap
     from engine.codec.matrix import write_pcap
     from engine.datasets.encoded import flow_files, load_flows
     files = flow_files(inputs)
     if not files:
         raise InputError(None, "no flow files (.npz, .png, .csv) among the inputs")
-    loaded = load_flows(files)
+    loaded = load_flows(files, snap=snap)
     mats, metas = [m for m, _ in loaded], [x for _, x in loaded]
     n = write_pcap(out, mats, metas, cap.LINK_ETHERNET if link == "ethernet" else cap.LINK_RAW, not usec)
     click.echo(f"{out}: {n} packets from {len(files)} flow(s)")

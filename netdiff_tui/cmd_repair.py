@@ -26,11 +26,12 @@ def _repair_options(mtu, server_port, disable, allow_fragments, seed):
 
 
 def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = False,
-                skipped: Counter | None = None):
+                snap: bool = False, skipped: Counter | None = None):
     """Captures, flow files (.npz/.png/.csv) or directories of either -> (matrices, metas, payload sums).
 
     ``payload_sums`` asks the reader for each packet's payload checksum sum
     (only a check needs them); flow files hold no payload and get zeros.
+    ``snap`` rounds flow-file matrices onto 1, 0, -1 instead of refusing them;
     ``skipped`` (when given) adds up the captures' skipped packets by reason.
     """
     from engine.datasets.encoded import flow_files, load_flows
@@ -54,7 +55,7 @@ def load_inputs(inputs, on_event=None, label: str = "", payload_sums: bool = Fal
             psums += [b.psum[b.offsets[i]:b.offsets[i + 1]] for i in range(len(b))]
         if skipped is not None:
             skipped.update(st.skipped)
-    for m, meta in load_flows(flows):
+    for m, meta in load_flows(flows, snap=snap):
         mats.append(m)
         metas.append(meta)
         # flow files hold no payload: their checksums are judged as decoded (zero payload)
@@ -113,9 +114,11 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
 @click.option("--disable", multiple=True, help="Rule to leave out (repeatable).")
 @click.option("--seed", default=0, show_default=True, help="Seed for replaced addresses and ports.")
 @click.option("--link", type=click.Choice(["ethernet", "raw"]), default="ethernet", show_default=True)
+@click.option("--snap", is_flag=True, help="Round flow-file values onto 1, 0, -1 (NaN: absent) instead of "
+                                           "refusing a file that holds anything else.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
-def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragments, seed, link, quiet):
+def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragments, seed, link, snap, quiet):
     """Repair matrices, images or captures; write the repaired capture and its report."""
     from engine.codec import capture as cap
     from engine.codec.matrix import write_pcap
@@ -123,7 +126,7 @@ def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragment
     opts = _repair_options(mtu, server_port, disable, allow_fragments, seed)
     skipped = Counter()
     with Progress(None if not quiet else False) as prog:
-        mats, metas, _ = load_inputs(inputs, prog, skipped=skipped)
+        mats, metas, _ = load_inputs(inputs, prog, snap=snap, skipped=skipped)
     if not mats:
         raise InputError(None, "no flows in the inputs")
     mats, metas, rep = repair_flows(mats, metas, opts, source=", ".join(map(str, inputs)))

@@ -106,14 +106,23 @@ def write_png(path: str | os.PathLike, m: np.ndarray, meta: dict | None = None,
 
 def read_png(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
     """Read an image (any mode Pillow opens), snap it; return ``(matrix, meta or None)``."""
+    from engine.codec.matrix_check import check_shape
     try:
         with Image.open(path) as im:
+            # size from the header, before any pixel is decoded: a forged size allocates nothing
+            w, h = im.size
+            if w not in (LAYOUT.base_width, LAYOUT.width) or h > HEIGHT:
+                raise InputError(path, f"image is {w}x{h} pixels; expected {LAYOUT.base_width} or "
+                                       f"{LAYOUT.width} wide and at most {HEIGHT} high")
             meta = im.info.get("netdiff")
             arr = np.asarray(im if im.mode in ("RGB", "RGBA") else im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise InputError(path, f"not a readable image: {e}") from None
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise InputError(path, f"image has shape {arr.shape}, not RGB pixels")
+    m = image_to_matrix(arr)
+    check_shape(path, m.shape)
     try:
-        m = image_to_matrix(arr)
-    except ValueError as e:
-        raise InputError(path, str(e)) from None
-    return m, (json.loads(meta) if meta else None)
+        return m, (json.loads(meta) if meta else None)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InputError(path, f"netdiff text chunk is not JSON: {e}") from None

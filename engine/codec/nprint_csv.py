@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.outdir import atomic_write_bytes
 from engine.codec.matrix import COL_DIR, COL_IAT, FlowMeta, gaps_to_iat, iat_to_gaps
+from engine.codec.matrix_check import check_shape, flow_matrix
 from engine.errors import InputError
 from engine.codec.layout import ABSENT, IAT_BITS, LAYOUT, bits_to_uint, uint_to_bits
 from engine.codec.packets import ip_int, ip_str
@@ -66,8 +67,13 @@ def write_csv(path: str | os.PathLike, m: np.ndarray, meta: FlowMeta) -> None:
     atomic_write_bytes(path, [matrix_to_csv(m, meta).encode()])
 
 
-def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
-    """Read an nprint CSV; returns the matrix and a meta with the flow's addresses."""
+def read_csv(path: str | os.PathLike, snap: bool = False) -> tuple[np.ndarray, FlowMeta]:
+    """Read an nprint CSV; returns the matrix and a meta with the flow's addresses.
+
+    Bit cells must be 1, 0 or -1 (``snap`` rounds numbers onto them instead);
+    ``rts`` must be a time >= 0 (µs). Anything else: one line naming the file,
+    the line and the column.
+    """
     try:
         text = open(path, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as e:
@@ -82,15 +88,12 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
     if missing:
         raise InputError(path, f"not an nprint CSV with -4 -t -u -i columns (missing {missing[0]}"
                                f"{' and %d more' % (len(missing) - 1) if len(missing) > 1 else ''})")
+    check_shape(path, (len(lines) - 1, LAYOUT.width))
     rows = [ln.split(",") for ln in lines[1:]]
     if any(len(r) != len(header) for r in rows):
         bad = next(i for i, r in enumerate(rows) if len(r) != len(header))
         raise InputError(path, f"row {bad + 2} has {len(rows[bad])} fields, header has {len(header)}")
-    try:
-        arr = np.array([[r[pos[c]] for c in want] for r in rows], dtype=np.int8) if rows else \
-            np.zeros((0, len(want)), np.int8)
-    except ValueError:
-        raise InputError(path, "bit columns must hold 1, 0 or -1") from None
+    arr = _bits(path, np.array([[r[pos[c]].strip() for c in want] for r in rows]), want, snap)
     n = len(arr)
     m = np.full((n, LAYOUT.width), ABSENT, np.int8)
     c = 0
@@ -118,7 +121,7 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
     resp = int(dst[0]) if n else 0
     m[:, COL_DIR] = (src == init).astype(np.int8)
     if "rts" in pos and n:
-        rts_us = np.array([float(r[pos["rts"]] or 0) for r in rows])
+        rts_us = _times(path, [r[pos["rts"]] for r in rows])
         gaps = np.diff(rts_us, prepend=rts_us[0]) * 1000
         m[:, COL_IAT] = uint_to_bits(gaps_to_iat(gaps), IAT_BITS)
     else:
@@ -128,3 +131,51 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
                     init_ip=init, resp_ip=resp, init_port=int(sport[0]), resp_port=0,
                     start_ns=0, packets=n, source=os.fspath(path))
     return m, meta
+
+
+def _where(want: list[str]):
+    return lambda r, c: f"line {r + 2}, column {want[c]}"
+
+
+def _bits(path, cells: np.ndarray, want: list[str], snap: bool) -> np.ndarray:
+    """``(n, k)`` cell strings -> int8 bits; anything but 1, 0, -1 refused (or rounded when ``snap``)."""
+    out = np.full(cells.shape, 2, np.int8)       # 2: not yet a bit
+    for text, v in (("1", 1), ("0", 0), ("-1", -1)):
+        out[cells == text] = v
+    odd = out == 2
+    if not odd.any():
+        return out
+    if not snap:
+        r, c = np.argwhere(odd)[0]
+        more = int(odd.sum()) - 1
+        raise InputError(path, f"{_where(want)(r, c)} is {cells[r, c][:20]!r}, not 1, 0 or -1"
+                               + (f" ({more} more bad values)" if more else "")
+                               + " (decode and repair --snap round numbers onto the nearest)")
+    try:
+        vals = cells.astype(np.float64)
+    except ValueError:
+        r, c = next((r, c) for r, c in np.argwhere(odd) if not _number(cells[r, c]))
+        raise InputError(path, f"{_where(want)(r, c)} is {cells[r, c][:20]!r}, not a number") from None
+    return flow_matrix(path, vals, snap=True, where=_where(want), width=len(want))
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _times(path, cells: list[str]) -> np.ndarray:
+    """The ``rts`` column: µs since the flow's first packet, finite and >= 0 (empty reads as 0)."""
+    text = np.array([t.strip() or "0" for t in cells])
+    try:
+        out = text.astype(np.float64)
+    except ValueError:
+        out = np.array([float(t) if _number(t) else np.nan for t in text])
+    bad = ~(np.isfinite(out) & (out >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(path, f"line {i + 2}, column rts is {cells[i][:20]!r}, not a time in µs >= 0")
+    return out

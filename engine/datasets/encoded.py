@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 
 from engine.outdir import atomic_write_bytes, current_umask
 from engine.codec.matrix import COL_IAT, FlowMeta, iat_to_gaps
+from engine.codec.matrix_check import check_shape, flow_matrix
+from engine.codec.record_limits import TS_LIMIT_NS
 from engine.constants import FLOW_EXTS
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
@@ -46,12 +49,32 @@ def meta_to_json(meta: FlowMeta) -> dict:
     return d
 
 
+# field -> (lowest, highest) of a flow's metadata; decode writes these into packet headers
+META_RANGES = {"proto": (0, 255), "init_ip": (0, 0xFFFFFFFF), "resp_ip": (0, 0xFFFFFFFF),
+               "init_port": (0, 65535), "resp_port": (0, 65535), "start_ns": (0, TS_LIMIT_NS - 1),
+               "packets": (0, 1 << 31)}
+
+
 def meta_from_json(d: dict) -> FlowMeta:
+    """A flow's metadata from JSON, every field type- and range-checked (ValueError otherwise)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"metadata is a JSON {type(d).__name__}, not an object")
     d = dict(d)
     d.pop("layout", None)
     for k in ("init_ip", "resp_ip"):
         if isinstance(d.get(k), str):
             d[k] = ip_int(d[k])
+    missing = [k for k in ("flow_id", "label", "proto", "init_ip", "resp_ip", "init_port", "resp_port",
+                           "start_ns", "packets") if k not in d]
+    if missing:
+        raise ValueError(f"metadata lacks {', '.join(missing)}")
+    for k in ("flow_id", "label", "source"):
+        if k in d and not isinstance(d[k], str):
+            raise ValueError(f"metadata {k} must be a string, got {d[k]!r:.40}")
+    for k, (lo, hi) in META_RANGES.items():
+        v = d[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"metadata {k} {v!r:.40} is out of range ({lo} to {hi})")
     return FlowMeta(**{k: d[k] for k in FlowMeta.__dataclass_fields__ if k in d})
 
 
@@ -66,16 +89,32 @@ def save_npz(path: str | os.PathLike, m: np.ndarray, meta: FlowMeta, atomic: boo
             f.write(bio.getbuffer())
 
 
-def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
+def load_npz(path: str | os.PathLike, snap: bool = False) -> tuple[np.ndarray, FlowMeta]:
+    """Read one ``.npz`` flow; its matrix and metadata are checked (see engine.codec.matrix_check)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with z:
+            if "matrix" not in z.files or "meta" not in z.files:
+                raise ValueError(f"holds {', '.join(z.files) or 'no arrays'}, expected matrix and meta")
+            # shape and dtype from the header first: a forged header must not make us allocate
+            with z.zip.open("matrix.npy") as f:
+                major, _minor = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            if dtype.hasobject:
+                raise ValueError(f"matrix has dtype {dtype} (object arrays are never loaded)")
+            check_shape(path, shape)
             m = z["matrix"]
-            meta = meta_from_json(json.loads(str(z["meta"])))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raw = z["meta"]
+            if raw.dtype.kind != "U" or raw.ndim != 0:
+                raise ValueError(f"meta is a {raw.dtype} array of shape {raw.shape}, not a JSON string")
+            meta = meta_from_json(json.loads(str(raw)))
+    except (OSError, ValueError, EOFError, json.JSONDecodeError, zipfile.BadZipFile) as e:
         raise InputError(path, f"not a netdiff flow file: {e}") from None
-    if m.ndim != 2 or m.shape[1] != LAYOUT.width:
-        raise InputError(path, f"matrix has shape {m.shape}, expected (packets, {LAYOUT.width})")
-    return m, meta
+    return flow_matrix(path, m, snap), meta
 
 
 def write_flow(path: Path, m: np.ndarray, meta: FlowMeta, fmt: str, atomic: bool = True) -> None:
@@ -91,24 +130,33 @@ def write_flow(path: Path, m: np.ndarray, meta: FlowMeta, fmt: str, atomic: bool
         raise ValueError(f"unknown format {fmt!r}")
 
 
-def load_flow(path: str | os.PathLike) -> tuple[np.ndarray, FlowMeta]:
-    """Read one flow file of any supported format."""
+def load_flow(path: str | os.PathLike, snap: bool = False) -> tuple[np.ndarray, FlowMeta]:
+    """Read one flow file of any supported format.
+
+    The matrix is checked (engine.codec.matrix_check): values other than 1, 0,
+    -1 are refused unless ``snap`` (PNG pixels always snap to the nearest
+    colour: that is the image format's own rule).
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if ext == ".npz":
-        return load_npz(path)
+        return load_npz(path, snap)
     if ext == ".png":
         from engine.codec.image import read_png
         m, meta = read_png(path)
         if meta is None:
             meta = FlowMeta(path.stem, "", 0, ip_int("10.0.0.1"), ip_int("10.0.0.2"), 0, 0, 0, len(m), str(path))
         else:
-            meta = meta_from_json(meta)
+            try:
+                meta = meta_from_json(meta)
+            except ValueError as e:
+                raise InputError(path, f"netdiff text chunk: {e}") from None
         return m, meta
     if ext == ".csv":
         from engine.codec.nprint_csv import read_csv
-        return read_csv(path)
+        return read_csv(path, snap)
     raise InputError(path, f"unknown flow file type {ext!r} (expected .npz, .png or .csv)")
+
 
 
 def flow_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -207,10 +255,10 @@ def iter_dataset(d: str | os.PathLike) -> Iterator[tuple[np.ndarray, FlowMeta]]:
         yield load_flow(Path(d) / r["file"])
 
 
-def load_flows(paths: list[Path], threads: int = 2) -> list[tuple[np.ndarray, FlowMeta]]:
+def load_flows(paths: list[Path], threads: int = 2, snap: bool = False) -> list[tuple[np.ndarray, FlowMeta]]:
     """Load many flow files; PNG decoding (zlib, GIL released) runs on two threads."""
     if len(paths) < 2 or threads < 2:
-        return [load_flow(p) for p in paths]
+        return [load_flow(p, snap) for p in paths]
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(threads) as ex:
-        return list(ex.map(load_flow, paths))
+        return list(ex.map(lambda p: load_flow(p, snap), paths))
