@@ -53,10 +53,11 @@ SD15 = {
     "scheduler": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                       num_train_timesteps=1000, steps_offset=1, prediction_type="epsilon"),
 }
+# SD 1.5's block structure (4 UNet levels: images in multiples of 64) with tiny widths
 TINY = {
-    "unet": dict(block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=24, norm_num_groups=8,
-                 sample_size=8, attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+    "unet": dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, cross_attention_dim=24, norm_num_groups=8,
+                 sample_size=8, attention_head_dim=4, down_block_types=SD15["unet"]["down_block_types"],
+                 up_block_types=SD15["unet"]["up_block_types"]),
     "vae": dict(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
                 up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4,
                 layers_per_block=1, sample_size=32),
@@ -110,12 +111,12 @@ def bench_train(data: Path, base: Path, run: Path, dtype: str, batch: int, rows:
 
 
 def bench_sample(run: Path, controlnet: Path | None, data: Path, dtype: str, steps: int, n: int,
-                 guidance: float) -> dict:
+                 guidance: float, batch: int | None = None) -> dict:
     from engine.datasets.encoded import load_flow, read_manifest
     from engine.model.sd.sample import SDSampler, auto_batch
     tdt = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, torch.float32)
     s = SDSampler(run, controlnet=str(controlnet) if controlnet else None, dtype=tdt)
-    bs = auto_batch(s.device, s.geom)
+    bs = batch or auto_batch(s.device, s.geom)
     flows = [load_flow(data / r["file"])[0] for r in read_manifest(data)]
     guides = [flows[i % len(flows)] for i in range(bs)] if controlnet else None
     s.images("zoom", list(range(bs)), 2, guidance, guides=guides)        # warm-up (kernels, allocator)
@@ -146,6 +147,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", default=None, help="training batch sizes (default 1,4,8; tiny 1,2)")
     ap.add_argument("--train-steps", type=int, default=None, help="timed training steps (default 10; tiny 2)")
     ap.add_argument("--sample-images", type=int, default=None, help="images per sampling figure (default 16)")
+    ap.add_argument("--sample-batch", type=int, default=None, help="images per pipeline call (default: the "
+                    "sampler's choice from free memory)")
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--base", default=None, help="use this SD pipeline directory instead of building one")
     ap.add_argument("--controlnet", default=None, help="with --base: its ControlNet directory")
@@ -159,7 +162,7 @@ def main(argv=None) -> dict:
     batches = [int(b) for b in (a.batches or ("1,4,8" if not a.tiny else "1,2")).split(",")]
     steps = a.train_steps or (10 if not a.tiny else 2)
     n_img = a.sample_images or (16 if not a.tiny else 2)
-    rows, warmup, s_steps = (1024, 3, 20) if not a.tiny else (16, 1, 2)
+    rows, warmup, s_steps = (1024, 3, 20) if not a.tiny else (64, 1, 2)
     work = Path(a.work or tempfile.mkdtemp(prefix="bench_sd."))
     work.mkdir(parents=True, exist_ok=True)
     res = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "tiny": a.tiny, "rows": rows,
@@ -188,7 +191,7 @@ def main(argv=None) -> dict:
                 res["train"].append(r)
                 print("train", json.dumps(r), flush=True)
             for ctrl in (None, cn):
-                r = bench_sample(run, ctrl, data, dt, s_steps, n_img, 7.5)
+                r = bench_sample(run, ctrl, data, dt, s_steps, n_img, 7.5, a.sample_batch)
                 res["sample"].append(r)
                 print("sample", json.dumps(r), flush=True)
     finally:

@@ -1,6 +1,7 @@
 """bench/bench_sd.py --tiny: the GPU benchmark's code path (random-initialised pipeline from
-configs, LoRA steps, sampling with and without the ControlNet) runs on CPU and reports figures (on the session's tiny pipeline; the builder itself is
-exercised by the sd_tiny fixtures and its full-size configs are checked here)."""
+configs, LoRA steps, sampling with and without the ControlNet) runs on CPU and reports figures;
+its tiny pipeline has SD 1.5's block structure (images in multiples of 64), and its full-size
+configs are checked against SD 1.5's parameter count."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ import json
 import numpy as np
 
 from conftest import ROOT
-from sd_tiny import sd_data, tiny_controlnet, tiny_sd  # noqa: F401  (fixtures)
 
 
-def test_sd_bench_tiny_runs_on_cpu(tiny_sd, tiny_controlnet, sd_data, tmp_path):
+def test_sd_bench_tiny_runs_on_cpu(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_sd", ROOT / "bench" / "bench_sd.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "sd.json"
     # two precisions in one process, as the GPU run does (fp16, bf16)
-    res = bench.main(["--tiny", "--dtypes", "no,bf16", "--batches", "1", "--sample-images", "1", "--work", str(tmp_path / "w"),
-                      "--json", str(out), "--base", str(tiny_sd["base"]), "--controlnet", str(tiny_controlnet),
-                      "--data", str(sd_data)])
+    res = bench.main(["--tiny", "--dtypes", "no,bf16", "--batches", "1", "--sample-images", "1",
+                      "--sample-batch", "1", "--work", str(tmp_path / "w"), "--json", str(out)])
     assert json.loads(out.read_text()) == res
+    assert res["rows"] == 64 and (tmp_path / "w" / "run-no-1" / "config.json").exists()
+    geo = json.loads((tmp_path / "w" / "run-no-1" / "config.json").read_text())["geometry"]
+    assert (geo["multiple"], geo["height"], geo["width"]) == (64, 64, 1152)
     assert [(r["dtype"], r["batch"]) for r in res["train"]] == [("no", 1), ("bf16", 1)]
     assert all(r["steps_per_s"] > 0 and np.isfinite(r["loss"]) for r in res["train"])
     assert [(r["dtype"], r["controlnet"]) for r in res["sample"]] == [("no", False), ("no", True),
