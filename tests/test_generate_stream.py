@@ -47,21 +47,35 @@ def _files(d: Path) -> dict[str, bytes]:
     return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-_RUN = ("import sys; from engine.datasets.generate import generate; from engine.datasets.request import "
-        "GenerationRequest as R; generate(R(label='zoom', count=40, steps=1, packets_max=8, seed=3), sys.argv[1], "
-        "window=4)")
+# generates REQ with windows of 4 flows; once the second window is on disk it says so and
+# blocks (on its stdin), so that the kill lands at a known point whatever the machine's speed
+_RUN = """
+import sys
+from engine.datasets.generate import generate
+from engine.datasets.request import GenerationRequest as R
+from engine.progress import TaskProgress
+
+def hold(ev):
+    if isinstance(ev, TaskProgress) and ev.task == "generate" and not ev.detail and ev.done >= 8:
+        print("two windows", flush=True)
+        sys.stdin.read()
+
+generate(R(label="zoom", count=40, steps=1, packets_max=8, seed=3), sys.argv[1], window=4, on_event=hold)
+"""
 
 
 def test_sigkill_then_resume_writes_the_bytes_of_an_uninterrupted_run(tmp_path):
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-c", _RUN, str(out)], cwd=ROOT)
+    p = subprocess.Popen([sys.executable, "-c", _RUN, str(out)], cwd=ROOT, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: (_state(out) or {}).get("next", 0) >= 8 or p.poll() is not None, "two windows written")
+        assert p.stdout.readline().strip() == "two windows"
         p.send_signal(signal.SIGKILL)
     finally:
+        p.kill()
         p.wait(60)
     st = _state(out)
-    assert p.returncode == -signal.SIGKILL and st is not None and 8 <= st["next"] < 40, (p.returncode, st)
+    assert p.returncode == -signal.SIGKILL and st is not None and st["next"] == 8, (p.returncode, st)
     assert lock_path(out).exists() and not out.exists()
 
     # without --resume the dead run's flows are neither reused nor silently thrown away
