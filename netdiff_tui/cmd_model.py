@@ -15,10 +15,20 @@ from netdiff_tui.request_options import request_from_command_line, request_optio
 @click.option("--config", "config", type=click.Path(), default=None, help="Training config JSON (TrainConfig fields).")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
 @click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
+@click.option("--model-type", type=click.Choice(["native", "sd"]), default="native", show_default=True,
+              help="native: the packet diffusion model; sd: LoRA fine-tuning of a Stable Diffusion pipeline.")
+@click.option("--base", default=None, help="(sd) Base pipeline: a diffusers directory or a Hub repository.")
+@click.option("--rank", type=int, default=None, help="(sd) LoRA rank (default 128).")
+@click.option("--batch-size", type=int, default=None, help="(sd) Images per step and process (default 1).")
+@click.option("--rows", type=int, default=None, help="(sd) Packets per image (default 1024).")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None,
+              help="(sd) Compute precision of the frozen model (GPU).")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="(sd) Trade compute for memory.")
 @click.option("-q", "--quiet", is_flag=True)
 @friendly
 def train(**params):
-    """Train the class-conditional packet diffusion model (works under accelerate launch)."""
+    """Train the class-conditional packet diffusion model (works under accelerate launch),
+    or with --model-type sd a LoRA adapter on a Stable Diffusion pipeline."""
     from engine.errors import Cancelled
     try:
         _train(**params)
@@ -39,11 +49,26 @@ def _resume_command(ctx: click.Context) -> str:
     return shlex.join(argv + ["--resume"])
 
 
-def _train(data, out, config, resume, steps, quiet):
-    from engine.model.train import TrainConfig, train as run_train
-    cfg = TrainConfig.load(config) if config else TrainConfig()
+def _train(data, out, config, resume, steps, model_type, base, rank, batch_size, rows, mixed_precision,
+           gradient_checkpointing, quiet):
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
+    sd_opts = {"rank": rank, "batch_size": batch_size, "rows": rows, "mixed_precision": mixed_precision,
+               "gradient_checkpointing": gradient_checkpointing}
+    if model_type == "sd":
+        from engine.model.sd.train import SDTrainConfig, train_lora
+        cfg = SDTrainConfig.load(config) if config else SDTrainConfig()
+        with Progress(None if not quiet else False) as prog:
+            s = train_lora(data, out, base, cfg, resume=resume, steps=steps, overrides=sd_opts, on_event=prog)
+        if not quiet:
+            click.echo(f"{out}: {s['steps']} LoRA steps ({s['family']}) on {s['train_flows']} flows, "
+                       f"{s['classes']} classes, {s['seconds']} s; adapter in {s['adapter']}")
+        return
+    given = [f"--{k.replace('_', '-')}" for k, v in {"base": base, **sd_opts}.items() if v is not None]
+    if given:
+        raise InputError(None, f"{', '.join(given)}: only with --model-type sd")
+    from engine.model.train import TrainConfig, train as run_train
+    cfg = TrainConfig.load(config) if config else TrainConfig()
     with Progress(None if not quiet else False) as prog:
         summary = run_train(data, out, cfg, resume=resume, steps=steps, on_event=prog)
     if not quiet and "model" in summary:
