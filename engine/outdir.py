@@ -174,13 +174,16 @@ def user_paths(out: str | os.PathLike, doing: str = "cannot write") -> Iterator[
 
 def _parts_in(out, filename) -> tuple[str, ...] | None:
     """``filename``'s parts from ``out``'s parent when it is ``out`` or in it or in one of its work
-    directories (``.OUT.partial``, ``.OUT.export``, ``.OUT.lock``, ...); ``()`` for no file name;
-    None for a file elsewhere. Inside OUT a file keeps its name; hidden (temp) names mean
+    directories (``.OUT.partial``, ``.OUT.export``, ``.OUT.lock``, ...); ``()`` for no file name
+    or a directory on the way to OUT; None for a file elsewhere. Inside OUT a file keeps its name; hidden (temp) names mean
     nothing to the user and are left out by the caller."""
     if not filename:
         return ()
+    f, o = Path(os.fspath(filename)).absolute(), Path(out).absolute()
+    if o.is_relative_to(f):          # a directory on the way to OUT (being created)
+        return ()
     try:
-        rel = Path(os.fspath(filename)).absolute().relative_to(Path(out).absolute().parent)
+        rel = f.relative_to(o.parent)
     except (ValueError, TypeError):
         return None
     name = Path(out).name
