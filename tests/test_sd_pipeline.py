@@ -17,7 +17,7 @@ import torch
 from engine.errors import InputError
 from engine.codec.layout import LAYOUT
 
-from sd_tiny import ROWS, sd_cfg, sd_data, sd_run, tiny_sd, tiny_sd3  # noqa: F401  (fixtures)
+from sd_tiny import sd_cfg, sd_data, sd_run, tiny_sd, tiny_sd3  # noqa: F401  (fixtures)
 import tshark_judge
 
 

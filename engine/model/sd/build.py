@@ -61,8 +61,9 @@ def write_clip_tokenizer(out: str | os.PathLike, max_length: int = 77) -> Path:
     return out
 
 
-def build_pipeline(out: str | os.PathLike, configs: dict, family: str = "sd", controlnet: str | os.PathLike | None = None,
-                   seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+def build_pipeline(out: str | os.PathLike, configs: dict, family: str = "sd",
+                   controlnet: str | os.PathLike | None = None, seed: int = 0,
+                   dtype: torch.dtype = torch.float32) -> Path:
     """Write a random-initialised pipeline directory from ``configs``.
 
     ``configs`` holds the keyword arguments of each component: ``unet`` or ``transformer``,
@@ -100,12 +101,14 @@ def build_pipeline(out: str | os.PathLike, configs: dict, family: str = "sd", co
         pipe = StableDiffusion3Pipeline(
             transformer=tr, scheduler=FlowMatchEulerDiscreteScheduler(**configs.get("scheduler", {})), vae=vae,
             text_encoder=CLIPTextModelWithProjection(te_cfg).to(dtype), tokenizer=tokenizer,
-            text_encoder_2=CLIPTextModelWithProjection(te_cfg).to(dtype), tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir),
+            text_encoder_2=CLIPTextModelWithProjection(te_cfg).to(dtype),
+            tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir),
             text_encoder_3=None, tokenizer_3=None)
         pipe.save_pretrained(out, safe_serialization=True)
         if controlnet is not None:
             n = max(1, tr.config.num_layers // 2)
-            SD3ControlNetModel.from_transformer(tr, num_layers=n, num_extra_conditioning_channels=0).save_pretrained(controlnet, safe_serialization=True)
+            cn = SD3ControlNetModel.from_transformer(tr, num_layers=n, num_extra_conditioning_channels=0)
+            cn.save_pretrained(controlnet, safe_serialization=True)
     else:
         raise ValueError(f"family {family!r}: choose sd or sd3")
     return out

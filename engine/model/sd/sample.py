@@ -25,7 +25,6 @@ import inspect
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from engine.errors import Cancelled, InputError
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from engine.model.sd.grid import Geometry, flows_to_pixels, pixels_to_flows, to_uint8
-from engine.model.sd.pipeline import family_of, load_pipeline, resolve_base
+from engine.model.sd.pipeline import family_of, load_pipeline, pixel_multiple, resolve_base
 from engine.model.sd.train import ADAPTER, MODEL_TYPE
 
 
@@ -124,7 +123,6 @@ class SDSampler:
         # merged into the base weights: no per-step LoRA matmuls while sampling
         self.pipe.fuse_lora()
         self.pipe.to(self.device)
-        from engine.model.sd.pipeline import pixel_multiple
         if self.geom.height % pixel_multiple(self.pipe) or self.geom.width % pixel_multiple(self.pipe):
             raise InputError(base_dir, f"base needs image sides in multiples of {pixel_multiple(self.pipe)}; the "
                                        f"run's images are {self.geom.height} x {self.geom.width}")
@@ -174,7 +172,8 @@ def sample_sd_flows(sampler: SDSampler, label: str, indices: list[int], seed: in
     :func:`engine.model.sample.sample_flows` does for the native model."""
     from engine.model.diffusion import cut_at_padding
     from engine.model.guide import assign_guides
-    from engine.model.sample import PROTO_NUM, SampleStats, _better, flow_proto, flow_seed, force_transport, majority_proto
+    from engine.model.sample import (PROTO_NUM, SampleStats, _better, flow_proto, flow_seed, force_transport,
+                                     majority_proto)
 
     if label not in sampler.cfg["classes"]:
         raise InputError(None, f"label {label!r} is not one of the run's classes: {', '.join(sampler.cfg['classes'])}")
@@ -257,7 +256,8 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
         keep = usable_guides(g_all, pmin, req.transport)
         if not keep:
             raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
-                                       f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
+                                       f">= {pmin} packets"
+                                       + ("" if req.transport == "any" else f" of {req.transport}"))
         guides, guide_ids = [g_all[k] for k in keep], [id_all[k] for k in keep]
         how = f"ControlNet {ctrl}, scale {req.controlnet_scale:g}" if ctrl else f"img2img, strength {req.strength:g}"
         emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}); {how}"))

@@ -323,7 +323,9 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
 
     def loss_at(step: int) -> torch.Tensor:
         rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
-        idx = rng.choice(len(table), size=gbatch, replace=True, p=weights)[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+        # the global batch is drawn alike on every rank; each takes its slice
+        idx = rng.choice(len(table), size=gbatch, replace=True, p=weights)
+        idx = idx[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
         x, y = table.batch(idx, cfg.rows)
         px = flows_to_pixels(x, geom).to(dev)
         g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, "noise"))
