@@ -60,7 +60,7 @@ def _train(data, out, config, resume, steps, model_type, base, rank, batch_size,
         cfg = SDTrainConfig.load(config) if config else SDTrainConfig()
         with Progress(None if not quiet else False) as prog:
             s = train_lora(data, out, base, cfg, resume=resume, steps=steps, overrides=sd_opts, on_event=prog)
-        if not quiet:
+        if not quiet and "adapter" in s:      # the main process writes the adapter and reports
             click.echo(f"{out}: {s['steps']} LoRA steps ({s['family']}) on {s['train_flows']} flows, "
                        f"{s['classes']} classes, {s['seconds']} s; adapter in {s['adapter']}")
         return
