@@ -245,3 +245,26 @@ def test_training_priors_carry_the_port_table():
     lines = dump_config({"format": "x", **pri}).splitlines()
     i = lines.index('  "ports": {')
     assert lines[i + 1].startswith('    "dns": [[') and lines[i + 2].startswith('    "ssh": [[')
+
+
+def test_icmp_code_is_decoded_given_the_type():
+    """ICMP type and code come in pairs: the code is drawn among those the class pairs with the
+    row's decoded type (a type the class never has keeps the code's own vocabulary)."""
+    from engine.model.diffusion import snap
+    from engine.model.vocab import SPANS, decode, fit_joint
+    rows = np.full((4, LAYOUT.width), -1, np.int8)
+    rows[:, LAYOUT.block("icmp").start:LAYOUT.block("icmp").stop] = 0
+    put(rows, "icmp_type", np.array([3, 3, 8, 8]), np.arange(4))
+    put(rows, "icmp_code", np.array([4, 4, 0, 0]), np.arange(4))
+    joint = fit_joint(rows, np.zeros(4, int), ["c"])["c"]
+    assert joint == {"icmp_code": [[3, 4, 2], [8, 0, 2]]}
+    vocab = {"icmp_type": [[3, 2], [8, 2]], "icmp_code": [[0, 2], [4, 2]]}
+    rng = np.random.default_rng(0)
+    x = np.full((300, 1, LAYOUT.width), -1, np.float32)
+    x[:, 0, LAYOUT.block("icmp").start:LAYOUT.block("icmp").stop] = rng.random((300, 64))   # unsure bits
+    u = rng.random((300, 1, len(SPANS)))
+    free = snap(decode(x, vocab, u))[:, 0]
+    held = snap(decode(x, vocab, u, joint=joint))[:, 0]
+    pairs = lambda m: set(zip(get(m, "icmp_type").tolist(), get(m, "icmp_code").tolist()))   # noqa: E731
+    assert pairs(free) == {(3, 0), (3, 4), (8, 0), (8, 4)}
+    assert pairs(held) == {(3, 4), (8, 0)}

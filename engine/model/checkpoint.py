@@ -37,8 +37,8 @@ def model_config(model: PacketDenoiser) -> dict:
 
 def dump_config(cfg: dict) -> str:
     """config.json text: indented, except the per-class tables (``lengths``, ``vocab``,
-    ``ports``), which take one line per class (indented, they would run to a megabyte)."""
-    big = {k: cfg[k] for k in ("lengths", "vocab", "ports") if isinstance(cfg.get(k), dict) and cfg[k]}
+    ``ports``, ``joint``), which take one line per class (indented, they would run to a megabyte)."""
+    big = {k: cfg[k] for k in ("lengths", "vocab", "ports", "joint") if isinstance(cfg.get(k), dict) and cfg[k]}
     text = json.dumps({k: v for k, v in cfg.items() if k not in big}, indent=2)
     if not big:
         return text + "\n"

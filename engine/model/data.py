@@ -92,14 +92,15 @@ class FlowTable:
 
     def priors(self, max_packets: int) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
-        flow-shape prior (``lengths``), the field vocabularies (``vocab``) and the port
-        prior (``ports``) of these flows."""
+        flow-shape prior (``lengths``), the field vocabularies (``vocab``), the paired spans
+        (``joint``) and the port prior (``ports``) of these flows."""
         from .lengths import length_prior
         from .ports import fit_port_table
-        from .vocab import fit_vocab
+        from .vocab import fit_joint, fit_vocab
         return {"lengths": length_prior(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "vocab": fit_vocab(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes),
-                "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets)}
+                "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
+                "joint": fit_joint(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)}
 
     def batch(self, idx: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, length, width)`` float32 in {-1, 0, 1} and ``(B,)`` long labels."""

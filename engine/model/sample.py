@@ -98,6 +98,7 @@ class ClassPriors:
     shape_input: bool                   # a presence_input model: told each flow's length
     lengths: list | None                # the class's shape prior (engine.model.lengths)
     vocab: dict | None                  # the class's field vocabularies (engine.model.vocab)
+    joint: dict | None                  # the class's paired spans (engine.model.vocab.JOINT)
     ports: list | None                  # the class's port prior (engine.model.ports), when held
     want: int | None                    # the requested transport (6, 17, 1) or None
 
@@ -117,6 +118,7 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
         index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
         vocab=(model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None,
+        joint=(model_cfg.get("joint") or {}).get(label) if opts.field_vocab else None,
         ports=check_table(ports, label) if held else None,
         want=PROTO_NUM.get(opts.transport))
 
@@ -171,7 +173,7 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
                       for s in b.seeds]) if opts.vocab_draw else None
         pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
-        x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight)
+        x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint)
     return snap(x)
 
 

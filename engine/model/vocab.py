@@ -68,6 +68,46 @@ def fit_vocab(rows: np.ndarray, row_labels: np.ndarray, classes: list[str], top:
     return out
 
 
+#: spans decoded given another span of the same row, from the pairs the class's packets have
+#: (``config.json`` key ``joint``): the ICMP code given the type. Decoded alone, type and code
+#: combined freely (smtp_imap: destination unreachable with code 0 where the class only ever
+#: has code 4; tls_https: half its ICMP packets on a pair the class never has).
+JOINT = {"icmp_code": "icmp_type"}
+
+
+def fit_joint(rows: np.ndarray, row_labels: np.ndarray, classes: list[str]) -> dict:
+    """Per class and span of :data:`JOINT`: ``[[given value, value, count], ...]`` over the rows
+    where both spans are present."""
+    out: dict[str, dict[str, list[list[int]]]] = {}
+    for ci, c in enumerate(classes):
+        sub = rows[row_labels == ci]
+        spans = {}
+        for name, given in JOINT.items():
+            a, b = sub[:, SPANS[given]], sub[:, SPANS[name]]
+            keep = (a != -1).all(axis=1) & (b != -1).all(axis=1)
+            if keep.any():
+                pairs, n = np.unique(np.stack([bits_to_uint(a[keep]), bits_to_uint(b[keep])], 1), axis=0,
+                                     return_counts=True)
+                spans[name] = [[int(g), int(v), int(k)] for (g, v), k in zip(pairs, n)]
+        out[c] = spans
+    return out
+
+
+def _joint_mask(flat: np.ndarray, rows: np.ndarray, name: str, v: np.ndarray, joint: dict | None) -> np.ndarray | None:
+    """``(R, V)``: which of the vocabulary values ``v`` of span ``name`` the rows may take given their
+    (already decoded) :data:`JOINT` span; a row whose given value has no pair is left free."""
+    pairs = (joint or {}).get(name)
+    if not pairs:
+        return None
+    given = bits_to_uint(np.clip(np.rint(flat[rows][:, SPANS[JOINT[name]]]), 0, 1).astype(np.int8))
+    t = np.array(pairs, np.uint64).reshape(-1, 3)
+    shift = np.uint64(1 << (SPANS[name].stop - SPANS[name].start))
+    mask = np.isin(given[:, None] * shift + v.astype(np.uint64)[None, :], t[:, 0] * shift + t[:, 1])
+    mask[~np.isin(given, t[:, 0])] = True
+    mask[~mask.any(axis=1)] = True
+    return mask
+
+
 def _entries(vals) -> tuple[np.ndarray, np.ndarray]:
     """Vocabulary entries -> values, counts (a bare value counts once)."""
     v = np.array([e[0] if isinstance(e, (list, tuple)) else e for e in vals], np.uint64)
@@ -120,7 +160,7 @@ def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray, L: int) ->
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
-           palette_weight: float = 0.0) -> np.ndarray:
+           palette_weight: float = 0.0, joint: dict | None = None) -> np.ndarray:
     """Decode sampled flows ``x`` ``(B, L, width)`` (floats, before snapping) onto a class's
     vocabulary; every span that snaps to present in a row is replaced by a vocabulary value.
 
@@ -134,6 +174,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     ``palettes`` (one :func:`palette` or ``None`` per flow) with ``palette_weight`` w add a
     flow's own values to its prior: ``count(v) / total + w * own(v) / own_total`` (guided
     sampling: a flow draws mostly from the values of the real flow it started from).
+
+    ``joint`` (the class's :func:`fit_joint` table) limits a :data:`JOINT` span to the values
+    the class pairs with the row's decoded given span.
     """
     x = np.array(x, np.float32, copy=True)
     flat = x.reshape(-1, x.shape[-1])
@@ -149,8 +192,11 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
         p = np.clip(sub[present], 0.0, 1.0)
         v, n = _entries(vals)
         V = uint_to_bits(v, sl.stop - sl.start).astype(np.float32)
+        allowed = _joint_mask(flat, np.nonzero(present)[0], name, v, joint) if name in JOINT else None
         if uf is None:
             d = (V * V).sum(1)[None, :] - 2.0 * p @ V.T          # |p - v|^2 up to a per-row constant
+            if allowed is not None:
+                d = np.where(allowed, d, np.inf)
             pick = d.argmin(1)
         else:
             q = np.clip(p.astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
@@ -165,6 +211,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 ur = ur[first]
                 prior = prior[first] if len(prior) > 1 else prior
             logp = prior + ll
+            if allowed is not None:
+                logp = np.where(allowed, logp, -np.inf)
             w = np.exp(logp - logp.max(1, keepdims=True))
             cdf = np.cumsum(w, 1)
             pick = (cdf < (ur * cdf[:, -1])[:, None]).sum(1)
