@@ -156,3 +156,32 @@ def test_console_launch_does_not_import_the_command_modules():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "['netdiff_tui.console']"
+
+
+def test_console_lists_jobs_with_their_status(tmp_path, monkeypatch):
+    """A job created and ended by engine.jobs (as `netdiff generate` does) shows in the Jobs tab with its status."""
+    import asyncio
+
+    from netdiff_tui.app import NetdiffApp
+    from netdiff_tui.settings import Settings
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    jobs = tmp_path / "jobs"
+    failed = create_job(jobs, "generate", {"label": "dns"}, label="dns")
+    with pytest.raises(InputError), running(failed):
+        raise InputError("x.pcap", "bad")
+    create_job(jobs, "generate", {"label": "zoom"}, label="zoom")      # still running (this process)
+    settings = Settings(models_dir=str(tmp_path / "models"), runs_dirs=(), jobs_dir=str(jobs),
+                        output_dir=str(tmp_path / "out"), poll_interval=0.05)
+
+    async def run():
+        app = NetdiffApp(settings=settings, initial_tab="jobs")
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one("#jobs-table")
+            for _ in range(200):
+                if table.row_count == 2:
+                    break
+                await pilot.pause(0.05)
+            return {table.get_row_at(i)[0].split("-")[1]: table.get_row_at(i)[2] for i in range(table.row_count)}
+    assert asyncio.run(run()) == {"dns": "failed", "zoom": "running"}

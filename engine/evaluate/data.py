@@ -17,7 +17,6 @@ through :func:`engine.datasets.encoded.load_flow`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.artifacts.datasets import read_manifest_rows
 from engine.codec.matrix import FlowMeta
 from engine.datasets.encoded import FLOW_EXTS, load_flow
 from engine.constants import CAPTURE_EXTS
@@ -91,8 +91,7 @@ def _manifest_rows(root: Path) -> list[dict] | None:
     man = root / "manifest.csv"
     if not man.is_file():
         return None
-    with open(man, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_manifest_rows(man, need=())
 
 
 def _capture_files(root: Path, rows: list[dict] | None) -> list[tuple[Path, str]]:

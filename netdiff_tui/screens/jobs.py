@@ -28,7 +28,7 @@ class JobsPane(Horizontal):
     def compose(self) -> ComposeResult:
         with Vertical(id="jobs-left"):
             t = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
-            t.add_columns("job", "kind", "updated", "size")
+            t.add_columns("job", "kind", "status", "updated", "size")
             yield t
             yield PathEntry("jobs", "Follow", "run dir or events.jsonl to follow")
         s = self.app.settings
@@ -39,7 +39,7 @@ class JobsPane(Horizontal):
         t = self.query_one(DataTable)
         t.clear()
         for i, j in enumerate(jobs):
-            t.add_row(j.name, j.kind, age(j.modified), human_size(j.size), key=str(i))
+            t.add_row(j.name, j.kind, j.status or "-", age(j.modified), human_size(j.size), key=str(i))
 
     def start(self, path: Path) -> None:
         """Reset the view for ``path`` (the app's worker then feeds it)."""
