@@ -13,7 +13,7 @@ is :meth:`engine.progress.EventLog.follow`.
 
 ``status`` is ``running`` until :meth:`Job.finish` records ``done``, ``failed`` or ``cancelled``
 (and a one-line reason). A job whose process died without finishing keeps ``running``; a reader
-tells it from a live one by ``pid`` and ``host`` (:func:`engine.artifacts.job_alive`). Detached jobs
+tells it from a live one by ``pid``, ``host`` and the process's start time (:func:`engine.artifacts.job_alive`). Detached jobs
 (a later issue) add fields here; readers ignore fields they do not know.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import Cancelled, InputError
-from engine.outdir import atomic_write_bytes
+from engine.outdir import Holder, atomic_write_bytes
 from engine.progress import Event, EventLog, Message
 
 JOB_FILE = "job.json"
@@ -55,6 +54,8 @@ class JobRecord:
         end: wall time it finished, None while running.
         reason: one line saying why it failed or was cancelled.
         label: what a list shows beside the kind (a class, a run name).
+        start_ticks, boot_id: tell the process apart from a later one given the same pid
+            (engine.outdir.Holder decides whether it is alive).
     """
 
     kind: str
@@ -67,7 +68,13 @@ class JobRecord:
     end: float | None = None
     reason: str = ""
     label: str = ""
+    start_ticks: int | None = None
+    boot_id: str = ""
     version: int = JOB_VERSION
+
+    def holder(self) -> Holder:
+        """The process as engine.outdir knows processes (its ``alive()`` is the one liveness rule)."""
+        return Holder(self.pid, self.host, "", "", self.start_ticks, self.boot_id)
 
     def to_json(self) -> bytes:
         return (json.dumps(dataclasses.asdict(self), indent=1, default=str) + "\n").encode()
@@ -120,9 +127,10 @@ def create_job(jobs_dir: str | os.PathLike, kind: str, request=None, out: str | 
     if kind not in KINDS:
         raise InputError(None, f"unknown job kind {kind!r} (expected one of {', '.join(KINDS)})")
     now = time.time()
+    me = Holder.me()
     rec = JobRecord(kind=kind, request=request_dict(request) if request is not None else {},
-                    out=str(Path(out).resolve()) if out is not None else "", pid=os.getpid(),
-                    host=socket.gethostname(), start=now, label=label)
+                    out=str(Path(out).resolve()) if out is not None else "", pid=me.pid, host=me.host,
+                    start=now, label=label, start_ticks=me.start_ticks, boot_id=me.boot_id)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     base = Path(jobs_dir).expanduser()
     name = "-".join(x for x in (kind, _slug(label) if label else "", stamp, str(rec.pid)) if x)

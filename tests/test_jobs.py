@@ -72,6 +72,9 @@ def test_a_dead_running_job_reads_as_stopped(tmp_path):
     (job.path / "job.json").write_text(json.dumps(rec))
     [entry] = find_jobs([tmp_path])
     assert entry.status == "stopped"
+    rec["pid"], rec["start_ticks"] = os.getpid(), (rec["start_ticks"] or 0) + 1   # a live pid, reused
+    (job.path / "job.json").write_text(json.dumps(rec))
+    assert find_jobs([tmp_path])[0].status == "stopped"
     rec["host"] = "elsewhere"
     (job.path / "job.json").write_text(json.dumps(rec))
     assert job_alive(read_job(job.path)) is None       # another machine's pid tells nothing here

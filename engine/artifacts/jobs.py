@@ -3,8 +3,6 @@ writes the ``job.json`` beside it)."""
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,24 +26,17 @@ def read_job(d: str | Path) -> JobRecord:
     return JobRecord(kind=f.str_("kind", "job", KINDS), request=f.obj("request").d, out=f.str_("out"),
                      pid=f.int_("pid", 0, MAX_PID, 0), host=f.str_("host"), start=f.float_("start", 0, MAX_TIME, 0.0),
                      status=f.str_("status", "running", STATUSES), end=f.float_("end", 0, MAX_TIME),
-                     reason=f.str_("reason"), label=f.str_("label"), version=f.int_("version", 0, 1000, 0))
+                     reason=f.str_("reason"), label=f.str_("label"), start_ticks=f.int_("start_ticks", 0, 2**63 - 1),
+                     boot_id=f.str_("boot_id"), version=f.int_("version", 0, 1000, 0))
 
 
 def job_alive(rec: JobRecord) -> bool | None:
     """Whether a ``running`` job's process still runs: None when it ran on another host (unknowable here)."""
     if rec.status != "running":
         return False
-    if rec.host and rec.host != socket.gethostname():
-        return None
     if rec.pid <= 0:
         return None
-    try:
-        os.kill(rec.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return rec.holder().alive()
 
 
 @dataclass
