@@ -1,12 +1,22 @@
-"""Write (or refresh) a checkpoint's flow-shape prior and field vocabularies.
+"""Write (or refresh) a checkpoint's flow-shape prior, field vocabularies and port prior.
 
-    python scripts/refit_priors.py --model DIR --data DS [--split RUN/split.json]
+    python scripts/refit_priors.py --model DIR --data DS [--split RUN/split.json] [--pcapng-twins]
 
-``netdiff train`` writes both into ``RUN/model/config.json`` (``lengths``,
-``vocab``) from the run's training split; this does the same for a checkpoint
-made before they existed, or by a training process that started before they
-did (the shipped model's third leg). Only the training flows of the split are
-read. config.json is rewritten through a temp file.
+``netdiff train`` writes them into ``RUN/model/config.json`` (``lengths``,
+``vocab``, ``ports``, ``joint``) from the run's training split; this does the
+same for a checkpoint made before they existed, or by a training process that
+started before they did (the shipped model's third leg). Only the training
+flows of the split are read. config.json is rewritten through a temp file.
+
+The shipped model was trained on an encoding of the real captures made before
+``x.pcap`` and ``x.pcapng`` of one capture got flow files of their own: both
+were listed under ``x-NNNNNN.npz``, which held the ``.pcapng``'s flows (written
+last). ``--pcapng-twins`` reads a current encoding that way (each
+``x_pcapng-NNNNNN`` flow in place of ``x-NNNNNN``, listed twice), which is what
+reproduces the shipped tables byte for byte:
+
+    netdiff encode ../shared/data/real -o /tmp/real_ds --label-from-dir --max-packets 1024 --min-packets 2
+    python scripts/refit_priors.py --model engine/default_model --data /tmp/real_ds --pcapng-twins
 """
 
 from __future__ import annotations
@@ -17,11 +27,30 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.datasets.encoded import read_manifest  # noqa: E402
 from engine.model.checkpoint import dump_config, resolve  # noqa: E402
-from engine.model.data import load_split, load_table  # noqa: E402
+from engine.model.data import FlowTable, load_split, load_table  # noqa: E402
+
+
+def twins_table(data: str, L: int, train: list[str], classes: list[str]) -> FlowTable:
+    """The training flows as the pre-twin encoder listed them (see the module doc)."""
+    present = {r["file"] for r in read_manifest(data)}
+    twin = {f.replace("_pcapng-", "-"): f for f in present if "_pcapng-" in f}      # x-N -> x_pcapng-N
+    table = load_table(data, L, files=[twin.get(f, f) for f in train], classes=classes)
+    # a capture's flow listed twice (the x.pcap row and the x.pcapng row) counts twice
+    idx = [i for i, f in enumerate(table.files) if f.replace("_pcapng-", "-") in present and "_pcapng-" in f]
+    if not idx:
+        return table
+    mats = [table.rows[table.offsets[i]:table.offsets[i + 1]] for i in range(len(table))]
+    mats += [mats[i] for i in idx]
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in mats])]).astype(np.int64)
+    return FlowTable(np.concatenate(mats), offsets, np.concatenate([table.labels, table.labels[idx]]),
+                     table.classes, table.files + [table.files[i] for i in idx])
 
 
 def main() -> None:
@@ -30,14 +59,19 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the encoded dataset it was trained on")
     ap.add_argument("--split", default=str(ROOT / "configs" / "default_split.json"),
                     help="the run's split.json (default: configs/default_split.json)")
+    ap.add_argument("--pcapng-twins", action="store_true",
+                    help="read x_pcapng flows as the shipped model's encoding did (see the module doc)")
     a = ap.parse_args()
     d = resolve(a.model)
     cfg = json.loads((d / "config.json").read_text())
     split = load_split(a.split)
     L = int(cfg["model"].get("max_packets", 128))
-    table = load_table(a.data, L, files=split["train"], classes=cfg["classes"])
+    table = (twins_table(a.data, L, split["train"], cfg["classes"]) if a.pcapng_twins
+             else load_table(a.data, L, files=split["train"], classes=cfg["classes"]))
     if len(table) != cfg.get("train_flows", len(table)):
-        raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}")
+        raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}"
+                         + ("" if a.pcapng_twins else " (the shipped model's encoding listed x.pcap and x.pcapng "
+                                                      "flows as one file, twice: try --pcapng-twins)"))
     cfg.update(table.priors(L))
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
