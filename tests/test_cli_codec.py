@@ -257,3 +257,13 @@ def test_repair_refuses_then_snaps_float_flows(tmp_path, flow):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--snap" in r.stderr
     netdiff("repair", p, "-o", tmp_path / "r.pcap", "--snap", "-q")
     assert (tmp_path / "r.pcap").exists()
+
+
+@pytest.mark.parametrize("manifest,expect", [("label,x\na,b\n", "no 'file' column"),
+                                             ("file,label\n../../x.npz,a\n", "is outside the dataset")])
+def test_decode_refuses_bad_manifest(tmp_path, manifest, expect):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.csv").write_text(manifest)
+    r = netdiff("decode", tmp_path / "ds", "-o", tmp_path / "o.pcap", ok=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and expect in r.stderr

@@ -33,6 +33,7 @@ from engine.codec.matrix_check import check_shape, flow_matrix
 from engine.codec.record_limits import TS_LIMIT_NS
 from engine.constants import FLOW_EXTS
 from engine.errors import InputError
+from engine.inputs import files_in, resolve_inputs
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION, bits_to_uint
 from engine.codec.packets import ip_int, ip_str
 
@@ -162,18 +163,15 @@ def load_flow(path: str | os.PathLike, snap: bool = False) -> tuple[np.ndarray, 
 def flow_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and dataset directories into flow files (sorted, manifest order where present)."""
     out: list[Path] = []
-    for p in map(Path, paths):
+    for p in (Path(x).expanduser() for x in paths):
         if p.is_dir():
             man = p / "manifest.csv"
             if man.exists():
-                with open(man, newline="") as f:
-                    out += [p / r["file"] for r in csv.DictReader(f)]
+                out += [p / r["file"] for r in read_manifest(p)]
             else:
-                out += sorted(q for q in p.rglob("*") if q.suffix.lower() in FLOW_EXTS and q.name != "manifest.csv")
-        elif p.exists():
-            out.append(p)
+                out += files_in(p, FLOW_EXTS)
         else:
-            raise InputError(p, "no such file or directory")
+            out += resolve_inputs([p], FLOW_EXTS, what="flow files")    # a file, or a glob
     return out
 
 
@@ -243,11 +241,13 @@ class DatasetWriter:
 
 
 def read_manifest(d: str | os.PathLike) -> list[dict]:
+    """A dataset's manifest rows (checked by the one manifest reader: a ``file`` column, each
+    naming a file inside the dataset)."""
+    from engine.artifacts.datasets import read_manifest_rows
     p = Path(d) / "manifest.csv"
     if not p.exists():
         raise InputError(d, "not a dataset directory (no manifest.csv)")
-    with open(p, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_manifest_rows(p)
 
 
 def iter_dataset(d: str | os.PathLike) -> Iterator[tuple[np.ndarray, FlowMeta]]:
