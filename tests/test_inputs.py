@@ -67,3 +67,15 @@ def test_cli_reports_a_missing_input_in_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "gone.pcap" in r.stderr and "no such file" in r.stderr
     assert not (tmp_path / "ds").exists()
+
+
+def test_flow_files_take_globs_and_name_a_missing_one(tmp_path):
+    from engine.datasets.encoded import flow_files
+    r = subprocess.run([sys.executable, "-m", "netdiff_tui", "encode", str(FIXTURES / "eth.pcap"), "-o",
+                        str(tmp_path / "ds"), "--min-packets", "1", "-q"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    npz = sorted((tmp_path / "ds").rglob("*.npz"))
+    assert npz and flow_files([str(tmp_path / "ds" / "*" / "*.npz")]) == npz
+    with pytest.raises(InputError, match="no such file or directory") as e:
+        flow_files([tmp_path / "ds" / "gone.npz"])
+    assert "gone.npz" in str(e.value)
