@@ -198,10 +198,15 @@ class NetdiffApp(App[None]):
 
     @work(thread=True, group="generate", exclusive=True, description="generate", exit_on_error=False)
     def run_generation(self, req, out: Path, jobs_dir: Path, cancel: CancelToken) -> None:
-        job = create_job(jobs_dir, "generate", req, out, label=req.label)
+        try:
+            job = create_job(jobs_dir, "generate", req, out, label=req.label)
+        except OSError as e:        # another console could not follow it; the generation itself still runs
+            job = None
+            self.call_from_thread(self.notify, f"job record not written: {one_line(e)}", severity="warning")
 
         def emit(ev) -> None:
-            job(ev)
+            if job is not None:
+                job(ev)
             self.post_message(GenerateEvent(ev))
 
         from engine.datasets import generate as gen    # imports torch: only when a generation starts

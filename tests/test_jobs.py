@@ -188,3 +188,44 @@ def test_console_lists_jobs_with_their_status(tmp_path, monkeypatch):
                 await pilot.pause(0.05)
             return {table.get_row_at(i)[0].split("-")[1]: table.get_row_at(i)[2] for i in range(table.row_count)}
     assert asyncio.run(run()) == {"dns": "failed", "zoom": "running"}
+
+
+def test_console_generation_runs_when_its_job_record_cannot_be_written(tmp_path, monkeypatch):
+    """jobs_dir unwritable (here: a file): the console warns in one line and the generation still runs."""
+    import asyncio
+    import types
+
+    import engine.datasets
+    from netdiff_tui.app import NetdiffApp
+    from netdiff_tui.settings import Settings
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    (tmp_path / "jobs").write_text("not a directory")
+    ran = []
+
+    def fake(req, out, on_event=None, cancel=None):
+        ran.append(req.label)
+        on_event(TaskStarted("sample", req.count, "flows"))
+        return {"flows": req.count, "packets": 1, "compliance_clean": True}
+    mod = types.ModuleType("engine.datasets.generate")
+    mod.generate = fake
+    monkeypatch.setitem(sys.modules, "engine.datasets.generate", mod)
+    monkeypatch.setattr(engine.datasets, "generate", mod, raising=False)
+    settings = Settings(models_dir=str(tmp_path / "models"), runs_dirs=(), jobs_dir=str(tmp_path / "jobs"),
+                        output_dir=str(tmp_path / "out"), poll_interval=0.05)
+
+    async def run():
+        app = NetdiffApp(settings=settings, initial_tab="generate")
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.query_one("#gen-label").value = "dns"
+            await pilot.press("ctrl+g")
+            for _ in range(200):
+                msgs = [n.message for n in app._notifications]
+                if any("flows" in m and "packets" in m for m in msgs):
+                    break
+                await pilot.pause(0.05)
+            return msgs
+    msgs = asyncio.run(run())
+    assert ran == ["dns"]
+    assert any(m.startswith("job record not written:") and "jobs" in m and "\n" not in m for m in msgs), msgs
