@@ -98,8 +98,8 @@ def main() -> None:
     (work / "ports.json").write_text(json.dumps(res, indent=1))
     names = list(sets)
     print(f"{a.n} flows per class, seed {a.seed}; seconds: {secs}\n")
-    print("| class | real train flows | JSD floor at n | " + " | ".join(f"{k}: seen | {k}: JSD vs train | {k}: top pairs"
-                                                       for k in names) + " |")
+    print("| class | real train flows | JSD floor at n | "
+          + " | ".join(f"{k}: seen | {k}: JSD vs train | {k}: top pairs" for k in names) + " |")
     print("|---|---:|---:|" + "---:|---:|---|" * len(names))
     for c in classes:
         row = res["classes"][c]

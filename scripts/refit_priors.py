@@ -76,7 +76,8 @@ def main() -> None:
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")
-    print(f"{d / 'config.json'}: lengths, vocab, ports and joint of {len(table)} training flows, {len(cfg['classes'])} classes")
+    print(f"{d / 'config.json'}: lengths, vocab, ports and joint of {len(table)} training flows, "
+          f"{len(cfg['classes'])} classes")
 
 
 if __name__ == "__main__":

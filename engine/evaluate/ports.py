@@ -55,7 +55,8 @@ def port_fidelity(train: FlowSet, test: FlowSet, candidates: dict[str, FlowSet],
         ref_train = _pairs(tr, counts)
         ref_test = _pairs(test.of(c), counts)
         row = {}
-        for name, fs in {"real_train": tr, "real_test": test.of(c), **{k: v.of(c) for k, v in candidates.items()}}.items():
+        sets = {"real_train": tr, "real_test": test.of(c), **{k: v.of(c) for k, v in candidates.items()}}
+        for name, fs in sets.items():
             got = _pairs(fs, counts)
             n = sum(got.values())
             row[name] = {"flows": n,
@@ -135,7 +136,8 @@ def enum_fidelity(train: FlowSet, candidates: dict[str, FlowSet], classes: list[
             rows = [per[c][name] for c in classes]
             n = sum(r["packets"] for r in rows)
             overall[name] = {"packets": n,
-                             "seen": None if n == 0 else sum(r["seen"] * r["packets"] for r in rows if r["seen"] is not None) / n,
+                             "seen": None if n == 0 else
+                             sum(r["seen"] * r["packets"] for r in rows if r["seen"] is not None) / n,
                              "mean_jsd_train": _mean([r["jsd_train"] for r in rows])}
         out[f] = {"classes": per, "overall": overall}
     return out

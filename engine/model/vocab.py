@@ -147,7 +147,8 @@ def _palette_prior(v: np.ndarray, n: np.ndarray, name: str, palettes: list, weig
     return np.log(out)
 
 
-def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray,
+                   L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group the flat rows ``rows`` (of flows of ``L`` rows) by flow and direction: returns each
     group's summed log-likelihood ``(G, V)`` (from the rows' ``ll`` ``(R, V)``), the position of
     each group's first row in ``rows`` (whose uniform decides the group's draw), and every
