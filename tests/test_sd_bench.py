@@ -19,8 +19,14 @@ def test_sd_bench_tiny_runs_on_cpu(tmp_path):
     spec.loader.exec_module(bench)
     out = tmp_path / "sd.json"
     # two precisions in one process, as the GPU run does (fp16, bf16)
-    res = bench.main(["--tiny", "--dtypes", "no,bf16", "--batches", "1", "--sample-images", "1",
-                      "--sample-batch", "1", "--work", str(tmp_path / "w"), "--json", str(out)])
+    from accelerate.state import AcceleratorState
+    try:
+        res = bench.main(["--tiny", "--dtypes", "no,bf16", "--batches", "1", "--sample-images", "1",
+                          "--sample-batch", "1", "--work", str(tmp_path / "w"), "--json", str(out)])
+    finally:
+        # the bench leaves accelerate's process-wide state at bf16; later tests in this process
+        # build Accelerator(mixed_precision="no") and accelerate refuses a change of precision
+        AcceleratorState._reset_state(True)
     assert json.loads(out.read_text()) == res
     assert res["rows"] == 64 and (tmp_path / "w" / "run-no-1" / "config.json").exists()
     geo = json.loads((tmp_path / "w" / "run-no-1" / "config.json").read_text())["geometry"]
