@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 import re
 import sys
 import types
@@ -53,12 +54,12 @@ def make_app(settings: Settings, **kw) -> NetdiffApp:
     return app
 
 
-async def wait_for(pilot, cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
+async def wait_for(pilot, cond, timeout: float = 30.0) -> None:
+    # a wall-clock deadline: on a loaded 2-core CI machine one pause can take far longer than asked
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
         await pilot.pause(0.05)
-    assert cond(), "condition not met in time"
 
 
 def step(i: int, total: int = 100, loss: float | None = None) -> TrainStep:
@@ -432,10 +433,13 @@ async def test_models_tab_and_keymap(settings, tmp_path):
     app = make_app(replace(settings, keymap={"show-reports": "r"}))
     async with app.run_test(size=SIZE) as pilot:
         table = app.query_one("#models-table")
-        await wait_for(pilot, lambda: any(m.name == "small" for m in app.models))
+        await wait_for(pilot, lambda: any(table.get_row_at(i)[0] == "small" for i in range(table.row_count)))
         row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0] == "small")
         assert row[1:6] == ["local", "2", "300", "4.0 KiB", "2"]
         table.focus()
+        # the key goes to whatever has focus: wait until the table holds it and the app is idle
+        await wait_for(pilot, lambda: table.has_focus)
+        await pilot.wait_for_scheduled_animations()
         await pilot.press("r")
         # under load the tab switch can take more than one frame
         await wait_for(pilot, lambda: app.query_one("#tabs").active == "reports")
