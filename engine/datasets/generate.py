@@ -32,7 +32,6 @@ import ipaddress
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 
 from engine.codec.matrix import FlowMeta, write_pcap
 from engine.errors import Cancelled, InputError
-from engine.codec.layout import COL_DIR, LAYOUT, get, put
+from engine.codec.layout import COL_DIR, get
 from engine.constants import TCP, UDP
 from engine.codec.packets import ip_str
 from engine.outdir import OutputLock, atomic_write_bytes, check_room, clean_leftovers, make_dir, replace_dir, user_paths
@@ -50,7 +49,8 @@ from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskPro
 
 from engine.model.checkpoint import load_model, weights_hash
 from engine.model.guide import guide_order, load_guides
-from engine.model.sample import (PROTO_NUM, SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
+from engine.model.ports import write_ports
+from engine.model.sample import (SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
                                  usable_guides)
 
 MANIFEST_COLUMNS = ["file", "label", "packets", "seed", "model_hash", "synthetic", "flow_id", "proto",
@@ -87,21 +87,6 @@ def _model_ports(m: np.ndarray, proto: int) -> tuple[int, int]:
     return (s, d) if m[0, COL_DIR] != 0 else (d, s)
 
 
-def set_ports(m: np.ndarray, proto: int, init_port: int, resp_port: int) -> None:
-    """Write the initiator's and responder's ports into a flow's TCP/UDP rows (by direction)."""
-    if proto not in (TCP, UDP) or len(m) == 0:
-        return
-    a, b = ("tcp_sprt", "tcp_dprt") if proto == TCP else ("udp_sport", "udp_dport")
-    col = LAYOUT.cols(a).start
-    have = m[:, col] != -1
-    fwd = have & (m[:, COL_DIR] != 0)
-    back = have & (m[:, COL_DIR] == 0)
-    for rows, s, d in ((fwd, init_port, resp_port), (back, resp_port, init_port)):
-        if rows.any():
-            put(m, a, s, rows)
-            put(m, b, d, rows)
-
-
 def make_metas(req, mats: list[np.ndarray], first: int = 0, start_ns: int | None = None,
                width: int = 5, held_ports: bool = False) -> tuple[list[FlowMeta], list[int], int]:
     """Addresses, ports and start times of flows ``first, first + 1, ...``; returns (metas, service
@@ -134,7 +119,7 @@ def make_metas(req, mats: list[np.ndarray], first: int = 0, start_ns: int | None
                               cport if proto in (6, 17) else 0, sport if proto in (6, 17) else 0,
                               t, len(m), "netdiff-generate"))
         sports.append(sport)
-        set_ports(m, proto, metas[-1].init_port, metas[-1].resp_port)
+        write_ports(m, proto, metas[-1].init_port, metas[-1].resp_port)
     return metas, sports, t
 
 
