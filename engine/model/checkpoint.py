@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -223,3 +225,57 @@ def refuse_pickled_state(ck: Path) -> None:
                                               "never loads (it can run code); restart the run (another --out, no "
                                               "--resume), or start one from these weights: \"init_from\": "
                                               f"\"{ck}\" in its --config")
+
+
+# -- training checkpoints: <run>/checkpoints/step-NNNNNNN/, written whole or not at all ----------------
+# The native trainer and the LoRA trainer keep their state the same way; only what they save differs.
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """A run's complete checkpoints, oldest first (a ``.partial`` one or one without state.json is not)."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("step-*") if (p / "state.json").exists())
+
+
+def write_checkpoint(run_dir: str | os.PathLike, step: int, tensors: dict[str, dict[str, torch.Tensor]],
+                     opt: torch.optim.Optimizer, keep: int, rng: bool = True, **state) -> Path:
+    """``checkpoints/step-NNNNNNN/``: each of ``tensors`` as ``<name>.safetensors``, the optimizer (and torch's
+    generators when ``rng``), and ``state.json`` = step, time and ``state``; renamed into place, then all
+    but the newest ``keep`` checkpoints removed."""
+    final = Path(run_dir) / "checkpoints" / f"step-{step:07d}"
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, sd in tensors.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, tmp / f"{name}.safetensors")
+    save_optimizer(opt, tmp)
+    if rng:
+        save_rng(tmp)
+    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time(), **state}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(ck: Path, *names: str) -> tuple[int, list[dict[str, torch.Tensor]]]:
+    """The step in ``state.json`` (checked) and the tensors of ``<name>.safetensors`` for each name."""
+    try:
+        step = json.loads((ck / "state.json").read_text())["step"]
+        tensors = [load_file(ck / f"{n}.safetensors") for n in names]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(ck, f"checkpoint unreadable: {e}") from None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InputError(ck / "state.json", f"step {step!r} is not a step number")
+    return step, tensors
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (0 where the platform cannot say)."""
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except Exception:
+        return 0.0

@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -39,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from engine.errors import Cancelled, InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION
 from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinished, TrainStep, fanout
 
-from engine.model.checkpoint import load_optimizer, load_rng, refuse_pickled_state, save_model, save_optimizer, save_rng
+from engine.model.checkpoint import (list_checkpoints, load_optimizer, load_rng, peak_rss_mb, read_checkpoint,
+                                     refuse_pickled_state, save_model, write_checkpoint)
 from engine.model.data import load_split, load_table, make_split, manifest_hash
 from engine.model.denoiser import PacketDenoiser
 from engine.codec.matrix import present_rows, row_proto
@@ -165,40 +165,15 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
-    d = run_dir / "checkpoints"
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.glob("step-*") if (p / "state.json").exists())
-
-
 def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int, classes: list[str]) -> Path:
-    final = run_dir / "checkpoints" / f"step-{step:07d}"
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
-    save_optimizer(opt, tmp)
-    save_rng(tmp)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time(), "classes": classes}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return write_checkpoint(run_dir, step, {"model": model.state_dict(), "ema": ema.shadow}, opt, keep,
+                            classes=classes)
 
 
 def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
     """Weights, EMA, optimizer and RNG state of a checkpoint, each checked against this run; returns its step."""
     refuse_pickled_state(ck)
-    try:
-        step = json.loads((ck / "state.json").read_text())["step"]
-        weights, shadow = load_file(ck / "model.safetensors"), load_file(ck / "ema.safetensors")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(ck, f"checkpoint unreadable: {e}") from None
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise InputError(ck / "state.json", f"step {step!r} is not a step number")
+    step, (weights, shadow) = read_checkpoint(ck, "model", "ema")
     own = model.state_dict()
     for name, sd in (("model", weights), ("ema", shadow)):
         if sd.keys() != own.keys() or any(sd[k].shape != own[k].shape for k in own):
@@ -248,7 +223,7 @@ def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, 
         cfg = TrainConfig.load(cfg_path)    # the run's own config wins on resume
     if steps is not None:
         cfg.steps = int(steps)              # --steps may extend a run
-    if not resume and _checkpoints(run_dir):
+    if not resume and list_checkpoints(run_dir):
         raise InputError(run_dir, "run directory has checkpoints already (use --resume, or another --out)")
     if resume and split_path.exists():
         split = load_split(split_path)
@@ -330,7 +305,7 @@ class _Run:
         r._load_data(data_dir, split)
         r._build_model(resume)
         r.start_step = 0
-        cks = _checkpoints(run_dir)
+        cks = list_checkpoints(run_dir)
         if resume and cks:
             r.start_step = _load_checkpoint(cks[-1], r.model, r.ema, r.opt)
             r.emit(Message("info", f"resumed from {cks[-1].name}"))
@@ -363,7 +338,7 @@ class _Run:
             torch.set_num_threads(int(cfg.num_threads))
         torch.manual_seed(cfg.seed)
         self.model = PacketDenoiser(num_classes=len(self.classes), width=LAYOUT.width, **cfg.model)
-        if cfg.init_from and not (resume and _checkpoints(self.run_dir)):
+        if cfg.init_from and not (resume and list_checkpoints(self.run_dir)):
             _init_weights(self.model, cfg.init_from, self.classes)
             self.emit(Message("info", f"weights initialised from {cfg.init_from}"))
         if self.model.config.self_condition and cfg.prediction_type != "sample":
@@ -445,7 +420,7 @@ class _Run:
         if step % cfg.log_every == 0 or step == cfg.steps:
             el = time.time() - t0
             ips = (step - self.start_step) / el if el > 0 else 0.0
-            mem = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _rss_mb()
+            mem = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mb()
             self.emit(TrainStep(step, cfg.steps, self.loss_acc / self.n_acc, lr_at(cfg, step - 1), ips,
                                 (cfg.steps - step) / ips if ips > 0 else 0.0, mem))
             self.loss_acc, self.n_acc = 0.0, 0
@@ -468,11 +443,3 @@ class _Run:
         self.acc.wait_for_everyone()
         self.emit(TaskFinished("train", summary))
         return summary
-
-
-def _rss_mb() -> float:
-    try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except Exception:
-        return 0.0

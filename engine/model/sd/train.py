@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from engine.outdir import atomic_write_bytes
 from engine.codec.layout import LAYOUT_VERSION
@@ -48,7 +47,7 @@ from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinishe
 from engine.model.sd.grid import Geometry, flows_to_pixels, to_uint8
 from engine.model.sd.pipeline import (LORA_TARGETS, PROMPT_TEMPLATE, class_prompts, denoiser, encode_prompts,
                                       family_of, load_pipeline, pixel_multiple, resolve_base)
-from engine.model.checkpoint import load_optimizer, save_optimizer
+from engine.model.checkpoint import list_checkpoints, load_optimizer, peak_rss_mb, read_checkpoint, write_checkpoint
 
 MODEL_TYPE = "sd-lora"
 MAX_ROWS = 4096      # 4x the paper's 1024: a 4096 x 1152 image is already ~4x SD's native pixel count
@@ -122,11 +121,6 @@ class SDTrainConfig:
             raise InputError(None, f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
 
 
-def _checkpoints(run: Path) -> list[Path]:
-    d = run / "checkpoints"
-    return sorted(p for p in d.glob("step-*") if (p / "state.json").exists()) if d.is_dir() else []
-
-
 def _adam(params, cfg: SDTrainConfig, device, emit):
     if cfg.use_8bit_adam and torch.device(device).type == "cuda":
         try:
@@ -161,28 +155,13 @@ def save_adapter(run: Path, pipe, family: str) -> Path:
 
 
 def _save_checkpoint(run: Path, step: int, net, opt, keep: int) -> None:
-    final = run / "checkpoints" / f"step-{step:07d}"
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(lora_state(net), tmp / "lora.safetensors")
-    save_optimizer(opt, tmp)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "time": time.time()}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(run)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    # no RNG state: every step draws from its own seeded generators (step_seed)
+    write_checkpoint(run, step, {"lora": lora_state(net)}, opt, keep, rng=False)
 
 
 def _load_checkpoint(ck: Path, net, opt) -> int:
     from peft.utils import set_peft_model_state_dict
-    try:
-        step = json.loads((ck / "state.json").read_text())["step"]
-        sd = load_file(ck / "lora.safetensors")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(ck, f"checkpoint unreadable: {e}") from None
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise InputError(ck / "state.json", f"step {step!r} is not a step number")
+    step, (sd,) = read_checkpoint(ck, "lora")
     own = {k for k in lora_state(net)}
     if set(sd) != own:
         raise InputError(ck / "lora.safetensors", "adapter does not match this run's LoRA layers "
@@ -210,7 +189,7 @@ def _prepare(data: Path, run: Path, base, cfg: SDTrainConfig, resume: bool, step
             raise InputError(cfg_path, f"model_type {stored.get('model_type')!r} is not {MODEL_TYPE!r}")
         cfg = SDTrainConfig.from_dict(stored["train"])
         base = base or stored["base"]["ref"]
-    elif not resume and (_checkpoints(run) or (run / ADAPTER).exists()):
+    elif not resume and (list_checkpoints(run) or (run / ADAPTER).exists()):
         raise InputError(run, "run directory has a LoRA run already (use --resume, or another --out)")
     if base is None:
         raise InputError(None, "--base: name the Stable Diffusion pipeline to fine-tune")
@@ -302,7 +281,7 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     params = [p for p in net.parameters() if p.requires_grad]
     opt = _adam(params, cfg, dev, emit)
     start = 0
-    cks = _checkpoints(run)
+    cks = list_checkpoints(run)
     if resume and cks:
         start = _load_checkpoint(cks[-1], net, opt)
         emit(Message("info", f"resumed from {cks[-1].name}"))
@@ -399,7 +378,7 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
             if step % cfg.log_every == 0 or step == cfg.steps:
                 el = time.time() - t0
                 ips = (step - s0) / el if el > 0 else 0.0
-                mem = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb()
+                mem = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else peak_rss_mb()
                 emit(TrainStep(step, cfg.steps, loss_acc / n_acc, cfg.lr, ips,
                                (cfg.steps - step) / ips if ips > 0 else 0.0, mem))
                 loss_acc, n_acc = 0.0, 0
@@ -415,11 +394,3 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     acc.wait_for_everyone()
     emit(TaskFinished("train", summary))
     return summary
-
-
-def _rss_mb() -> float:
-    try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except Exception:
-        return 0.0
