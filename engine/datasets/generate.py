@@ -253,14 +253,8 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     pmin = min(req.packets_min, pmax)
     steps = req.steps or mcfg.get("sampling", {}).get("steps", 20)
     guidance = req.guidance if req.guidance is not None else mcfg.get("sampling", {}).get("guidance", 1.0)
-    guides = guide_ids = None
-    if req.like:
-        g_all, id_all = load_guides(req.like, req.label, req.like_split, on_event=emit if rank == 0 else None)
-        keep = usable_guides(g_all, pmin, req.transport)
-        if not keep:
-            raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
-                                       f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
-        guides, guide_ids = [g_all[k] for k in keep], [id_all[k] for k in keep]
+    guides, guide_ids = class_guides(req, pmin, emit if rank == 0 else None)
+    if guides:
         if rank == 0:
             emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
                                  f"strength {req.strength:g}"))
@@ -310,13 +304,8 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                     flows.update(f)
                     for k, v in st.items():
                         setattr(stats, k, getattr(stats, k) + v)
-            mats = [flows[i] for i in range(a, b)]
+            write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, held, order, guide_ids)
             del flows
-            metas, sports, next_start = make_metas(req, mats, a, plan.next_start, plan.width, held)
-            mats, metas, report = _repair(req, mats, metas, emit, sports)
-            prov = [guide_ids[order[i % len(order)]] for i in range(a, b)] if guides else None
-            plan.write_window(a, mats, metas, report, mhash, stats, next_start, prov)
-            emit(TaskProgress("generate", b, count, "flows"))
     except OSError as e:
         if rank != 0:
             raise
@@ -335,6 +324,30 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
         state.wait_for_everyone()
     emit(TaskFinished("generate", summary))
     return summary
+
+
+def class_guides(req, pmin: int, on_event: OnEvent | None) -> tuple[list | None, list | None]:
+    """The real flows of ``req.label`` in ``req.like`` a sampler can start from (at least ``pmin`` packets,
+    of the requested transport) and their ids; (None, None) without ``like``."""
+    if not req.like:
+        return None, None
+    g_all, id_all = load_guides(req.like, req.label, req.like_split, on_event=on_event)
+    keep = usable_guides(g_all, pmin, req.transport)
+    if not keep:
+        raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
+                                   f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
+    return [g_all[k] for k in keep], [id_all[k] for k in keep]
+
+
+def write_window(req, plan, mats: list, first: int, emit: OnEvent, mhash: str, stats, held_ports: bool,
+                 order, guide_ids) -> None:
+    """Flows ``first ..`` of the run as sampled: addresses and ports, repair, provenance, then onto disk."""
+    last = first + len(mats)
+    metas, sports, next_start = make_metas(req, mats, first, plan.next_start, plan.width, held_ports)
+    mats, metas, report = _repair(req, mats, metas, emit, sports)
+    prov = [guide_ids[order[i % len(order)]] for i in range(first, last)] if guide_ids else None
+    plan.write_window(first, mats, metas, report, mhash, stats, next_start, prov)
+    emit(TaskProgress("generate", last, req.count, "flows"))
 
 
 def _stopped(out: Path, plan, count: int) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import Cancelled, InputError
+from engine.errors import InputError
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
 
 from engine.model.sd.grid import Geometry, flows_to_pixels, pixels_to_flows, to_uint8
@@ -229,9 +229,9 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
                 t0: float, window: int) -> dict:
     """The body of :func:`engine.datasets.generate.generate` for an SD LoRA run: the same
     windows, partial directory, ``--resume``, repair and writing; only the sampler differs."""
-    from engine.datasets.generate import _fingerprint, _repair, _window_progress, make_metas
-    from engine.model.guide import guide_order, load_guides
-    from engine.model.sample import SampleStats, usable_guides
+    from engine.datasets.generate import _fingerprint, _window_progress, class_guides, write_window
+    from engine.model.guide import guide_order
+    from engine.model.sample import SampleStats
 
     run_dir = sd_run_dir(req.model)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -250,15 +250,8 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     pmin = min(req.packets_min, pmax)
     steps = req.steps or cfg.get("sampling", {}).get("steps", 20)
     guidance = req.guidance if req.guidance is not None else cfg.get("sampling", {}).get("guidance", 7.5)
-    guides = guide_ids = None
-    if req.like:
-        g_all, id_all = load_guides(req.like, req.label, req.like_split, on_event=emit)
-        keep = usable_guides(g_all, pmin, req.transport)
-        if not keep:
-            raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
-                                       f">= {pmin} packets"
-                                       + ("" if req.transport == "any" else f" of {req.transport}"))
-        guides, guide_ids = [g_all[k] for k in keep], [id_all[k] for k in keep]
+    guides, guide_ids = class_guides(req, pmin, emit)
+    if guides:
         how = f"ControlNet {ctrl}, scale {req.controlnet_scale:g}" if ctrl else f"img2img, strength {req.strength:g}"
         emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}); {how}"))
     mhash = adapter_hash(run_dir)
@@ -274,26 +267,17 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     emit(TaskStarted("generate", count, "flows"))
     t_s = time.time()
     bs = None if batch_size in (None, 64) else batch_size     # 64: the native default; SD sizes its own
-    try:
-        for a in range(start, count, window):
-            if cancel is not None:
-                cancel.check()
-            b = min(a + window, count)
-            stats = SampleStats()
-            flows = sample_sd_flows(sampler, req.label, list(range(a, b)), req.seed, steps, guidance, pmin, pmax,
-                                    req.transport, bs, prompt=req.prompt, guides=guides, strength=req.strength,
-                                    controlnet_scale=req.controlnet_scale,
-                                    on_event=_window_progress(emit, a, count, 1), cancel=cancel, stats=stats)
-            mats = [flows[i] for i in range(a, b)]
-            del flows
-            metas, sports, next_start = make_metas(req, mats, a, plan.next_start, plan.width, False)
-            mats, metas, report = _repair(req, mats, metas, emit, sports)
-            prov = [guide_ids[order[i % len(order)]] for i in range(a, b)] if guides else None
-            plan.write_window(a, mats, metas, report, mhash, stats, next_start, prov)
-            emit(TaskProgress("generate", b, count, "flows"))
-    except (KeyboardInterrupt, Cancelled) as e:
-        raise Cancelled(f"{out}: stopped; {plan.done} of {count} flows are kept in {plan.dir}; run the same "
-                        f"command with --resume to continue") from e
+    for a in range(start, count, window):
+        if cancel is not None:
+            cancel.check()
+        b = min(a + window, count)
+        stats = SampleStats()
+        flows = sample_sd_flows(sampler, req.label, list(range(a, b)), req.seed, steps, guidance, pmin, pmax,
+                                req.transport, bs, prompt=req.prompt, guides=guides, strength=req.strength,
+                                controlnet_scale=req.controlnet_scale,
+                                on_event=_window_progress(emit, a, count, 1), cancel=cancel, stats=stats)
+        write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, False, order, guide_ids)
+        del flows
     info["sample_seconds"] = round(time.time() - t_s, 3)
     summary = plan.finish(req, info)
     summary["seconds"] = round(time.time() - t0, 3)
