@@ -172,8 +172,14 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path):
             line = err.strip()
             assert "Traceback" not in err and line.count("\n") == 0, err
             assert line.startswith(f"netdiff: error: {out}: stopped")
-            assert ("stopped;" in line and "--resume" in line) or "stopped before any flow was written" in line
-            assert not lock_path(out).exists() and not (tmp_path / f".{out.name}.partial").exists()
+            assert not lock_path(out).exists()
+            # where the signal lands depends on the machine's speed: before the first window is
+            # written nothing is kept; after it, the kept flows stay in the partial directory
+            partial = tmp_path / f".{out.name}.partial"
+            if "stopped before any flow was written" in line:
+                assert not partial.exists()
+            else:
+                assert "stopped;" in line and "--resume" in line and str(partial) in line and partial.is_dir()
     finally:
         for _, p in runs.values():
             if p.poll() is None:
