@@ -50,9 +50,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.datasets.request import (  # noqa: F401  (compress_ports, format_time, known_repair_rules: callers' API)
-    FIELDS, Ctx, GenerationRequest, Problem, build, compress_ports, format_time, known_repair_rules,
-    parse_value, spec, tname, to_raw, to_text,
+from engine.datasets.request import FIELDS, GenerationRequest, Problem, build, parse_value, spec, to_raw, to_text
+from engine.datasets.request_kinds import (  # noqa: F401  (compress_ports, format_time, known_repair_rules: callers' API)
+    Ctx, compress_ports, format_time, known_repair_rules, tname,
 )
 
 # The classes of the real training data (and of the default model).
