@@ -116,8 +116,29 @@ class StopRequested(KeyboardInterrupt):
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
+_pending_stop: int | None = None
+
+
 def _raise_stop(signum, frame):
+    # Raising from a handler is not enough on its own: Python runs the handler in whatever
+    # bytecode the main thread is in, and an exception raised inside a __del__ or a weakref
+    # callback is printed and dropped ("Exception ignored in ..."). The signal is therefore
+    # also recorded, and check_stop() raises it again at the next safe point.
+    global _pending_stop
+    _pending_stop = signum
     raise StopRequested(signum)
+
+
+def check_stop() -> None:
+    """Raise :class:`StopRequested` if SIGTERM/SIGHUP arrived and its first raise was lost.
+    Called between batches by long loops and by every progress sink (main thread only)."""
+    if _pending_stop is not None and threading.current_thread() is threading.main_thread():
+        raise StopRequested(_pending_stop)
+
+
+def pending_stop() -> int | None:
+    """The stop signal received by this process, if any (whether or not its raise got through)."""
+    return _pending_stop
 
 
 def stop_on_signals() -> None:

@@ -29,10 +29,13 @@ def friendly(fn):
     """Turn engine errors into one line and an exit status; SIGTERM/SIGHUP stop like Ctrl-C."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from engine.progress import stop_on_signals, stop_status
+        from engine.progress import StopRequested, pending_stop, stop_on_signals, stop_status
         stop_on_signals()
         try:
-            return fn(*a, **kw)
+            result = fn(*a, **kw)
+            if pending_stop() is not None:     # its raise was lost, and no safe point came after it
+                raise StopRequested(pending_stop())
+            return result
         except InputError as e:
             fail(str(e), 2)
         except Cancelled as e:
@@ -65,6 +68,7 @@ class Progress:
 
     def __call__(self, ev) -> None:
         from engine import progress as pg
+        pg.check_stop()
         if isinstance(ev, pg.TaskStarted):
             self.tasks[ev.task] = self.rp.add_task(ev.task, total=ev.total)
         elif isinstance(ev, pg.TaskProgress) and ev.task in self.tasks:

@@ -20,7 +20,7 @@ from engine.codec.layout import COL_DIR
 from engine.codec.matrix import TRANSPORT_COLS, row_proto
 from engine.constants import PROTO_NUM, TCP, UDP
 from engine.errors import InputError
-from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted
+from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, check_stop
 
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
@@ -226,6 +226,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     pending = [(i, 0) for i in indices]
     assigned = assign_guides(len(guides), opts.seed, max(indices) + 1) if (guides and indices) else None
     while pending:
+        check_stop()
         if cancel is not None:
             cancel.check()
         chunk, pending = pending[:opts.batch_size], pending[opts.batch_size:]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from engine.errors import InputError
-from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted, check_stop
 
 from engine.model.sd.grid import Geometry, flows_to_pixels, pixels_to_flows, to_uint8
 from engine.model.sd.pipeline import family_of, load_pipeline, pixel_multiple, resolve_base
@@ -188,6 +188,7 @@ def sample_sd_flows(sampler: SDSampler, label: str, indices: list[int], seed: in
     pending = [(i, 0) for i in indices]
     assigned = assign_guides(len(guides), seed, max(indices) + 1) if (guides and indices) else None
     while pending:
+        check_stop()
         if cancel is not None:
             cancel.check()
         chunk, pending = pending[:bs], pending[bs:]
@@ -268,6 +269,7 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     t_s = time.time()
     bs = None if batch_size in (None, 64) else batch_size     # 64: the native default; SD sizes its own
     for a in range(start, count, window):
+        check_stop()
         if cancel is not None:
             cancel.check()
         b = min(a + window, count)
