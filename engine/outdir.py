@@ -211,6 +211,12 @@ class Holder:
                    command if command is not None else _command_line(), _start_ticks(os.getpid()), _boot_id())
 
     @classmethod
+    def of_pid(cls, pid: int, command: str = "") -> "Holder":
+        """Another process on this machine (a child just started), as :meth:`me` describes this one."""
+        return cls(pid, socket.gethostname(), dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                   command, _start_ticks(pid), _boot_id())
+
+    @classmethod
     def parse(cls, text: str) -> "Holder | None":
         try:
             d = json.loads(text)
@@ -243,6 +249,8 @@ class Holder:
             now = _start_ticks(self.pid)
             if now is not None and now != self.start_ticks:
                 return False        # the pid was reused by another process
+        if _state(self.pid) == "Z":
+            return False            # ended; its parent has not reaped it yet
         return True
 
 
@@ -260,6 +268,15 @@ def _start_ticks(pid: int) -> int | None:
         return int(stat[stat.rindex(")") + 2:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat[stat.rindex(")") + 2:].split()[0]
+    except (OSError, ValueError, IndexError):
+        return ""
 
 
 def _boot_id() -> str:

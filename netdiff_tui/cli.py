@@ -68,7 +68,10 @@ class Progress:
 
     def __call__(self, ev) -> None:
         from engine import progress as pg
+        from netdiff_tui import detach
         pg.check_stop()
+        if detach.current is not None:
+            detach.current(ev)          # the job's events.jsonl: what the console and `jobs attach` follow
         if isinstance(ev, pg.TaskStarted):
             self.tasks[ev.task] = self.rp.add_task(ev.task, total=ev.total)
         elif isinstance(ev, pg.TaskProgress) and ev.task in self.tasks:
@@ -209,7 +212,7 @@ def layout(as_json):
 # Command groups live in their own modules and register on ``main`` when imported.
 def _load_commands() -> None:
     import importlib
-    for name in ("cmd_repair", "cmd_model", "cmd_models", "cmd_evaluate", "cmd_recipes", "cmd_tui", "cmd_selftest"):
+    for name in ("cmd_jobs", "cmd_repair", "cmd_model", "cmd_models", "cmd_evaluate", "cmd_recipes", "cmd_tui", "cmd_selftest"):
         try:
             importlib.import_module(f"netdiff_tui.{name}")
         except ModuleNotFoundError as e:

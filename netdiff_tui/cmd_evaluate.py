@@ -8,7 +8,8 @@ import click
 
 from engine.errors import InputError
 
-from .cli import Progress, friendly, main
+from .cli import Progress, main
+from .detach import detachable
 
 
 @main.command()
@@ -39,7 +40,7 @@ from .cli import Progress, friendly, main
               help="Only print the real test split's flows per class and matching `netdiff generate` commands.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("evaluate")
 def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, max_packets, seed, test_frac,
              packet_cap, trees, plan, as_json, quiet):
     """Compare synthetic traffic with the real test split: JSD/TVD/Hellinger per field and class,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from engine.errors import InputError
-from netdiff_tui.cli import Progress, friendly, main
+from netdiff_tui.cli import Progress, main
+from netdiff_tui.detach import detachable
 from netdiff_tui.request_options import request_from_command_line, request_options
 
 
@@ -25,7 +26,7 @@ from netdiff_tui.request_options import request_from_command_line, request_optio
               help="(sd) Compute precision of the frozen model (GPU).")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="(sd) Trade compute for memory.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("train", resume_args=("--resume",))
 def train(**params):
     """Train the class-conditional packet diffusion model (works under accelerate launch),
     or with --model-type sd a LoRA adapter on a Stable Diffusion pipeline."""
@@ -76,28 +77,12 @@ def _train(data, out, config, resume, steps, model_type, base, rank, batch_size,
                    f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}")
 
 
-def _job_log(req, out):
-    """A job for this generation in the console's jobs directory (engine.jobs), so that
-    ``netdiff tui`` (in another shell, after an SSH reconnect) can follow it."""
-    import os
-
-    from engine.jobs import create_job
-    from netdiff_tui.settings import load_settings
-    if int(os.environ.get("RANK", "0")) != 0:
-        return None
-    try:
-        return create_job(load_settings().expanded("jobs_dir"), "generate", req, out, label=req.label)
-    except OSError:
-        return None      # following is a convenience: never fail a generation for it
-
-
 def run_generate(req, out, force: bool = False, quiet: bool = False, resume: bool = False) -> dict:
     """The body of ``netdiff generate``: run a request with a progress bar, print a summary.
 
     Reused by commands that build the request another way (presets, recipes).
     """
     from engine.datasets.generate import generate
-    from engine.jobs import running
     from engine.progress import Message, TaskStarted
     state = {}
 
@@ -109,16 +94,12 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
             else:
                 state.setdefault("msgs", []).append(ev.text)
 
-    job_log = _job_log(req, out)
     with Progress(None if not quiet else False) as prog:
         def on_event(ev):
             prog(ev)
             state["bar"] = state.get("bar") or isinstance(ev, TaskStarted)
             echo_messages(ev)
-            if job_log is not None:
-                job_log(ev)
-        with running(job_log):
-            summary = generate(req, out, on_event=on_event, force=force, resume=resume)
+        summary = generate(req, out, on_event=on_event, force=force, resume=resume)
     if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
         return summary
     for m in state.get("msgs", []):
@@ -141,7 +122,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory (and discard an interrupted run's flows).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of the same command from the flows it kept.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("generate", resume_args=("--resume",))
 def generate(preset, recipe, out, force, resume, quiet, **_request_fields):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow.
 
@@ -149,4 +130,4 @@ def generate(preset, recipe, out, force, resume, quiet, **_request_fields):
     with --preset/--recipe they override the recipe's values.
     """
     req = request_from_command_line(click.get_current_context(), preset, recipe)
-    run_generate(req, out, force=force, quiet=quiet, resume=resume)
+    return run_generate(req, out, force=force, quiet=quiet, resume=resume)

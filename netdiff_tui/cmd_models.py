@@ -14,6 +14,7 @@ import click
 
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
+from netdiff_tui.detach import detachable
 
 
 def _settings():
@@ -105,7 +106,7 @@ def info(ref, revision, as_json):
               help="Also fetch pickled weights (.bin/.ckpt/.pt/.pkl); loading them can run arbitrary code.")
 @click.option("--dry-run", is_flag=True, help="Show the files and the total size, fetch nothing.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("download", resume_args=())
 def download(repo, revision, include, allow_pickle, dry_run, quiet):
     """Download a Hub repository (pinned to a commit) into the Hub cache."""
     from engine.hub import download as dl

@@ -10,6 +10,7 @@ import click
 
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
+from netdiff_tui.detach import detachable
 from netdiff_tui.request_options import request_options
 
 
@@ -175,7 +176,7 @@ def edit(name):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("export", resume_args=())
 def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
     """Generated datasets and real <class>/*.pcap folders -> one labeled dataset of per-flow pcaps.
 
@@ -206,7 +207,7 @@ def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
 @click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("balance", resume_args=())
 def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, like_flag, force, score, quiet,
                 **_request_fields):
     """Top up under-represented classes with synthetic flows and export the mix.

@@ -14,6 +14,7 @@ from engine.constants import CAPTURE_EXTS, FLOW_EXTS
 from engine.errors import InputError
 from engine.inputs import files_in, resolve_inputs
 from netdiff_tui.cli import Progress, friendly, main
+from netdiff_tui.detach import detachable
 
 
 def _repair_options(mtu, server_port, disable, allow_fragments, seed):
@@ -117,7 +118,7 @@ def check(inputs, as_json, report_dir, mtu, allow_fragments, disable, list_rules
 @click.option("--snap", is_flag=True, help="Round flow-file values onto 1, 0, -1 (NaN: absent) instead of "
                                            "refusing a file that holds anything else.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("repair")
 def repair(inputs, out, report_prefix, mtu, server_port, disable, allow_fragments, seed, link, snap, quiet):
     """Repair matrices, images or captures; write the repaired capture and its report."""
     from engine.codec import capture as cap

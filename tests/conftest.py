@@ -29,3 +29,15 @@ def real_dir() -> Path:
     if not real.is_dir():
         pytest.skip(f"real captures not found at {real} (set NETDIFF_DATA to the folder holding real/)")
     return real
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _jobs_dir_of_the_session(tmp_path_factory):
+    """Every command run by a test records its job here, not in the user's jobs directory."""
+    old = os.environ.get("NETDIFF_JOBS_DIR")
+    os.environ["NETDIFF_JOBS_DIR"] = str(tmp_path_factory.mktemp("jobs"))
+    yield
+    if old is None:
+        os.environ.pop("NETDIFF_JOBS_DIR", None)
+    else:
+        os.environ["NETDIFF_JOBS_DIR"] = old

@@ -64,17 +64,18 @@ class _nothing:
         return False
 
 
-def test_a_dead_running_job_reads_as_stopped(tmp_path):
+def test_a_dead_running_job_reads_as_failed(tmp_path):
     p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     job = create_job(tmp_path, "train", {})
     rec = json.loads((job.path / "job.json").read_text())
     rec["pid"] = int(p.stdout)                          # a process that has exited
     (job.path / "job.json").write_text(json.dumps(rec))
     [entry] = find_jobs([tmp_path])
-    assert entry.status == "stopped"
+    assert entry.status == "failed"
+    assert "ended without recording an end" in entry.reason
     rec["pid"], rec["start_ticks"] = os.getpid(), (rec["start_ticks"] or 0) + 1   # a live pid, reused
     (job.path / "job.json").write_text(json.dumps(rec))
-    assert find_jobs([tmp_path])[0].status == "stopped"
+    assert find_jobs([tmp_path])[0].status == "failed"
     rec["host"] = "elsewhere"
     (job.path / "job.json").write_text(json.dumps(rec))
     assert job_alive(read_job(job.path)) is None       # another machine's pid tells nothing here

@@ -11,7 +11,7 @@ what                   file(s)                          reader
 =====================  ===============================  ==================================
 checkpoint             config.json, model.safetensors   :func:`read_checkpoint`
 models and runs        (discovery)                      :func:`find_models`, :func:`find_runs`
-job                    job.json, events.jsonl           :func:`read_job`, :func:`find_jobs`
+job                    job.json, events.jsonl, log.txt  :func:`read_job`, :func:`find_jobs`, :func:`log_tail`
 compliance report      compliance.json                  :func:`read_compliance`
 evaluation summary     report.json                      :func:`read_evaluation`
 either report          (a file or a directory)          :func:`read_report`
@@ -26,7 +26,8 @@ Events in ``events.jsonl`` are read by :meth:`engine.progress.EventLog.follow`.
 from engine.artifacts.datasets import (ExportManifest, GenerateRecord, read_export_manifest, read_generate,
                                        read_manifest_rows, request_hash)
 from engine.artifacts.fields import Fields, read_json_object
-from engine.artifacts.jobs import JobEntry, events_path, find_jobs, job_alive, read_job
+from engine.artifacts.jobs import (JobEntry, effective_status, events_path, find_jobs, job_alive, log_tail, read_job,
+                                   resolve_job)
 from engine.artifacts.models import (DEFAULT_MODEL_DIR, WEIGHTS, Checkpoint, ModelEntry, find_models, find_runs,
                                      read_checkpoint)
 from engine.artifacts.reports import (ComplianceReport, Counts, EvaluationSummary, RuleResult, compliance_line,
@@ -34,6 +35,6 @@ from engine.artifacts.reports import (ComplianceReport, Counts, EvaluationSummar
 
 __all__ = ["DEFAULT_MODEL_DIR", "WEIGHTS", "Checkpoint", "ComplianceReport", "Counts", "EvaluationSummary",
            "ExportManifest", "Fields", "GenerateRecord", "JobEntry", "ModelEntry", "RuleResult", "compliance_line",
-           "events_path", "find_jobs", "find_models", "find_report", "find_runs", "job_alive", "read_checkpoint",
-           "read_compliance", "read_evaluation", "read_export_manifest", "read_generate", "read_job",
-           "read_json_object", "read_manifest_rows", "read_report", "request_hash"]
+           "effective_status", "events_path", "find_jobs", "find_models", "find_report", "find_runs", "job_alive",
+           "log_tail", "read_checkpoint", "read_compliance", "read_evaluation", "read_export_manifest", "read_generate", "read_job",
+           "read_json_object", "read_manifest_rows", "read_report", "request_hash", "resolve_job"]

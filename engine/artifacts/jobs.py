@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.artifacts.fields import Fields, read_json_object
 from engine.artifacts.models import TRAIN_CONFIG, candidate_dirs
 from engine.errors import InputError
-from engine.jobs import EVENTS_FILE, JOB_FILE, KINDS, STATUSES, JobRecord
+from engine.jobs import EVENTS_FILE, JOB_FILE, KINDS, LOG_FILE, STATUSES, JobRecord
 
 MAX_PID = 2**22          # Linux pid_max's ceiling
 MAX_TIME = 2**40         # seconds since the epoch; a file claiming more is not ours
@@ -27,7 +27,55 @@ def read_job(d: str | Path) -> JobRecord:
                      pid=f.int_("pid", 0, MAX_PID, 0), host=f.str_("host"), start=f.float_("start", 0, MAX_TIME, 0.0),
                      status=f.str_("status", "running", STATUSES), end=f.float_("end", 0, MAX_TIME),
                      reason=f.str_("reason"), label=f.str_("label"), start_ticks=f.int_("start_ticks", 0, 2**63 - 1),
-                     boot_id=f.str_("boot_id"), version=f.int_("version", 0, 1000, 0))
+                     boot_id=f.str_("boot_id"), argv=list(f.str_list("argv", 1000)),
+                     detached=bool(f.bool_("detached", False)), resumable=bool(f.bool_("resumable", False)),
+                     resume_args=list(f.str_list("resume_args", 20)),
+                     device=f.str_("device"), result=f.obj("result").d, cwd=f.str_("cwd"), version=f.int_("version", 0, 1000, 0))
+
+
+MAX_LOG_TAIL = 1 << 20       # bytes of a log read for its last lines: a huge log costs no more
+
+
+def log_tail(d: str | Path, n: int = 20) -> list[str]:
+    """The last ``n`` lines of a job's ``log.txt`` (progress-bar carriage returns resolved), [] if none."""
+    p = Path(d) / LOG_FILE
+    try:
+        with open(p, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MAX_LOG_TAIL))
+            data = f.read()
+    except OSError:
+        return []
+    lines = [ln.rsplit("\r", 1)[-1] for ln in data.decode("utf-8", "replace").splitlines()]
+    return [ln for ln in lines if ln.strip()][-n:] if n > 0 else []
+
+
+def effective_status(rec: JobRecord) -> tuple[str, str]:
+    """(status, reason) as a user should read them: a ``running`` job whose process is gone failed."""
+    if rec.status == "running" and job_alive(rec) is False:
+        return "failed", f"its process (pid {rec.pid}) ended without recording an end"
+    return rec.status, rec.reason
+
+
+def resolve_job(jobs_dir: str | Path, ref: str) -> Path:
+    """A job named on the command line: its directory, its name, or a unique prefix of its name.
+
+    Raises:
+        InputError: no such job, or the prefix names several.
+    """
+    p = Path(ref).expanduser()
+    if (p / JOB_FILE).is_file():
+        return p
+    base = Path(jobs_dir).expanduser()
+    if (base / ref / JOB_FILE).is_file():
+        return base / ref
+    hits = sorted(d for d in base.glob(f"{ref}*") if (d / JOB_FILE).is_file()) if base.is_dir() and ref else []
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise InputError(None, f"no job {ref!r} in {base} (netdiff jobs list shows them)")
+    raise InputError(None, f"{ref!r} names {len(hits)} jobs ({', '.join(h.name for h in hits[:4])}"
+                           f"{', ...' if len(hits) > 4 else ''}); give more of the name")
 
 
 def job_alive(rec: JobRecord) -> bool | None:
@@ -53,11 +101,11 @@ class JobEntry:
 
     @property
     def status(self) -> str:
-        if self.record is None:
-            return ""
-        if self.record.status == "running" and job_alive(self.record) is False:
-            return "stopped"            # its process is gone without recording an end
-        return self.record.status
+        return "" if self.record is None else effective_status(self.record)[0]
+
+    @property
+    def reason(self) -> str:
+        return self.problem if self.record is None else effective_status(self.record)[1]
 
 
 def job_entry(d: Path) -> JobEntry:
