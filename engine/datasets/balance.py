@@ -86,7 +86,8 @@ def request_for(label: str, count: int, recipes_dir: str | os.PathLike | None = 
 def _generate_resuming(req, d: Path, on_event=None, cancel=None) -> dict:
     """A class's generation that continues an interrupted one (balance continues where it
     stopped, like export); one of another request (a new target, say) is started over."""
-    from engine.datasets.generate import ResumeMismatch, generate
+    from engine.datasets.generate import generate
+    from engine.datasets.partial import ResumeMismatch
     try:
         return generate(req, d, on_event=on_event, cancel=cancel, resume=True)
     except ResumeMismatch:

@@ -230,7 +230,8 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
                 t0: float, window: int) -> dict:
     """The body of :func:`engine.datasets.generate.generate` for an SD LoRA run: the same
     windows, partial directory, ``--resume``, repair and writing; only the sampler differs."""
-    from engine.datasets.generate import _fingerprint, _window_progress, class_guides, write_window
+    from engine.datasets.generate import class_guides, write_window
+    from engine.datasets.partial import fingerprint, window_progress
     from engine.model.guide import guide_order
     from engine.model.sample import SampleStats
 
@@ -262,7 +263,7 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
                                                 "split": req.like_split, "controlnet": ctrl,
                                                 "controlnet_scale": req.controlnet_scale},
             "processes": 1}
-    start = plan.begin(_fingerprint(req, mhash, steps, guidance, guides, window), emit)
+    start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window), emit)
     order = guide_order(len(guides), req.seed) if guides else None
     count = req.count
     emit(TaskStarted("generate", count, "flows"))
@@ -277,7 +278,7 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
         flows = sample_sd_flows(sampler, req.label, list(range(a, b)), req.seed, steps, guidance, pmin, pmax,
                                 req.transport, bs, prompt=req.prompt, guides=guides, strength=req.strength,
                                 controlnet_scale=req.controlnet_scale,
-                                on_event=_window_progress(emit, a, count, 1), cancel=cancel, stats=stats)
+                                on_event=window_progress(emit, a, count, 1), cancel=cancel, stats=stats)
         write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, False, order, guide_ids)
         del flows
     info["sample_seconds"] = round(time.time() - t_s, 3)
