@@ -20,6 +20,7 @@ from engine.codec.matrix import FlowMeta, present_rows
 from engine.codec.layout import ABSENT, LAYOUT
 from . import checksum as ck
 from . import rules_flow as rf
+from . import rules_stream as rs
 from . import rules_packet as rp
 from .batch import PROTO_NUM, TRANSPORTS, Batch
 from .report import ComplianceReport, RuleReport
@@ -41,7 +42,7 @@ RULES: list[Rule] = [
     rp.TcpOptions(),
     rp.IcmpType(),
     rp.Ipv4Length(),
-    rf.TcpWindowSpace(),
+    rs.TcpWindowSpace(),
     rp.UdpLength(),
     rf.TcpTeardown(),
     rp.TcpFlags(),
@@ -51,10 +52,10 @@ RULES: list[Rule] = [
     rf.FlowUnique(),
     rf.Ipv4TtlConstant(),
     rf.Ipv4Id(),
-    rf.TcpSeq(),
-    rf.TcpAck(),
-    rf.TcpWindow(),
-    rf.TcpTimestamps(),
+    rs.TcpSeq(),
+    rs.TcpAck(),
+    rs.TcpWindow(),
+    rs.TcpTimestamps(),
     ck.Ipv4Checksum(),
     ck.TcpChecksum(),
     ck.UdpChecksum(),
