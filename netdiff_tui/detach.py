@@ -120,6 +120,10 @@ def detachable(kind: str, resume_args: tuple[str, ...] | None = None):
             request = request_dict({k: v for k, v in kw.items() if k != "quiet"})
             if detach and job_dir:
                 raise InputError(None, f"--detach and {JOB_DIR_OPTION} do not go together")
+            if detach and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                # every rank would start its own background copy of the whole job
+                raise InputError(None, "--detach does not go under accelerate launch; detach the launcher instead "
+                                       "(setsid nohup accelerate launch ... > log 2>&1 &)")
             if detach:
                 job = start_detached(jobs_dir(), kind, command_argv(ctx), request=request, out=kw.get("out"),
                                      label=_label(kw), resume_args=resume_args)

@@ -184,3 +184,11 @@ def test_command_argv_rebuilds_what_the_user_gave():
     assert r.exit_code == 0, r.output
     assert seen["argv"] == ["cmd", "a b", "c", "--out", "x", "--no-flag", "--quiet", "--tag", "t1", "--tag", "t2",
                             "--pair", "1", "2"]
+
+
+def test_detach_is_refused_under_accelerate_launch(jobs, monkeypatch, tmp_path):
+    from netdiff_tui.cli import main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = CliRunner().invoke(main, ["generate", "--label", "zoom", "-n", "1", "-o", str(tmp_path / "x"), "--detach"])
+    assert r.exit_code == 2 and "does not go under accelerate launch" in r.output
+    assert not jobs.exists() or not any(jobs.iterdir())
