@@ -15,6 +15,9 @@ from netdiff_tui.request_options import request_from_command_line, request_optio
 @click.option("--out", "out", required=True, type=click.Path(), help="Run directory (checkpoints, events, model/).")
 @click.option("--config", "config", type=click.Path(), default=None, help="Training config JSON (TrainConfig fields).")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's last checkpoint.")
+@click.option("--init-from", "init_from", default=None, metavar="REF",
+              help="Fine-tune: start from this checkpoint (default, a run, a checkpoint directory, hf://org/name@commit) "
+                   "with its classes plus the data's new ones (1000 steps unless --steps/--config say otherwise).")
 @click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
 @click.option("--model-type", type=click.Choice(["native", "sd"]), default="native", show_default=True,
               help="native: the packet diffusion model; sd: LoRA fine-tuning of a Stable Diffusion pipeline.")
@@ -50,13 +53,15 @@ def _resume_command(ctx: click.Context) -> str:
     return shlex.join(argv + ["--resume"])
 
 
-def _train(data, out, config, resume, steps, model_type, base, rank, batch_size, rows, mixed_precision,
+def _train(data, out, config, resume, init_from, steps, model_type, base, rank, batch_size, rows, mixed_precision,
            gradient_checkpointing, quiet):
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
     sd_opts = {"rank": rank, "batch_size": batch_size, "rows": rows, "mixed_precision": mixed_precision,
                "gradient_checkpointing": gradient_checkpointing}
     if model_type == "sd":
+        if init_from is not None:
+            raise InputError(None, "--init-from: only with the native model (--model-type native)")
         from engine.model.sd.train import SDTrainConfig, train_lora
         cfg = SDTrainConfig.load(config) if config else SDTrainConfig()
         with Progress(None if not quiet else False) as prog:
@@ -69,12 +74,25 @@ def _train(data, out, config, resume, steps, model_type, base, rank, batch_size,
     if given:
         raise InputError(None, f"{', '.join(given)}: only with --model-type sd")
     from engine.model.train import TrainConfig, train as run_train
-    cfg = TrainConfig.load(config) if config else TrainConfig()
+    if init_from is not None:
+        from engine.model.finetune import finetune_config
+        cfg = finetune_config(init_from, _config_fields(config) if config else None)
+    else:
+        cfg = TrainConfig.load(config) if config else TrainConfig()
     with Progress(None if not quiet else False) as prog:
         summary = run_train(data, out, cfg, resume=resume, steps=steps, on_event=prog)
     if not quiet and "model" in summary:
         click.echo(f"{out}: {summary['steps']} steps on {summary['train_flows']} flows, "
                    f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}")
+
+
+def _config_fields(path) -> dict:
+    """A --config file's fields as given (a fine-tuning run lays them over the checkpoint's)."""
+    import json
+    from pathlib import Path
+    from engine.model.train import TrainConfig
+    TrainConfig.load(path)      # the same checks (readable, known keys) as a plain run
+    return json.loads(Path(path).read_text())
 
 
 def run_generate(req, out, force: bool = False, quiet: bool = False, resume: bool = False) -> dict:

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from engine.errors import Cancelled, InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION
@@ -48,6 +47,7 @@ from engine.model.checkpoint import (list_checkpoints, load_optimizer, load_rng,
                                      refuse_pickled_state, save_model, write_checkpoint)
 from engine.model.data import load_split, load_table, make_split, manifest_hash
 from engine.model.denoiser import PacketDenoiser
+from engine.model.finetune import load_source_weights, merge_priors, read_source, run_classes
 from engine.codec.matrix import present_rows, row_proto
 from engine.model.diffusion import train_scheduler, training_target
 from engine.model.lengths import impose
@@ -185,34 +185,11 @@ def _load_checkpoint(ck: Path, model, ema: EMA, opt) -> int:
     return step
 
 
-def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> None:
-    """Copy a checkpoint's weights into ``model``; modules the checkpoint lacks keep their (zero)
-    init. Shapes and classes must match. ``ref`` is a model (see checkpoint.resolve) or a training
-    checkpoint ``RUN/checkpoints/step-N`` (its run's classes are checked)."""
-    from engine.model.checkpoint import WEIGHTS, resolve
-    d = Path(ref)
-    if (d / WEIGHTS).is_file() and (d / "state.json").is_file() and not (d / "config.json").exists():
-        # a training checkpoint: its classes are in state.json (older ones: in the run's config, if given)
-        try:
-            src_classes = json.loads((d / "state.json").read_text()).get("classes")
-            if src_classes is None and (d.parent.parent / "train_config.json").is_file():
-                src_classes = json.loads((d.parent.parent / "train_config.json").read_text()).get("classes")
-        except (OSError, ValueError, AttributeError) as e:
-            raise InputError(d, f"init_from: unreadable checkpoint state: {e}") from None
-    else:
-        d = resolve(ref)
-        src_classes = json.loads((d / "config.json").read_text()).get("classes")
-    if src_classes is not None and src_classes != classes:
-        raise InputError(d, "init_from: the checkpoint's classes differ from this run's")
-    sd = load_file(d / WEIGHTS)
-    own = model.state_dict()
-    bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise InputError(d, f"init_from: weights do not fit this model ({', '.join(bad[:4])})")
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if not k.startswith(("row_emb.", "sc_inp."))] + list(unexpected)
-    if bad:
-        raise InputError(d, f"init_from: weights do not fit this model ({', '.join(bad[:4])})")
+def _init_weights(model: PacketDenoiser, ref: str, classes: list[str]) -> list[str]:
+    """Copy the weights of checkpoint ``ref`` into ``model`` (built for ``classes``, which must hold every
+    class of the checkpoint; its class table grows for the others); returns the classes added.
+    See :mod:`engine.model.finetune`."""
+    return load_source_weights(model, read_source(ref), classes)
 
 
 def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, is_main: bool,
@@ -221,6 +198,11 @@ def _prepare_run(data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool, 
     cfg_path, split_path = run_dir / "train_config.json", run_dir / "split.json"
     if resume and cfg_path.exists():
         cfg = TrainConfig.load(cfg_path)    # the run's own config wins on resume
+    elif cfg.init_from:
+        # the checkpoint's classes, then the data's new ones: fixed here, so a resume reads them back
+        from engine.datasets.encoded import read_manifest
+        cfg.classes = run_classes(read_source(cfg.init_from), cfg.classes,
+                                  [r["label"] for r in read_manifest(data_dir)])
     if steps is not None:
         cfg.steps = int(steps)              # --steps may extend a run
     if not resume and list_checkpoints(run_dir):
@@ -318,7 +300,7 @@ class _Run:
                   "sampling": {"steps": cfg.sample_steps, "guidance": cfg.sample_guidance, "solver": cfg.sample_solver},
                   "data_manifest_sha256": manifest_hash(data_dir), "seed": cfg.seed, "layout": LAYOUT_VERSION,
                   "train_flows": len(r.table), "test_flows": len(split["test"]), "split_seed": split.get("seed"),
-                  **r.table.priors(r.L)}
+                  **r._priors()}
         r.loss_acc, r.n_acc = 0.0, 0
         return r
 
@@ -332,6 +314,16 @@ class _Run:
         self.table = load_table(data_dir, self.L, files=split["train"], classes=self.classes)
         self.weights = self.table.sample_weights(self.cfg.class_balance)
 
+    def _priors(self) -> dict:
+        """The sampling tables for the exported model; a run started from a checkpoint takes the
+        checkpoint's for the classes its data has no flows of."""
+        fitted = self.table.priors(self.L)
+        if not self.cfg.init_from:
+            return fitted
+        counts = np.bincount(self.table.labels, minlength=len(self.classes))
+        merged = merge_priors(fitted, dict(zip(self.classes, counts.tolist())), read_source(self.cfg.init_from))
+        return {**merged, "init_from": str(self.cfg.init_from)}
+
     def _build_model(self, resume: bool) -> None:
         cfg = self.cfg
         if cfg.num_threads:
@@ -339,8 +331,9 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = PacketDenoiser(num_classes=len(self.classes), width=LAYOUT.width, **cfg.model)
         if cfg.init_from and not (resume and list_checkpoints(self.run_dir)):
-            _init_weights(self.model, cfg.init_from, self.classes)
-            self.emit(Message("info", f"weights initialised from {cfg.init_from}"))
+            added = _init_weights(self.model, cfg.init_from, self.classes)
+            self.emit(Message("info", f"weights initialised from {cfg.init_from}"
+                                      + (f"; classes added: {', '.join(added)}" if added else "")))
         if self.model.config.self_condition and cfg.prediction_type != "sample":
             raise InputError(None, "self_condition needs prediction_type 'sample'")
         self.ema = EMA(self.model, cfg.ema_decay)
