@@ -9,6 +9,8 @@ from pathlib import Path
 from engine.datasets.encoded import DatasetWriter
 from engine.codec.flows import FlowConfig
 from engine.codec.pipeline import CaptureStats, encode_capture
+from engine.constants import MAX_FLOW_PACKETS
+from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent
 
 
@@ -21,6 +23,10 @@ def encode_files(files: list[str | os.PathLike], out: str | os.PathLike, cfg: Fl
     Every file is read completely before anything is renamed into place, so a
     bad file anywhere leaves no output behind.
     """
+    if not 1 <= cfg.max_packets <= MAX_FLOW_PACKETS:
+        # a longer flow file would be written, then refused by every reader (matrix_check)
+        raise InputError(None, f"--max-packets {cfg.max_packets}: a flow holds 1 to {MAX_FLOW_PACKETS} packets "
+                               "(longer flows are cut there and continue as a new flow)")
     all_stats = []
     used: set[tuple[str, str]] = set()
     with DatasetWriter(out, fmt, force=force) as w:
