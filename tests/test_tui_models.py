@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("textual")
 
+from click.testing import CliRunner  # noqa: E402
 from textual.app import App  # noqa: E402
+from textual.widgets import DataTable, Footer, Header  # noqa: E402
 
-from netdiff_tui.screens import sysstats  # noqa: E402
+from conftest import FIXTURES, ROOT  # noqa: E402
+from hub_fake import DEFAULT_MODEL, FakeHub, native_files  # noqa: E402
+from netdiff_tui.screens import models_data as md, sysstats  # noqa: E402
+from netdiff_tui.screens.models import ModelsPane  # noqa: E402
+from netdiff_tui.settings import Settings  # noqa: E402
 from netdiff_tui.widgets.sysbar import SysBar  # noqa: E402
 
 
@@ -152,3 +162,361 @@ async def test_sysbar_default_reads_this_machine():
         await wait_for(pilot, lambda: app.bar.line != "")
         parts = app.bar.line.split(" | ")
         assert parts[-3].startswith("CPU ") and parts[-2].startswith("RAM ") and parts[-1].endswith(" free")
+
+
+# -- the Models pane ------------------------------------------------------------------------------
+
+T_NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """The fake Hub with two repos of our native checkpoint; lab/cached is also in a pristine cache."""
+    from huggingface_hub import snapshot_download
+    h = FakeHub().start()
+    h.commit("lab/net", native_files(b"# lab/net\n"))
+    h.commit("lab/cached", native_files(b"# lab/cached\n"))
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def pristine(hub, tmp_path_factory):
+    from huggingface_hub import snapshot_download
+    cache = tmp_path_factory.mktemp("pristine") / "hub"
+    snapshot_download("lab/cached", cache_dir=cache, endpoint=hub.endpoint)
+    return cache
+
+
+@pytest.fixture
+def env(hub, pristine, tmp_path, monkeypatch):
+    """This process and the jobs it starts see the fake Hub and a Hub cache of their own (a copy of
+    the pristine one); netdiff's settings point into tmp_path."""
+    from huggingface_hub import constants
+    home = tmp_path / "hf"
+    shutil.copytree(pristine, home / "hub", symlinks=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    for k in [k for k in os.environ if k.startswith(("HF_", "HUGGING"))]:
+        monkeypatch.delenv(k)
+    # what a detached `netdiff models download` child reads at import
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("NETDIFF_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.chdir(ROOT)
+    return tmp_path
+
+
+def settings_of(tmp_path: Path) -> Settings:
+    return Settings(models_dir=str(tmp_path / "models"), runs_dirs=(str(tmp_path / "runs"),),
+                    jobs_dir=str(tmp_path / "jobs"), output_dir=str(tmp_path / "out"), poll_interval=0.05)
+
+
+class Harness(App):
+    """The Models screen alone, as the console frames it (header, system bar, footer)."""
+
+    TITLE = "NetDiffusion Studio"
+
+    CSS = """
+    #models-table { width: 3fr; height: 1fr; }
+    #models-details-box { width: 2fr; height: 1fr; border: round $panel; padding: 0 1; }
+    """
+
+    def __init__(self, settings: Settings, sysline: str = "no GPU | CPU 3% | RAM 1.0G/8.0G | disk 9.0G free"):
+        super().__init__()
+        self.settings = settings
+        self.sysline = sysline
+
+    def compose(self):
+        yield Header()
+        yield SysBar(provider=lambda: self.sysline, interval=0)
+        yield ModelsPane(id="models-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from netdiff_tui.screens.catalog import find_models
+        s = self.settings
+        self.query_one(ModelsPane).show(find_models(s.expanded("models_dir"), s.expanded_runs()))
+        self.query_one("#models-table").focus()
+
+
+def harness(tmp_path: Path) -> Harness:
+    app = Harness(settings_of(tmp_path))
+    app.animation_level = "none"
+    return app
+
+
+def names(app) -> list[tuple[str, str]]:
+    t = app.query_one("#models-table", DataTable)
+    return [tuple(t.get_row_at(i)[:2]) for i in range(t.row_count)]
+
+
+def notes(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def select(pilot, name: str) -> None:
+    """Move the table's cursor onto the row called ``name`` by keys."""
+    app = pilot.app
+    await wait_for(pilot, lambda: any(n == name for n, _ in names(app)))
+    t = app.query_one("#models-table", DataTable)
+    t.focus()
+    await wait_for(pilot, lambda: t.has_focus)
+    await pilot.press("home")
+    for _ in range(t.row_count):
+        if t.get_row_at(t.cursor_row)[0] == name:
+            break
+        await pilot.press("down")
+    pane = app.query_one(ModelsPane)
+    await wait_for(pilot, lambda: pane.selected is not None and pane.selected.name == name)
+
+
+@sync
+async def test_list_shows_default_and_hub_cache_repo_in_the_console(env):
+    """The console (app.py) feeds the pane its local models; the pane adds the Hub cache."""
+    from netdiff_tui.app import NetdiffApp
+    app = NetdiffApp(settings=settings_of(env))
+    app.animation_level = "none"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: ("lab/cached", "hub") in names(app) and ("default", "default") in names(app))
+        t = app.query_one("#models-table", DataTable)
+        row = next(t.get_row_at(i) for i in range(t.row_count) if t.get_row_at(i)[0] == "lab/cached")
+        cols = dict(zip(md.COLUMNS, row))
+        assert cols["classes"] == "20" and cols["format"] == "native" and cols["status"] == "ready"
+        assert cols["revision"].endswith("(main)") and cols["size"].endswith("MiB")
+        await select(pilot, "lab/cached")
+        details = app.query_one("#models-details")
+        await wait_for(pilot, lambda: "model.safetensors" in str(details.render()))
+        text = str(details.render())
+        assert "use as: --model hf://lab/cached@" in text and "classes (20): amazon" in text
+
+
+@sync
+async def test_download_dialog_shows_size_then_runs_a_detached_job(env, hub):
+    """End to end: the dry run's size first, then a real `netdiff models download --job-dir` process
+    fetches from the fake Hub, and the pane follows it to the end and lists the new repo."""
+    from engine.artifacts.jobs import read_job
+    from engine.hub.download import plan_download
+    expected = plan_download("lab/net")
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(ModelsPane)
+        await wait_for(pilot, lambda: ("default", "default") in names(app))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.screen.query("#dl-repo"))
+        await pilot.press(*"lab/net", "enter")
+        plan = app.screen.query_one("#dl-plan")
+        await wait_for(pilot, lambda: "to download" in str(plan.render()))
+        text = str(plan.render())
+        assert f"commit {expected.commit}" in text
+        assert f"total {md.human_size(expected.total_bytes)} in 3 file(s)" in text
+        assert not list((env / "jobs").glob("*")), "nothing starts before the size is confirmed"
+        assert app.screen.query_one("#dl-start").has_focus
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pane.job_path is not None)
+        rec = read_job(pane.job_path)
+        assert rec.kind == "download" and rec.detached
+        assert rec.argv == ["models", "download", "lab/net", "--revision", expected.commit]
+        await wait_for(pilot, lambda: pane.job_status != "running", timeout=120)
+        assert pane.job_status == "done", (pane.job_status, (pane.job_path / "log.txt").read_text())
+        await wait_for(pilot, lambda: ("lab/net", "hub") in names(app))
+        assert "download: done" in str(app.query_one("#models-job-label").render())
+    snap = Path(os.environ["HF_HOME"]) / "hub" / "models--lab--net" / "snapshots" / expected.commit
+    assert (snap / "model.safetensors").read_bytes() == (DEFAULT_MODEL / "model.safetensors").read_bytes()
+
+
+@sync
+async def test_download_dialog_says_what_is_wrong_in_one_line(env):
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: ("default", "default") in names(app))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.screen.query("#dl-repo"))
+        await pilot.press(*"lab/nothing", "enter")
+        plan = app.screen.query_one("#dl-plan")
+        await wait_for(pilot, lambda: plan.has_class("error"))
+        assert "\n" not in str(plan.render()).strip() and "lab/nothing" in str(plan.render())
+        assert app.screen.query_one("#dl-start").disabled
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.screen.query("#dl-repo"))
+    assert not (env / "jobs").exists() or not list((env / "jobs").iterdir())
+
+
+@sync
+async def test_verify_reports_a_corrupted_blob(env):
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(ModelsPane)
+        await select(pilot, "lab/cached")
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any("intact" in n for n in notes(app)))
+        # one changed byte in the weights' blob (the cache names the blob by its sha256)
+        snap = Path(pane.selected.revisions[0]["snapshot"])
+        blob = (snap / "model.safetensors").resolve()
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any("damaged" in n for n in notes(app)))
+        bad = next(n for n in notes(app) if "damaged" in n)
+        assert "model.safetensors" in bad and "config.json" not in bad
+        details = str(app.query_one("#models-details").render())
+        assert "verify: DAMAGED, 1 of 3" in details and "BAD model.safetensors" in details
+
+
+@sync
+async def test_delete_shows_the_bytes_and_needs_confirmation(env):
+    from huggingface_hub import constants
+    repo = Path(constants.HF_HUB_CACHE) / "models--lab--cached"
+    blobs = sum(p.stat().st_size for p in (repo / "blobs").iterdir())
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # the shipped default is refused outright
+        await select(pilot, "default")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any("cannot be deleted" in n for n in notes(app)))
+        await select(pilot, "lab/cached")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.screen.query("#del-plan"))
+        assert f"({blobs} bytes)" in str(app.screen.query_one("#del-plan").render())
+        await pilot.press("enter")          # the focus is on Keep: Enter alone deletes nothing
+        await wait_for(pilot, lambda: not app.screen.query("#del-plan"))
+        assert repo.is_dir() and any("nothing deleted" in n for n in notes(app))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.screen.query("#del-plan"))
+        await pilot.press("tab", "enter")   # to Delete, and confirm
+        await wait_for(pilot, lambda: ("lab/cached", "hub") not in names(app))
+        assert any("freed" in n for n in notes(app))
+    assert not repo.exists()
+
+
+def encoded(tmp_path: Path, label: str = "dns") -> Path:
+    from netdiff_tui.cli import main
+    out = tmp_path / "encoded"
+    r = CliRunner().invoke(main, ["encode", str(FIXTURES / "eth.pcap"), "--label", label, "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+async def fill_finetune(pilot, data: Path, classes: str | None = None, steps: str = "5") -> None:
+    app = pilot.app
+    await pilot.press("f")
+    await wait_for(pilot, lambda: app.screen.query("#ft-data"))
+    await pilot.press(*str(data))
+    await pilot.press("tab")
+    if classes is not None:
+        app.screen.query_one("#ft-classes").value = ""
+        await pilot.press(*classes)
+    await pilot.press("tab")
+    app.screen.query_one("#ft-steps").value = ""
+    await pilot.press(*steps, "enter")
+
+
+@sync
+async def test_finetune_form_builds_the_train_command_and_starts_a_job(env, monkeypatch):
+    import engine.jobs
+    from engine.model.train import TrainConfig
+    started = []
+
+    def fake_start(jobs_dir, kind, argv, **kw):
+        started.append((kind, argv, kw))
+        return engine.jobs.create_job(jobs_dir, kind, kw.get("request"), kw.get("out"), kw.get("label", ""),
+                                      argv=argv, resume_args=kw.get("resume_args"))
+    monkeypatch.setattr(engine.jobs, "start_detached", fake_start)
+    data = encoded(env)
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, "default")
+        # a class the checkpoint does not have: said in the form, nothing starts
+        await fill_finetune(pilot, data, classes="dns, martian")
+        msg = app.screen.query_one("#ft-msg")
+        await wait_for(pilot, lambda: msg.has_class("error"))
+        assert "not in it: martian" in str(msg.render()) and not started
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.screen.query("#ft-data"))
+        await fill_finetune(pilot, data)
+        await wait_for(pilot, lambda: started)
+    kind, argv, kw = started[0]
+    out = env / "runs" / "default-ft"
+    cfg_path = out / md.FINETUNE_CONFIG
+    head = ["train", "--data", str(data), "--out", str(out), "--steps", "5"]
+    assert kind == "train" and argv[:7] == head and argv[-2:] == ["--config", str(cfg_path)]
+    assert kw["resume_args"] == ("--resume",) and Path(kw["out"]) == out
+    cfg = TrainConfig.load(cfg_path)        # the config the job reads is one netdiff train accepts
+    own = json.loads((DEFAULT_MODEL / "config.json").read_text())
+    assert cfg.classes == own["classes"] and cfg.steps == 5
+    assert cfg.model == {k: v for k, v in own["model"].items() if k not in ("num_classes", "width")}
+    if "--init-from" in argv:
+        assert argv[argv.index("--init-from") + 1] == "default"
+    else:
+        assert cfg.init_from == "default"
+
+
+def test_finetune_plan_refuses_what_train_would(env):
+    data = encoded(env)
+    from netdiff_tui.screens.catalog import find_models
+    row = md.local_row(next(m for m in find_models(env / "models", []) if m.kind == "default"))
+    with pytest.raises(md.InputError, match=r"no manifest\.csv\); it holds captures: encode them first"):
+        md.finetune_plan(row, str(FIXTURES), "", "5", str(env / "run"))
+    with pytest.raises(md.InputError, match="steps: 'many' is not a whole number"):
+        md.finetune_plan(row, str(data), "", "many", str(env / "run"))
+    other = encoded(env / "o", label="martian")
+    with pytest.raises(md.InputError, match="has no flows of the checkpoint's classes"):
+        md.finetune_plan(row, str(other), "", "5", str(env / "run"))
+    # --init-from when netdiff train has it (helper F may add it), else init_from in the config
+    with_flag = md.finetune_plan(row, str(data), "", "5", str(env / "run"), options={"--init-from"})
+    assert with_flag.argv[with_flag.argv.index("--init-from") + 1] == "default"
+    assert "init_from" not in with_flag.config
+    plain = md.finetune_plan(row, str(data), "", "5", str(env / "run"), options=set())
+    assert "--init-from" not in plain.argv and plain.config["init_from"] == "default"
+    # a reordered class list is the checkpoint's order (its weights index classes by position)
+    own = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
+    assert md.finetune_plan(row, str(data), ", ".join(reversed(own)), "5", str(env / "run"),
+                            options=set()).config["classes"] == own
+
+
+# -- snapshots (fixed size, no animation, ages masked; tests/__snapshots__/test_tui_models/*.svg) ----
+
+def _mask(monkeypatch, tmp_path):
+    monkeypatch.setattr(md, "age", lambda t: "-" if not t else "2d ago")
+    real = md.display_path
+
+    def shown(p):
+        return real(str(p).replace(str(tmp_path), "/tmp/t").replace(str(ROOT), "/opt/netdiff"))
+    monkeypatch.setattr(md, "display_path", shown)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_models_screen(env, monkeypatch, snap_compare, size):
+    _mask(monkeypatch, env)
+    app = harness(env)
+
+    async def before(pilot):
+        await select(pilot, "lab/cached")
+        details = app.query_one("#models-details")
+        await wait_for(pilot, lambda: "used by recipes" in str(details.render()))
+        await wait_for(pilot, lambda: app.query_one(SysBar).line != "")
+
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def test_snapshot_download_dialog(env, monkeypatch, snap_compare):
+    _mask(monkeypatch, env)
+    app = harness(env)
+
+    async def before(pilot):
+        await wait_for(pilot, lambda: ("lab/cached", "hub") in names(app))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.screen.query("#dl-repo"))
+        for w in app.screen.query("Input"):
+            w.cursor_blink = False
+        await pilot.press(*"lab/net", "enter")
+        await wait_for(pilot, lambda: "to download" in str(app.screen.query_one("#dl-plan").render()))
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)
