@@ -421,7 +421,6 @@ async def fill_finetune(pilot, data: Path, classes: str | None = None, steps: st
 @sync
 async def test_finetune_form_builds_the_train_command_and_starts_a_job(env, monkeypatch):
     import engine.jobs
-    from engine.model.train import TrainConfig
     started = []
 
     def fake_start(jobs_dir, kind, argv, **kw):
@@ -429,56 +428,79 @@ async def test_finetune_form_builds_the_train_command_and_starts_a_job(env, monk
         return engine.jobs.create_job(jobs_dir, kind, kw.get("request"), kw.get("out"), kw.get("label", ""),
                                       argv=argv, resume_args=kw.get("resume_args"))
     monkeypatch.setattr(engine.jobs, "start_detached", fake_start)
-    data = encoded(env)
+    data = encoded(env, label="newapp")
     app = harness(env)
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, "default")
-        # a class the checkpoint does not have: said in the form, nothing starts
-        await fill_finetune(pilot, data, classes="dns, martian")
+        # a class list that drops the checkpoint's classes: said in the form, nothing starts
+        await fill_finetune(pilot, data, classes="dns, newapp")
         msg = app.screen.query_one("#ft-msg")
         await wait_for(pilot, lambda: msg.has_class("error"))
-        assert "not in it: martian" in str(msg.render()) and not started
+        assert "missing: amazon" in str(msg.render()) and not started
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.screen.query("#ft-data"))
         await fill_finetune(pilot, data)
         await wait_for(pilot, lambda: started)
+        await wait_for(pilot, lambda: any("new classes from the data: newapp" in n for n in notes(app)))
     kind, argv, kw = started[0]
     out = env / "runs" / "default-ft"
-    cfg_path = out / md.FINETUNE_CONFIG
-    head = ["train", "--data", str(data), "--out", str(out), "--steps", "5"]
-    assert kind == "train" and argv[:7] == head and argv[-2:] == ["--config", str(cfg_path)]
-    assert kw["resume_args"] == ("--resume",) and Path(kw["out"]) == out
-    cfg = TrainConfig.load(cfg_path)        # the config the job reads is one netdiff train accepts
-    own = json.loads((DEFAULT_MODEL / "config.json").read_text())
-    assert cfg.classes == own["classes"] and cfg.steps == 5
-    assert cfg.model == {k: v for k, v in own["model"].items() if k not in ("num_classes", "width")}
-    if "--init-from" in argv:
-        assert argv[argv.index("--init-from") + 1] == "default"
-    else:
-        assert cfg.init_from == "default"
+    if "--init-from" in md.train_options():
+        assert argv == ["train", "--data", str(data), "--out", str(out), "--steps", "5", "--init-from", "default"]
+    else:       # a netdiff train without --init-from: init_from in a config written into the run
+        assert argv[-2:] == ["--config", str(out / md.FINETUNE_CONFIG)]
+        assert json.loads((out / md.FINETUNE_CONFIG).read_text())["init_from"] == "default"
+    assert kind == "train" and kw["resume_args"] == ("--resume",) and Path(kw["out"]) == out
+
+
+@pytest.mark.slow
+@sync
+async def test_finetune_runs_as_a_detached_job(env):
+    """End to end: the form's command really trains (3 steps from the shipped default) as its own process."""
+    from engine.artifacts.jobs import read_job
+    data = encoded(env)
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(ModelsPane)
+        await select(pilot, "default")
+        await fill_finetune(pilot, data, steps="3")
+        await wait_for(pilot, lambda: pane.job_path is not None)
+        await wait_for(pilot, lambda: pane.job_status != "running", timeout=300)
+        assert pane.job_status == "done", (pane.job_path / "log.txt").read_text()
+    rec = read_job(pane.job_path)
+    assert rec.kind == "train" and rec.argv[0] == "train"
+    out = env / "runs" / "default-ft"
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["classes"] == json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
 
 
 def test_finetune_plan_refuses_what_train_would(env):
-    data = encoded(env)
+    from engine.model.train import TrainConfig
     from netdiff_tui.screens.catalog import find_models
+    data = encoded(env)
     row = md.local_row(next(m for m in find_models(env / "models", []) if m.kind == "default"))
+    own = json.loads((DEFAULT_MODEL / "config.json").read_text())
     with pytest.raises(md.InputError, match=r"no manifest\.csv\); it holds captures: encode them first"):
         md.finetune_plan(row, str(FIXTURES), "", "5", str(env / "run"))
     with pytest.raises(md.InputError, match="steps: 'many' is not a whole number"):
         md.finetune_plan(row, str(data), "", "many", str(env / "run"))
+    # --init-from: an explicit class list keeps every old class and goes into a training config
+    ft = md.finetune_plan(row, str(data), ", ".join(own["classes"] + ["extra"]), "5", str(env / "run"),
+                          options={"--init-from"})
+    assert ft.argv[ft.argv.index("--init-from") + 1] == "default" and ft.config == {"classes": own["classes"] + ["extra"]}
+    # without --init-from (an older netdiff train): init_from, the architecture and the classes in the config
     other = encoded(env / "o", label="martian")
-    with pytest.raises(md.InputError, match="has no flows of the checkpoint's classes"):
-        md.finetune_plan(row, str(other), "", "5", str(env / "run"))
-    # --init-from when netdiff train has it (helper F may add it), else init_from in the config
-    with_flag = md.finetune_plan(row, str(data), "", "5", str(env / "run"), options={"--init-from"})
-    assert with_flag.argv[with_flag.argv.index("--init-from") + 1] == "default"
-    assert "init_from" not in with_flag.config
-    plain = md.finetune_plan(row, str(data), "", "5", str(env / "run"), options=set())
-    assert "--init-from" not in plain.argv and plain.config["init_from"] == "default"
-    # a reordered class list is the checkpoint's order (its weights index classes by position)
-    own = json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
-    assert md.finetune_plan(row, str(data), ", ".join(reversed(own)), "5", str(env / "run"),
-                            options=set()).config["classes"] == own
+    with pytest.raises(md.InputError, match="the data has no flows of the checkpoint's classes"):
+        md.finetune_plan(row, str(other), "", "5", str(env / "run"), options=set())
+    with pytest.raises(md.InputError, match="not in it: martian"):
+        md.finetune_plan(row, str(data), "dns, martian", "5", str(env / "run"), options=set())
+    plain = md.finetune_plan(row, str(data), ", ".join(reversed(own["classes"])), "5", str(env / "run"),
+                             options=set())
+    assert "--init-from" not in plain.argv and plain.argv[-2:] == ["--config", str(env / "run" / md.FINETUNE_CONFIG)]
+    plain.write_config()
+    cfg = TrainConfig.load(plain.config_path)       # a config netdiff train accepts
+    # the checkpoint's class order (its weights index classes by position), its architecture
+    assert cfg.init_from == "default" and cfg.classes == own["classes"] and cfg.steps == 5
+    assert cfg.model == {k: v for k, v in own["model"].items() if k not in ("num_classes", "width")}
 
 
 # -- snapshots (fixed size, no animation, ages masked; tests/__snapshots__/test_tui_models/*.svg) ----

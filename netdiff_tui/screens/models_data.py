@@ -8,6 +8,7 @@ command line the CLI would run, as a detached job (:func:`download_argv`, :func:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -226,12 +227,13 @@ class FineTune:
         tmp.replace(self.config_path)
 
 
-def train_options() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def train_options() -> frozenset[str]:
     """The long options ``netdiff train`` takes in this installation (``--init-from`` may or may not be one)."""
     from netdiff_tui.cli import main
     import netdiff_tui.cmd_model  # noqa: F401  (registers train on main)
     cmd = main.commands["train"]
-    return {o for p in cmd.params for o in getattr(p, "opts", ()) if o.startswith("--")}
+    return frozenset(o for p in cmd.params for o in getattr(p, "opts", ()) if o.startswith("--"))
 
 
 def parse_classes(text: str) -> list[str]:
@@ -242,9 +244,10 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
                   options: set[str] | None = None) -> FineTune:
     """The ``netdiff train`` arguments that fine-tune ``row`` on an encoded dataset.
 
-    Native checkpoints start from their weights (``--init-from`` when this ``netdiff train`` has it,
-    else ``init_from`` in a training config written into the run directory) with their architecture
-    and classes; a Stable Diffusion pipeline gets a LoRA adapter (``--model-type sd --base``).
+    Native checkpoints start from their weights: ``--init-from`` (the checkpoint's architecture and
+    classes plus the data's new ones; a class list given in the form goes into a training config),
+    or where this ``netdiff train`` lacks it, ``init_from`` in a training config with the checkpoint's
+    architecture and classes. A Stable Diffusion pipeline gets a LoRA adapter (``--model-type sd --base``).
 
     Raises:
         InputError: one line naming the field that is wrong.
@@ -254,7 +257,7 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
     if not data.strip():
         raise InputError(None, "data: give an encoded dataset directory (netdiff encode)")
     if not (data_p / "manifest.csv").is_file():
-        caps = [p for p in data_p.rglob("*") if p.suffix in (".pcap", ".pcapng")][:1] if data_p.is_dir() else []
+        caps = data_p.is_dir() and next((p for p in data_p.rglob("*") if p.suffix in (".pcap", ".pcapng")), None)
         hint = (f"; it holds captures: encode them first with `netdiff encode {data_p} --label-from-dir "
                 f"-o {data_p}-encoded`" if caps else "; make one with netdiff encode")
         raise InputError(data_p, "not an encoded dataset (no manifest.csv)" + hint)
@@ -279,6 +282,37 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
     if row.format != "native" or row.kind == "hub" and not row.revisions:
         raise InputError(None, f"{row.name}: fine-tuning starts from a native checkpoint or a diffusers "
                                f"pipeline, not a {row.format} one")
+    labels = _manifest_labels(data_p)
+    if "--init-from" in options:
+        return _finetune_init_from(row, argv, classes, labels, out_p)
+    return _finetune_config_only(row, argv, classes, labels, out_p)
+
+
+def _finetune_init_from(row: PaneRow, argv: list[str], classes: list[str], labels: list[str],
+                        out: Path) -> FineTune:
+    """``netdiff train --init-from``: the engine takes the checkpoint's architecture and classes and adds
+    the data's new ones; an explicit class list (a training config) must keep every old class."""
+    own = list(row.classes)
+    argv = argv + ["--init-from", row.ref]
+    new = sorted(set(labels) - set(own))
+    notes = [f"new classes from the data: {', '.join(new)}"] if new else []
+    if not classes or classes == own:
+        return FineTune(argv, out, notes=notes)
+    missing = [c for c in own if c not in classes]
+    if missing:
+        raise InputError(None, "classes: a fine-tuned model keeps every class of its checkpoint; missing: "
+                               + ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
+                               + " (leave the field empty for the checkpoint's plus the data's new ones)")
+    if not set(classes) & set(labels):
+        raise InputError(out, "the data has flows of none of the classes given")
+    cfg_path = out / FINETUNE_CONFIG
+    return FineTune(argv + ["--config", str(cfg_path)], out, {"classes": classes}, cfg_path, notes)
+
+
+def _finetune_config_only(row: PaneRow, argv: list[str], classes: list[str], labels: list[str],
+                          out: Path) -> FineTune:
+    """A ``netdiff train`` without ``--init-from``: ``init_from`` in a training config with the
+    checkpoint's architecture; the classes must be the checkpoint's (its weights are per class)."""
     base = _native_config(row)
     own = list(base.get("classes") or ())
     if not classes:
@@ -292,24 +326,17 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
             raise InputError(None, "classes: fine-tuning keeps the checkpoint's classes (its weights are per class)"
                                    + (f"; not in it: {', '.join(extra)}" if extra else "")
                                    + (f"; missing: {', '.join(missing)}" if missing else ""))
-    have = set(_manifest_labels(data_p))
+    have = set(labels)
     absent = [c for c in classes if c not in have]
     if len(absent) == len(classes):
-        raise InputError(data_p, "has no flows of the checkpoint's classes ("
-                                 + ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "") + ")")
+        raise InputError(out, "the data has no flows of the checkpoint's classes ("
+                              + ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "") + ")")
     model = {k: v for k, v in (base.get("model") or {}).items() if k not in RUN_OWNED_MODEL_KEYS}
-    config = {"model": model, "classes": classes, "steps": steps}
-    notes = []
-    if absent:
-        notes.append(f"no flows in the data for: {', '.join(absent)}")
-    ref = row.ref
-    if "--init-from" in options:
-        argv += ["--init-from", ref]
-    else:
-        config["init_from"] = ref
-        notes.append("netdiff train has no --init-from here: init_from is in the training config")
-    cfg_path = out_p / FINETUNE_CONFIG
-    return FineTune(argv + ["--config", str(cfg_path)], out_p, config, cfg_path, notes)
+    config = {"model": model, "classes": classes, "steps": int(argv[argv.index("--steps") + 1]),
+              "init_from": row.ref}
+    notes = ["netdiff train has no --init-from here: init_from is in the training config"]
+    cfg_path = out / FINETUNE_CONFIG
+    return FineTune(argv + ["--config", str(cfg_path)], out, config, cfg_path, notes)
 
 
 def _native_config(row: PaneRow) -> dict:

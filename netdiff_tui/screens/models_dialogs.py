@@ -205,7 +205,7 @@ class FineTuneDialog(ModelsDialog):
         with Vertical(classes="md-box", id="ft-box"):
             yield Static(f"Fine-tune {self.row.name} ({self.row.format})", markup=False)
             yield _row("data", Input(placeholder="encoded dataset directory (netdiff encode)", id="ft-data"))
-            yield _row("classes", Input(", ".join(self.row.classes), placeholder="the checkpoint's classes",
+            yield _row("classes", Input(placeholder="the checkpoint's classes + the data's new ones",
                                         id="ft-classes"))
             yield _row("steps", Input("1000", id="ft-steps", type="integer"))
             yield _row("output run", Input(self.out, id="ft-out"))
