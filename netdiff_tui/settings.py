@@ -44,8 +44,8 @@ class Settings:
     ``events.jsonl`` is a job, and every run directory (``train_config.json``) is listed as a model."""
 
     jobs_dir: str = field(default_factory=lambda: str(data_dir() / "jobs"))
-    """Where the console writes the ``events.jsonl`` of the generations it starts (one directory each),
-    so that another console (after an SSH reconnect, say) can follow them."""
+    """Where jobs live (one directory each: job.json, events.jsonl, log.txt), the console's and
+    ``--detach``'s alike; ``$NETDIFF_JOBS_DIR`` overrides it."""
 
     output_dir: str = "out"
     """Default parent of generation outputs in the Generate form (``<output_dir>/<label>``)."""
@@ -58,6 +58,12 @@ class Settings:
 
     poll_interval: float = 0.5
     """Seconds between looks at a followed ``events.jsonl``."""
+
+    refresh_interval: float = 2.0
+    """Seconds between rescans of the jobs list and the followed job's record (status, log tail, result)."""
+
+    system_interval: float = 2.0
+    """Seconds between readings of the system panel (GPU, CPU, RAM, disk)."""
 
     sparkline_points: int = 120
     """How many recent loss values the Jobs view plots."""

@@ -155,3 +155,136 @@ def _evaluation_view(r: EvaluationSummary) -> ReportView:
         rows.append([cl] + [_f(r.per_class[k][cl][m]) for m in ("jsd", "tvd") for k in cands])
     rows.append(["all classes"] + [_f(r.overall[k][m]) for m in ("jsd", "tvd") for k in cands])
     return ReportView("evaluation", r.path, f"Evaluation: {short_path(r.path)}", summary, cols, rows)
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+@dataclass
+class JobState:
+    """What the Jobs view shows of one job beside its events: its record, read off the UI thread."""
+
+    path: Path                      # the job directory
+    status: str                     # running, done, failed, cancelled ("" when there is no job.json)
+    reason: str
+    device: str
+    out: Path | None
+    tail: list[str]
+    result: list[str]               # readable result lines once done
+    report: Path | None             # compliance.json / report.json of its output, when there is one
+    dataset: Path | None            # its output's dataset directory (for the flow viewer, export)
+    data_card: str = ""             # README.md of an export
+
+
+def report_of(out: Path | None) -> Path | None:
+    if out is None:
+        return None
+    for name in ("compliance.json", "report.json"):
+        if (out / name).is_file():
+            return out / name
+    return None
+
+
+def result_lines(kind: str, result: dict, out: Path | None) -> list[str]:
+    """A finished job's result as a few lines: files, flow counts, compliance summary."""
+    lines = []
+    if out is not None:
+        lines.append(f"output: {out.name}/")
+    if "flows" in result:
+        lines.append(f"{result.get('flows')} flows, {result.get('packets', '-')} packets"
+                     + (f", label {result['label']}" if result.get("label") else "")
+                     + (f", {result['seconds']} s" if "seconds" in result else ""))
+    rep = report_of(out)
+    if rep is not None and rep.name == "compliance.json":
+        try:
+            r = read_report(rep)
+        except Exception as e:      # an unreadable report is said, never raised into the view
+            lines.append(f"compliance: {e}")
+        else:
+            lines.append(f"compliance: {'clean' if r.clean else 'NOT clean'}; violating before "
+                         f"{_n(r.before.packets)} packets / {_n(r.before.flows)} flows, after {_pf(r.after)}")
+    if out is not None and out.is_dir():
+        n = sum(1 for p in out.rglob("*") if p.is_file())
+        lines.append(f"{n} files")
+    shown = {"flows", "packets", "label", "seconds", "out"}
+    # paths differ by machine and say nothing the output line does not
+    extra = [f"{k} {v}" for k, v in result.items() if k not in shown and v is not None
+             and not isinstance(v, (dict, list)) and not str(v).startswith("/")][:6]
+    if extra:
+        lines.append(", ".join(extra))
+    return lines
+
+
+def job_state(d: Path, tail: int = 8) -> JobState:
+    """Read a job directory's record, log tail, result and output (cheap files only)."""
+    from engine.artifacts.jobs import effective_status, log_tail, read_job
+    from engine.errors import InputError
+    from .flowdata import dataset_of
+    d = Path(d)
+    lines = log_tail(d, tail)
+    try:
+        rec = read_job(d)
+    except InputError:
+        return JobState(d, "", "", "", None, lines, [], None, None)
+    status, reason = effective_status(rec)
+    out = Path(rec.out) if rec.out else None
+    result = result_lines(rec.kind, rec.result, out) if status == "done" else []
+    card = ""
+    if status == "done" and rec.kind == "export" and out is not None and (out / "README.md").is_file():
+        card = (out / "README.md").read_text(encoding="utf-8", errors="replace")
+    return JobState(d, status, reason, rec.device, out, lines, result, report_of(out),
+                    dataset_of(out) if out is not None else None, card)
+
+
+# -- datasets (export inputs) ------------------------------------------------------------------
+
+@dataclass
+class DatasetInfo:
+    """A directory ``netdiff export`` takes: a generation's output, an export, or real class folders."""
+
+    path: Path
+    kind: str                       # "generated", "export" or "captures"
+    classes: dict[str, int]         # class -> flows (-1: not counted, real captures)
+
+    @property
+    def flows(self) -> int:
+        return sum(n for n in self.classes.values() if n > 0)
+
+
+def dataset_info(d: str | Path) -> DatasetInfo:
+    """What a dataset directory holds, by its own records (generate.json, manifest.json) or its folders.
+
+    Raises:
+        InputError: neither a generation, an export, nor a folder of ``<class>/*.pcap``.
+    """
+    from engine.artifacts import read_export_manifest, read_generate
+    from engine.errors import InputError
+    d = Path(d).expanduser()
+    if (d / "generate.json").is_file():
+        g = read_generate(d)
+        return DatasetInfo(d, "generated", {g.label: g.flows or 0})
+    if (d / "manifest.json").is_file():
+        m = read_export_manifest(d)
+        return DatasetInfo(d, "export", {c: v.get("real", 0) + v.get("synthetic", 0) for c, v in m.classes.items()})
+    if d.is_dir():
+        classes = {c.name: -1 for c in sorted(d.iterdir()) if c.is_dir()
+                   and any(p.suffix in (".pcap", ".pcapng") for p in c.iterdir())}
+        if classes:
+            return DatasetInfo(d, "captures", classes)
+    raise InputError(d, "not a dataset (a generation output, an export, or <class>/*.pcap folders)")
+
+
+def find_datasets(roots: list[str | Path]) -> list[DatasetInfo]:
+    """Generations and exports under ``roots`` (two levels down), by path."""
+    from engine.artifacts.models import candidate_dirs
+    from engine.errors import InputError
+    out, seen = [], set()
+    for root in roots:
+        for d in candidate_dirs(Path(root).expanduser()):
+            if d.resolve() in seen or not ((d / "generate.json").is_file() or (d / "manifest.json").is_file()):
+                continue
+            seen.add(d.resolve())
+            try:
+                out.append(dataset_info(d))
+            except InputError:
+                continue        # an unreadable record: not offered for export
+    return sorted(out, key=lambda x: str(x.path))

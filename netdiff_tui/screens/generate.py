@@ -1,9 +1,11 @@
-"""Generate tab: a form over ``engine.datasets.generate.generate`` with a live progress view and Cancel.
+"""Generate tab: a form that starts ``netdiff generate ...`` as a detached job (the Jobs tab follows it).
 
 The form's fields are the request's declaration (``engine/datasets/request.py``): one
 input per field, labelled, hinted and checked by it; the fields declared ``form="main"``
 are always shown, the rest fold under "more request fields". An empty input keeps the
-preset's value (or the default).
+preset's value (or the default). The form checks the request with the declaration (one-line
+errors in place) and then runs the very command line the CLI would (:func:`build_argv`), so the
+job outlives the console and is resumed, cancelled and listed like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from engine.datasets import recipes as rp
 from engine.datasets import request as rq
 from engine.errors import InputError
 
-from ..widgets.jobview import JobView
 
 # short values share a row, two to a row; names and paths take a row each
 _SHORT = (rq.Int, rq.Num, rq.Choice, rq.Bool, rq.PortRange)
@@ -50,6 +51,22 @@ def build_request(preset: str | None, texts: dict[str, str]) -> rq.GenerationReq
         return rq.build(values, base)
     except rq.Problem as p:
         raise _problem(p) from None
+
+
+def build_argv(preset: str | None, texts: dict[str, str], out: Path) -> list[str]:
+    """The ``netdiff generate`` arguments of the form: the preset, each typed field as its option, ``-o``."""
+    argv = ["generate"] + (["--preset", preset] if preset else [])
+    for name, text in texts.items():
+        text = text.strip()
+        if not text:
+            continue
+        flags = rq.cli_flags(name)
+        if isinstance(rq.spec(name).kind, rq.Bool):
+            on, off = flags[0].split("/")
+            argv.append(on if rq.parse_text(name, text) else off)
+        else:
+            argv += [flags[0], text]
+    return argv + ["-o", str(out)]
 
 
 def _label(text: str) -> Label:
@@ -90,13 +107,12 @@ def _rows(names: list[str]):
 
 
 class GeneratePane(Vertical):
-    """Preset, the request's fields, output dir; Generate runs the engine in a thread worker."""
+    """Preset, the request's fields, output dir; Generate starts a detached ``netdiff generate`` job."""
 
-    DEFAULT_CSS = "#gen-form { height: auto; max-height: 70%; }"
+    DEFAULT_CSS = "#gen-form { height: 1fr; }"
 
     BINDINGS = [
         Binding("ctrl+g", "start", "Generate", id="generate-start"),
-        Binding("ctrl+x", "cancel", "Cancel generation", id="generate-cancel"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -116,9 +132,8 @@ class GeneratePane(Vertical):
                 yield _label("output dir")
                 yield Input(placeholder=f"{s.output_dir}/<label>", id="gen-out", compact=True)
         with Horizontal(classes="buttons"):
-            yield Button("Generate", variant="primary", id="gen-start")
-            yield Button("Cancel", variant="error", id="gen-cancel", disabled=True)
-        yield JobView(points=s.sparkline_points, lines=s.message_lines, id="gen-view")
+            yield Button("Generate (ctrl+g)", variant="primary", id="gen-start")
+            yield Label("runs as a job: the Jobs tab follows it; it outlives this console", id="gen-note")
 
     def _compose_rows(self, names: list[str], initial: dict[str, str]) -> ComposeResult:
         for row in _rows(names):
@@ -138,31 +153,29 @@ class GeneratePane(Vertical):
             out[f.name] = v if isinstance(v, str) else ""      # Select.BLANK: nothing chosen
         return out
 
-    def values(self) -> tuple[rq.GenerationRequest, Path]:
+    def values(self) -> tuple[rq.GenerationRequest, Path, list[str]]:
+        """The checked request, its output directory (absolute) and the command line that runs it.
+
+        Raises:
+            InputError: a bad field, or neither a preset nor a label.
+        """
         sel = self.query_one("#gen-preset", Select).value
         preset = sel if isinstance(sel, str) else None
-        req = build_request(preset, self.texts())
-        out = self.query_one("#gen-out", Input).value.strip()
-        return req, Path(out).expanduser() if out else self.app.settings.expanded("output_dir") / req.label
-
-    def set_running(self, running: bool) -> None:
-        self.query_one("#gen-start", Button).disabled = running
-        self.query_one("#gen-cancel", Button).disabled = not running
+        texts = self.texts()
+        req = build_request(preset, texts)
+        text = self.query_one("#gen-out", Input).value.strip()
+        out = Path(text).expanduser() if text else self.app.settings.expanded("output_dir") / req.label
+        out = out.absolute()
+        return req, out, build_argv(preset, texts, out)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "gen-start":
             self.action_start()
-        elif event.button.id == "gen-cancel":
-            self.action_cancel()
 
     def action_start(self) -> None:
         try:
-            req, out = self.values()
+            req, out, argv = self.values()
         except InputError as e:
             self.app.notify(str(e), title="generate", severity="error")
             return
-        self.query_one(JobView).reset(f"generate {req.count} {req.label} flows -> {out}")
-        self.app.start_generation(req, out)
-
-    def action_cancel(self) -> None:
-        self.app.cancel_generation()
+        self.app.start_job("generate", argv, out=out, label=req.label, request=req)

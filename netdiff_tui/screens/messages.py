@@ -18,11 +18,13 @@ class ModelsLoaded(Message):
 
 
 class JobsLoaded(Message):
-    """The job scan finished."""
+    """The job scan finished; ``states``: job directory -> catalog.JobState of the jobs being watched
+    (the followed one, the Export tab's)."""
 
-    def __init__(self, jobs: list) -> None:
+    def __init__(self, jobs: list, states: dict | None = None) -> None:
         super().__init__()
         self.jobs = jobs
+        self.states = states or {}
 
 
 class JobEvents(Message):
@@ -34,26 +36,27 @@ class JobEvents(Message):
         self.events = events
 
 
+class JobStarted(Message):
+    """A detached job was started from the console (``switch``: show it on the Jobs tab)."""
+
+    def __init__(self, path: Path, kind: str, switch: bool = True) -> None:
+        super().__init__()
+        self.path = path
+        self.kind = kind
+        self.switch = switch
+
+
+class DatasetsLoaded(Message):
+    """The scan for datasets to export finished."""
+
+    def __init__(self, datasets: list) -> None:
+        super().__init__()
+        self.datasets = datasets
+
+
 class ReportLoaded(Message):
     """A report file was read and made readable."""
 
     def __init__(self, view) -> None:
         super().__init__()
         self.view = view
-
-
-class GenerateEvent(Message):
-    """One progress event of the running generation."""
-
-    def __init__(self, event: Event) -> None:
-        super().__init__()
-        self.event = event
-
-
-class GenerateFinished(Message):
-    """The generation wrote its dataset."""
-
-    def __init__(self, out: Path, summary: dict) -> None:
-        super().__init__()
-        self.out = out
-        self.summary = summary

@@ -10,7 +10,13 @@ from textual.widgets import Button, Input
 
 
 class PathEntry(Horizontal):
-    """``Input`` (id ``{prefix}-path``) and ``Button`` (id ``{prefix}-{verb}``) on one row."""
+    """``Input`` (id ``{prefix}-path``) and ``Button`` (id ``{prefix}-{verb}``) on one line."""
+
+    DEFAULT_CSS = """
+    PathEntry { height: 1; margin: 1 0 0 0; }
+    PathEntry Input { width: 1fr; }
+    PathEntry Button { margin: 0 0 0 1; }
+    """
 
     class Chosen(Message):
         """The user asked to open ``path`` (non-empty, stripped)."""
@@ -25,8 +31,8 @@ class PathEntry(Horizontal):
         self.prefix, self.label, self.placeholder = prefix, label, placeholder
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=self.placeholder, id=f"{self.prefix}-path")
-        yield Button(self.label, id=f"{self.prefix}-{self.label.lower()}")
+        yield Input(placeholder=self.placeholder, id=f"{self.prefix}-path", compact=True)
+        yield Button(self.label, id=f"{self.prefix}-{self.label.lower()}", compact=True)
 
     @on(Button.Pressed)
     @on(Input.Submitted)

@@ -1,0 +1,169 @@
+"""Export tab: choose datasets (generations, exports, real ``<class>/*.pcap`` folders), split, seed,
+pcapng and the output directory; Export starts ``netdiff export ...`` as a detached job and, once it
+is done, shows the export's data card (its README.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
+
+from engine.errors import InputError
+
+from ..widgets.pathentry import PathEntry
+from .catalog import DatasetInfo, dataset_info
+
+
+def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", pcapng: bool = False) -> list[str]:
+    """The ``netdiff export`` arguments of the form (checked here so that a mistake is one line at once).
+
+    Raises:
+        InputError: no dataset chosen, a split outside (0, 1), a seed that is not a whole number >= 0.
+    """
+    if not inputs:
+        raise InputError(None, "choose at least one dataset (space marks the highlighted one)")
+    argv = ["export"] + [str(p) for p in inputs] + ["-o", str(out)]
+    if split.strip():
+        try:
+            v = float(split)
+        except ValueError:
+            raise InputError(None, f"split: {split.strip()!r} is not a number") from None
+        if not 0.0 < v < 1.0:
+            raise InputError(None, f"split: must be between 0 and 1 (exclusive), got {split.strip()}")
+        argv += ["--split", split.strip()]
+    if seed.strip():
+        if not seed.strip().isdigit():
+            raise InputError(None, f"seed: {seed.strip()!r} is not a whole number >= 0")
+        argv += ["--seed", seed.strip()]
+    if pcapng:
+        argv.append("--pcapng")
+    return argv
+
+
+def _classes(d: DatasetInfo) -> str:
+    text = ", ".join(d.classes)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+class ExportPane(Horizontal):
+    """Datasets to choose from, the export's options, and the last export job's data card."""
+
+    BINDINGS = [
+        Binding("space", "toggle", "Choose", id="export-toggle"),
+        Binding("ctrl+g", "start", "Export", id="export-start"),
+    ]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.datasets: list[DatasetInfo] = []
+        self.chosen: set[Path] = set()
+        self.job: Path | None = None            # the job directory of the last export started here
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-left"):
+            t = DataTable(id="export-table", cursor_type="row", zebra_stripes=True)
+            t.add_columns(" ", "dataset", "kind", "classes", "flows")
+            yield t
+            yield PathEntry("export", "Add", "another dataset or <class>/*.pcap folder")
+            with Horizontal(classes="form-row"):
+                yield Label("split", classes="form-label")
+                yield Input(placeholder="none (e.g. 0.2)", id="export-split", compact=True)
+                yield Label("seed", classes="form-label")
+                yield Input(placeholder="0", id="export-seed", type="integer", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Label("output", classes="form-label")
+                yield Input(placeholder=f"{self.app.settings.output_dir}/export", id="export-out", compact=True)
+            with Horizontal(classes="buttons"):
+                yield Checkbox("pcapng per class", id="export-pcapng", compact=True)
+                yield Button("Export (ctrl+g)", variant="primary", id="export-run", compact=True)
+        with VerticalScroll(id="export-right"):
+            yield Static("Mark datasets with space, then Export. The export runs as a job (see Jobs); "
+                         "its data card shows here when it is done.", id="export-status", markup=False)
+            yield Static("", id="export-card", markup=False)
+
+    # -- datasets --------------------------------------------------------------------------
+
+    def show(self, datasets: list[DatasetInfo]) -> None:
+        """The scanned datasets, plus those added by hand or chosen elsewhere (kept across scans)."""
+        known = {d.path for d in datasets}
+        extra = [d for d in self.datasets if d.path not in known]
+        self.datasets = datasets + extra
+        self._redraw()
+
+    def add(self, d: DatasetInfo, choose: bool = True) -> None:
+        if d.path not in {x.path for x in self.datasets}:
+            self.datasets.append(d)
+        if choose:
+            self.chosen.add(d.path)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        t = self.query_one(DataTable)
+        row = t.cursor_row
+        t.clear()
+        for d in self.datasets:
+            flows = str(d.flows) if d.kind != "captures" else "-"
+            t.add_row("x" if d.path in self.chosen else " ", d.path.name, d.kind, _classes(d), flows, key=str(d.path))
+        if self.datasets:
+            t.move_cursor(row=min(max(row, 0), len(self.datasets) - 1), animate=False)
+
+    def action_toggle(self) -> None:
+        t = self.query_one(DataTable)
+        if not self.datasets or not 0 <= t.cursor_row < len(self.datasets):
+            return
+        p = self.datasets[t.cursor_row].path
+        self.chosen.symmetric_difference_update({p})
+        t.update_cell(str(p), next(iter(t.columns)), "x" if p in self.chosen else " ")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "export-table":
+            self.action_toggle()
+
+    def on_path_entry_chosen(self, event: PathEntry.Chosen) -> None:
+        try:
+            self.add(dataset_info(event.path))
+        except InputError as e:
+            self.app.notify(str(e), title="export", severity="error")
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def argv(self) -> tuple[list[str], Path]:
+        text = self.query_one("#export-out", Input).value.strip()
+        out = (Path(text).expanduser() if text else self.app.settings.expanded("output_dir") / "export").absolute()
+        inputs = [d.path.absolute() for d in self.datasets if d.path in self.chosen]
+        return build_argv(inputs, out, self.query_one("#export-split", Input).value,
+                          self.query_one("#export-seed", Input).value,
+                          self.query_one("#export-pcapng", Checkbox).value), out
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "export-run":
+            self.action_start()
+
+    def action_start(self) -> None:
+        try:
+            argv, out = self.argv()
+        except InputError as e:
+            self.app.notify(str(e), title="export", severity="error")
+            return
+        self.query_one("#export-card", Static).update("")
+        self.query_one("#export-status", Static).update(f"starting export -> {out}")
+        self.app.start_job("export", argv, out=out, label=out.name, switch=False)
+
+    def started(self, job: Path) -> None:
+        self.job = job
+        self.query_one("#export-status", Static).update(f"{job.name}: running")
+
+    def show_state(self, state) -> None:
+        """The export job's record: its status, and its data card once done."""
+        if self.job is None or state.path != self.job:
+            return
+        line = f"{state.path.name}: {state.status or 'unknown'}" + (f" ({state.reason})" if state.reason else "")
+        if state.result:
+            line += "\n" + "\n".join(state.result)
+        self.query_one("#export-status", Static).update(line)
+        if state.data_card:
+            self.query_one("#export-card", Static).update(state.data_card)

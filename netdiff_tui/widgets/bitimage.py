@@ -1,0 +1,78 @@
+"""A flow's bit image in the terminal, in the paper's colours (1 red, 0 green, -1/absent blue).
+
+Two packet rows share one terminal line: ``▀`` with the upper row's colour as foreground and the
+lower row's as background. Lines are built from numpy runs of equal colour pairs (one Segment per
+run), cached, and cropped to the scroll window (Line API: nothing is a widget per cell).
+Without colours (monochrome, NO_COLOR) each line is one packet row in characters instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from engine.codec.image import PALETTE
+
+# PALETTE is indexed by value + 1 (-1 blue, 0 green, 1 red); index 3: below the last packet
+_COLOURS = [f"rgb({r},{g},{b})" for r, g, b in PALETTE.tolist()] + ["rgb(0,0,0)"]
+_MONO = {-1: " ", 0: "·", 1: "█"}
+_BLOCK = "▀"
+
+
+class BitImage(ScrollView):
+    """Scrolls over a ``(packets, bits)`` int8 matrix of 1/0/-1."""
+
+    DEFAULT_CSS = "BitImage { height: 1fr; width: 1fr; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.matrix = np.zeros((0, 0), np.int8)
+        self._cache: dict[int, Strip] = {}
+
+    @property
+    def monochrome(self) -> bool:
+        return self.app.no_color or self.app.console.color_system is None
+
+    def show(self, matrix: np.ndarray) -> None:
+        self.matrix = np.asarray(matrix, np.int8)
+        self._cache.clear()
+        n, w = self.matrix.shape
+        self.virtual_size = Size(w, n if self.monochrome else (n + 1) // 2)
+        self.scroll_to(0, 0, animate=False)
+        self.refresh()
+
+    def _line(self, y: int) -> Strip:
+        strip = self._cache.get(y)
+        if strip is not None:
+            return strip
+        m = self.matrix
+        if self.monochrome:
+            row = m[y]
+            strip = Strip([Segment("".join(_MONO[int(v)] for v in row))], len(row))
+        else:
+            top = m[2 * y].astype(np.int16) + 1
+            bottom = m[2 * y + 1].astype(np.int16) + 1 if 2 * y + 1 < len(m) else np.full(m.shape[1], 3, np.int16)
+            code = top * 4 + bottom
+            cuts = np.flatnonzero(np.diff(code)) + 1
+            starts = np.concatenate(([0], cuts))
+            ends = np.concatenate((cuts, [len(code)]))
+            segs = [Segment(_BLOCK * int(e - s), Style(color=_COLOURS[int(top[s])], bgcolor=_COLOURS[int(bottom[s])]))
+                    for s, e in zip(starts, ends)]
+            strip = Strip(segs, len(code))
+        if len(self._cache) > 512:
+            self._cache.clear()
+        self._cache[y] = strip
+        return strip
+
+    def render_line(self, y: int) -> Strip:
+        sx, sy = self.scroll_offset
+        line = y + sy
+        width = self.size.width
+        rows = len(self.matrix) if self.monochrome else (len(self.matrix) + 1) // 2
+        if line >= rows or not self.matrix.size:
+            return Strip.blank(width, self.rich_style)
+        return self._line(line).crop_extend(sx, sx + width, self.rich_style)
