@@ -542,3 +542,15 @@ def test_snapshot_download_dialog(env, monkeypatch, snap_compare):
         await wait_for(pilot, lambda: "to download" in str(app.screen.query_one("#dl-plan").render()))
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+
+def test_snapshot_delete_dialog(env, monkeypatch, snap_compare):
+    _mask(monkeypatch, env)
+    app = harness(env)
+
+    async def before(pilot):
+        await select(pilot, "lab/cached")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.screen.query("#del-plan"))
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)

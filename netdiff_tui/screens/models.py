@@ -331,6 +331,8 @@ class ModelsPane(Vertical):
         self.query_one("#models-job-label", Static).update(f"{req.kind} {req.label}: starting")
         self.query_one("#models-job-bar", ProgressBar).update(total=None, progress=0)
         self.follow_job(job.path, req.kind, req.label)
+        if hasattr(self.app, "scan_jobs"):      # the console's Jobs tab lists it at once
+            self.app.scan_jobs()
 
     @work(thread=True, group="models-follow", exclusive=True, description="follow job", exit_on_error=False)
     def follow_job(self, path: Path, kind: str, label: str) -> None:

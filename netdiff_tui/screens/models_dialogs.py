@@ -10,7 +10,7 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
@@ -54,7 +54,7 @@ class ModelsDialog(ModalScreen):
     .md-row { height: auto; }
     .md-label { width: 14; padding: 1 1 0 0; text-align: right; }
     .md-row Input { width: 1fr; }
-    .md-text { height: auto; max-height: 12; margin: 1 0 0 0; }
+    .md-text { height: auto; margin: 1 0 0 0; }
     .md-text.error { color: $error; text-style: bold; }
     .md-buttons { height: auto; margin: 1 0 0 0; }
     .md-buttons Button { margin: 0 1 0 0; }
@@ -80,13 +80,13 @@ class DownloadDialog(ModelsDialog):
         self.plan = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="md-box", id="dl-box"):
+        with VerticalScroll(classes="md-box", id="dl-box"):
             yield Static("Download a model from the Hub (HF_ENDPOINT for a mirror)")
             yield _row("repo", Input(self.repo, placeholder="org/name", id="dl-repo"))
             yield _row("revision", Input(placeholder="main (a branch, tag or commit)", id="dl-revision"))
             yield _row("include", Input(placeholder="*.safetensors *.json *.md *.txt", id="dl-include"))
-            with VerticalScroll(classes="md-text", id="dl-plan-box"):
-                yield Static("Enter a repo id, then Size shows what would be fetched.", id="dl-plan", markup=False)
+            yield Static("Enter a repo id, then Size shows what would be fetched.", id="dl-plan", classes="md-text",
+                         markup=False)
             with Horizontal(classes="md-buttons"):
                 yield Button("Size", id="dl-size", variant="primary")
                 yield Button("Download", id="dl-start", variant="success", disabled=True)
@@ -162,10 +162,9 @@ class DeleteDialog(ModelsDialog):
         self.plan = plan
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="md-box", id="del-box"):
+        with VerticalScroll(classes="md-box", id="del-box"):
             yield Static("Delete from the Hub cache?")
-            with VerticalScroll(classes="md-text"):
-                yield Static(md.delete_text(self.plan), id="del-plan", markup=False)
+            yield Static(md.delete_text(self.plan), id="del-plan", classes="md-text", markup=False)
             with Horizontal(classes="md-buttons"):
                 yield Button("Keep", id="del-keep", variant="primary")
                 yield Button(f"Delete ({md.human_size(self.plan.freed_bytes)})", id="del-confirm", variant="error")
@@ -202,7 +201,7 @@ class FineTuneDialog(ModelsDialog):
         self.out = out
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="md-box", id="ft-box"):
+        with VerticalScroll(classes="md-box", id="ft-box"):
             yield Static(f"Fine-tune {self.row.name} ({self.row.format})", markup=False)
             yield _row("data", Input(placeholder="encoded dataset directory (netdiff encode)", id="ft-data"))
             yield _row("classes", Input(placeholder="the checkpoint's classes + the data's new ones",
