@@ -373,8 +373,12 @@ async def test_verify_reports_a_corrupted_blob(env):
 @sync
 async def test_delete_shows_the_bytes_and_needs_confirmation(env):
     from huggingface_hub import constants
+    from engine.datasets.recipes import user_dir
     repo = Path(constants.HF_HUB_CACHE) / "models--lab--cached"
     blobs = sum(p.stat().st_size for p in (repo / "blobs").iterdir())
+    commit = next((repo / "snapshots").iterdir()).name
+    user_dir().mkdir(parents=True)
+    (user_dir() / "mine.toml").write_text(f'model = "hf://lab/cached@{commit}"\n')
     app = harness(env)
     async with app.run_test(size=(120, 40)) as pilot:
         # the shipped default is refused outright
@@ -384,7 +388,9 @@ async def test_delete_shows_the_bytes_and_needs_confirmation(env):
         await select(pilot, "lab/cached")
         await pilot.press("x")
         await wait_for(pilot, lambda: app.screen.query("#del-plan"))
-        assert f"({blobs} bytes)" in str(app.screen.query_one("#del-plan").render())
+        plan = str(app.screen.query_one("#del-plan").render())
+        assert f"({blobs} bytes)" in plan and "recipe mine.toml uses this model" in plan
+        assert any("recipe mine.toml uses this model" in n for n in notes(app))
         await pilot.press("enter")          # the focus is on Keep: Enter alone deletes nothing
         await wait_for(pilot, lambda: not app.screen.query("#del-plan"))
         assert repo.is_dir() and any("nothing deleted" in n for n in notes(app))
