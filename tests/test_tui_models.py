@@ -507,6 +507,14 @@ def test_finetune_plan_refuses_what_train_would(env):
     # the checkpoint's class order (its weights index classes by position), its architecture
     assert cfg.init_from == "default" and cfg.classes == own["classes"] and cfg.steps == 5
     assert cfg.model == {k: v for k, v in own["model"].items() if k not in ("num_classes", "width")}
+    # a Stable Diffusion pipeline gets a LoRA adapter; an adapter itself is no starting point
+    sd = md.PaneRow("lab/sd", "hub", "hf://lab/sd@" + "a" * 40, "/x", "diffusers", [], 1,
+                    revisions=[{"commit": "a" * 40, "refs": ["main"], "size": 1}])
+    ft = md.finetune_plan(sd, str(data), "", "7", str(env / "sdrun"), options={"--init-from"})
+    assert ft.argv == ["train", "--data", str(data), "--out", str(env / "sdrun"), "--steps", "7",
+                       "--model-type", "sd", "--base", sd.ref] and ft.config is None
+    with pytest.raises(md.InputError, match="not a lora one"):
+        md.finetune_plan(md.PaneRow("ad", "local", "/ad", "/ad", "lora", [], 1), str(data), "", "7", str(env / "r"))
 
 
 # -- snapshots (fixed size, no animation, ages masked; tests/__snapshots__/test_tui_models/*.svg) ----
