@@ -171,8 +171,7 @@ T_NOW = 1_800_000_000.0
 
 @pytest.fixture(scope="module")
 def hub():
-    """The fake Hub with two repos of our native checkpoint; lab/cached is also in a pristine cache."""
-    from huggingface_hub import snapshot_download
+    """The fake Hub with two repos of our native checkpoint (lab/cached is also in the pristine cache)."""
     h = FakeHub().start()
     h.commit("lab/net", native_files(b"# lab/net\n"))
     h.commit("lab/cached", native_files(b"# lab/cached\n"))
@@ -198,7 +197,8 @@ def env(hub, pristine, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     for k in [k for k in os.environ if k.startswith(("HF_", "HUGGING"))]:
         monkeypatch.delenv(k)
     # what a detached `netdiff models download` child reads at import
@@ -492,7 +492,8 @@ def test_finetune_plan_refuses_what_train_would(env):
     # --init-from: an explicit class list keeps every old class and goes into a training config
     ft = md.finetune_plan(row, str(data), ", ".join(own["classes"] + ["extra"]), "5", str(env / "run"),
                           options={"--init-from"})
-    assert ft.argv[ft.argv.index("--init-from") + 1] == "default" and ft.config == {"classes": own["classes"] + ["extra"]}
+    assert ft.argv[ft.argv.index("--init-from") + 1] == "default"
+    assert ft.config == {"classes": own["classes"] + ["extra"]}
     # without --init-from (an older netdiff train): init_from, the architecture and the classes in the config
     other = encoded(env / "o", label="martian")
     with pytest.raises(md.InputError, match="the data has no flows of the checkpoint's classes"):

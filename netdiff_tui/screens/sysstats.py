@@ -6,7 +6,6 @@ lazily and only when ``nvidia-ml-py`` is installed, so a machine without it says
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
