@@ -119,6 +119,10 @@ def test_finetuned_run_has_old_and_new_classes(base_run, ft_run):
         assert "iot" in cfg[key], key
     w = load_file(ft_run / "model" / "model.safetensors")
     assert w["c_emb.weight"].shape[0] == 4
+    # generative replay: 16 flows of each old class, sampled from the base, trained on with their labels
+    rep = load_file(ft_run / "replay.safetensors")
+    assert sorted(set(rep["labels"].tolist())) == [0, 1] and cfg["replay_flows"] == len(rep["labels"]) == 32
+    assert rep["rows"].shape[1] == 1105 and rep["offsets"][-1] == rep["rows"].shape[0]
     assert json.loads((ft_run / "train_config.json").read_text())["classes"] == ["dns", "zoom", "iot"]
 
 
@@ -153,6 +157,10 @@ def test_resume_of_a_finetuned_run(base_run, new_data, tiny_json, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "parted" / "model" / "config.json").read_text())["classes"] == ["dns", "zoom", "iot"]
+    # the replay flows were sampled once, at the start; a resume without them is refused in one line
+    (tmp_path / "parted" / "replay.safetensors").unlink()
+    line = _one_line_error(cmd(tmp_path / "parted", 6, "--resume"))
+    assert "replay.safetensors: missing" in line
 
 
 def test_finetuned_run_is_listed(ft_run, tmp_path, monkeypatch):

@@ -102,6 +102,16 @@ class FlowTable:
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "joint": fit_joint(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)}
 
+    def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":
+        """This table followed by more flows (same classes)."""
+        if not mats:
+            return self
+        rows = np.concatenate([self.rows, *[m[:, : self.rows.shape[1]].astype(np.int8) for m in mats]])
+        more = self.offsets[-1] + np.cumsum([len(m) for m in mats])
+        return FlowTable(rows, np.concatenate([self.offsets, more]).astype(np.int64),
+                         np.concatenate([self.labels, np.asarray(labels, np.int64)]), self.classes,
+                         self.files + list(names))
+
     def batch(self, idx: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, length, width)`` float32 in {-1, 0, 1} and ``(B,)`` long labels."""
         x = np.full((len(idx), length, LAYOUT.width), -1, np.int8)

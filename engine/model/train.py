@@ -47,7 +47,8 @@ from engine.model.checkpoint import (list_checkpoints, load_optimizer, load_rng,
                                      refuse_pickled_state, save_model, write_checkpoint)
 from engine.model.data import load_split, load_table, make_split, manifest_hash
 from engine.model.denoiser import PacketDenoiser
-from engine.model.finetune import load_source_weights, merge_priors, read_source, run_classes
+from engine.model.finetune import (REPLAY, load_replay, load_source_weights, merge_priors, read_source,
+                                   run_classes, sample_replay, save_replay)
 from engine.codec.matrix import present_rows, row_proto
 from engine.model.diffusion import train_scheduler, training_target
 from engine.model.lengths import impose
@@ -86,6 +87,8 @@ class TrainConfig:
     init_from: str | None = None      # start from this checkpoint's weights (modules it lacks start at zero)
     self_condition_rate: float = 0.5  # share of steps that feed the model its own estimate (self_condition models)
     field_weights: dict = field(default_factory=dict)   # {layout field or block: loss weight}, others 1
+    replay_flows: int = 0             # with init_from: flows per old class sampled from it and trained on
+    replay_share: float = 0.25        # share of every batch drawn from those replay flows
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -286,6 +289,7 @@ class _Run:
         r.emit = fanout(on_event, EventLog(run_dir / "events.jsonl")) if r.is_main else (lambda ev: None)
         r._load_data(data_dir, split)
         r._build_model(resume)
+        r._add_replay(resume)
         r.start_step = 0
         cks = list_checkpoints(run_dir)
         if resume and cks:
@@ -313,6 +317,35 @@ class _Run:
         self.L = int(self.cfg.model.get("max_packets", 128))
         self.table = load_table(data_dir, self.L, files=split["train"], classes=self.classes)
         self.weights = self.table.sample_weights(self.cfg.class_balance)
+        self.batches, self.replay = self.table, 0      # batches come from here (the table + any replay flows)
+
+    def _add_replay(self, resume: bool) -> None:
+        """Generative replay (engine.model.finetune): the old classes' flows, sampled from the checkpoint
+        before the first step, join the batches with ``replay_share`` of the mass."""
+        cfg = self.cfg
+        if not (cfg.init_from and cfg.replay_flows > 0):
+            return
+        if not 0 <= cfg.replay_share < 1:
+            raise InputError(None, f"replay_share must be in [0, 1), got {cfg.replay_share!r}")
+        path = self.run_dir / REPLAY
+        if resume and list_checkpoints(self.run_dir):
+            if not path.exists():
+                raise InputError(path, "missing: the run trained on replay flows sampled at its start; "
+                                       "start it again (another --out)")
+            mats, labels = load_replay(path, len(self.classes), LAYOUT.width)
+        else:
+            src = read_source(cfg.init_from)
+            with torch.random.fork_rng(devices=[]):     # training draws stay what they would be
+                mats, labels = sample_replay(self.model, src, self.classes, int(cfg.replay_flows), cfg.seed, self.L)
+            if self.is_main:
+                save_replay(path, mats, labels)
+            self.emit(Message("info", f"{len(mats)} replay flows of {len(src.classes or [])} classes sampled "
+                                      f"from {cfg.init_from}"))
+        if mats:
+            self.batches = self.table.extended(mats, labels, [f"replay:{i}" for i in range(len(mats))])
+            self.weights = np.concatenate([self.weights * (1 - cfg.replay_share),
+                                           np.full(len(mats), cfg.replay_share / len(mats))])
+            self.replay = len(mats)
 
     def _priors(self) -> dict:
         """The sampling tables for the exported model; a run started from a checkpoint takes the
@@ -322,7 +355,7 @@ class _Run:
             return fitted
         counts = np.bincount(self.table.labels, minlength=len(self.classes))
         merged = merge_priors(fitted, dict(zip(self.classes, counts.tolist())), read_source(self.cfg.init_from))
-        return {**merged, "init_from": str(self.cfg.init_from)}
+        return {**merged, "init_from": str(self.cfg.init_from), "replay_flows": self.replay}
 
     def _build_model(self, resume: bool) -> None:
         cfg = self.cfg
@@ -352,9 +385,9 @@ class _Run:
         cfg = self.cfg
         rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
         gbatch = cfg.batch_size * self.world
-        idx = rng.choice(len(self.table), size=gbatch, replace=True,
+        idx = rng.choice(len(self.batches), size=gbatch, replace=True,
                          p=self.weights)[self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size]
-        x0, y = self.table.batch(idx, self.L)
+        x0, y = self.batches.batch(idx, self.L)
         g = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank, "noise"))
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g)
