@@ -38,6 +38,7 @@ async def test_generate_job_reattach_report_flows_export(settings, tmp_path):
     # 1. the Generate form, by keys: preset zoom (the last preset), 4 flows (the setting), ctrl+g
     app = make_app(s, initial_tab="generate")
     async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("6")          # the Generate tab (again): its first control takes the focus
         await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "gen-preset")
         await pilot.press("enter", "end", "enter")
         await wait_for(pilot, lambda: app.query_one("#gen-preset").value == "zoom")
