@@ -212,7 +212,7 @@ def layout(as_json):
 # Command groups live in their own modules and register on ``main`` when imported.
 def _load_commands() -> None:
     import importlib
-    for name in ("cmd_jobs", "cmd_repair", "cmd_model", "cmd_models", "cmd_evaluate", "cmd_recipes", "cmd_tui", "cmd_selftest"):
+    for name in ("cmd_jobs", "cmd_repair", "cmd_model", "cmd_models", "cmd_evaluate", "cmd_recipes", "cmd_tui", "cmd_selftest", "cmd_serve"):
         try:
             importlib.import_module(f"netdiff_tui.{name}")
         except ModuleNotFoundError as e:
