@@ -121,3 +121,197 @@ def test_tui_without_a_terminal_exits_2(tmp_path):
     lines = err.read_text().splitlines()
     assert len(lines) == 1 and "needs a terminal" in lines[0], lines
     assert out.read_text() == ""
+
+
+# -- snapshots of every screen (80x24 and 120x40), from fixed files -------------------------------
+
+SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+START = 1_764_806_400.0         # 2025-12-04 00:00 UTC: job records' start (shown as a date)
+
+CARD = """# zoom_export
+
+A labeled dataset exported by `netdiff export`: 4 flows in 1 class.
+
+| class | train | test | packets |
+|---|---|---|---|
+| zoom | 2 | 2 | 204 |
+"""
+
+
+@pytest.fixture
+def fixed(tmp_path, monkeypatch, settings):
+    """Fixed datasets, jobs and reports under tmp_path, the clock zone fixed, paths shown relative."""
+    import json
+    import shutil
+    import time as _time
+
+    from engine.progress import EventLog, Message, TaskFinished, TaskProgress, TaskStarted
+    from test_tui import FROZEN_REPAIR
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    gen = out / "zoom"
+    (gen / "zoom").mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "fixtures" / "eth.pcap", gen / "zoom" / "zoom-00000.pcap")
+    (gen / "manifest.csv").write_text("file,label\nzoom/zoom-00000.pcap,zoom\n")
+    (gen / "generate.json").write_text(json.dumps({"request": {"label": "zoom", "count": 4},
+                                                   "summary": {"flows": 4, "packets": 204}}))
+    (gen / "compliance.json").write_text(json.dumps(FROZEN_REPAIR))
+    exp = out / "zoom_export"
+    exp.mkdir()
+    (exp / "README.md").write_text(CARD)
+    jobs = tmp_path / "jobs"
+
+    def job(name, kind, status, out_dir, result, events, log, argv):
+        d = jobs / name
+        d.mkdir(parents=True)
+        rec = {"kind": kind, "status": status, "out": str(out_dir), "label": out_dir.name, "start": START,
+               "end": START + 9, "device": "cpu" if kind == "generate" else "", "result": result,
+               "detached": True, "argv": argv, "resumable": True, "resume_args": ["--resume"], "version": 1}
+        (d / "job.json").write_text(json.dumps(rec))
+        el = EventLog(d / "events.jsonl")
+        for ev in events:
+            el(ev)
+        (d / "log.txt").write_text("\n".join(log) + "\n")
+        return d
+
+    t = START
+    gen_job = job("generate-zoom-20251204-000000-4242", "generate", "done", gen,
+                  {"flows": 4, "packets": 204, "seconds": 2.2, "label": "zoom"},
+                  [TaskStarted("sample", 4, "flows", time=t), TaskProgress("sample", 2, 4, "flows", time=t + 1),
+                   TaskProgress("sample", 4, 4, "flows", time=t + 2), TaskFinished("generate", {"flows": 4}, time=t + 3),
+                   Message("info", "wrote 4 flows", time=t + 3)],
+                  ["netdiff: generate zoom: 4 flows", f"{gen.name}: 4 zoom flows, 204 packets; compliance: clean"],
+                  ["generate", "--preset", "zoom", "-n", "4", "-o", str(gen)])
+    exp_job = job("export-zoom_export-20251204-000100-4243", "export", "done", exp,
+                  {"flows": 4, "classes": 1},
+                  [TaskStarted("export", 4, "flows", time=t + 60), TaskFinished("export", {"flows": 4}, time=t + 61)],
+                  [f"{exp.name}: 4 flows in 1 classes (0 real, 4 synthetic)"],
+                  ["export", str(gen), "-o", str(exp), "--split", "0.5"])
+    s = replace(settings, jobs_dir=str(jobs), output_dir="out", runs_dirs=(), refresh_interval=0.2)
+    return types_ns(settings=s, gen=gen, gen_job=gen_job, exp_job=exp_job, exp=exp)
+
+
+def types_ns(**kw):
+    import types
+    return types.SimpleNamespace(**kw)
+
+
+def _still(app):
+    for w in app.query("Input, TextArea"):
+        w.cursor_blink = False
+
+
+def _snap(snap_compare, app, size, steps):
+    async def before(pilot):
+        _still(app)
+        await steps(pilot)
+        _still(app)
+        await pilot.pause()
+    return snap_compare(app, terminal_size=size, run_before=before)
+
+
+@SIZES
+def test_snapshot_jobs(fixed, snap_compare, size):
+    app = make_app(fixed.settings, follow_path=str(fixed.gen_job))
+
+    async def steps(pilot):
+        view = app.query_one("#job-view")
+        await wait_for(pilot, lambda: app.query_one("#jobs-table").row_count == 2)
+        await wait_for(pilot, lambda: view.state is not None and view.state.result and view.finished)
+        app.query_one("#jobs-table").focus()
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_report(fixed, snap_compare, size):
+    app = make_app(fixed.settings, report_path=str(fixed.gen / "compliance.json"))
+
+    async def steps(pilot):
+        await wait_for(pilot, lambda: app.query_one("#reports-table").row_count > 0)
+        app.query_one("#reports-table").focus()
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_export(fixed, snap_compare, size):
+    app = make_app(fixed.settings, initial_tab="export")
+
+    async def steps(pilot):
+        pane = app.query_one("#export-pane")
+        await wait_for(pilot, lambda: len(pane.datasets) == 1)
+        app.query_one("#export-table").focus()
+        await pilot.press("space")
+        pane.started(fixed.exp_job)
+        app.scan_jobs()
+        await wait_for(pilot, lambda: "zoom_export" in str(pane.query_one("#export-card").render()))
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_generate(fixed, snap_compare, size):
+    app = make_app(fixed.settings, initial_tab="generate")
+
+    async def steps(pilot):
+        await pilot.press("6")
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "gen-preset")
+        app.query_one("#gen-label").value = "dns"
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_flow_viewer(fixed, snap_compare, size):
+    from netdiff_tui.screens.flowviewer import FlowViewerScreen
+    app = make_app(fixed.settings, initial_tab="jobs")
+
+    async def steps(pilot):
+        app.open_flows(fixed.gen)
+        await wait_for(pilot, lambda: isinstance(app.screen, FlowViewerScreen) and app.screen.current is not None)
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_help(fixed, snap_compare, size):
+    from netdiff_tui.screens.dialogs import HelpScreen
+    app = make_app(fixed.settings, initial_tab="jobs")       # the Models tab would show this machine's models
+
+    async def steps(pilot):
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
+def test_snapshot_cancel_dialog(fixed, snap_compare, size):
+    from netdiff_tui.screens.dialogs import ConfirmScreen
+    app = make_app(fixed.settings, initial_tab="jobs")
+
+    async def steps(pilot):
+        app.cancel_job(fixed.gen_job)
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+    assert _snap(snap_compare, app, size, steps)
+
+
+@sync
+async def test_help_lists_every_binding_and_palette_opens_every_tab(fixed):
+    from textual.command import CommandPalette
+
+    from netdiff_tui.screens.dialogs import HelpScreen, binding_rows
+    app = make_app(fixed.settings)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        table = app.screen.query_one("#help-table")
+        ids = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
+        assert ids == {r[3] for r in binding_rows(app)} and {"job-cancel", "export-start", "flows-zoom"} <= ids
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
+        for title, tab in (("Export", "export"), ("Jobs", "jobs"), ("Generate", "generate")):
+            await pilot.press("ctrl+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*f"open {title.lower()}")
+            await wait_for(pilot, lambda: any(f"Open {title}" in str(o.prompt)
+                                              for o in app.screen.query("CommandList").first().options))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.query_one("#tabs").active == tab)

@@ -190,7 +190,8 @@ def result_lines(kind: str, result: dict, out: Path | None) -> list[str]:
     if out is not None:
         lines.append(f"output: {out.name}/")
     if "flows" in result:
-        lines.append(f"{result.get('flows')} flows, {result.get('packets', '-')} packets"
+        lines.append(f"{result.get('flows')} flows"
+                     + (f", {result['packets']} packets" if "packets" in result else "")
                      + (f", label {result['label']}" if result.get("label") else "")
                      + (f", {result['seconds']} s" if "seconds" in result else ""))
     rep = report_of(out)

@@ -62,14 +62,22 @@ def binding_classes(app) -> list[tuple[str, type]]:
     return out
 
 
+KEY_NAMES = {"question_mark": "?", "escape": "esc", "space": "space"}
+
+
+def key_text(keys: str) -> str:
+    """``"escape,q,question_mark"`` -> ``"esc q ?"``."""
+    return " ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
 def binding_rows(app) -> list[tuple[str, str, str, str]]:
-    """(where, id, keys, description) of every binding with an id (keys as remapped in settings)."""
+    """(where, keys, description, id) of every binding with an id (keys as remapped in settings)."""
     keymap = app.settings.keymap
     rows = []
     for where, cls in binding_classes(app):
         for b in cls.BINDINGS:
             if isinstance(b, Binding) and b.id:
-                rows.append((where, b.id, keymap.get(b.id, b.key), b.description or b.action))
+                rows.append((where, key_text(keymap.get(b.id, b.key)), b.description or b.action, b.id))
     return rows
 
 
@@ -90,7 +98,7 @@ class HelpScreen(ModalScreen[None]):
             yield Label("[b]Keys[/b] by binding id; remap in settings.toml: keymap = { show-jobs = \"j\" }  "
                         "(Esc closes)", id="help-title")
             t = DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
-            t.add_columns("where", "id", "keys", "does")
+            t.add_columns("where", "keys", "does", "id")
             for row in binding_rows(self.app):
                 t.add_row(*row)
             yield t

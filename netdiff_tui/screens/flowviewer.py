@@ -1,5 +1,6 @@
 """Flow viewer: a dataset's flows, the chosen flow's bit image (half blocks, the paper's colours) and
-its decoded packet list. Decoding runs in a thread worker; the image scrolls with the arrow keys."""
+its decoded packet list. Decoding runs in a thread worker; the image scrolls with the arrow keys
+(``i`` focuses it) and ``z`` switches between whole rows (bits averaged per cell) and one bit per cell."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ class FlowViewerScreen(Screen[None]):
         Binding("n", "step(1)", "Next flow", id="flows-next"),
         Binding("p", "step(-1)", "Previous flow", id="flows-prev"),
         Binding("i", "focus_image", "Scroll image", id="flows-image"),
+        Binding("z", "zoom", "Fit/1:1", id="flows-zoom"),
     ]
     DEFAULT_CSS = """
-    #flows-table { width: 22; height: 1fr; }
+    #flows-table { width: 18; height: 1fr; }
     #flows-right { width: 1fr; height: 1fr; }
     #flows-title { height: 1; text-style: bold; }
     #flows-body { height: 1fr; }
     #flows-image { width: 1fr; min-width: 16; height: 1fr; border: round $panel; }
-    #flows-packets { width: 46; height: 1fr; }
+    #flows-packets { width: 50; max-width: 45%; height: 1fr; }
     """
 
     def __init__(self, dataset: str | Path):
@@ -104,6 +106,9 @@ class FlowViewerScreen(Screen[None]):
 
     def action_focus_image(self) -> None:
         self.query_one(BitImage).focus()
+
+    def action_zoom(self) -> None:
+        self.query_one(BitImage).toggle_fit()
 
     def action_close(self) -> None:
         self.dismiss(None)
