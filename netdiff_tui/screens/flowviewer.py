@@ -33,7 +33,7 @@ class FlowViewerScreen(Screen[None]):
     #flows-title { height: 1; text-style: bold; }
     #flows-body { height: 1fr; }
     #flows-image { width: 1fr; min-width: 16; height: 1fr; border: round $panel; }
-    #flows-packets { width: 50; max-width: 45%; height: 1fr; }
+    #flows-packets { width: 50; max-width: 55%; height: 1fr; }
     """
 
     def __init__(self, dataset: str | Path):
