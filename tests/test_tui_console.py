@@ -294,7 +294,7 @@ def test_snapshot_cancel_dialog(fixed, snap_compare, size):
 
 
 @sync
-async def test_help_lists_every_binding_and_palette_opens_every_tab(fixed):
+async def test_help_lists_every_binding_and_palette_opens_export(fixed):
     from textual.command import CommandPalette
 
     from netdiff_tui.screens.dialogs import HelpScreen, binding_rows
@@ -307,7 +307,7 @@ async def test_help_lists_every_binding_and_palette_opens_every_tab(fixed):
         assert ids == {r[3] for r in binding_rows(app)} and {"job-cancel", "export-start", "flows-zoom"} <= ids
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
-        for title, tab in (("Export", "export"), ("Jobs", "jobs"), ("Generate", "generate")):
+        for title, tab in (("Export", "export"),):
             await pilot.press("ctrl+p")
             await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
             await pilot.press(*f"open {title.lower()}")
@@ -315,3 +315,47 @@ async def test_help_lists_every_binding_and_palette_opens_every_tab(fixed):
                                               for o in app.screen.query("CommandList").first().options))
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.query_one("#tabs").active == tab)
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["colour", "monochrome"])
+@sync
+async def test_bit_image_half_blocks_and_monochrome(monkeypatch, no_color):
+    """Two packets per line in the paper's colours (1 red, 0 green, absent blue; fit and 1:1), or one
+    packet per line in characters without colour."""
+    import numpy as np
+    from textual.app import App
+
+    from engine.codec.image import PALETTE
+    from netdiff_tui.widgets.bitimage import BitImage
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    m = np.full((3, 1105), -1, np.int8)
+    m[0, :10], m[1, :10], m[2, :10] = 1, 0, 1
+
+    class Box(App):
+        def compose(self):
+            yield BitImage(id="img")
+
+    app = Box()
+    async with app.run_test(size=(40, 6)) as pilot:
+        img = app.query_one(BitImage)
+        img.show(m)
+        await pilot.pause()
+        rgb = ["rgb({},{},{})".format(*c) for c in PALETTE.tolist()]     # -1, 0, 1
+        if no_color:
+            assert img.monochrome
+            lines = ["".join(s.text for s in img.render_line(y)) for y in range(3)]
+            assert lines[0].startswith("█" * 10 + " ") and lines[1].startswith("·" * 10 + " ")
+        else:
+            img.fit = False
+            img.toggle_fit()            # fit: 40 cells over 1105 bits, the first a mix of red over green
+            first = img.render_line(0)._segments[0]
+            assert first.text[0] == "▀" and len("".join(s.text for s in img.render_line(0))) == img.size.width
+            img.toggle_fit()            # 1:1: red over green for 10 cells, then blue over blue
+            segs = img.render_line(0)._segments
+            assert segs[0].text == "▀" * 10 and str(segs[0].style.color.name) == rgb[2]
+            assert segs[0].style.bgcolor.name == rgb[1] and segs[1].style.color.name == rgb[0]
+            last = img.render_line(1)._segments          # packet 3 over nothing (black)
+            assert last[0].style.color.name == rgb[2] and last[0].style.bgcolor.name == "rgb(0,0,0)"

@@ -50,6 +50,11 @@ class BitImage(ScrollView):
         self.scroll_to(0, 0, animate=False)
         self.refresh()
 
+    @property
+    def fitted(self) -> bool:
+        """Whole rows in the width (colour only: characters cannot mix colours, so monochrome scrolls)."""
+        return self.fit and not self.monochrome
+
     def toggle_fit(self) -> None:
         """Whole rows (bits averaged per cell) or one bit per cell (scroll sideways)."""
         self.fit = not self.fit
@@ -59,10 +64,10 @@ class BitImage(ScrollView):
 
     def _resize(self) -> None:
         n, w = self.matrix.shape
-        self.virtual_size = Size(max(1, self.size.width) if self.fit else w, n if self.monochrome else (n + 1) // 2)
+        self.virtual_size = Size(max(1, self.size.width) if self.fitted else w, n if self.monochrome else (n + 1) // 2)
 
     def on_resize(self) -> None:
-        if self.fit:
+        if self.fitted:
             self._cache.clear()
             self._resize()
 
@@ -76,16 +81,17 @@ class BitImage(ScrollView):
 
     def _line(self, y: int) -> Strip:
         width = max(1, self.size.width)
-        key = (y, width) if self.fit else (y, 0)
+        key = (y, width) if self.fitted else (y, 0)
         strip = self._cache.get(key)
         if strip is not None:
             return strip
         m = self.matrix
-        if self.fit and not self.monochrome and m.shape[1] > width:
+        if self.fitted and m.shape[1] > width:
             strip = self._fit_line(y, width)
         elif self.monochrome:
             row = m[y]
-            strip = Strip([Segment("".join(_MONO[int(v)] for v in row))], len(row))
+            # a style is needed even without colour: Textual's line filters read it
+            strip = Strip([Segment("".join(_MONO[int(v)] for v in row), Style())], len(row))
         else:
             top = m[2 * y].astype(np.int16) + 1
             bottom = m[2 * y + 1].astype(np.int16) + 1 if 2 * y + 1 < len(m) else np.full(m.shape[1], 3, np.int16)
@@ -121,4 +127,5 @@ class BitImage(ScrollView):
         rows = len(self.matrix) if self.monochrome else (len(self.matrix) + 1) // 2
         if line >= rows or not self.matrix.size:
             return Strip.blank(width, self.rich_style)
-        return self._line(line).crop_extend(0 if self.fit else sx, (0 if self.fit else sx) + width, self.rich_style)
+        x = 0 if self.fitted else sx
+        return self._line(line).crop_extend(x, x + width, self.rich_style)
