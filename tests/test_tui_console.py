@@ -35,12 +35,12 @@ async def test_generate_job_reattach_report_flows_export(settings, tmp_path):
     s = console_settings(settings)
     out = tmp_path / "out" / "zoom"
 
-    # 1. the Generate form, by keys: preset zoom (the last preset), 4 flows (the setting), ctrl+g
+    # 1. the Generate form, by keys: preset zoom, 4 flows (the setting), ctrl+g
     app = make_app(s, initial_tab="generate")
     async with app.run_test(size=SMALL) as pilot:
         await pilot.press("6")          # the Generate tab (again): its first control takes the focus
         await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "gen-preset")
-        await pilot.press("enter", "end", "enter")
+        await pilot.press("enter", *"zoom", "enter")      # open the list, type to search, choose
         await wait_for(pilot, lambda: app.query_one("#gen-preset").value == "zoom")
         await pilot.press("ctrl+g")
         pane = app.query_one("#jobs-pane")
