@@ -235,18 +235,24 @@ async def test_reports_bad_file_is_one_line_notification(settings, tmp_path):
         assert all("\n" not in m for m in notifications(app))
 
 
-def test_evaluation_report_view(tmp_path):
-    from netdiff_tui.screens.catalog import load_report
-    r = {"classes": ["dns", "zoom"], "inputs": {"real": "r", "synthetic": "s"},
+EVALUATION = {"classes": ["dns", "zoom"], "inputs": {"real": "r", "synthetic": "s"},
          "summary": {"mean_jsd": {"synthetic": 0.2, "random": 0.6}, "tstr_ratio_flow_stats_noports": 0.87,
                      "closeness": {"synthetic": {"median_dcr_ratio": 7.3, "exact_copies": 0.0}}},
          "fidelity": {k: {"classes": {c: {"mean": {"jsd": v, "tvd": v / 2}} for c in ("dns", "zoom")},
                           "overall": {"jsd": v, "tvd": v / 2}} for k, v in (("synthetic", 0.2), ("random", 0.6))}}
-    (tmp_path / "report.json").write_text(json.dumps(r))
+
+
+def test_evaluation_report_view(tmp_path):
+    from netdiff_tui.screens.catalog import load_report
+    (tmp_path / "report.json").write_text(json.dumps(EVALUATION))
     v = load_report(tmp_path)
     assert v.kind == "evaluation" and v.columns[:3] == ["class", "synthetic JSD", "random JSD"]
     assert v.rows[0][:3] == ["dns", "0.200", "0.600"] and v.rows[-1][0] == "all classes"
     assert "flow stats 0.87x" in "\n".join(v.summary) and "7.30x the real test flows'" in "\n".join(v.summary)
+    # the plot: bars scaled to the largest value (random 0.6: full width; synthetic 0.2: a third)
+    syn, rnd = (next(ln for ln in v.plot if ln.startswith(k)) for k in ("synthetic", "random"))
+    assert rnd.count("█") == 24 and syn.count("█") == 8 and syn.endswith("0.200")
+    assert any(ln.startswith("flow stats") and ln.endswith("0.870x") for ln in v.plot)
 
 
 @sync

@@ -235,6 +235,21 @@ def test_snapshot_report(fixed, snap_compare, size):
 
 
 @SIZES
+def test_snapshot_evaluation(fixed, snap_compare, size, tmp_path):
+    import json
+
+    from test_tui import EVALUATION
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(EVALUATION))
+    app = make_app(fixed.settings, report_path="eval/report.json")
+
+    async def steps(pilot):
+        await wait_for(pilot, lambda: app.query_one("#reports-table").row_count > 0)
+        app.query_one("#reports-table").focus()
+    assert _snap(snap_compare, app, size, steps)
+
+
+@SIZES
 def test_snapshot_export(fixed, snap_compare, size):
     app = make_app(fixed.settings, initial_tab="export")
 

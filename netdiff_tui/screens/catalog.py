@@ -7,7 +7,7 @@ engine.progress.EventLog.follow. This module only turns what they return into te
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.artifacts import (ComplianceReport, Counts, EvaluationSummary, JobEntry, ModelEntry, events_path,
@@ -78,6 +78,23 @@ class ReportView:
     summary: list[str]
     columns: list[str]
     rows: list[list[str]]
+    plot: list[str] = field(default_factory=list)      # a text bar chart beside the table
+
+
+def bars(values: dict[str, float | None], width: int = 24, unit: str = "") -> list[str]:
+    """``{name: value}`` as text bars scaled to the largest value (a terminal plot that any font,
+    colour depth or monochrome terminal draws)."""
+    known = {k: v for k, v in values.items() if v is not None and v == v}
+    top = max(known.values(), default=0.0)
+    pad = max((len(k) for k in values), default=0)
+    out = []
+    for k, v in values.items():
+        if k not in known:
+            out.append(f"{k:<{pad}}  -")
+            continue
+        n = int(round(width * v / top)) if top > 0 else 0
+        out.append(f"{k:<{pad}}  {'█' * n}{'·' * (width - n)} {v:.3f}{unit}")
+    return out
 
 
 def short_path(p: Path) -> str:
@@ -154,7 +171,11 @@ def _evaluation_view(r: EvaluationSummary) -> ReportView:
     for cl in r.classes:
         rows.append([cl] + [_f(r.per_class[k][cl][m]) for m in ("jsd", "tvd") for k in cands])
     rows.append(["all classes"] + [_f(r.overall[k][m]) for m in ("jsd", "tvd") for k in cands])
-    return ReportView("evaluation", r.path, f"Evaluation: {short_path(r.path)}", summary, cols, rows)
+    plot = ["mean JSD per candidate (lower is closer to the real flows):"] + bars(r.mean_jsd)
+    if r.tstr_ratios:
+        plot += ["train-synthetic / train-real macro-F1 (1 = as useful as real):"]
+        plot += bars({f.split("_noports")[0].replace("_", " "): v for f, v in r.tstr_ratios.items()}, unit="x")
+    return ReportView("evaluation", r.path, f"Evaluation: {short_path(r.path)}", summary, cols, rows, plot)
 
 
 # -- jobs ----------------------------------------------------------------------------------

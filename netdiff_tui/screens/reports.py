@@ -32,12 +32,16 @@ class ReportsPane(Vertical):
         yield PathEntry("reports", "Open", "compliance.json, report.json, or a directory holding one")
         yield Static("Open a report: `netdiff check/repair` and `netdiff generate` write compliance.json, "
                      "`netdiff evaluate` writes report.json.", id="reports-summary")
+        yield Static("", id="reports-plot", markup=False)
         yield DataTable(id="reports-table", zebra_stripes=True, cursor_type="row")
 
     def show(self, view: ReportView) -> None:
         self.view = view
         self.query_one("#reports-summary", Static).update(
             f"[b]{view.title}[/b]\n" + "\n".join(view.summary), )
+        plot = self.query_one("#reports-plot", Static)
+        plot.update("\n".join(view.plot))
+        plot.display = bool(view.plot)
         t = self.query_one("#reports-table", DataTable)
         t.clear(columns=True)
         t.add_columns(*view.columns)
