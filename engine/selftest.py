@@ -223,18 +223,25 @@ class DetachedJob:
             raise Skip("detached jobs not available in this build (engine.jobs.start_detached)")
         if self.error:
             raise CheckFailed(f"could not start: {self.error}")
-        from engine.artifacts.jobs import log_tail, read_job
+        from engine.artifacts.jobs import effective_status, job_alive, log_tail, read_job
         deadline = self.t0 + DETACHED_DEADLINE_S
         while True:
             rec = read_job(self.job.path)
             if rec.status != "running":
                 break
+            if job_alive(rec) is False:     # died, perhaps before it could record how it ended
+                rec = read_job(self.job.path)   # or it recorded its end and exited between the two looks
+                rec.status, rec.reason = effective_status(rec)
+                break
             if time.perf_counter() > deadline:
                 raise CheckFailed(f"{self.job.path}: still running after {DETACHED_DEADLINE_S:.0f} s")
             time.sleep(0.1)
         if rec.status != "done":
-            tail = [x for x in log_tail(self.job.path, 5) if x.strip()]
-            raise CheckFailed(f"{self.job.path}: {rec.status}: {rec.reason or (tail[-1] if tail else 'no log')}")
+            # the log's last line says why a child that died at start-up died (its bootloader's lines aside)
+            tail = [x.strip() for x in log_tail(self.job.path, 5) if x.strip() and not x.startswith("[PYI-")]
+            last = tail[-1] if tail else ""
+            why = "; ".join(x for x in (rec.reason, last) if x and not (x == last and last in rec.reason))
+            raise CheckFailed(f"{self.job.path}: {rec.status}: {why or 'no log'}")
         flows = rec.result.get("flows")
         if flows != 2 or not (Path(rec.out) / "manifest.csv").is_file():
             raise CheckFailed(f"{self.job.path}: done, but result says {flows} flows in {rec.out}")

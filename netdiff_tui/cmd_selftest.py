@@ -66,9 +66,20 @@ async def _console(d: Path, CheckFailed) -> str:
         if not ids:
             raise CheckFailed("console: no tabs")
         for tab in ids:
-            tabs.active = tab
             pane = app.query_one(f"TabPane#{tab}", TabPane)
-            await until(lambda: tabs.active == tab and pane.display and pane.region.area > 0, f"tab {tab!r}")
+
+            def shown() -> bool:
+                return tabs.active == tab and pane.display and pane.region.area > 0
+            while True:
+                tabs.active = tab
+                await until(shown, f"tab {tab!r}")
+                # TabbedContent follows focus: the focus the previous tab's activation gave its list can
+                # land after this switch (a loaded machine) and take the view back; settle, then look again
+                await pilot.pause(0.1)
+                if shown():
+                    break
+                if time.monotonic() > deadline:
+                    raise CheckFailed(f"console: tab {tab!r} does not stay open")
         await until(lambda: not any(w.is_running for w in app.workers), "the end of the console's scans")
         await pilot.pause()
     if errors:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,9 @@ def test_selftest_command_end_to_end(tmp_path):
     where its libraries are missing; the detached job only where this build lacks jobs)."""
     from engine import jobs
     from netdiff_tui.cmd_selftest import CHECK_NAMES
+    # PYTHONPATH: this checkout's code, run from another directory, whatever the install points at
     env = dict(os.environ, NETDIFF_JOBS_DIR=str(tmp_path / "jobs"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
-               XDG_DATA_HOME=str(tmp_path / "data"), TMPDIR=str(tmp_path))
+               XDG_DATA_HOME=str(tmp_path / "data"), TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
     p = subprocess.run([sys.executable, "-m", "netdiff_tui", "selftest", "--json"], cwd=tmp_path, env=env,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     out = json.loads(p.stdout)
@@ -122,3 +124,36 @@ def test_selftest_command_end_to_end(tmp_path):
     # its working directory is gone; it left nothing in the user's jobs directory
     assert not [x for x in tmp_path.iterdir() if x.name.startswith("netdiff-selftest-")]
     assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
+
+
+def test_detached_check_fails_at_once_when_the_job_process_died(tmp_path):
+    """A child that dies without recording its end (killed, crashed at import in a bundle) is a
+    failure reported when it is seen dead, not a wait for the deadline."""
+    from engine.jobs import create_job
+    job = create_job(tmp_path / "jobs", "generate", out=tmp_path / "out", label="zoom")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    job.record.pid, job.record.start_ticks = dead.pid, None
+    job.save()
+    (job.path / "log.txt").write_text("ImportError: cannot import name 'cudnn' from 'torch.backends'\n"
+                                      "[PYI-123:ERROR] Failed to execute script '__main__'\n")
+    check = selftest.DetachedJob.__new__(selftest.DetachedJob)
+    check.d, check.t0, check.error, check.job = tmp_path, time.perf_counter(), None, job
+    with pytest.raises(selftest.CheckFailed, match=f"failed: its process \\(pid {dead.pid}\\) ended without .*; "
+                                                   "ImportError: cannot import name 'cudnn'"):
+        check.check(tmp_path)
+    assert time.perf_counter() - check.t0 < selftest.DETACHED_DEADLINE_S / 2
+
+
+def test_detached_check_names_the_last_log_line_that_is_not_the_bootloaders(tmp_path):
+    """A frozen child's bootloader ends its log with [PYI-...] lines; the error above them is the news."""
+    from engine.jobs import create_job
+    job = create_job(tmp_path / "jobs", "generate", out=tmp_path / "out", label="zoom")
+    job.record.status = "failed"
+    job.save()
+    (job.path / "log.txt").write_text("ModuleNotFoundError: No module named 'x'\n"
+                                      "[PYI-123:ERROR] Failed to execute script '__main__'\n")
+    check = selftest.DetachedJob.__new__(selftest.DetachedJob)
+    check.d, check.t0, check.error, check.job = tmp_path, time.perf_counter(), None, job
+    with pytest.raises(selftest.CheckFailed, match="failed: ModuleNotFoundError: No module named 'x'$"):
+        check.check(tmp_path)
