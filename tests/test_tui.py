@@ -349,6 +349,7 @@ async def test_cancel_and_resume_by_key(settings, monkeypatch):
         async with app.run_test(size=SIZE) as pilot:
             view = app.query_one("#job-view")
             await wait_for(pilot, lambda: view.state is not None and view.state.status == "running")
+            assert "memory: " in str(view.query_one("#job-meta").render())     # its process's, read while it runs
             app.query_one("#jobs-table").focus()
             await pilot.press("c")
             await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")

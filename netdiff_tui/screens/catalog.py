@@ -194,6 +194,19 @@ class JobState:
     report: Path | None             # compliance.json / report.json of its output, when there is one
     dataset: Path | None            # its output's dataset directory (for the flow viewer, export)
     data_card: str = ""             # README.md of an export
+    memory: str = ""                # resident memory of its process while it runs here ("1.2 GiB")
+
+
+def process_memory(pid: int) -> str:
+    """A local process's resident memory (VmRSS of /proc/PID/status, its own, not its children's), "" if unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return human_size(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return ""
 
 
 def report_of(out: Path | None) -> Path | None:
@@ -253,8 +266,10 @@ def job_state(d: Path, tail: int = 8) -> JobState:
     card = ""
     if status == "done" and rec.kind == "export" and out is not None and (out / "README.md").is_file():
         card = (out / "README.md").read_text(encoding="utf-8", errors="replace")
+    from engine.artifacts.jobs import job_alive
+    memory = process_memory(rec.pid) if status == "running" and job_alive(rec) else ""
     return JobState(d, status, reason, rec.device, out, lines, result, report_of(out),
-                    dataset_of(out) if out is not None else None, card)
+                    dataset_of(out) if out is not None else None, card, memory)
 
 
 # -- datasets (export inputs) ------------------------------------------------------------------

@@ -142,6 +142,8 @@ class JobView(Vertical):
             meta.append(state.reason)
         if state.device:
             meta.append(f"device: {state.device}")
+        if getattr(state, "memory", ""):
+            meta.append(f"memory: {state.memory}")
         self.query_one("#job-meta", Static).update("  ".join(meta))
         res = list(state.result)
         if res:
