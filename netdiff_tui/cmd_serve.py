@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import ipaddress
 import logging
 import os
 import shlex
 import signal
 import socket
+import sys
 
 import click
 
@@ -84,6 +86,23 @@ def bind_error(host: str, port: int, e: OSError) -> str:
     return f"{where}: {e.strerror or e}"
 
 
+def die_with(server_pid: int):
+    """For the console's child, before it runs: a SIGTERM when the server ends, however it ends.
+    A console outliving a SIGKILLed (OOM-killed) server would run on unseen: Textual's web driver
+    does not quit when its input pipe closes. Linux only (prctl); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    prctl = ctypes.CDLL(None, use_errno=True).prctl      # looked up here, not in the forked child
+    pr_set_pdeathsig = 1
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != server_pid:                   # the server died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+    return in_child
+
+
 def make_server(command: str, host: str, port: int, public_url: str | None):
     """A textual-serve Server running ``command`` per browser tab, with netdiff's start line, and
     consoles that stop with the server."""
@@ -102,7 +121,7 @@ def make_server(command: str, host: str, port: int, public_url: str | None):
             self._process = process = await asyncio.create_subprocess_exec(
                 *shlex.split(self.command), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=self._build_environment(width=width, height=height),
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with(os.getpid()))
             self._stdin = process.stdin
             consoles.add(self)
             return process
@@ -173,9 +192,7 @@ def make_server(command: str, host: str, port: int, public_url: str | None):
               help="Settings TOML for the console (default: the user config dir's settings.toml).")
 def serve(host, port, public, public_url, settings_file):
     """The console in a web browser (textual-serve); one console per browser tab."""
-    try:
-        import textual_serve.server  # noqa: F401  (fail here, in one line, not in the event loop)
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("textual_serve") is None:     # one line here, not in the event loop
         fail("netdiff serve needs the textual-serve package: pip install textual-serve")
     if settings_file is not None:
         from .settings import SettingsError, load_settings

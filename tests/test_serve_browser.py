@@ -98,6 +98,51 @@ def wait_listening(proc: subprocess.Popen, port: int) -> None:
     pytest.fail(f"netdiff serve did not listen on port {port} within {DEADLINE_S:.0f} s")
 
 
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue                    # gone while we looked
+            if int(fields[1]) == parent:
+                child = int(stat.parent.name)
+                out.append(child)
+                todo.append(child)
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until every process in pids has ended; those still running at the deadline."""
+    fds = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid       # readable once the process has ended
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    try:
+        pending = set(fds)
+        while pending and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(pending), [], [], deadline - time.monotonic())
+            pending -= set(ready)
+        return sorted(fds[fd] for fd in pending)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def stop_leftovers(pids: list[int]) -> list[int]:
+    """Wait for pids to end; kill those still running at the deadline (a failed test leaves no
+    console behind) and return them."""
+    left = wait_gone(pids, DEADLINE_S)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 @pytest.fixture
 def served(tmp_path):
     """``netdiff serve`` on a free localhost port, in its own process group (as a shell's job)."""
@@ -108,9 +153,15 @@ def served(tmp_path):
         wait_listening(proc, port)
         yield proc, f"http://127.0.0.1:{port}/"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:             # a test that failed half way: stop it, consoles too
+            consoles = descendants(proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout=DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            stop_leftovers(consoles)
 
 
 @pytest.fixture
@@ -175,42 +226,6 @@ def test_console_draws_in_the_browser_and_takes_keys(served, browser, tmp_path):
     wait_screen(page, "preset", *presets)
 
 
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue                    # gone while we looked
-            if int(fields[1]) == parent:
-                child = int(stat.parent.name)
-                out.append(child)
-                todo.append(child)
-    return out
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until every process in pids has ended; those still running at the deadline."""
-    fds = {}
-    for pid in pids:
-        try:
-            fds[os.pidfd_open(pid)] = pid       # readable once the process has ended
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    try:
-        pending = set(fds)
-        while pending and time.monotonic() < deadline:
-            ready, _, _ = select.select(list(pending), [], [], deadline - time.monotonic())
-            pending -= set(ready)
-        return sorted(fds[fd] for fd in pending)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "ssh-dropped"])
 def test_a_signal_stops_the_server_and_its_consoles(served, browser, sig):
     """Ctrl-C in the server's terminal, or that terminal's SSH session dropping, signals the
@@ -230,7 +245,7 @@ def test_a_signal_stops_the_server_and_its_consoles(served, browser, sig):
     assert proc.returncode == 0, err
     assert out == "", out                       # textual-serve copies a console's stderr here
     assert err.strip().splitlines()[-1] == "netdiff serve: stopped"
-    assert wait_gone(consoles, DEADLINE_S) == [], "consoles left running after Ctrl-C"
+    assert stop_leftovers(consoles) == [], f"consoles left running after {sig.name}"
 
 
 def test_port_in_use_is_one_line(tmp_path):
@@ -241,7 +256,8 @@ def test_port_in_use_is_one_line(tmp_path):
         r = subprocess.run(netdiff("serve", "--port", str(port)), cwd=ROOT, env=isolated_env(tmp_path),
                            capture_output=True, text=True, timeout=DEADLINE_S)
     assert r.returncode == 2
-    assert r.stderr == f"netdiff: error: 127.0.0.1:{port} is already in use (another netdiff serve?); choose another --port\n"
+    assert r.stderr == (f"netdiff: error: 127.0.0.1:{port} is already in use (another netdiff serve?); "
+                        f"choose another --port\n")
 
 
 def test_a_reachable_host_needs_public(tmp_path):
@@ -256,3 +272,16 @@ def test_the_console_command_is_this_netdiff():
     from netdiff_tui.cmd_serve import tui_command
     assert tui_command() == f"{sys.executable} -m netdiff_tui tui"
     assert tui_command("s.toml").endswith(f"tui --settings {Path('s.toml').resolve()}")
+
+
+def test_consoles_end_with_a_killed_server(served, browser):
+    """A server killed outright (SIGKILL, the OOM killer) cannot quit its consoles: they end by
+    themselves instead of running on unseen."""
+    proc, url = served
+    page = open_console(browser, url)
+    wait_screen(page, "NetDiffusion Studio", "Models")
+    consoles = descendants(proc.pid)
+    assert consoles
+    proc.kill()
+    proc.wait()
+    assert stop_leftovers(consoles) == [], "consoles left running after the server was killed"
