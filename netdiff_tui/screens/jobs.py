@@ -64,7 +64,7 @@ class JobsPane(Horizontal):
                     if new != was:
                         t.update_cell(k, col, new)
         else:
-            cur = self.jobs[t.cursor_row].path if self.jobs and 0 <= t.cursor_row < len(self.jobs) else None
+            cur = self.jobs[t.cursor_row].path if self.jobs and 0 <= t.cursor_row < len(self.jobs) else self.following
             t.clear()
             for k, row in zip(keys, rows):
                 t.add_row(*row, key=k)
