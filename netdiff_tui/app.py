@@ -202,6 +202,9 @@ class NetdiffApp(App[None]):
     # -- actions ------------------------------------------------------------------------
 
     def action_show_tab(self, tab: str) -> None:
+        """Show a tab, closing the screens over the tabs (flow viewer, help) so that it is seen."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
         self.main(TabbedContent).active = tab
 
     def action_help(self) -> None:

@@ -87,8 +87,10 @@ async def test_generate_job_reattach_report_flows_export(settings, tmp_path):
         assert fv.query_one("#flows-packets").row_count == len(fv.current.packets) > 0
         await pilot.press("n")
         await wait_for(pilot, lambda: fv.current is not None and fv.current.path != first)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: not isinstance(app.screen, FlowViewerScreen))
+        await pilot.press("4")              # a tab key closes the viewer, then shows the tab
+        await wait_for(pilot, lambda: not isinstance(app.screen, FlowViewerScreen)
+                       and app.query_one("#tabs").active == "reports")
+        await pilot.press("3")
 
         # 5. export it: e chooses the dataset on the Export tab; a split, then ctrl+g
         app.query_one("#jobs-table").focus()
