@@ -479,6 +479,27 @@ async def test_finetune_runs_as_a_detached_job(env):
     assert cfg["classes"] == json.loads((DEFAULT_MODEL / "config.json").read_text())["classes"]
 
 
+@pytest.mark.slow
+@sync
+async def test_cancel_the_followed_job(env):
+    """c stops the job the pane follows (SIGTERM to its process group, as `netdiff jobs cancel`)."""
+    from engine.artifacts.jobs import effective_status, read_job
+    data = encoded(env)
+    app = harness(env)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(ModelsPane)
+        assert pane.check_action("cancel_job", ()) is False      # no job: the key is not offered
+        await select(pilot, "default")
+        await fill_finetune(pilot, data, steps="100000")
+        label = app.query_one("#models-job-label")
+        await wait_for(pilot, lambda: "step " in str(label.render()), timeout=300)
+        app.query_one("#models-table").focus()
+        await pilot.press("c")
+        await wait_for(pilot, lambda: pane.job_status != "running", timeout=300)
+        assert pane.job_status == "cancelled", (pane.job_path / "log.txt").read_text()
+    assert effective_status(read_job(pane.job_path))[0] == "cancelled"
+
+
 def test_finetune_plan_refuses_what_train_would(env):
     from engine.model.train import TrainConfig
     from netdiff_tui.screens.catalog import find_models

@@ -29,7 +29,8 @@ from .models_dialogs import DeleteDialog, DownloadDialog, FineTuneDialog, JobReq
 class ModelsPane(Vertical):
     """A table of checkpoints, the highlighted one's details, and the progress of the job it started.
 
-    Keys: ``d`` download by repo id, ``v`` verify, ``x`` delete (Hub cache), ``f`` fine-tune.
+    Keys: ``d`` download by repo id, ``v`` verify, ``x`` delete (Hub cache), ``f`` fine-tune,
+    ``c`` cancel the job the progress bar follows.
     """
 
     BINDINGS = [
@@ -37,6 +38,7 @@ class ModelsPane(Vertical):
         Binding("v", "verify", "Verify", id="models-verify"),
         Binding("x", "delete", "Delete", id="models-delete"),
         Binding("f", "finetune", "Fine-tune", id="models-finetune"),
+        Binding("c", "cancel_job", "Cancel job", id="models-job-cancel"),
     ]
     DEFAULT_CSS = """
     ModelsPane { height: 1fr; }
@@ -83,6 +85,11 @@ class ModelsPane(Vertical):
         def __init__(self, path: Path, done: float, total: float | None, text: str) -> None:
             super().__init__()
             self.path, self.done, self.total, self.text = path, done, total, text
+
+    class JobCancelled(Message):
+        def __init__(self, path: Path, error: str = "") -> None:
+            super().__init__()
+            self.path, self.error = path, error
 
     class JobEnded(Message):
         def __init__(self, path: Path, kind: str, status: str, reason: str) -> None:
@@ -325,7 +332,8 @@ class ModelsPane(Vertical):
         notes = "; ".join(req.finetune.notes) if req.finetune is not None and req.finetune.notes else ""
         self.notify(f"{job.name}: started (netdiff {' '.join(req.argv[:2])}); on the Jobs tab too"
                     + (f"; {notes}" if notes else ""), title=req.kind)
-        self.job_path, self.job_status = job.path, "running"
+        self.job_path = job.path
+        self._job_status("running")
         box = self.query_one("#models-job")
         box.add_class("active")
         self.query_one("#models-job-label", Static).update(f"{req.kind} {req.label}: starting")
@@ -369,6 +377,36 @@ class ModelsPane(Vertical):
             elif isinstance(ev, Said) and ev.level in ("warning", "error"):
                 text = ev.text[:80]
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # the cancel key is offered (and shown in the footer) only while the followed job runs
+        if action == "cancel_job":
+            return self.job_path is not None and self.job_status == "running"
+        return True
+
+    def _job_status(self, status: str) -> None:
+        self.job_status = status
+        self.refresh_bindings()
+
+    def action_cancel_job(self) -> None:
+        if self.job_path is not None and self.job_status == "running":
+            self.cancel_job(self.job_path)
+
+    @work(thread=True, group="models-cancel", exclusive=True, description="cancel job", exit_on_error=False)
+    def cancel_job(self, path: Path) -> None:
+        from engine.jobs import cancel_job
+        try:
+            cancel_job(path)
+        except Exception as e:      # it just ended, or runs on another machine
+            self.post_message(self.JobCancelled(path, one_line(e)))
+            return
+        self.post_message(self.JobCancelled(path))
+
+    def on_models_pane_job_cancelled(self, message: JobCancelled) -> None:
+        if message.error:
+            self.notify(message.error, title="cancel", severity="error", timeout=10)
+        else:
+            self.notify(f"{message.path.name}: asked to stop; it saves what it has", title="cancel")
+
     def on_models_pane_job_progress(self, message: JobProgress) -> None:
         if message.path != self.job_path:
             return
@@ -379,7 +417,7 @@ class ModelsPane(Vertical):
     def on_models_pane_job_ended(self, message: JobEnded) -> None:
         if message.path != self.job_path:
             return
-        self.job_status = message.status
+        self._job_status(message.status)
         name = message.path.name
         bar = self.query_one("#models-job-bar", ProgressBar)
         if message.status == "done":
