@@ -29,6 +29,9 @@ if ! "$PY" -c 'import PyInstaller' 2>/dev/null; then
     "$PY" -m pip install --quiet --disable-pip-version-check "pyinstaller>=6"
 fi
 "$PY" -c 'import engine, netdiff_tui' 2>/dev/null || die "the project is not importable by $PY (pip install -e '.[sd]')"
+# PyInstaller bundles the interpreter's shared library; Debian's system Python has it in a separate package
+"$PY" -c 'from PyInstaller.depend.bindepend import get_python_library_path as p; p()' > /dev/null 2>&1 \
+    || die "$PY has no shared libpython for PyInstaller (Debian/Ubuntu: apt-get install libpython3-dev or libpython3.X)"
 
 t=$(now)
 if [ "${NETDIFF_PACKAGE_REUSE:-0}" = 1 ] && [ -x "$WORK/dist/netdiff/netdiff" ]; then
@@ -65,7 +68,7 @@ ND="$WORK/install/netdiff/netdiff"
 SMOKE="$WORK/smoke"
 # what a lab machine gives the binary: no PATH, no PYTHONPATH, no Python; state under a scratch home
 bundle() {
-    (cd "$SMOKE" && env -i HOME="$SMOKE/home" PATH= PYTHONPATH= LANG=C.UTF-8 TMPDIR="$SMOKE" \
+    (cd "$SMOKE" && exec env -i HOME="$SMOKE/home" PATH= PYTHONPATH= LANG=C.UTF-8 TMPDIR="$SMOKE" \
         XDG_CONFIG_HOME="$SMOKE/home/.config" XDG_DATA_HOME="$SMOKE/home/.local/share" \
         NETDIFF_JOBS_DIR="$SMOKE/jobs" "$ND" "$@")
 }
@@ -134,6 +137,46 @@ say "console: first screen"
 FIRST_S=$("$PY" packaging/first_screen.py "$ND" HOME="$SMOKE/home" PATH= LANG=C.UTF-8 \
     XDG_CONFIG_HOME="$SMOKE/home/.config" XDG_DATA_HOME="$SMOKE/home/.local/share" NETDIFF_JOBS_DIR="$SMOKE/jobs") \
     || die "console first screen"
+
+say "serve: the console's page over HTTP (textual-serve)"
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+bundle serve --port "$PORT" > "$SMOKE/serve.txt" 2>&1 &
+SERVE_PID=$!
+if "$PY" - "$PORT" "$SERVE_PID" <<'PYEOF'
+import os, sys, time, urllib.request
+port, pid, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + 60
+
+
+def ended() -> bool:                    # gone, or a zombie the shell has not reaped yet
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+while time.monotonic() < deadline:
+    if ended():
+        sys.exit(3)                     # the server ended: absent or broken, serve.txt says which
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+    except OSError:
+        time.sleep(0.2)
+        continue
+    sys.exit(0 if "NetDiffusion Studio" in page else 4)
+sys.exit(5)
+PYEOF
+then
+    kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
+    echo "serve: the page answers on 127.0.0.1:$PORT; stopped on SIGTERM"
+else
+    rc=$?; kill -TERM "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true
+    if grep -q "needs the textual-serve package" "$SMOKE/serve.txt"; then
+        echo "serve: absent from this bundle (textual-serve was not installed at build time): $(cat "$SMOKE/serve.txt")"
+    else
+        cat "$SMOKE/serve.txt"; die "serve (status $rc: 3 ended, 4 not the console's page, 5 no answer in 60 s)"
+    fi
+fi
 
 say "glibc the bundle needs (GLIBC_ symbol versions of its own libraries)"
 FLOOR=$("$PY" packaging/glibc_floor.py "$WORK/install/netdiff") || die "glibc floor"
