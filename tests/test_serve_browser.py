@@ -125,9 +125,11 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     try:
         pending = set(fds)
-        while pending and time.monotonic() < deadline:
-            ready, _, _ = select.select(list(pending), [], [], deadline - time.monotonic())
+        while pending:                      # one look at least, also with timeout 0
+            ready, _, _ = select.select(list(pending), [], [], max(0.0, deadline - time.monotonic()))
             pending -= set(ready)
+            if time.monotonic() >= deadline:
+                break
         return sorted(fds[fd] for fd in pending)
     finally:
         for fd in fds:
@@ -285,3 +287,20 @@ def test_consoles_end_with_a_killed_server(served, browser):
     proc.kill()
     proc.wait()
     assert stop_leftovers(consoles) == [], "consoles left running after the server was killed"
+
+
+def test_each_tab_has_its_console_and_closing_it_ends_that_one(served, browser):
+    proc, url = served
+    first = open_console(browser, url)
+    wait_screen(first, "NetDiffusion Studio", "Models")
+    [first_console] = descendants(proc.pid)
+    second = open_console(browser, url)
+    wait_screen(second, "NetDiffusion Studio", "Models")
+    [second_console] = set(descendants(proc.pid)) - {first_console}
+
+    first.close()
+    assert wait_gone([first_console], DEADLINE_S) == [], "the closed tab's console still runs"
+    assert wait_gone([second_console], 0) == [second_console], "the open tab's console ended too"
+    second.click(".xterm-screen")
+    second.keyboard.press("2")
+    wait_screen(second, "preset", "https_web")      # the open tab still answers keys
