@@ -251,6 +251,39 @@ def test_snapshot_evaluation(fixed, snap_compare, size, tmp_path):
     assert _snap(snap_compare, app, size, steps)
 
 
+MY_RECIPE = """# my zoom calls: more flows, another seed
+name = "my_zoom"
+label = "zoom"
+description = "Zoom media, 40 flows"
+count = 40
+seed = 7
+
+[traffic]
+transport = "udp"
+service_ports = [8801]
+"""
+
+
+@SIZES
+def test_snapshot_recipes(fixed, snap_compare, size, monkeypatch):
+    """The Recipes tab with a user recipe open (the list also names the shipped presets: adding one
+    changes this snapshot)."""
+    from engine.datasets import recipes as rp
+    monkeypatch.setattr(rp, "user_dir", lambda: Path("recipes"))     # relative: shown the same on any machine
+    rp.user_dir().mkdir()
+    (rp.user_dir() / "my_zoom.toml").write_text(MY_RECIPE)
+    app = make_app(fixed.settings, initial_tab="recipes")
+
+    async def steps(pilot):
+        pane = app.query_one("#recipes-pane")
+        await wait_for(pilot, lambda: any(e.name == "my_zoom" for e in pane.entries))
+        table = app.query_one("#recipes-table")
+        table.focus()
+        table.move_cursor(row=next(i for i, e in enumerate(pane.entries) if e.name == "my_zoom"))
+        await wait_for(pilot, lambda: pane.current is not None and pane.current.name == "my_zoom")
+    assert _snap(snap_compare, app, size, steps)
+
+
 @SIZES
 def test_snapshot_export(fixed, snap_compare, size):
     app = make_app(fixed.settings, initial_tab="export")

@@ -122,9 +122,9 @@ class RecipesPane(Horizontal):
             yield TextArea("", id="recipe-text", show_line_numbers=True, soft_wrap=False)
             yield Static("", id="recipe-status")
             with Horizontal(classes="buttons"):
-                yield Button("Validate", id="recipe-validate-btn")
-                yield Button("Save", id="recipe-save-btn")
-                yield Button("New from preset", variant="primary", id="recipe-new-btn")
+                yield Button("Validate", id="recipe-validate-btn", compact=True)
+                yield Button("Save", id="recipe-save-btn", compact=True)
+                yield Button("New from preset", variant="primary", id="recipe-new-btn", compact=True)
 
     def on_mount(self) -> None:
         self.reload()
