@@ -38,4 +38,7 @@ def launch(tab: str = "models", follow: str | None = None, report: str | None = 
         except SettingsError as e:
             click.echo(f"netdiff: error: {e}", err=True)
             raise SystemExit(2) from None
+        if os.environ.get("NETDIFF_JOBS_DIR"):         # as the command line reads it
+            from dataclasses import replace
+            settings = replace(settings, jobs_dir=os.environ["NETDIFF_JOBS_DIR"])
     NetdiffApp(settings=settings, initial_tab=tab, follow_path=follow, report_path=report).run()
