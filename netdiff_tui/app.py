@@ -298,7 +298,10 @@ class NetdiffApp(App[None]):
 
     def scan_jobs(self) -> None:
         """Rescan the jobs and read the watched jobs' records (the followed one, the Export tab's)."""
-        watched = {self.main(JobsPane).job_dir, self.main(ExportPane).job} - {None}
+        try:
+            watched = {self.main(JobsPane).job_dir, self.main(ExportPane).job} - {None}
+        except NoMatches:       # the timer fired while the console closes: its tabs are gone
+            return
         self._scan_jobs(sorted(watched))
 
     @work(thread=True, group="scan-jobs", exclusive=True, description="scan jobs", exit_on_error=False)
