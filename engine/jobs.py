@@ -47,7 +47,7 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "log.txt"
 JOB_VERSION = 1
 STATUSES = ("running", "done", "failed", "cancelled")
-KINDS = ("generate", "train", "evaluate", "export", "repair", "balance", "download", "job")
+KINDS = ("encode", "generate", "train", "evaluate", "export", "repair", "balance", "download", "job")
 JOB_DIR_OPTION = "--job-dir"        # how a detached child is told which job it runs
 
 

@@ -15,6 +15,7 @@ import click
 from engine.constants import MAX_FLOW_PACKETS
 from engine.errors import Cancelled, InputError
 from engine.inputs import resolve_inputs
+from netdiff_tui.detach import detachable
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -113,7 +114,7 @@ def main(ctx: click.Context) -> None:
 @click.option("--format", "fmt", type=click.Choice(["npz", "png", "nprint"]), default="npz", show_default=True)
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
-@friendly
+@detachable("encode")
 def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_timeout, fmt, force, quiet):
     """Captures -> one bit-matrix file per flow, plus a manifest."""
     from engine.datasets.encode import encode_files
@@ -128,13 +129,14 @@ def encode(inputs, out, label, label_from_dir, max_packets, min_packets, idle_ti
     with Progress(None if not quiet else False) as prog:
         stats = encode_files(files, out, cfg, label=label, label_from_dir=label_from_dir, fmt=fmt,
                              force=force, on_event=prog)
+    flows = sum(s.flows for s in stats)
+    pk = sum(s.encoded_packets for s in stats)
+    skipped = sum(sum(v for k, v in s.skipped.items() if not k.startswith("kept")) for s in stats)
+    short = sum(s.dropped_short_flows for s in stats)
     if not quiet:
-        flows = sum(s.flows for s in stats)
-        pk = sum(s.encoded_packets for s in stats)
-        skipped = sum(sum(v for k, v in s.skipped.items() if not k.startswith("kept")) for s in stats)
         click.echo(f"{out}: {flows} flows, {pk} packets encoded from {len(files)} file(s); "
-                   f"{skipped} packets skipped (not IPv4 TCP/UDP/ICMP), "
-                   f"{sum(s.dropped_short_flows for s in stats)} short flows dropped")
+                   f"{skipped} packets skipped (not IPv4 TCP/UDP/ICMP), {short} short flows dropped")
+    return {"flows": flows, "packets": pk, "files": len(files), "skipped_packets": skipped, "short_flows": short}
 
 
 @main.command()

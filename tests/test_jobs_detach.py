@@ -192,3 +192,16 @@ def test_detach_is_refused_under_accelerate_launch(jobs, monkeypatch, tmp_path):
     r = CliRunner().invoke(main, ["generate", "--label", "zoom", "-n", "1", "-o", str(tmp_path / "x"), "--detach"])
     assert r.exit_code == 2 and "does not go under accelerate launch" in r.output
     assert not jobs.exists() or not any(jobs.iterdir())
+
+
+def test_encode_detaches_and_records_its_counts(jobs, tmp_path):
+    """Encoding a large capture folder is long work too: it runs as a job with its counts as the result."""
+    out = tmp_path / "enc"
+    r = _cli("encode", "tests/fixtures/eth.pcap", "tests/fixtures/eth_vlan.pcap", "-o", str(out), "--detach")
+    assert r.returncode == 0, r.stderr
+    d = _only_job(jobs)
+    _wait_for(lambda: _status(d) != "running", "the encode job to end")
+    rec = read_job(d)
+    assert (rec.kind, rec.status) == ("encode", "done"), (rec.status, rec.reason)
+    assert rec.result["flows"] == len(list(out.glob("**/*.npz"))) > 0
+    assert (out / "manifest.csv").is_file()
