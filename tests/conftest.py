@@ -7,6 +7,18 @@ from pathlib import Path
 
 import pytest
 
+# The test session never sees the user's Hugging Face cache: the console's Models tab and
+# `netdiff models list` scan it, so its contents would leak into views and snapshots. Set before any
+# test module imports huggingface_hub (which reads HF_HOME at import); subprocesses inherit it.
+if "NETDIFF_TEST_KEEP_HF_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+    _hf_home = tempfile.mkdtemp(prefix="netdiff-test-hf-")
+    os.environ["HF_HOME"] = _hf_home
+    os.environ.pop("HF_HUB_CACHE", None)
+    atexit.register(shutil.rmtree, _hf_home, True)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
