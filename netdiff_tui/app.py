@@ -25,6 +25,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.errors import Cancelled, InputError
+from engine.jobs import JOB_FILE
 from engine.progress import EventLog
 
 from .palette import NetdiffCommands
@@ -330,7 +331,7 @@ class NetdiffApp(App[None]):
                 batch = []
             if ended:                       # one more look after the end was recorded, then stop
                 return
-            if time.monotonic() >= next_look and (path.parent / "job.json").is_file():
+            if time.monotonic() >= next_look and (path.parent / JOB_FILE).is_file():
                 next_look = time.monotonic() + 1.0
                 try:
                     ended = effective_status(read_job(path.parent))[0] != "running"
