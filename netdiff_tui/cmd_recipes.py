@@ -174,20 +174,25 @@ def edit(name):
 @click.option("--pcapng", is_flag=True, help="Also write one pcapng per class, label and flow id in packet comments.")
 @click.option("--split", type=float, default=None, help="Hold out this fraction of each class's flows as test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--class", "classes", multiple=True, help="Export only this class (repeatable; default: every class).")
+@click.option("--max-per-class", type=int, default=None,
+              help="At most this many flows of each class (the first ones, in input order).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True)
 @detachable("export", resume_args=())
-def export_cmd(inputs, out, pcapng, split, seed, force, quiet):
+def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, quiet):
     """Generated datasets and real <class>/*.pcap folders -> one labeled dataset of per-flow pcaps.
 
     Interrupted? Run the same command again: it continues where it stopped.
     """
     from engine.datasets.export import ExportOptions, export
     with Progress(None if not quiet else False) as prog:
-        s = export(list(inputs), out, ExportOptions(pcapng=pcapng, split=split, seed=seed), force=force,
+        s = export(list(inputs), out, ExportOptions(pcapng=pcapng, split=split, seed=seed, classes=tuple(classes),
+                                                    max_per_class=max_per_class), force=force,
                    on_event=_with_messages(prog, quiet))
     if not quiet:
         _print_counts(s)
+    return s
 
 
 @main.command("balance")

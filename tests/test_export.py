@@ -220,3 +220,28 @@ def test_resume_after_kill_during_finalize(small_real, tmp_path, monkeypatch):
 def test_n_test_rule():
     assert [ex.n_test(n, 0.2) for n in (0, 1, 2, 5, 10, 11)] == [0, 0, 1, 1, 2, 2]
     assert ex.n_test(3, 0.9) == 2
+
+
+def test_classes_and_max_per_class(small_real, tmp_path, real_dir):
+    """--class picks classes, --max-per-class caps each one (the first flows in input order); both are
+    recorded in manifest.json; an absent class is one line naming those the inputs hold."""
+    full = tmp_path / "full"
+    ex.export([small_real], full)
+    every = manifest(full)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(__import__("netdiff_tui.cli", fromlist=["main"]).main,
+                           ["export", str(small_real), "-o", str(out), "--class", "ssh", "--class", "dns",
+                            "--max-per-class", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    rows = manifest(out)
+    for c in ("ssh", "dns"):
+        want = [x["flow_id"] for x in every if x["class"] == c][:3]
+        assert [x["flow_id"] for x in rows if x["class"] == c] == want and want
+    assert {x["class"] for x in rows} == {"ssh", "dns"}
+    opts = json.loads((out / "manifest.json").read_text())["dataset"]["options"]
+    assert opts["classes"] == ["dns", "ssh"] and opts["max_per_class"] == 3
+    assert "classes" not in json.loads((full / "manifest.json").read_text())["dataset"]["options"]
+    with pytest.raises(InputError, match=r"no flows of class zoom in the inputs \(they hold: dns, facebook"):
+        ex.export([small_real], tmp_path / "o2", ex.ExportOptions(classes=("zoom",)))
+    with pytest.raises(InputError, match="--max-per-class must be >= 1"):
+        ex.export([small_real], tmp_path / "o3", ex.ExportOptions(max_per_class=0))

@@ -92,13 +92,17 @@ async def test_generate_job_reattach_report_flows_export(settings, tmp_path):
                        and app.query_one("#tabs").active == "reports")
         await pilot.press("3")
 
-        # 5. export it: e chooses the dataset on the Export tab; a split, then ctrl+g
+        # 5. export it: e chooses the dataset on the Export tab; a split, a class and its count, then ctrl+g
         app.query_one("#jobs-table").focus()
         await pilot.press("e")
         exp = app.query_one("#export-pane")
         await wait_for(pilot, lambda: app.query_one("#tabs").active == "export" and out in exp.chosen)
         app.query_one("#export-split").focus()
         await pilot.press(*"0.5")
+        app.query_one("#export-classes").focus()
+        await pilot.press(*"zoom")
+        app.query_one("#export-max").focus()
+        await pilot.press("3")
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: exp.job is not None)
         await wait_for(pilot, lambda: "netdiff export" in str(exp.query_one("#export-card").render())
@@ -107,7 +111,7 @@ async def test_generate_job_reattach_report_flows_export(settings, tmp_path):
         assert not [n for n in notifications(app) if "error" in n.lower()]
     dest = tmp_path / "out" / "export"
     pcaps = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.pcap"))
-    assert len(pcaps) == 4 and {p.split("/")[0] for p in pcaps} == {"train", "test"}
+    assert len(pcaps) == 3 and {p.split("/")[0] for p in pcaps} == {"train", "test"}   # --max-per-class 3
     assert all(p.split("/")[1] == "zoom" for p in pcaps)
     assert (dest / "manifest.json").is_file() and (dest / "README.md").is_file()
 

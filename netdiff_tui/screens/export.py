@@ -1,5 +1,5 @@
-"""Export tab: choose datasets (generations, exports, real ``<class>/*.pcap`` folders), split, seed,
-pcapng and the output directory; Export starts ``netdiff export ...`` as a detached job and, once it
+"""Export tab: choose datasets (generations, exports, real ``<class>/*.pcap`` folders), classes and
+flows per class, split, seed, pcapng and the output directory; Export starts ``netdiff export ...`` as a detached job and, once it
 is done, shows the export's data card (its README.md).
 """
 
@@ -18,15 +18,25 @@ from ..widgets.pathentry import PathEntry
 from .catalog import DatasetInfo, dataset_info
 
 
-def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", pcapng: bool = False) -> list[str]:
+def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", pcapng: bool = False,
+               classes: str = "", max_per_class: str = "") -> list[str]:
     """The ``netdiff export`` arguments of the form (checked here so that a mistake is one line at once).
 
+    ``classes``: comma- or space-separated class names (empty: every class).
+
     Raises:
-        InputError: no dataset chosen, a split outside (0, 1), a seed that is not a whole number >= 0.
+        InputError: no dataset chosen, a split outside (0, 1), a seed or a per-class count that is
+        not a whole number (>= 0, >= 1).
     """
     if not inputs:
         raise InputError(None, "choose at least one dataset (space marks the highlighted one)")
     argv = ["export"] + [str(p) for p in inputs] + ["-o", str(out)]
+    for c in classes.replace(",", " ").split():
+        argv += ["--class", c]
+    if max_per_class.strip():
+        if not max_per_class.strip().isdigit() or int(max_per_class) < 1:
+            raise InputError(None, f"flows per class: {max_per_class.strip()!r} is not a whole number >= 1")
+        argv += ["--max-per-class", max_per_class.strip()]
     if split.strip():
         try:
             v = float(split)
@@ -74,6 +84,11 @@ class ExportPane(Horizontal):
                 yield Input(placeholder="none (e.g. 0.2)", id="export-split", compact=True)
                 yield Label("seed", classes="form-label")
                 yield Input(placeholder="0", id="export-seed", type="integer", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Label("classes", classes="form-label")
+                yield Input(placeholder="all (zoom dns ...)", id="export-classes", compact=True)
+                yield Label("max/cls", classes="form-label")
+                yield Input(placeholder="all", id="export-max", type="integer", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
                 yield Input(placeholder=f"{self.app.settings.output_dir}/export", id="export-out", compact=True)
@@ -137,7 +152,9 @@ class ExportPane(Horizontal):
         inputs = [d.path.absolute() for d in self.datasets if d.path in self.chosen]
         return build_argv(inputs, out, self.query_one("#export-split", Input).value,
                           self.query_one("#export-seed", Input).value,
-                          self.query_one("#export-pcapng", Checkbox).value), out
+                          self.query_one("#export-pcapng", Checkbox).value,
+                          self.query_one("#export-classes", Input).value,
+                          self.query_one("#export-max", Input).value), out
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "export-run":

@@ -45,4 +45,4 @@ def fingerprint(sources: list[Source], opts: ExportOptions) -> dict:
         st = s.path.stat()
         srcs.append([s.key, str(s.path.resolve()), st.st_size, st.st_mtime_ns])
     return {"version": EXPORT_VERSION, "pcapng": opts.pcapng, "split": opts.split, "seed": opts.seed,
-            "flow_config": asdict(opts.flow_config), "sources": srcs}
+            "flow_config": asdict(opts.flow_config), "sources": srcs, **opts.selection()}

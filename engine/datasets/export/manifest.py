@@ -21,7 +21,7 @@ def dataset_info(rows: list[dict], opts: ExportOptions, sources, merged: list[st
     """The ``dataset`` object of manifest.json (also what the data card is written from)."""
     return {"format": "netdiff-export", "version": EXPORT_VERSION, "flows": len(rows),
             "options": {"pcapng": opts.pcapng, "split": opts.split, "seed": opts.seed,
-                        "flow_config": asdict(opts.flow_config)},
+                        "flow_config": asdict(opts.flow_config), **opts.selection()},
             "inputs": _input_dirs(sources), "classes": counts(rows), "merged_pcapng": merged,
             "compliance": _compliance(sources), "fidelity": _fidelity(sources), "notes": notes}
 

@@ -6,7 +6,7 @@ import io
 import json
 import os
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from engine.datasets.export.flows import flows_of, free_name
 from engine.datasets.export.journal import Journal, fingerprint
 from engine.datasets.export.manifest import dataset_info, write_manifests
 from engine.datasets.export.options import ExportOptions
-from engine.datasets.export.scan import scan_inputs
+from engine.datasets.export.scan import select_classes, scan_inputs
 from engine.datasets.export.split import assign_split
 from engine.datasets.export.writers import PcapngWriter, iter_records
 from engine.errors import InputError
@@ -48,7 +48,9 @@ def export(inputs: list[str | os.PathLike], out: str | os.PathLike, opts: Export
         raise InputError(out, "exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
-    sources = scan_inputs(inputs)
+    if opts.max_per_class is not None and opts.max_per_class < 1:
+        raise InputError(None, f"--max-per-class must be >= 1, got {opts.max_per_class}")
+    sources = select_classes(scan_inputs(inputs), opts.classes)
     if not sources:
         raise InputError(None, "the inputs hold no flows")
     check_room(out)
@@ -96,6 +98,8 @@ def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cance
         emit(Message("info", f"resuming: {resumed} flows from {len(done_src)} inputs already exported"))
 
     task = "export"
+    cap = opts.max_per_class
+    per_class = Counter(r.get("class") for r in rows.values())
     emit(TaskStarted(task, total=len(sources), unit="files"))
     for si, s in enumerate(sources):
         if s.key in done_src:
@@ -103,10 +107,15 @@ def _run(sources, out: Path, work: Path, opts: ExportOptions, force, emit, cance
         if cancel is not None:
             cancel.check()
         mine = {f for f, k in owner.items() if k == s.key}
-        for rel, body, row in flows_of(s, opts.flow_config, cancel):
+        # a full class's later files are not even read (a real capture is parsed whole to cut flows)
+        full = cap is not None and per_class[s.cls] >= cap and not mine
+        for rel, body, row in () if full else flows_of(s, opts.flow_config, cancel):
             staged = free_name(rel, s.key, owner)
             if staged in mine and staged in rows:
                 continue                      # finished before the interruption
+            if cap is not None and per_class[row.get("class")] >= cap:
+                break                         # the class is full: the rest of this file adds nothing
+            per_class[row.get("class")] += 1
             atomic_write_bytes(data / staged, [body])
             row["file"] = staged
             jr.append({"t": "flow", "src": s.key, "row": row})

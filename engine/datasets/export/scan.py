@@ -56,6 +56,19 @@ def scan_inputs(inputs: list[str | os.PathLike]) -> list[Source]:
     return sources
 
 
+def select_classes(sources: list[Source], classes: tuple[str, ...] | list[str]) -> list[Source]:
+    """The sources of ``classes`` (all when empty); a class the inputs lack is an error naming those they hold."""
+    if not classes:
+        return sources
+    have = sorted({s.cls for s in sources})
+    missing = [c for c in classes if c not in have]
+    if missing:
+        raise InputError(None, f"no flows of class {', '.join(missing)} in the inputs "
+                               f"(they hold: {', '.join(have) or 'none'})")
+    want = set(classes)
+    return [s for s in sources if s.cls in want]
+
+
 def _scan_dataset(i: int, d: Path, man: Path) -> list[Source]:
     rows = read_manifest_rows(man, need=())
     if not rows:
