@@ -14,6 +14,11 @@ TABS = (("models", "Models", "checkpoints: the default, runs, the Hub cache"),
         ("export", "Export", "export datasets as one labeled dataset"),
         ("generate", "Generate", "generate a labeled dataset (runs as a job)"))
 
+MODEL_ACTIONS = (("download", "Models: download from the Hub", "repo id, revision; the size is shown before anything is fetched"),
+                 ("verify", "Models: verify the selected checkpoint", "every file's hash against the Hub's"),
+                 ("delete", "Models: delete the selected Hub revision", "the plan and the bytes freed first"),
+                 ("finetune", "Models: fine-tune the selected checkpoint", "a detached train --init-from job"))
+
 JOB_ACTIONS = (("cancel", "Cancel the followed job", "SIGTERM: it keeps the work it finished"),
                ("resume", "Resume the followed job", "run its command again with --resume"),
                ("report", "Open the followed job's report", "its compliance.json or report.json"),
@@ -36,6 +41,7 @@ class NetdiffCommands(Provider):
             ("Start export", app.action_start_export, "start the Export form's job"),
         ]
         cmds += [(name, partial(app.action_job, what), help_) for what, name, help_ in JOB_ACTIONS]
+        cmds += [(name, partial(self._models_action, what), help_) for what, name, help_ in MODEL_ACTIONS]
         from engine.datasets import recipes as rp
         cmds += [(f"New recipe from preset: {n}", partial(app.action_new_recipe, n), "copy this preset")
                  for n in rp.preset_names()]
@@ -48,6 +54,12 @@ class NetdiffCommands(Provider):
                         cmds.append((f"Open report: {j.name}/{rep}", partial(app.open_report, Path(base) / rep),
                                      str(Path(base) / rep)))
         return cmds
+
+    def _models_action(self, what: str) -> None:
+        """Show the Models tab, then run the pane's own action (its dialogs act on the selected row)."""
+        from .screens.models import ModelsPane
+        self.app.action_show_tab("models")
+        getattr(self.app.query_one(ModelsPane), f"action_{what}")()
 
     async def discover(self) -> Hits:
         for name, cb, help_ in self._commands():

@@ -500,3 +500,22 @@ def test_generate_form_guide_fields(tmp_path):
         build_request(None, {**form, "like": str(tmp_path / "nope")})
     with pytest.raises(InputError, match=r"strength: must be > 0 and <= 1, got 2"):
         build_request(None, {**form, "strength": "2"})
+
+
+@sync
+async def test_command_palette_runs_a_models_action(settings):
+    """The Models pane's actions are in the palette too: 'download' shows the tab and opens its dialog."""
+    from textual.command import CommandPalette
+
+    from netdiff_tui.screens.models_dialogs import DownloadDialog
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_show_tab("jobs")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"models: download")
+        await wait_for(pilot, lambda: any("Models: download" in str(o.prompt)
+                                          for o in app.screen.query("CommandList").first().options))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DownloadDialog))
+        assert app.query_one("#tabs").active == "models"
