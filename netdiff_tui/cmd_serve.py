@@ -158,7 +158,7 @@ def make_server(command: str, host: str, port: int, public_url: str | None):
             # the server's terminal closing (SSH dropped) stops it as Ctrl-C does, consoles included
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_exit)
             # one line instead of textual-serve's banner
-            shown = host if host not in ("", "0.0.0.0", "::") else "localhost"
+            shown = host if host not in ("", "0.0.0.0", "::") else socket.gethostname()   # every address
             url = public_url or f"http://{host_port(shown, port)}"
             click.echo(f"netdiff serve: the console at {url} (Ctrl-C stops)", err=True)
 
@@ -202,13 +202,14 @@ def serve(host, port, public, public_url, settings_file):
             fail(str(e))
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         fail(f"--public-url {public_url!r}: must start with http:// or https://")
-    if not is_loopback(host, port):
-        if not public:
-            fail(f"--host {host}: other machines could reach the console, which has no password; "
-                 f"keep --host 127.0.0.1 and use ssh -L {port}:127.0.0.1:{port}, or add --public")
+    reachable = not is_loopback(host, port)
+    if reachable and not public:
+        fail(f"--host {host}: other machines could reach the console, which has no password; "
+             f"keep --host 127.0.0.1 and use ssh -L {port}:127.0.0.1:{port}, or add --public")
+    check_free(host, port)
+    if reachable:
         click.echo(f"netdiff: warning: serving on {host_port(host, port)}: anyone who can reach this port "
                    f"gets the console (start jobs, read and delete files as {_user()})", err=True)
-    check_free(host, port)
     server = make_server(tui_command(settings_file), host, port, public_url)
     try:
         server.serve()                          # returns after Ctrl-C / SIGTERM, once sessions are closed

@@ -11,6 +11,7 @@ setter on ``Object.prototype``, and keeps a reference in ``window.__netdiffTerms
 
 from __future__ import annotations
 
+import getpass
 import os
 import select
 import shutil
@@ -268,6 +269,23 @@ def test_a_reachable_host_needs_public(tmp_path):
                        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=DEADLINE_S)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--public" in r.stderr and f"ssh -L {port}:127.0.0.1:{port}" in r.stderr
+
+
+def test_public_serves_every_address_with_a_warning(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(netdiff("serve", "--host", "0.0.0.0", "--public", "--port", str(port)), cwd=ROOT,
+                            env=isolated_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(proc, port)
+    finally:
+        proc.terminate()                    # SIGTERM stops it as Ctrl-C does
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, err
+    assert err.splitlines() == [
+        f"netdiff: warning: serving on 0.0.0.0:{port}: anyone who can reach this port gets the console "
+        f"(start jobs, read and delete files as {getpass.getuser()})",
+        f"netdiff serve: the console at http://{socket.gethostname()}:{port} (Ctrl-C stops)",
+        "netdiff serve: stopped"]
 
 
 def test_the_console_command_is_this_netdiff():
