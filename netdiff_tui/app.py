@@ -191,7 +191,10 @@ class NetdiffApp(App[None]):
         """
         if event.pane.id == "export":
             self.scan_datasets()
-        self._focus_pane(event.pane)
+        # Two tab keys in quick succession queue two of these events: focusing into the pane of the
+        # first, no longer shown, would make TabbedContent switch back to it.
+        if event.tabbed_content.active == event.pane.id:
+            self._focus_pane(event.pane)
 
     def _focus_pane(self, pane) -> None:
         for sel in ("DataTable", "Select, Button"):
