@@ -86,6 +86,45 @@ def bind_error(host: str, port: int, e: OSError) -> str:
     return f"{where}: {e.strerror or e}"
 
 
+def _hostname(netloc: str) -> str:
+    """The host part of ``host[:port]`` or ``[v6]:port``, lower case."""
+    if netloc.startswith("["):
+        return netloc[1:].split("]", 1)[0].lower()
+    return netloc.rsplit(":", 1)[0].lower() if netloc.count(":") == 1 else netloc.lower()
+
+
+def _is_loopback_name(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_websocket(request, *, local_only: bool, public_url: str | None) -> str | None:
+    """Why a console websocket must not open, or None.
+
+    The console has no password, and browsers let any web page open a websocket to any address,
+    localhost included: a page the operator visits could otherwise drive the console through an
+    ssh -L tunnel. So a browser's handshake must come from this server's own page (its Origin is
+    the address the browser used, or --public-url); and a server bound to loopback answers only to
+    loopback names, which a page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) is not.
+    Handshakes with no Origin come from programs, not pages, and are let through.
+    """
+    from urllib.parse import urlsplit
+    host_header = (request.host or "").lower()
+    proxied = urlsplit(public_url).netloc.lower() if public_url else None    # a reverse proxy's name
+    if local_only and host_header != proxied and not _is_loopback_name(_hostname(host_header)):
+        return f"Host {host_header!r} is not a loopback name (the server listens on loopback only)"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    if urlsplit(origin).netloc.lower() not in {host_header, proxied}:
+        return f"Origin {origin!r} is not this server's page"
+    return None
+
+
 def die_with(server_pid: int):
     """For the console's child, before it runs: a SIGTERM when the server ends, however it ends.
     A console outliving a SIGKILLed (OOM-killed) server would run on unseen: Textual's web driver
@@ -103,7 +142,7 @@ def die_with(server_pid: int):
     return in_child
 
 
-def make_server(command: str, host: str, port: int, public_url: str | None):
+def make_server(command: str, host: str, port: int, public_url: str | None, local_only: bool = True):
     """A textual-serve Server running ``command`` per browser tab, with netdiff's start line, and
     consoles that stop with the server."""
     import textual_serve.server as ts
@@ -147,6 +186,14 @@ def make_server(command: str, host: str, port: int, public_url: str | None):
     ts.AppService = ConsoleService
 
     class ConsoleServer(ts.Server):
+        async def handle_websocket(self, request):
+            refused = refuse_websocket(request, local_only=local_only, public_url=public_url)
+            if refused:
+                logging.getLogger("netdiff.serve").warning("refused a console websocket: %s", refused)
+                from aiohttp import web
+                raise web.HTTPForbidden(text=f"netdiff serve: {refused}\n")
+            return await super().handle_websocket(request)
+
         async def handle_index(self, request):
             if public_url is None:
                 # The page's websocket address comes from the address the browser used, so an
@@ -210,7 +257,7 @@ def serve(host, port, public, public_url, settings_file):
     if reachable:
         click.echo(f"netdiff: warning: serving on {host_port(host, port)}: anyone who can reach this port "
                    f"gets the console (start jobs, read and delete files as {_user()})", err=True)
-    server = make_server(tui_command(settings_file), host, port, public_url)
+    server = make_server(tui_command(settings_file), host, port, public_url, local_only=not reachable)
     try:
         server.serve()                          # returns after Ctrl-C / SIGTERM, once sessions are closed
     except OSError as e:                        # lost the port between the check and the bind

@@ -251,6 +251,31 @@ def test_a_signal_stops_the_server_and_its_consoles(served, browser, sig):
     assert stop_leftovers(consoles) == [], f"consoles left running after {sig.name}"
 
 
+def handshake(url: str, host: str, origin: str | None) -> str:
+    """The status line the server answers a websocket handshake for /ws with."""
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    lines = ["GET /ws?width=80&height=24 HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return s.makefile("rb").readline().decode().strip()
+
+
+def test_only_the_servers_own_page_opens_a_console(served):
+    """Any web page may open a websocket to localhost: the console's must come from its own page."""
+    proc, url = served
+    port = url.rsplit(":", 1)[1].strip("/")
+    # another site's page, through the operator's browser and ssh -L tunnel
+    assert handshake(url, f"localhost:{port}", "https://evil.example").endswith("403 Forbidden")
+    # DNS rebinding: evil.example re-pointed at 127.0.0.1, its page now same-origin by name
+    assert handshake(url, f"evil.example:{port}", f"http://evil.example:{port}").endswith("403 Forbidden")
+    # the page itself, reached through a tunnel on another local port
+    assert handshake(url, "localhost:9000", "http://localhost:9000").endswith("101 Switching Protocols")
+    assert handshake(url, f"127.0.0.1:{port}", None).endswith("101 Switching Protocols")
+
+
 def test_port_in_use_is_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
