@@ -16,3 +16,14 @@ class InputError(Exception):
 
 class Cancelled(Exception):
     """Long work stopped at the user's request; state on disk stays resumable."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as the one line a user sees: an InputError as it is, an OSError as
+    ``path: reason``, anything else with its type and the first line of its message."""
+    if isinstance(err, InputError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename or ''}: {err.strerror}".lstrip(": ")
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

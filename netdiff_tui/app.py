@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.errors import Cancelled, InputError
+from engine.errors import Cancelled, InputError, one_line
 from engine.jobs import JOB_FILE
 from engine.progress import EventLog
 
@@ -58,16 +58,6 @@ def while_open(handler):
                 return None
             raise
     return run
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as the one line a user sees."""
-    if isinstance(err, InputError):
-        return str(err)
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.filename or ''}: {err.strerror}".lstrip(": ")
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 class ConsoleTabs(TabbedContent):

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.constants import CAPTURE_EXTS
 from engine.artifacts import (ComplianceReport, Counts, EvaluationSummary, JobEntry, ModelEntry, events_path,
                               find_jobs, find_models, read_report)
 
@@ -304,7 +305,7 @@ def dataset_info(d: str | Path) -> DatasetInfo:
         return DatasetInfo(d, "export", {c: v.get("real", 0) + v.get("synthetic", 0) for c, v in m.classes.items()})
     if d.is_dir():
         classes = {c.name: -1 for c in sorted(d.iterdir()) if c.is_dir()
-                   and any(p.suffix in (".pcap", ".pcapng") for p in c.iterdir())}
+                   and any(p.suffix in CAPTURE_EXTS for p in c.iterdir())}
         if classes:
             return DatasetInfo(d, "captures", classes)
     raise InputError(d, "not a dataset (a generation output, an export, or <class>/*.pcap folders)")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.constants import CAPTURE_EXTS, ICMP, PROTO_NAME, TCP
 from engine.errors import InputError
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng")
 TCP_FLAGS = "FSRPAUEC"          # bit 0 .. 7
-PROTO = {6: "TCP", 17: "UDP", 1: "ICMP"}
+PROTO = {num: name.upper() for num, name in PROTO_NAME.items()}
 
 
 def flow_files(d: str | Path) -> list[Path]:
@@ -25,7 +25,7 @@ def flow_files(d: str | Path) -> list[Path]:
     d = Path(d).expanduser()
     if not d.is_dir():
         raise InputError(d, "not a dataset directory (a generation or export output)")
-    files = sorted((p for p in d.rglob("*") if p.suffix in CAPTURE_SUFFIXES and p.is_file()
+    files = sorted((p for p in d.rglob("*") if p.suffix in CAPTURE_EXTS and p.is_file()
                     and p.parent != d), key=lambda p: p.relative_to(d).as_posix())
     if not files:
         raise InputError(d, "holds no per-flow .pcap files")
@@ -84,7 +84,7 @@ def read_flow(path: str | Path) -> FlowView:
     t0, client = int(p.ts_ns[0]), int(p.src[0])
     total_len = (p.ip[:, 2].astype(np.int32) << 8) | p.ip[:, 3]
     rows = [PacketRow(f"{(int(t) - t0) / 1e9:.4f}", "->" if int(s) == client else "<-", PROTO.get(int(pr), str(pr)),
-                      f"{sp}>{dp}" if pr != 1 else "-", int(n), _flags(int(fl)) if pr == 6 else "")
+                      f"{sp}>{dp}" if pr != ICMP else "-", int(n), _flags(int(fl)) if pr == TCP else "")
             for t, s, pr, sp, dp, n, fl in zip(p.ts_ns, p.src, p.proto, p.sport, p.dport, total_len, p.flags)]
     mats = [b.flow(i) for b in encode_capture(path, FlowConfig(min_packets=1)) for i in range(len(b))]
     if not mats:

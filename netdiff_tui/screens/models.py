@@ -20,10 +20,10 @@ from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from engine.errors import InputError
+from engine.errors import InputError, one_line
 
 from . import models_data as md
-from .models_dialogs import DeleteDialog, DownloadDialog, FineTuneDialog, JobRequest, one_line
+from .models_dialogs import DeleteDialog, DownloadDialog, FineTuneDialog, JobRequest
 
 
 class ModelsPane(Vertical):

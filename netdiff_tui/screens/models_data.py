@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.constants import CAPTURE_EXTS
 from engine.errors import InputError
 from engine.hub.cache import human_size, hub_entries
 
@@ -257,7 +258,7 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
     if not data.strip():
         raise InputError(None, "data: give an encoded dataset directory (netdiff encode)")
     if not (data_p / "manifest.csv").is_file():
-        caps = data_p.is_dir() and next((p for p in data_p.rglob("*") if p.suffix in (".pcap", ".pcapng")), None)
+        caps = data_p.is_dir() and next((p for p in data_p.rglob("*") if p.suffix in CAPTURE_EXTS), None)
         hint = (f"; it holds captures: encode them first with `netdiff encode {data_p} --label-from-dir "
                 f"-o {data_p}-encoded`" if caps else "; make one with netdiff encode")
         raise InputError(data_p, "not an encoded dataset (no manifest.csv)" + hint)

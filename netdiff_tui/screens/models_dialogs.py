@@ -15,19 +15,9 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.errors import InputError
+from engine.errors import one_line
 
 from . import models_data as md
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as the one line a user sees (InputError as it is; others with their type)."""
-    if isinstance(err, InputError):
-        return str(err)
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.filename or ''}: {err.strerror}".lstrip(": ")
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 class JobRequest:
