@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, settle_tables  # noqa: E402
 from test_tui import make_app, notifications, settings, sync, wait_for  # noqa: E402,F401
 
 SMALL = (80, 24)
@@ -331,6 +331,9 @@ def test_snapshot_help(fixed, snap_compare, size):
     app = make_app(fixed.settings, initial_tab="jobs")       # the Models tab would show this machine's models
 
     async def steps(pilot):
+        await wait_for(pilot, lambda: app.query_one("#jobs-table").row_count == 2
+                       and str(app.query_one("#job-title").render()).startswith("export-zoom_export"))
+        await settle_tables(pilot)
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
     assert _snap(snap_compare, app, size, steps)
@@ -342,6 +345,9 @@ def test_snapshot_cancel_dialog(fixed, snap_compare, size):
     app = make_app(fixed.settings, initial_tab="jobs")
 
     async def steps(pilot):
+        await wait_for(pilot, lambda: app.query_one("#jobs-table").row_count == 2
+                       and str(app.query_one("#job-title").render()).startswith("export-zoom_export"))
+        await settle_tables(pilot)              # the tab under the dialog is drawn as it is now
         app.cancel_job(fixed.gen_job)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
     assert _snap(snap_compare, app, size, steps)

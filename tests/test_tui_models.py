@@ -23,7 +23,7 @@ from click.testing import CliRunner  # noqa: E402
 from textual.app import App  # noqa: E402
 from textual.widgets import DataTable, Footer, Header  # noqa: E402
 
-from conftest import FIXTURES, ROOT  # noqa: E402
+from conftest import FIXTURES, ROOT, settle_tables  # noqa: E402
 from hub_fake import DEFAULT_MODEL, FakeHub, native_files  # noqa: E402
 from netdiff_tui.screens import models_data as md, sysstats  # noqa: E402
 from netdiff_tui.screens.models import ModelsPane  # noqa: E402
@@ -570,6 +570,7 @@ def test_snapshot_download_dialog(env, monkeypatch, snap_compare):
 
     async def before(pilot):
         await wait_for(pilot, lambda: ("lab/cached", "hub") in names(app))
+        await settle_tables(pilot)
         await pilot.press("d")
         await wait_for(pilot, lambda: app.screen.query("#dl-repo"))
         for w in app.screen.query("Input"):
@@ -586,6 +587,7 @@ def test_snapshot_delete_dialog(env, monkeypatch, snap_compare):
 
     async def before(pilot):
         await select(pilot, "lab/cached")
+        await settle_tables(pilot)              # the table under the dialog is drawn as it is now
         await pilot.press("x")
         await wait_for(pilot, lambda: app.screen.query("#del-plan"))
 
