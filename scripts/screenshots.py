@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEM_LINE = "GPU0 NVIDIA H200 31% 22.4G/140.4G | CPU 12% | RAM 9.8G/125.7G | disk 41.3G free"
 
 
 def netdiff(*argv: str, env: dict) -> None:
@@ -49,7 +48,8 @@ async def shoot(work: Path, out_dir: Path, size: tuple[int, int]) -> list[Path]:
     written = []
 
     async def screen(name: str, steps, **kw) -> None:
-        app = NetdiffApp(settings=settings, system_provider=lambda: SYSTEM_LINE, **kw)
+        # the system line is this machine's, as read (no made-up GPU in the pictures)
+        app = NetdiffApp(settings=settings, **kw)
         app.animation_level = "none"
         async with app.run_test(size=size) as pilot:
             await steps(app, pilot)
