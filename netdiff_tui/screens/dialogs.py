@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
+from ..widgets.table import Table
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -93,11 +94,10 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        from textual.widgets import DataTable
         with Vertical(id="help-box"):
             yield Label("[b]Keys[/b] by binding id; remap in settings.toml: keymap = { show-jobs = \"j\" }  "
                         "(Esc closes)", id="help-title")
-            t = DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
+            t = Table(id="help-table", cursor_type="row", zebra_stripes=True)
             t.add_columns("where", "keys", "does", "id")
             for row in binding_rows(self.app):
                 t.add_row(*row)

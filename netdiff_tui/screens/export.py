@@ -14,6 +14,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
 
 from engine.errors import InputError
 
+from ..widgets.table import Table
 from ..widgets.pathentry import PathEntry
 from .catalog import DatasetInfo, dataset_info
 
@@ -75,7 +76,7 @@ class ExportPane(Horizontal):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-left"):
-            t = DataTable(id="export-table", cursor_type="row", zebra_stripes=True)
+            t = Table(id="export-table", cursor_type="row", zebra_stripes=True)
             t.add_columns(" ", "dataset", "kind", "classes", "flows")
             yield t
             yield PathEntry("export", "Add", "another dataset or <class>/*.pcap folder")

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 
+from ..widgets.table import Table
 from ..widgets.bitimage import BitImage
 from .flowdata import FlowView, flow_files, read_flow
 
@@ -44,14 +45,14 @@ class FlowViewerScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            t = DataTable(id="flows-table", cursor_type="row", zebra_stripes=True)
+            t = Table(id="flows-table", cursor_type="row", zebra_stripes=True)
             t.add_columns("flow")
             yield t
             with Vertical(id="flows-right"):
                 yield Label(f"flows of {self.dataset.name}", id="flows-title")
                 with Horizontal(id="flows-body"):
                     yield BitImage(id="flows-image")
-                    p = DataTable(id="flows-packets", cursor_type="row", zebra_stripes=True)
+                    p = Table(id="flows-packets", cursor_type="row", zebra_stripes=True)
                     p.add_columns("time s", "dir", "proto", "ports", "len", "flags")
                     yield p
         yield Footer()

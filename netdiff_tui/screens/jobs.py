@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable
 
+from ..widgets.table import Table
 from ..widgets.jobview import JobView
 from ..widgets.pathentry import PathEntry
 from .catalog import JobInfo
@@ -46,7 +47,7 @@ class JobsPane(Horizontal):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="jobs-left"):
-            t = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+            t = Table(id="jobs-table", cursor_type="row", zebra_stripes=True)
             t.add_columns("job", "kind", "status", "started")
             yield t
             yield PathEntry("jobs", "Follow", "job or run dir to follow")

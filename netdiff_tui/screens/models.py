@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import InputError, one_line
 
+from ..widgets.table import Table
 from . import models_data as md
 from .models_dialogs import DeleteDialog, DownloadDialog, FineTuneDialog, JobRequest
 
@@ -110,7 +111,7 @@ class ModelsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="models-main"):
-            t = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+            t = Table(id="models-table", cursor_type="row", zebra_stripes=True)
             t.add_columns(*md.COLUMNS)
             yield t
             with VerticalScroll(id="models-details-box"):

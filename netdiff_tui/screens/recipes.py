@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static, TextArea
+from ..widgets.table import Table
 
 from engine.datasets import recipes as rp
 from engine.errors import InputError
@@ -114,7 +115,7 @@ class RecipesPane(Horizontal):
         self.current: RecipeEntry | None = None
 
     def compose(self) -> ComposeResult:
-        t = DataTable(id="recipes-table", cursor_type="row", zebra_stripes=True)
+        t = Table(id="recipes-table", cursor_type="row", zebra_stripes=True)
         t.add_columns("recipe", "source", "label", "valid")
         yield t
         with Vertical(id="recipes-right"):

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from ..widgets.table import Table
 from ..widgets.pathentry import PathEntry
 
 from .catalog import ReportView
@@ -33,7 +34,7 @@ class ReportsPane(Vertical):
         yield Static("Open a report: `netdiff check/repair` and `netdiff generate` write compliance.json, "
                      "`netdiff evaluate` writes report.json.", id="reports-summary")
         yield Static("", id="reports-plot", markup=False)
-        yield DataTable(id="reports-table", zebra_stripes=True, cursor_type="row")
+        yield Table(id="reports-table", zebra_stripes=True, cursor_type="row")
 
     def show(self, view: ReportView) -> None:
         self.view = view
