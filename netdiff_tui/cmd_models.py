@@ -183,7 +183,8 @@ def verify(ref, revision, as_json):
 @friendly
 def delete(ref, revision, dry_run, yes):
     """Free Hub-cache space: the plan first (revisions, bytes freed), then delete on confirmation."""
-    from engine.hub.cache import execute_delete, human_size, plan_delete
+    from engine.hub.cache import human_size
+    from engine.hub.delete import execute_delete, plan_delete
     plan = plan_delete(ref, revision)
     click.echo(f"{plan.repo_id}: delete {len(plan.revisions)} revision(s):")
     for r in plan.revisions:

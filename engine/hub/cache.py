@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import InputError
 from engine.hub.refs import DEFAULT_MODEL_DIR, Ref, RefError, hub_cache_dir, is_offline, parse_ref, resolve_ref
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -144,7 +143,7 @@ def list_models(local: list[tuple[str, str, Path]] = (), cache_dir: str | os.Pat
 
 # -- one reference ---------------------------------------------------------------------------
 
-def _hub_repo(ref: Ref, cache_dir=None):
+def hub_repo(ref: Ref, cache_dir=None):
     info = scan_hub(cache_dir)
     for repo in (info.repos if info else ()):
         if repo.repo_id == ref.repo_id and repo.repo_type == "model":
@@ -155,7 +154,7 @@ def _hub_repo(ref: Ref, cache_dir=None):
 def cached_revision(ref: Ref, cache_dir=None):
     """The cached revision (huggingface_hub's ``CachedRevisionInfo``) a Hub reference names: its
     commit, a branch or tag through ``refs/``, or without a revision ``main`` (else the newest)."""
-    _, repo = _hub_repo(ref, cache_dir)
+    _, repo = hub_repo(ref, cache_dir)
     if repo is None:
         return None
     revs = list(repo.revisions)
@@ -369,7 +368,7 @@ def info(text: str | Ref, revision: str | None = None, cache_dir=None) -> dict:
            "classes": list(classes_of(d)), "config": _config_summary(cfg), "files": files,
            "size": sum(f["size"] for f in files), "recipes": [str(p) for p in recipes_using(ref)]}
     if ref.kind == "hub":
-        _, repo = _hub_repo(ref, cache_dir)
+        _, repo = hub_repo(ref, cache_dir)
         out["commit"] = ref.revision
         out["revisions"] = [{"commit": r.commit_hash, "refs": sorted(r.refs), "size": r.size_on_disk}
                             for r in sorted(repo.revisions, key=lambda r: -r.last_modified)] if repo else []
@@ -433,57 +432,6 @@ def recipes_using(ref: Ref, commits: set[str] | None = None, files: list[Path] |
             if wanted is None or m.revision in wanted:
                 out.append(f)
     return out
-
-
-# -- delete ------------------------------------------------------------------------------------
-
-@dataclass
-class DeletePlan:
-    ref: str
-    repo_id: str
-    revisions: list[dict]            # commit, refs, size
-    freed_bytes: int                 # huggingface_hub's expected_freed_size
-    recipes: list[str]               # recipes that still name one of these revisions
-    strategy: object = None          # huggingface_hub DeleteCacheStrategy
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("strategy", None)
-        return d
-
-
-def plan_delete(text: str | Ref, revision: str | None = None, cache_dir=None) -> DeletePlan:
-    """Which cached revisions go and how many bytes that frees; nothing is deleted here."""
-    ref = text if isinstance(text, Ref) else parse_ref(text)
-    if ref.kind == "default":
-        raise RefError("the shipped default model cannot be deleted (it is part of the installation)")
-    if ref.kind == "local":
-        raise RefError(f"{ref.path}: `netdiff models delete` frees the Hub cache only; a local checkpoint "
-                       "directory is yours to remove")
-    if revision:
-        ref = parse_ref(f"hf://{ref.repo_id}@{revision}")
-    info_, repo = _hub_repo(ref, cache_dir)
-    if repo is None:
-        raise RefError(f"{ref}: not in the Hub cache ({Path(cache_dir or hub_cache_dir())}); nothing to delete")
-    revs = list(repo.revisions)
-    if ref.revision:
-        revs = [r for r in revs if r.commit_hash == ref.revision or ref.revision in r.refs]
-        if not revs:
-            cached = ", ".join(sorted(r.commit_hash[:12] + (f" ({', '.join(sorted(r.refs))})" if r.refs else "")
-                                      for r in repo.revisions)) or "none"
-            raise RefError(f"{ref}: revision {ref.revision!r} is not cached (cached revisions: {cached})")
-    commits = {r.commit_hash for r in revs}
-    strategy = info_.delete_revisions(*sorted(commits))
-    rows = [{"commit": r.commit_hash, "refs": sorted(r.refs), "size": r.size_on_disk}
-            for r in sorted(revs, key=lambda r: -r.last_modified)]
-    users = recipes_using(ref, commits=commits)
-    return DeletePlan(ref.uri, ref.repo_id, rows, int(strategy.expected_freed_size), [str(p) for p in users], strategy)
-
-
-def execute_delete(plan: DeletePlan) -> int:
-    """Carry out a plan (huggingface_hub's ``DeleteCacheStrategy.execute``); returns the bytes it expected to free."""
-    plan.strategy.execute()
-    return plan.freed_bytes
 
 
 def human_size(n: int | None) -> str:

@@ -247,7 +247,7 @@ class ModelsPane(Vertical):
 
     @work(thread=True, group="models-delete", exclusive=True, description="delete plan", exit_on_error=False)
     def plan_delete(self, ref: str) -> None:
-        from engine.hub.cache import plan_delete
+        from engine.hub.delete import plan_delete
         try:
             self.post_message(self.DeletePlanned(plan_delete(ref)))
         except Exception as e:      # the default, a local directory, not cached: refused in one line
@@ -271,7 +271,7 @@ class ModelsPane(Vertical):
 
     @work(thread=True, group="models-delete", exclusive=True, description="delete", exit_on_error=False)
     def execute_delete(self, plan) -> None:
-        from engine.hub.cache import execute_delete
+        from engine.hub.delete import execute_delete
         try:
             freed = execute_delete(plan)
         except Exception as e:

@@ -182,7 +182,7 @@ def plan_text(plan) -> str:
 
 
 def delete_text(plan) -> str:
-    """A delete plan (engine.hub.cache.DeletePlan): revisions, bytes freed, recipes that still use it."""
+    """A delete plan (engine.hub.delete.DeletePlan): revisions, bytes freed, recipes that still use it."""
     lines = [f"{plan.repo_id}: delete {len(plan.revisions)} revision(s)"]
     for r in plan.revisions:
         lines.append(f"  {r['commit'][:12]}" + (f" ({', '.join(r['refs'])})" if r["refs"] else "")
