@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from engine.datasets.request_kinds import (
     LABEL_RE, MAX_COUNT, MAX_PACKETS, MAX_SEED, MTU_RANGE, TRANSPORTS, Bad, Bool, Choice, Cidrs, Ctx, Int, Kind,
-    ModelRef, Num, PathRef, PortRange, Ports, RuleNames, Text, Time)
+    Num, PortRange, Ports, RuleNames, Text, Time)
+from engine.datasets.request_refs import ModelRef, PathRef
 
 
 class Problem(ValueError):
