@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -282,6 +283,8 @@ def _quiet_sd_libraries():
 def check_sd(d: Path) -> str:
     """A tiny SD 1.5-layout pipeline built from configs takes a LoRA adapter and samples one flow image."""
     missing = sd_libraries()
+    if missing and getattr(sys, "frozen", False):
+        raise Skip(f"this bundle was built without the SD route (no {missing}); the native model works without it")
     if missing:
         raise Skip(f"SD libraries not installed ({missing}); the native model works without them")
     import numpy as np

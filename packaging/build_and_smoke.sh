@@ -4,8 +4,9 @@
 #
 #   packaging/build_and_smoke.sh            (PYTHON=python3; NETDIFF_PACKAGE_DIR=a new temp dir)
 #   NETDIFF_PACKAGE_DIR=D NETDIFF_PACKAGE_REUSE=1 packaging/build_and_smoke.sh   (smoke-test D's last build again)
+#   NETDIFF_BUNDLE_SD=1 packaging/build_and_smoke.sh    (with the Stable Diffusion route; default 0: the lab bundle)
 #
-# Needs: the project installed in $PYTHON (pip install -e '.[sd]' for the SD route in the bundle),
+# Needs: the project installed in $PYTHON (pip install -e '.[sd]' for NETDIFF_BUNDLE_SD=1),
 # PyInstaller (installed with pip when missing), tar, and zstd for a .tar.zst (else gzip: .tar.gz).
 # binutils' strip makes the bundle smaller when present. Writes everything under
 # $NETDIFF_PACKAGE_DIR: build/, dist/netdiff/, netdiff-<version>-linux-<arch>.tar.zst, install/,
@@ -33,11 +34,24 @@ fi
 "$PY" -c 'from PyInstaller.depend.bindepend import get_python_library_path as p; p()' > /dev/null 2>&1 \
     || die "$PY has no shared libpython for PyInstaller (Debian/Ubuntu: apt-get install libpython3-dev or libpython3.X)"
 
+# the SD route is in the bundle only when asked for (build.spec reads the same variable) and installed
+BUNDLE_SD="${NETDIFF_BUNDLE_SD:-0}"
+case "$BUNDLE_SD" in 0|1) ;; *) die "NETDIFF_BUNDLE_SD=$BUNDLE_SD: 0 (the lab bundle) or 1 (with the SD route)";; esac
+export NETDIFF_BUNDLE_SD="$BUNDLE_SD"
+HAS_SD=0
+if [ "$BUNDLE_SD" = 1 ]; then
+    if "$PY" -c 'from engine.selftest import sd_libraries; raise SystemExit(bool(sd_libraries()))' 2>/dev/null; then
+        HAS_SD=1
+    else
+        say "NETDIFF_BUNDLE_SD=1 but the sd extra is not installed: building without the SD route"
+    fi
+fi
+
 t=$(now)
 if [ "${NETDIFF_PACKAGE_REUSE:-0}" = 1 ] && [ -x "$WORK/dist/netdiff/netdiff" ]; then
-    say "build: reusing $WORK/dist/netdiff (NETDIFF_PACKAGE_REUSE=1)"
+    say "build: reusing $WORK/dist/netdiff (NETDIFF_PACKAGE_REUSE=1; built with the SD route as asked then)"
 else
-    say "build (work: $WORK)"
+    say "build (work: $WORK; SD route: $([ "$HAS_SD" = 1 ] && echo in || echo left out))"
     rm -rf "$WORK/dist"         # build/ stays: PyInstaller and the strip cache reuse it
     nice "$PY" -m PyInstaller --noconfirm --log-level WARN --workpath "$WORK/build" --distpath "$WORK/dist" \
         build.spec > "$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; die "pyinstaller (log: $WORK/build.log)"; }
@@ -88,8 +102,14 @@ echo "$V: cold ${COLD_S} s, warm ${WARM[*]} s"
 
 say "selftest"
 t=$(now)
-bundle selftest || die "selftest"
+bundle selftest | tee "$SMOKE/selftest.txt" || die "selftest"
 SELFTEST_S=$(secs "$t")
+if [ "$HAS_SD" = 1 ]; then
+    grep -q '^pass  sd pipeline' "$SMOKE/selftest.txt" || die "selftest did not run the SD check"
+else
+    grep -q '^skip  sd pipeline .*built without the SD route' "$SMOKE/selftest.txt" \
+        || die "selftest's SD check is not a skip saying the bundle has no SD route"
+fi
 
 say "generate --preset zoom -n 5, then check"
 t=$(now)
@@ -132,6 +152,29 @@ for c in "${bad_cases[@]}"; do
         || die "netdiff $c: bundle says '$got' ($got_rc), Python install '$want' ($want_rc)"
     echo "exit $got_rc: $got"
 done
+
+if [ "$HAS_SD" = 0 ]; then
+    say "SD commands in a bundle without the SD route: one line, exit status 2"
+    # generate checks the libraries before it reads more of a run than its model type
+    mkdir -p "$SMOKE/sd-run" "$SMOKE/sd-base"
+    printf '{"model_type": "sd-lora"}\n' > "$SMOKE/sd-run/config.json"
+    sd_cases=(
+        "generate --model sd-run --label zoom -n 1 -o out-sd"
+        "train --model-type sd --base sd-base --data zoom --out sd-train"
+    )
+    for c in "${sd_cases[@]}"; do
+        set +e
+        # shellcheck disable=SC2086  # each case is a word list on purpose
+        got=$(bundle $c 2>&1 >/dev/null); got_rc=$?
+        set -e
+        [ "$got_rc" -eq 2 ] || die "netdiff $c: exit $got_rc, not 2: $got"
+        [ "$(printf '%s\n' "$got" | wc -l)" -eq 1 ] || die "netdiff $c: not one line: $got"
+        case "$got" in *"built without the Stable Diffusion route"*NETDIFF_BUNDLE_SD=1*) ;;
+            *) die "netdiff $c: '$got' does not say the bundle has no SD route and how to get it";; esac
+        [ ! -e "$SMOKE/out-sd" ] && [ ! -e "$SMOKE/sd-train" ] || die "netdiff $c: left an output directory"
+        echo "exit 2: $got"
+    done
+fi
 
 say "console: first screen"
 FIRST_S=$("$PY" packaging/first_screen.py "$ND" HOME="$SMOKE/home" PATH= LANG=C.UTF-8 \
@@ -192,6 +235,7 @@ DISK=$(du -sb "$WORK/install/netdiff" | cut -f1)
 ARC=$(stat -c %s "$ARCHIVE")
 say "summary"
 mb() { "$PY" -c "import sys; b=int(sys.argv[1]); print(f'{b/1e6:.1f} MB ({b/2**20:.1f} MiB)')" "$1"; }
+echo "SD route           $([ "$HAS_SD" = 1 ] && echo "in the bundle" || echo "left out (NETDIFF_BUNDLE_SD=1 to include it)")"
 echo "bundle on disk     $(mb "$DISK")"
 echo "archive (.$EXT) $(mb "$ARC")  $ARCHIVE"
 echo "build ${BUILD_S} s, archive ${ARCHIVE_S} s"

@@ -11,6 +11,11 @@ classes a downloaded pipeline may name (every scheduler, CLIP image processor, T
 modules it saw are what the bundle must hold; build.spec excludes the rest of those
 packages.
 
+With NETDIFF_BUNDLE_SD=0 (build.spec's default: the lean lab bundle) the SD route's own
+libraries (SD_ONLY) are made unimportable before anything is imported, so every other path
+runs as it will in that bundle, and the SD paths are not run; the diffusers modules only they
+need then go unlisted and build.spec leaves them out.
+
 Usage: python packaging/runtime_modules.py OUT.json   (takes a minute or two on 2 cores)
 """
 
@@ -25,6 +30,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
+# The SD route's own libraries (the `sd` extra, less diffusers, which the native model uses too)
+SD_ONLY = ("transformers", "tokenizers", "peft")
+
+
+def bundle_sd() -> bool:
+    """Whether the bundle carries the SD route: NETDIFF_BUNDLE_SD, "0" (default: the lab bundle) or "1"."""
+    v = os.environ.get("NETDIFF_BUNDLE_SD", "0")
+    if v not in ("0", "1"):
+        raise SystemExit(f"NETDIFF_BUNDLE_SD={v!r}: 0 (the lab bundle, no SD route) or 1 (with the SD route)")
+    return v == "1"
 
 
 def run(*argv: str, ok=(0,)) -> None:
@@ -74,6 +89,10 @@ def own_module(name: str, module) -> bool:
 
 
 def main(out: str) -> None:
+    with_sd = bundle_sd()
+    if not with_sd:
+        for name in SD_ONLY:        # an import of them now fails as it will in the bundle
+            sys.modules[name] = None
     tmp = Path(tempfile.mkdtemp(prefix="netdiff-probe-"))
     os.environ.update(NETDIFF_JOBS_DIR=str(tmp / "jobs"), XDG_CONFIG_HOME=str(tmp / "cfg"),
                       XDG_DATA_HOME=str(tmp / "data"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf"))
@@ -111,7 +130,9 @@ def main(out: str) -> None:
 
         from engine.selftest import sd_libraries
         missing = sd_libraries()
-        if missing:         # the `sd` extra is not installed: the bundle is built without the SD route
+        if not with_sd:
+            print("probe: SD route left out (NETDIFF_BUNDLE_SD=0; the bundle's selftest will skip it)", file=sys.stderr)
+        elif missing:       # the `sd` extra is not installed: the bundle is built without the SD route
             print(f"probe: SD route skipped: {missing} not installed (the bundle's selftest will say so)",
                   file=sys.stderr)
         else:

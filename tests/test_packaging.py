@@ -62,3 +62,62 @@ def test_probe_keeps_modules_that_replace_themselves_and_drops_aliases():
     assert not probe.own_module("os.path", sys.modules["os.path"])
     assert not probe.own_module("_ctypes.inner", types.ModuleType("_ctypes.inner"))
     assert not probe.own_module("email.no_such_module", types.ModuleType("email.no_such_module"))
+
+
+def test_identical_libraries_become_links_to_one_copy(tmp_path):
+    """scipy.libs carries numpy.libs' libgfortran byte for byte: one copy stays, the other becomes a relative
+    link, and PyInstaller's own top-level link to the replaced copy points at the kept one."""
+    dedupe = _load("dedupe")
+    for d, name, data in (("numpy.libs", "libg.so", b"same" * 10), ("scipy.libs", "libg.so", b"same" * 10),
+                          ("scipy.libs", "libother.so", b"diff" * 10), ("torch/lib", "libsize.so", b"same" * 11)):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        (tmp_path / d / name).write_bytes(data)
+    toc = [("scipy.libs/libg.so", str(tmp_path / "scipy.libs/libg.so"), "BINARY"),
+           ("numpy.libs/libg.so", str(tmp_path / "numpy.libs/libg.so"), "BINARY"),
+           ("scipy.libs/libother.so", str(tmp_path / "scipy.libs/libother.so"), "BINARY"),
+           ("torch/lib/libsize.so", str(tmp_path / "torch/lib/libsize.so"), "BINARY"),
+           ("libg.so", "scipy.libs/libg.so", "SYMLINK"),
+           ("notes.txt", str(tmp_path / "scipy.libs/libg.so"), "DATA")]
+    out, linked = dedupe.link_duplicates(toc, min_size=0)
+    assert linked == [("scipy.libs/libg.so", "numpy.libs/libg.so", 40)]
+    assert out == [("scipy.libs/libg.so", "../numpy.libs/libg.so", "SYMLINK"), toc[1], toc[2], toc[3],
+                   ("libg.so", "numpy.libs/libg.so", "SYMLINK"), toc[5]]
+    assert dedupe.link_duplicates(toc, min_size=41) == (toc, [])      # small files are left alone
+
+
+def test_the_sd_route_is_a_build_choice(monkeypatch):
+    probe = _load("runtime_modules")
+    monkeypatch.delenv("NETDIFF_BUNDLE_SD", raising=False)
+    assert probe.bundle_sd() is False           # the lab bundle by default
+    monkeypatch.setenv("NETDIFF_BUNDLE_SD", "1")
+    assert probe.bundle_sd() is True
+    monkeypatch.setenv("NETDIFF_BUNDLE_SD", "yes")
+    with pytest.raises(SystemExit, match="NETDIFF_BUNDLE_SD='yes'"):
+        probe.bundle_sd()
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_sd_commands_without_the_sd_libraries_say_so_in_one_line(tmp_path, monkeypatch, frozen):
+    """What the lab bundle (built without transformers and peft) and a Python install without the
+    sd extra answer to an SD command: one line naming the way to the SD route, exit status 2."""
+    from click.testing import CliRunner
+
+    from engine.selftest import Skip, check_sd
+    from netdiff_tui.cli import main
+    for name in ("transformers", "peft"):
+        monkeypatch.setitem(sys.modules, name, None)
+    if frozen:
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"model_type": "sd-lora"}')
+    monkeypatch.chdir(tmp_path)
+    for argv in (["generate", "--model", "run", "--label", "zoom", "-n", "1", "-o", "out"],
+                 ["train", "--model-type", "sd", "--base", "base", "--data", "run", "--out", "lora"]):
+        r = CliRunner().invoke(main, argv)
+        assert r.exit_code == 2, r.output
+        (line,) = r.output.strip().splitlines()
+        assert "transformers, peft" in line and "pip install 'netdiffusion[sd]'" in line
+        assert ("built without the Stable Diffusion route" in line and "NETDIFF_BUNDLE_SD=1" in line) == frozen
+    assert not (tmp_path / "out").exists() and not (tmp_path / "lora").exists()
+    with pytest.raises(Skip, match="built without the SD route" if frozen else "SD libraries not installed"):
+        check_sd(tmp_path)

@@ -234,7 +234,9 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     from engine.datasets.partial import fingerprint, window_progress
     from engine.model.guide import guide_order
     from engine.model.sample import SampleStats
+    from engine.model.sd import require_libraries
 
+    require_libraries()
     run_dir = sd_run_dir(req.model)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError(None, "SD runs sample in one process (one GPU); run generate without accelerate launch")

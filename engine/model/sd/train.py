@@ -209,6 +209,8 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
                steps: int | None = None, overrides: dict | None = None, on_event: OnEvent | None = None,
                cancel: CancelToken | None = None) -> dict:
     """Train (or resume) a LoRA run; returns a summary. Raises Cancelled after saving on a stop request."""
+    from engine.model.sd import require_libraries
+    require_libraries()
     from accelerate import Accelerator
     from peft import LoraConfig
 
