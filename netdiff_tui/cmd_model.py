@@ -95,7 +95,8 @@ def _config_fields(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def run_generate(req, out, force: bool = False, quiet: bool = False, resume: bool = False) -> dict:
+def run_generate(req, out, force: bool = False, quiet: bool = False, resume: bool = False,
+                 processes: int | None = None) -> dict:
     """The body of ``netdiff generate``: run a request with a progress bar, print a summary.
 
     Reused by commands that build the request another way (presets, recipes).
@@ -117,7 +118,7 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
             prog(ev)
             state["bar"] = state.get("bar") or isinstance(ev, TaskStarted)
             echo_messages(ev)
-        summary = generate(req, out, on_event=on_event, force=force, resume=resume)
+        summary = generate(req, out, on_event=on_event, force=force, resume=resume, processes=processes or None)
     if "rank" in summary:      # a non-zero rank of a multi-process run: rank 0 reports
         return summary
     for m in state.get("msgs", []):
@@ -139,13 +140,16 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
 @request_options()
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory (and discard an interrupted run's flows).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of the same command from the flows it kept.")
+@click.option("--processes", type=click.IntRange(0, 1024), default=0, show_default=True,
+              help="Sampling processes on a CPU: 0 = one per core when the count is worth it (48 flows each), "
+                   "1 = this process only. The flows are the same either way.")
 @click.option("-q", "--quiet", is_flag=True)
 @detachable("generate", resume_args=("--resume",))
-def generate(preset, recipe, out, force, resume, quiet, **_request_fields):
+def generate(preset, recipe, out, force, resume, processes, quiet, **_request_fields):
     """Sample labeled flows from the diffusion model, repair them, write one pcap per flow.
 
     The request options (--label ... --allow-fragments) are the recipe keys (docs/recipes.md); given
     with --preset/--recipe they override the recipe's values.
     """
     req = request_from_command_line(click.get_current_context(), preset, recipe)
-    return run_generate(req, out, force=force, quiet=quiet, resume=resume)
+    return run_generate(req, out, force=force, quiet=quiet, resume=resume, processes=processes)

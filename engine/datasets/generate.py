@@ -29,6 +29,7 @@ import hashlib
 import ipaddress
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskPro
 
 from engine.model.checkpoint import load_model, weights_hash
 from engine.model.guide import guide_order, load_guides
+from engine.model.pool import SamplePool, auto_processes
 from engine.model.ports import write_ports
 from engine.model.sample import (SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
                                  usable_guides)
@@ -172,7 +174,7 @@ def _share(state, obj):
 
 def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
              cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64,
-             resume: bool = False, window: int = WINDOW) -> dict:
+             resume: bool = False, window: int = WINDOW, processes: int | None = None) -> dict:
     """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict.
 
     Flows are sampled, repaired and written ``window`` at a time into ``.OUT.partial``
@@ -181,6 +183,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     there: with ``resume`` the same request continues from them and writes the same
     bytes an uninterrupted run writes; without it the run refuses to start (``force``
     discards them). ``OUT`` is locked for the whole run (:class:`engine.outdir.OutputLock`).
+    On a CPU, ``processes`` sampling processes share the work (:mod:`engine.model.pool`; ``None``:
+    one per core when the count is worth it, 1: this process only); the bytes do not depend on it.
     """
     t0 = time.time()
     emit = on_event or (lambda ev: None)
@@ -206,7 +210,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
             if err is not None:
                 raise err
             return {"rank": rank, "flows": 0, "error": True}
-        return _generate(req, out, plan, emit, cancel, batch_size, rank, world, state, t0, window)
+        return _generate(req, out, plan, emit, cancel, batch_size, rank, world, state, t0, window, processes)
     except (KeyboardInterrupt, Cancelled) as e:
         if rank != 0 or lock is None:
             raise
@@ -216,7 +220,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
             lock.release()
 
 
-def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state, t0, window) -> dict:
+def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state, t0, window, processes) -> dict:
     from engine.model.sd.sample import sd_run_dir
     if sd_run_dir(req.model) is not None:      # a Stable Diffusion LoRA run (engine.model.sd)
         from engine.model.sd.sample import generate_sd
@@ -267,29 +271,44 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                           strength=req.strength, palette_weight=req.like_values,
                           client_port_range=tuple(req.client_port_range))
     held = class_priors(model, mcfg, req.label, sopts).ports is not None
+    nproc = 1
+    if world == 1 and str(dev) == "cpu":
+        nproc = processes if processes else auto_processes(count - start)
+        info["processes"] = nproc
     try:
-        for a in range(start, count, window):
-            if cancel is not None:
-                cancel.check()
-            b = min(a + window, count)
-            mine = [i for i in range(a, b) if i % world == rank]
-            stats = SampleStats()
-            flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides,
-                                 on_event=window_progress(emit, a, count, world) if rank == 0 else None,
-                                 cancel=cancel, stats=stats)
-            mine_total += len(flows)
-            if state is not None:
-                from accelerate.utils import gather_object
-                parts = gather_object([(flows, asdict(stats))])
-                if rank != 0:
-                    continue
-                flows, stats = {}, SampleStats()
-                for f, st in parts:
-                    flows.update(f)
-                    for k, v in st.items():
-                        setattr(stats, k, getattr(stats, k) + v)
-            write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, held, order, guide_ids)
-            del flows
+        with (SamplePool(mdir, req.label, sopts, nproc, guides) if nproc > 1 else nullcontext()) as pool:
+            def window_of(a):
+                return list(range(a, min(a + window, count)))
+            handle = pool.submit(window_of(start)) if pool is not None and start < count else None
+            for a in range(start, count, window):
+                if cancel is not None:
+                    cancel.check()
+                b = min(a + window, count)
+                stats = SampleStats()
+                if pool is not None:
+                    flows = pool.collect(handle, stats, window_progress(emit, a, count, 1), cancel)
+                    if b < count:       # the workers sample the next window while this one is repaired and written
+                        handle = pool.submit(window_of(b))
+                    mine_total += len(flows)
+                else:
+                    mine = [i for i in range(a, b) if i % world == rank]
+                    flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides,
+                                         on_event=window_progress(emit, a, count, world) if rank == 0 else None,
+                                         cancel=cancel, stats=stats)
+                    mine_total += len(flows)
+                    if state is not None:
+                        from accelerate.utils import gather_object
+                        parts = gather_object([(flows, asdict(stats))])
+                        if rank != 0:
+                            continue
+                        flows, stats = {}, SampleStats()
+                        for f, st in parts:
+                            flows.update(f)
+                            for k, v in st.items():
+                                setattr(stats, k, getattr(stats, k) + v)
+                write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, held, order,
+                             guide_ids)
+                del flows
     except OSError as e:
         if rank != 0:
             raise

@@ -144,5 +144,5 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
         out = self.out(_modulate(self.norm_out(x), shift, scale))
         if self.skip is not None:
-            out = out + self.skip(F.silu(c))[:, None, :] * sample
+            out = torch.addcmul(out, self.skip(F.silu(c))[:, None, :], sample)     # one pass over (B, L, width)
         return out

@@ -81,6 +81,38 @@ def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
     return torch.arange(max_packets)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
+def hold_bounds(rows: torch.Tensor, protos: torch.Tensor | None, width: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`impose` without its ports as per-value bounds ``(lo, hi)``, each ``(B, L, width)``:
+    ``x0.clamp(lo, hi)`` is ``impose(x0.clamp(-1, 1), rows, protos)``, value for value. The shape
+    is the same at every step, so a sampler builds the bounds once per batch and holds each step
+    with one pass over the flow instead of a dozen (bench/model.md)."""
+    b, n = rows.shape
+    dev = rows.device
+    lo = torch.full((b, n, width), -1.0, dtype=dtype, device=dev)
+    hi = torch.ones((b, n, width), dtype=dtype, device=dev)
+    cols = torch.as_tensor(ALWAYS_PRESENT, device=dev)
+    lo[:, :, cols] = torch.where(rows[..., None], 0.0, -1.0).to(dtype)
+    if protos is not None:
+        for p, block in TRANSPORT_COLS.items():
+            f = ((protos.to(dev) == p)[:, None] & rows)[..., None]        # (B, L, 1) rows of this transport
+            if not f.any():
+                continue
+            for q, other in TRANSPORT_COLS.items():
+                if q != p:
+                    lo[..., other] = torch.where(f, -1.0, lo[..., other])
+                    hi[..., other] = torch.where(f, -1.0, hi[..., other])
+            fixed = FIXED_HEADER[p]
+            lo[..., fixed] = torch.where(f, lo[..., fixed].clamp(min=0.0), lo[..., fixed])
+            bits = torch.tensor([(p >> k) & 1 for k in range(7, -1, -1)], dtype=dtype, device=dev)
+            lo[..., PROTO_BITS] = torch.where(f, bits, lo[..., PROTO_BITS])
+            hi[..., PROTO_BITS] = torch.where(f, bits, hi[..., PROTO_BITS])
+    pad = ~rows
+    lo[pad] = -1.0
+    hi[pad] = -1.0
+    return lo, hi
+
+
 def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = None,
            ports: torch.Tensor | None = None) -> torch.Tensor:
     """Hold a predicted clean flow ``x0`` ``(B, L, width)`` to a shape: padding rows (``rows``
