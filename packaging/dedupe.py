@@ -34,7 +34,8 @@ def link_duplicates(binaries: list[tuple[str, str, str]], min_size: int = 64 * 1
                     ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, int]]]:
     """``binaries`` (PyInstaller TOC entries ``(dest, src, typecode)``) with every BINARY whose file
     has the same bytes as another's replaced by a SYMLINK to the one that stays (the first by
-    destination path); SYMLINK entries that pointed at a replaced copy point at the kept one.
+    destination path); SYMLINK entries that pointed at a replaced copy point at the kept one
+    (PyInstaller puts its top-level links to ``*.libs`` among the datas: :func:`retarget_links` them).
     Returns the new list and ``(linked dest, kept dest, bytes saved)`` for each replaced copy.
     Files under ``min_size`` are left alone: not worth a link."""
     by_size: dict[int, list[tuple[str, str]]] = defaultdict(list)
@@ -56,19 +57,23 @@ def link_duplicates(binaries: list[tuple[str, str, str]], min_size: int = 64 * 1
             for d in copies:
                 keep_of[d] = kept
                 saved.append((d, kept, size))
-    if not keep_of:
-        return list(binaries), []
+    out = [(dest, _rel(keep_of[dest.replace(os.sep, "/")], dest.replace(os.sep, "/")), "SYMLINK")
+           if kind == "BINARY" and dest.replace(os.sep, "/") in keep_of else (dest, src, kind)
+           for dest, src, kind in binaries]
+    saved.sort()
+    return retarget_links(out, saved), saved
+
+
+def retarget_links(toc: list[tuple[str, str, str]], linked: list[tuple[str, str, int]]) -> list[tuple[str, str, str]]:
+    """``toc`` with each SYMLINK entry that points at a copy :func:`link_duplicates` replaced pointing
+    at the kept file instead (a link to a link works too; one hop is plainer)."""
+    keep_of = {d: kept for d, kept, _ in linked}
     out = []
-    for dest, src, kind in binaries:
+    for dest, src, kind in toc:
         d = dest.replace(os.sep, "/")
-        if kind == "BINARY" and d in keep_of:
-            out.append((dest, _rel(keep_of[d], d), "SYMLINK"))
-        elif kind == "SYMLINK":
-            target = os.path.normpath(str(PurePosixPath(d).parent / src)).replace(os.sep, "/")
-            out.append((dest, _rel(keep_of[target], d), kind) if target in keep_of else (dest, src, kind))
-        else:
-            out.append((dest, src, kind))
-    return out, sorted(saved)
+        target = os.path.normpath(str(PurePosixPath(d).parent / src)).replace(os.sep, "/") if kind == "SYMLINK" else ""
+        out.append((dest, _rel(keep_of[target], d), kind) if target in keep_of else (dest, src, kind))
+    return out
 
 
 if __name__ == "__main__":      # report duplicates in a built bundle: python packaging/dedupe.py DIST_DIR

@@ -83,6 +83,10 @@ def test_identical_libraries_become_links_to_one_copy(tmp_path):
     assert out == [("scipy.libs/libg.so", "../numpy.libs/libg.so", "SYMLINK"), toc[1], toc[2], toc[3],
                    ("libg.so", "numpy.libs/libg.so", "SYMLINK"), toc[5]]
     assert dedupe.link_duplicates(toc, min_size=41) == (toc, [])      # small files are left alone
+    datas = [("libg.so", "scipy.libs/libg.so", "SYMLINK"), ("x/libg.so", "../scipy.libs/libg.so", "SYMLINK"),
+             ("libo.so", "scipy.libs/libother.so", "SYMLINK")]
+    assert dedupe.retarget_links(datas, linked) == [("libg.so", "numpy.libs/libg.so", "SYMLINK"),
+                                                    ("x/libg.so", "../numpy.libs/libg.so", "SYMLINK"), datas[2]]
 
 
 def test_the_sd_route_is_a_build_choice(monkeypatch):
