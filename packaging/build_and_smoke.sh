@@ -49,14 +49,19 @@ fi
 
 t=$(now)
 if [ "${NETDIFF_PACKAGE_REUSE:-0}" = 1 ] && [ -x "$WORK/dist/netdiff/netdiff" ]; then
-    say "build: reusing $WORK/dist/netdiff (NETDIFF_PACKAGE_REUSE=1; built with the SD route as asked then)"
+    # the smoke test expects what that build holds, whatever NETDIFF_BUNDLE_SD says now
+    HAS_SD=$(cat "$WORK/dist/sd-route" 2>/dev/null || echo "$HAS_SD")
+    say "build: reusing $WORK/dist/netdiff (NETDIFF_PACKAGE_REUSE=1)"
 else
-    say "build (work: $WORK; SD route: $([ "$HAS_SD" = 1 ] && echo in || echo left out))"
+    say "build (work: $WORK)"
     rm -rf "$WORK/dist"         # build/ stays: PyInstaller and the strip cache reuse it
     nice "$PY" -m PyInstaller --noconfirm --log-level WARN --workpath "$WORK/build" --distpath "$WORK/dist" \
         build.spec > "$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; die "pyinstaller (log: $WORK/build.log)"; }
+    echo "$HAS_SD" > "$WORK/dist/sd-route"      # beside the bundle, not in the archive
 fi
 BUILD_S=$(secs "$t")
+if [ "$HAS_SD" = 1 ]; then SD_ROUTE="in the bundle"; else SD_ROUTE="left out (NETDIFF_BUNDLE_SD=1 to include it)"; fi
+echo "SD route: $SD_ROUTE"
 VERSION=$("$PY" -c 'from importlib.metadata import version; print(version("netdiffusion"))')
 # zstd -9 with a 128 MiB window (the most a plain `zstd -d` or `tar --zstd` accepts): 15 % smaller
 # than gzip -6 in half its time on 2 cores; -19 saves little more and takes minutes
@@ -235,7 +240,7 @@ DISK=$(du -sb "$WORK/install/netdiff" | cut -f1)
 ARC=$(stat -c %s "$ARCHIVE")
 say "summary"
 mb() { "$PY" -c "import sys; b=int(sys.argv[1]); print(f'{b/1e6:.1f} MB ({b/2**20:.1f} MiB)')" "$1"; }
-echo "SD route           $([ "$HAS_SD" = 1 ] && echo "in the bundle" || echo "left out (NETDIFF_BUNDLE_SD=1 to include it)")"
+echo "SD route           $SD_ROUTE"
 echo "bundle on disk     $(mb "$DISK")"
 echo "archive (.$EXT) $(mb "$ARC")  $ARCHIVE"
 echo "build ${BUILD_S} s, archive ${ARCHIVE_S} s"
