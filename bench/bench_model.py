@@ -7,6 +7,8 @@
   step rate from its events.jsonl.
 * sampling: flows of 128 packets per second from the model alone (the checkpoint's default steps,
   guidance 1 and 2), and end to end through ``generate`` (sample + repair + pcaps).
+* ``--generate N``: only whole ``netdiff generate -n N`` commands of 128-packet flows, in one
+  process and on the default pool (one process per core), fp32 and bf16 (bench/model.md).
 """
 
 from __future__ import annotations
@@ -104,6 +106,25 @@ def bench_processes(n_proc: int, flows: int, label: str) -> dict:
             f"generate_{n_proc}proc_flows_per_s_sampling": round(flows / g["sample_seconds"], 2)}
 
 
+def bench_generate(flows: int, label: str, processes: int, precision: str) -> dict:
+    """One ``netdiff generate`` of ``flows`` flows of 128 packets (``--packets-min 128``) with
+    ``--processes`` (0 = the default: one per core) and ``NETDIFF_PRECISION``."""
+    import os
+    import subprocess
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "netdiff_tui", "generate", "--label", label, "-n", str(flows),
+               "--packets-min", "128", "--processes", str(processes), "-o", f"{d}/o", "-q"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "NETDIFF_PRECISION": precision})
+        el = time.perf_counter() - t0
+        g = json.loads(Path(f"{d}/o/generate.json").read_text())["summary"]
+    key = f"generate_p{processes or 'auto'}_{precision}"
+    return {f"{key}_processes": g["processes"], f"{key}_precision": g.get("precision"),
+            f"{key}_wall_s": round(el, 2), f"{key}_sample_s": g["sample_seconds"],
+            f"{key}_flows_per_s_sampling": round(flows / g["sample_seconds"], 2),
+            f"{key}_flows_per_s_wall": round(flows / el, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", help="encoded dataset for the training figures")
@@ -115,10 +136,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--processes", type=int, default=0, help="also time generate under accelerate launch")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="only time `netdiff generate -n N` of 128-packet flows: one process and the default "
+                         "pool, fp32 and bf16")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     res = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if a.generate:
+        for procs in (1, 0):
+            for prec in ("fp32", "bf16"):
+                res.update(bench_generate(a.generate, a.label, procs, prec))
+        print(json.dumps(res, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+        return
     if a.run:
         res.update(run_stats(a.run))
     res.update(bench_sample(a.model, a.flows, a.label))

@@ -8,6 +8,7 @@ into a progress bar, the TUI into a live view, and jobs append them to an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -126,7 +127,26 @@ def _raise_stop(signum, frame):
     # also recorded, and check_stop() raises it again at the next safe point.
     global _pending_stop
     _pending_stop = signum
+    if _deferred:
+        return          # raised by stop_deferred() when its block ends
     raise StopRequested(signum)
+
+
+_deferred = 0
+
+
+@contextlib.contextmanager
+def stop_deferred():
+    """SIGTERM/SIGHUP that arrive inside the block stop the run when it ends, not in it: a window
+    of flows being committed to disk is kept whole (a stop mid-commit threw the window away)."""
+    global _deferred
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1
+    if not _deferred:
+        check_stop()
 
 
 def check_stop() -> None:

@@ -125,6 +125,12 @@ n=$(find "$SMOKE/zoom/zoom" -name '*.pcap' | wc -l)
 bundle check "$SMOKE/zoom" > "$SMOKE/check.txt" || { cat "$SMOKE/check.txt"; die "check of the generated flows"; }
 tail -1 "$SMOKE/check.txt"
 
+say "generate on two sampling processes (the frozen program starts its workers through itself)"
+bundle generate --label dns -n 40 --steps 4 --processes 2 -o "$SMOKE/pool" -q || die "generate --processes 2"
+grep -q '"processes": 2' "$SMOKE/pool/generate.json" || die "generate --processes 2 did not use two processes"
+n=$(find "$SMOKE/pool/dns" -name '*.pcap' | wc -l)
+[ "$n" -eq 40 ] || die "generate --processes 2 wrote $n pcaps, not 40"
+
 say "evaluate (scikit-learn, scipy and matplotlib in the bundle)"
 mkdir -p "$SMOKE/real/zoom"
 cp tests/fixtures/eth.pcap "$SMOKE/real/zoom/"

@@ -107,3 +107,52 @@ def test_fused_solver_step_is_diffusers(steps):
         x = ours.step(out, t, x).prev_sample
         y = ref.step(out.clone(), t, y).prev_sample
     assert torch.allclose(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_precision(monkeypatch):
+    from engine.errors import InputError
+    from engine.model.diffusion import sampling_precision
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.delenv("NETDIFF_PRECISION", raising=False)
+    assert sampling_precision("cpu") == "bf16"          # native bf16: the fast path by default
+    assert sampling_precision("cuda") == "fp32"         # not measured on a GPU yet
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert sampling_precision("cpu") == "fp32"          # emulated bf16 would be slower
+    monkeypatch.setenv("NETDIFF_PRECISION", "bf16")
+    assert sampling_precision("cpu") == "bf16"
+    monkeypatch.setenv("NETDIFF_PRECISION", "FP32")
+    assert sampling_precision("cpu") == "fp32"
+    monkeypatch.setenv("NETDIFF_PRECISION", "fp8")
+    with pytest.raises(InputError, match="NETDIFF_PRECISION='fp8': use auto, fp32 or bf16"):
+        sampling_precision("cpu")
+
+
+def test_bf16_is_close_to_fp32_and_recorded(tiny_run, tmp_path, monkeypatch):
+    from engine.datasets.generate import generate
+    from engine.errors import InputError
+    from engine.model.checkpoint import load_model
+    from engine.model.diffusion import sample
+    from engine.model.lengths import presence_mask
+    model, cfg, _ = load_model(str(tiny_run))
+    kw = dict(steps=4, rows=presence_mask([16, 5], 16), protos=torch.tensor([6, 17]))
+    a = sample(model, cfg["scheduler"], torch.tensor([0, 1]), [1, 2], precision="fp32", **kw)
+    b = sample(model, cfg["scheduler"], torch.tensor([0, 1]), [1, 2], precision="bf16", **kw)
+    assert a.dtype == b.dtype == torch.float32
+    assert not torch.equal(a, b) and (a - b).abs().max() < 0.25
+    req = GenerationRequest(label="dns", count=6, model=str(tiny_run), seed=1, steps=3)
+    monkeypatch.setenv("NETDIFF_PRECISION", "bf16")
+    assert generate(req, tmp_path / "g")["precision"] == "bf16"
+    # a run kept in one precision does not continue in another: its bytes would change mid-run
+    tok = CancelToken()
+
+    def on(ev):
+        if isinstance(ev, TaskProgress) and ev.unit == "flows" and ev.detail != "sampling" and ev.done >= 2:
+            tok.cancel()
+    with pytest.raises(Cancelled):
+        generate(req, tmp_path / "h", on_event=on, cancel=tok, window=2)
+    monkeypatch.setenv("NETDIFF_PRECISION", "fp32")
+    with pytest.raises(InputError, match="differ|different|not the same|changed"):
+        generate(req, tmp_path / "h", resume=True, window=2)
+    monkeypatch.setenv("NETDIFF_PRECISION", "bf16")
+    assert generate(req, tmp_path / "h", resume=True, window=2)["resumed"] is True

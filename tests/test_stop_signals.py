@@ -81,3 +81,17 @@ def test_no_stop_no_raise(handlers):
     progress.stop_on_signals()
     progress.check_stop()
     assert progress.pending_stop() is None
+
+
+@pytest.mark.parametrize("sig", progress.STOP_SIGNALS)
+def test_a_stop_inside_a_commit_waits_for_its_end(handlers, sig):
+    progress.stop_on_signals()
+    done = []
+    with pytest.raises(progress.StopRequested) as e:
+        with progress.stop_deferred():
+            os.kill(os.getpid(), sig)       # delivered here, between bytecodes of this block
+            with progress.stop_deferred():  # nested: still the outer block's end
+                done.append("inner")
+            done.append("outer")
+    assert done == ["inner", "outer"] and e.value.signum == sig
+    assert progress._deferred == 0

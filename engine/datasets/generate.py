@@ -41,9 +41,10 @@ from engine.errors import Cancelled, InputError
 from engine.codec.layout import COL_DIR, get
 from engine.constants import TCP, UDP
 from engine.outdir import OutputLock, check_room, user_paths
-from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted
+from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted, stop_deferred
 
 from engine.model.checkpoint import load_model, weights_hash
+from engine.model.diffusion import sampling_precision
 from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
 from engine.model.ports import write_ports
@@ -240,6 +241,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
         pmax = L
     pmin = min(req.packets_min, pmax)
     steps = req.steps or mcfg.get("sampling", {}).get("steps", 20)
+    precision = sampling_precision(dev)
     guidance = req.guidance if req.guidance is not None else mcfg.get("sampling", {}).get("guidance", 1.0)
     guides, guide_ids = class_guides(req, pmin, emit if rank == 0 else None)
     if guides:
@@ -250,11 +252,11 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
             "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
                                                 "strength": req.strength, "values": req.like_values,
                                                 "split": req.like_split},
-            "processes": world}
+            "processes": world, "precision": precision}
     start = 0
     if rank == 0:
         try:
-            start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window), emit)
+            start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window, precision), emit)
         except InputError as e:
             start = e
     start = _share(state, start)
@@ -269,7 +271,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
-                          client_port_range=tuple(req.client_port_range))
+                          client_port_range=tuple(req.client_port_range), precision=precision)
     held = class_priors(model, mcfg, req.label, sopts).ports is not None
     nproc = 1
     if world == 1 and str(dev) == "cpu":
@@ -349,5 +351,6 @@ def write_window(req, plan, mats: list, first: int, emit: OnEvent, mhash: str, s
     metas, sports, next_start = make_metas(req, mats, first, plan.next_start, plan.width, held_ports)
     mats, metas, report = _repair(req, mats, metas, emit, sports)
     prov = [guide_ids[order[i % len(order)]] for i in range(first, last)] if guide_ids else None
-    plan.write_window(first, mats, metas, report, mhash, stats, next_start, prov)
+    with stop_deferred():
+        plan.write_window(first, mats, metas, report, mhash, stats, next_start, prov)
     emit(TaskProgress("generate", last, req.count, "flows"))

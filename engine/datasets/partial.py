@@ -57,11 +57,13 @@ def window_progress(emit, first: int, count: int, world: int):
     return on
 
 
-def fingerprint(req, mhash, steps, guidance, guides, window) -> str:
+def fingerprint(req, mhash, steps, guidance, guides, window, precision: str = "fp32") -> str:
     """What decides the bytes of the flows: a resumed run must match it."""
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
     d.update(model_hash=mhash, steps=steps, guidance=guidance, guides=len(guides) if guides else 0,
              window=window, version=STATE_VERSION)
+    if precision != "fp32":     # fp32 runs keep the fingerprints they had before precision was a choice
+        d["precision"] = precision
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -131,7 +133,7 @@ class PartialRun:
             if st is not None:
                 if st["fingerprint"] != fingerprint or st["count"] != self.req.count:
                     raise ResumeMismatch(self.out, f"--resume: the interrupted run in {self.dir} generated another request "
-                                               f"(count, seed, label, model or sampling differ); run it with the same "
+                                               f"(count, seed, label, model, sampling or NETDIFF_PRECISION differ); run it with the same "
                                                f"arguments, or use --force to discard it")
                 man = self.dir / "manifest.csv"
                 if not man.is_file() or man.stat().st_size < st["manifest_bytes"]:

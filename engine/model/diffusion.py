@@ -8,6 +8,7 @@ Training uses diffusers' :class:`DDPMScheduler` (``add_noise``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -98,7 +99,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
            on_step: Callable[[int, int], None] | None = None,
            rows: torch.Tensor | None = None, protos: torch.Tensor | None = None,
            init: torch.Tensor | None = None, strength: float = 1.0,
-           ports: torch.Tensor | None = None) -> torch.Tensor:
+           ports: torch.Tensor | None = None, precision: str | None = None) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
@@ -114,6 +115,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         strength: in (0, 1]; 1 keeps nothing of ``init`` but what ``rows``/``protos`` hold.
         ports: ``(B, 2)`` (initiator, responder) ports to hold each TCP/UDP flow to (-1 = the
             model's); with ``rows`` and ``protos`` (:mod:`engine.model.ports`).
+        precision: ``"fp32"`` or ``"bf16"`` for the model's matrix products; ``None``:
+            :func:`sampling_precision` (the scheduler's arithmetic stays fp32 either way).
     Returns:
         ``(B, L, width)`` float tensor (not yet snapped).
     """
@@ -121,6 +124,7 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     sched.set_timesteps(steps)
     dev = next(model.parameters()).device
     L, W = model.config.max_packets, model.config.width
+    precision = precision or sampling_precision(dev)
     noise = initial_noise(seeds, (L, W)).to(dev)
     timesteps = sched.timesteps
     if init is None:
@@ -149,10 +153,12 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     for k, t in enumerate(timesteps):
         xin = sched.scale_model_input(x, t)
         if guidance == 1.0:
-            out = model(xin, t, labels, rows_in, x0_prev)
+            with _autocast(dev, precision):
+                out = model(xin, t, labels, rows_in, x0_prev).float()
         else:
             dup = (lambda v: None if v is None else torch.cat([v, v]))
-            both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]), dup(rows_in), dup(x0_prev))
+            with _autocast(dev, precision):
+                both = model(torch.cat([xin, xin]), t, torch.cat([labels, null]), dup(rows_in), dup(x0_prev)).float()
             cond, unc = both.chunk(2)
             out = unc + guidance * (cond - unc)
         if x0_pred:
@@ -168,6 +174,36 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         if on_step is not None:
             on_step(k + 1, len(timesteps))
     return x
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def sampling_precision(dev) -> str:
+    """``"bf16"`` or ``"fp32"``: the precision of the model's matrix products when sampling on ``dev``.
+
+    ``$NETDIFF_PRECISION`` decides (``auto``, ``fp32``, ``bf16``). ``auto`` (the default) is bf16 on
+    a CPU that computes bfloat16 natively (AVX512-BF16 or AMX: 1.5x the fp32 speed on the project
+    machine, the same quality on every figure of bench/quality.md, bench/model.md) and fp32
+    elsewhere: emulated bf16 is slower than fp32, and GPU figures are still to be measured.
+    Samples depend on it (as on the CPU's instruction set), so a run records it.
+    """
+    want = (os.environ.get("NETDIFF_PRECISION", "") or "auto").strip().lower()
+    if want not in PRECISIONS:
+        from engine.errors import InputError
+        raise InputError(None, f"NETDIFF_PRECISION={want!r}: use auto, fp32 or bf16")
+    if want != "auto":
+        return want
+    if torch.device(dev).type != "cpu":
+        return "fp32"
+    native = any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bf16" if native else "fp32"
+
+
+def _autocast(dev, precision: str):
+    if precision == "bf16":
+        return torch.autocast(torch.device(dev).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def cpu_threads() -> int:

@@ -70,6 +70,8 @@ class SampleOptions:
         strength, palette_weight: guided sampling (``guides``): how far each guide is noised, and
             the weight of its own field values in the vocabulary prior.
         client_port_range: where an ephemeral (client) port of a held port pair is drawn from.
+        precision: the model's matrix products, "fp32" or "bf16" (``None``: the machine's choice,
+            :func:`engine.model.diffusion.sampling_precision`).
     """
 
     seed: int = 0
@@ -87,6 +89,7 @@ class SampleOptions:
     strength: float = 0.5
     palette_weight: float = 0.0
     client_port_range: tuple[int, int] = (49152, 65535)
+    precision: str | None = None
 
 
 @dataclass
@@ -167,7 +170,7 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
     if b.ports is not None:
         held = torch.tensor([[-1, -1] if q is None else [q[1], q[2]] for q in b.ports], dtype=torch.long)
     x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=b.rows,
-               protos=b.protos, init=b.init, strength=opts.strength, ports=held)
+               protos=b.protos, init=b.init, strength=opts.strength, ports=held, precision=opts.precision)
     if pri.vocab:
         # each flow's draws come from its own seed, like its noise
         u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
