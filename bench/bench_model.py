@@ -7,6 +7,7 @@
   step rate from its events.jsonl.
 * sampling: flows of 128 packets per second from the model alone (the checkpoint's default steps,
   guidance 1 and 2), and end to end through ``generate`` (sample + repair + pcaps).
+* ``--long N``: only sampling N flows of 1024 packets (shipped architecture, random weights).
 * ``--generate N``: only whole ``netdiff generate -n N`` commands of 128-packet flows, in one
   process and on the default pool (one process per core), fp32 and bf16 (bench/model.md).
 """
@@ -125,6 +126,27 @@ def bench_generate(flows: int, label: str, processes: int, precision: str) -> di
             f"{key}_flows_per_s_wall": round(flows / el, 2)}
 
 
+def bench_long(n: int, precision: str, packets: int = 1024) -> dict:
+    """Sampling speed of ``n`` flows of ``packets`` packets in this process: the shipped architecture
+    with ``max_packets`` = ``packets`` and random weights (no such checkpoint ships; the cost does not
+    depend on the weights), batches of 8, the checkpoint's steps."""
+    from engine.model import PacketDenoiser
+    from engine.model.checkpoint import load_model
+    from engine.model.diffusion import sample
+    from engine.model.lengths import presence_mask
+    base, cfg, _ = load_model(None)
+    conf = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    model = PacketDenoiser(**{**conf, "max_packets": packets}).eval()
+    steps = int(cfg.get("sampling", {}).get("steps", 20))
+    t0 = time.perf_counter()
+    for b in range(0, n, 8):
+        k = min(8, n - b)
+        sample(model, cfg["scheduler"], torch.zeros(k, dtype=torch.long), list(range(b, b + k)), steps=steps,
+               rows=presence_mask([packets] * k, packets), protos=torch.full((k,), 6), precision=precision)
+    el = time.perf_counter() - t0
+    return {f"long{packets}_{precision}_flows_per_s": round(n / el, 3), f"long{packets}_{precision}_seconds": round(el, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", help="encoded dataset for the training figures")
@@ -136,6 +158,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--processes", type=int, default=0, help="also time generate under accelerate launch")
+    ap.add_argument("--long", type=int, default=0, metavar="N",
+                    help="only time sampling N flows of 1024 packets in this process (bf16 and fp32)")
     ap.add_argument("--generate", type=int, default=0, metavar="N",
                     help="only time `netdiff generate -n N` of 128-packet flows: one process and the default "
                          "pool, fp32 and bf16")
@@ -143,6 +167,11 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     res = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if a.long:
+        for prec in ("bf16", "fp32"):
+            res.update(bench_long(a.long, prec))
+        print(json.dumps(res, indent=2))
+        return
     if a.generate:
         for procs in (1, 0):
             for prec in ("fp32", "bf16"):
