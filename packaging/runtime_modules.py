@@ -117,8 +117,9 @@ def main(out: str) -> None:
         run("check", str(FIXTURES / "eth.pcap"), ok=(0, 1))     # loopback checksums are offloaded: not clean
         run("repair", str(FIXTURES / "eth.pcap"), "-o", str(tmp / "rep.pcap"), "-q")
         run("train", "--data", ds, "--out", str(tmp / "native"), "--steps", "2")
+        # on two sampling processes: the pool's parent side (its workers import what generate does)
         run("generate", "--label", "zoom", "-n", "3", "--steps", "2", "--packets-max", "16", "-o", str(tmp / "g1"),
-            "-q")
+            "--processes", "2", "-q")
         run("generate", "--preset", "dns", "-n", "2", "--steps", "2", "--like", str(cap / "dns"), "-o",
             str(tmp / "g2"), "-q")
         run("evaluate", "--real", str(cap), "--synthetic", str(tmp / "g1"), "-o", str(tmp / "eval"),
