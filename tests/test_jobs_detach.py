@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,7 +85,9 @@ def test_a_detached_job_survives_the_sighup_of_a_dropped_ssh_session(jobs, tmp_p
 
 def test_cancel_then_resume_finishes_with_every_flow(jobs, tmp_path):
     out = tmp_path / "g"
-    r = _cli("generate", "--label", "dns", "-n", "400", "--steps", "4", "-o", str(out), "--detach")
+    # 1,000 flows: the run must still be going when `jobs cancel` (a new process) gets to it, even
+    # when generate samples on every core
+    r = _cli("generate", "--label", "dns", "-n", "1000", "--steps", "4", "-o", str(out), "--detach")
     assert r.returncode == 0 and "started" in r.stdout, r.stderr
     d = _only_job(jobs)
     # stop it once it has written flows (a window), so resuming has something to keep
@@ -92,7 +95,9 @@ def test_cancel_then_resume_finishes_with_every_flow(jobs, tmp_path):
     r = _cli("jobs", "cancel", d.name[:20])
     assert r.returncode == 0, r.stderr
     rec = read_job(d)
-    assert rec.status == "cancelled" and "256 of 400 flows are kept" in rec.reason
+    kept = re.search(r"(\d+) of 1000 flows are kept", rec.reason)
+    assert rec.status == "cancelled" and kept, rec.reason
+    assert 256 <= int(kept.group(1)) < 1000 and int(kept.group(1)) % 256 == 0     # whole windows
     r = _cli("jobs", "resume", d.name)
     assert r.returncode == 0, r.stderr
     new = [e.path.parent for e in find_jobs([jobs]) if e.path.parent != d]
@@ -100,8 +105,8 @@ def test_cancel_then_resume_finishes_with_every_flow(jobs, tmp_path):
     assert read_job(new[0]).argv[-1] == "--resume"
     r = _cli("jobs", "attach", new[0].name)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert read_job(new[0]).result["flows"] == 400 and read_job(new[0]).result["resumed"] is True
-    assert len(list(out.rglob("*.pcap"))) == 400
+    assert read_job(new[0]).result["flows"] == 1000 and read_job(new[0]).result["resumed"] is True
+    assert len(list(out.rglob("*.pcap"))) == 1000
 
 
 def test_a_job_whose_process_died_is_failed_with_its_last_log_lines(jobs):
