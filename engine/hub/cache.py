@@ -184,11 +184,9 @@ def file_hash(p: Path, algo: str) -> str:
     """sha256 of the content, or git's blob sha1 (``blob <len>\\0`` + content), read in chunks."""
     import hashlib
     size = p.stat().st_size
-    h = hashlib.sha256() if algo == "sha256" else hashlib.sha1(b"blob %d\0" % size)
     with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.sha256() if algo == "sha256"
+                                   else hashlib.sha1(b"blob %d\0" % size)).hexdigest()
 
 
 def _tree_entries(snapshot: Path) -> dict | None:

@@ -111,11 +111,8 @@ def model_card(cfg: dict, weights_sha256: str, name: str, report: dict | None, r
 
 
 def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
     with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build_layout(run: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None,

@@ -111,11 +111,8 @@ def _hub_checkpoint(r, d: Path) -> Path:
 
 def weights_hash(d: str | os.PathLike) -> str:
     """sha256 of the weights file (first 16 hex digits) -- names the model in manifests."""
-    h = hashlib.sha256()
     with open(Path(d) / WEIGHTS, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def load_model(ref: str | os.PathLike | None, device: str | torch.device = "cpu") -> tuple[PacketDenoiser, dict, Path]:

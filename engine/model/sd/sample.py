@@ -76,11 +76,8 @@ def load_run(d: Path) -> dict:
 
 
 def adapter_hash(d: Path) -> str:
-    h = hashlib.sha256()
     with open(d / ADAPTER, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def auto_batch(device: torch.device, geom: Geometry) -> int:
