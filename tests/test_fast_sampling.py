@@ -15,7 +15,7 @@ from engine.datasets.request import GenerationRequest
 from engine.errors import Cancelled
 from engine.progress import CancelToken, TaskProgress
 
-from test_model import TINY, tiny_data, tiny_run  # noqa: F401  (fixtures)
+from test_model import tiny_data, tiny_run  # noqa: F401  (fixtures)
 
 
 def _bytes(out: Path) -> dict[str, bytes]:
