@@ -127,8 +127,11 @@ def run_generate(req, out, force: bool = False, quiet: bool = False, resume: boo
         s = summary["sampling"]
         extra = f", {s['gave_up']} kept after {8} draws" if s.get("gave_up") else ""
         clean = summary.get("compliance_clean")
+        how = [f"{summary['processes']} sampling processes"] if (summary.get("processes") or 1) > 1 else []
+        how += ["bf16"] if summary.get("precision") == "bf16" else []
         click.echo(f"{out}: {summary['flows']} {req.label} flows, {summary['packets']} packets, "
                    f"model {summary['model_hash']}, seed {req.seed}, {summary['seconds']} s"
+                   f"{' (' + ', '.join(how) + ')' if how else ''}"
                    f"{extra}; compliance: {'clean' if clean else ('see compliance.json' if clean is not None else 'not repaired')}")
     return summary
 

@@ -156,3 +156,18 @@ def test_bf16_is_close_to_fp32_and_recorded(tiny_run, tmp_path, monkeypatch):
         generate(req, tmp_path / "h", resume=True, window=2)
     monkeypatch.setenv("NETDIFF_PRECISION", "bf16")
     assert generate(req, tmp_path / "h", resume=True, window=2)["resumed"] is True
+
+
+def test_cli_says_how_it_sampled(tiny_run, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from netdiff_tui.cli import main
+    monkeypatch.setenv("NETDIFF_PRECISION", "fp32")
+    r = CliRunner().invoke(main, ["generate", "--label", "dns", "-n", "20", "--steps", "2", "--model", str(tiny_run),
+                                  "--processes", "2", "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "s (2 sampling processes); compliance:" in r.output
+    monkeypatch.setenv("NETDIFF_PRECISION", "bf16")
+    r = CliRunner().invoke(main, ["generate", "--label", "dns", "-n", "2", "--steps", "2", "--model", str(tiny_run),
+                                  "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "s (bf16); compliance:" in r.output
