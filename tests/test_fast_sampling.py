@@ -75,6 +75,31 @@ def test_auto_processes(monkeypatch):
     assert pool.auto_processes(100_000) == 1
 
 
+def _hold_step_by_step(x0, rows, protos):
+    """The shape hold written out rule by rule (the sampler's first version), as the reference."""
+    from engine.codec.matrix import TRANSPORT_COLS
+    from engine.model.lengths import ALWAYS_PRESENT, FIXED_HEADER, PROTO_BITS
+    x0 = x0.clone()
+    pad = ~rows
+    x0[pad] = -1.0
+    cols = torch.as_tensor(ALWAYS_PRESENT)
+    sub = x0[:, :, cols]
+    x0[:, :, cols] = torch.where(pad[..., None], sub, sub.clamp(min=0.0))
+    if protos is not None:
+        for p in TRANSPORT_COLS:
+            f = (protos == p)[:, None] & rows
+            if not f.any():
+                continue
+            for q, other in TRANSPORT_COLS.items():
+                if q != p:
+                    x0[..., other] = torch.where(f[..., None], torch.full_like(x0[..., other], -1.0), x0[..., other])
+            fixed = FIXED_HEADER[p]
+            x0[..., fixed] = torch.where(f[..., None], x0[..., fixed].clamp(min=0.0), x0[..., fixed])
+            bits = torch.tensor([(p >> k) & 1 for k in range(7, -1, -1)], dtype=x0.dtype)
+            x0[..., PROTO_BITS] = torch.where(f[..., None], bits.expand_as(x0[..., PROTO_BITS]), x0[..., PROTO_BITS])
+    return x0
+
+
 def test_hold_bounds_is_impose():
     from engine.model.lengths import hold_bounds, impose, presence_mask
     g = torch.Generator().manual_seed(0)
@@ -83,10 +108,11 @@ def test_hold_bounds_is_impose():
     lo, hi = hold_bounds(rows, protos, 1105)
     for _ in range(3):
         x = torch.randn(8, 16, 1105, generator=g) * 2
-        assert torch.equal(x.clamp(lo, hi), impose(x.clamp(-1, 1), rows, protos))
+        assert torch.equal(x.clamp(lo, hi), _hold_step_by_step(x.clamp(-1, 1), rows, protos))
+        assert torch.equal(impose(x, rows, protos), _hold_step_by_step(x.clamp(-1, 1), rows, protos))
     lo, hi = hold_bounds(rows, None, 1105)
     x = torch.randn(8, 16, 1105, generator=g) * 2
-    assert torch.equal(x.clamp(lo, hi), impose(x.clamp(-1, 1), rows, None))
+    assert torch.equal(x.clamp(lo, hi), _hold_step_by_step(x.clamp(-1, 1), rows, None))
 
 
 @pytest.mark.parametrize("steps", [3, 10, 20])

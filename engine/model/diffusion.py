@@ -62,9 +62,9 @@ def sample_scheduler(train_config: dict, solver: str = "dpm"):
         # lives. For x0 prediction :func:`sample` clamps the model output itself: diffusers'
         # thresholding computes a quantile per sample, which costs more than the model on a CPU.
         return FusedDPMSolver.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
-                                                       timestep_spacing="trailing",
-                                                       thresholding=cfg.get("prediction_type") != "sample",
-                                                       sample_max_value=1.0)
+                                          timestep_spacing="trailing",
+                                          thresholding=cfg.get("prediction_type") != "sample",
+                                          sample_max_value=1.0)
     if solver == "ddim":
         return DDIMScheduler.from_config(cfg, timestep_spacing="trailing", clip_sample=True, clip_sample_range=1.0)
     raise ValueError(f"unknown solver {solver!r} (dpm or ddim)")

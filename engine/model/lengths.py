@@ -12,7 +12,7 @@ counting, stored in the checkpoint's ``config.json`` under ``lengths`` as
 ``[length, protocol, flows]``; drawn jointly because a class's long flows
 are often of another transport than its short ones: zoom's media flows are
 UDP, its signalling TCP), and the sampler then holds every predicted clean
-flow to that shape (:func:`impose` inside :func:`engine.model.diffusion.sample`):
+flow to that shape (:func:`impose`, built once per batch as :func:`hold_bounds` inside :func:`engine.model.diffusion.sample`):
 rows below the length are packets with that transport's header, the rest
 padding. With the checkpoint's port table each flow's port pair is drawn with the
 shape and held the same way (:mod:`engine.model.ports`). The model still chooses
@@ -83,10 +83,10 @@ def presence_mask(lengths: list[int], max_packets: int) -> torch.Tensor:
 
 def hold_bounds(rows: torch.Tensor, protos: torch.Tensor | None, width: int,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`impose` without its ports as per-value bounds ``(lo, hi)``, each ``(B, L, width)``:
-    ``x0.clamp(lo, hi)`` is ``impose(x0.clamp(-1, 1), rows, protos)``, value for value. The shape
-    is the same at every step, so a sampler builds the bounds once per batch and holds each step
-    with one pass over the flow instead of a dozen (bench/model.md)."""
+    """The shape a predicted clean flow is held to (:func:`impose`, ports aside) as per-value
+    bounds ``(lo, hi)``, each ``(B, L, width)``: ``x0.clamp(lo, hi)`` clips to [-1, 1] and holds in
+    one pass. The shape is the same at every step, so a sampler builds the bounds once per batch
+    (bench/model.md: a step-by-step hold cost a dozen passes over the flow)."""
     b, n = rows.shape
     dev = rows.device
     lo = torch.full((b, n, width), -1.0, dtype=dtype, device=dev)
@@ -94,7 +94,7 @@ def hold_bounds(rows: torch.Tensor, protos: torch.Tensor | None, width: int,
     cols = torch.as_tensor(ALWAYS_PRESENT, device=dev)
     lo[:, :, cols] = torch.where(rows[..., None], 0.0, -1.0).to(dtype)
     if protos is not None:
-        for p, block in TRANSPORT_COLS.items():
+        for p in TRANSPORT_COLS:
             f = ((protos.to(dev) == p)[:, None] & rows)[..., None]        # (B, L, 1) rows of this transport
             if not f.any():
                 continue
@@ -115,32 +115,16 @@ def hold_bounds(rows: torch.Tensor, protos: torch.Tensor | None, width: int,
 
 def impose(x0: torch.Tensor, rows: torch.Tensor, protos: torch.Tensor | None = None,
            ports: torch.Tensor | None = None) -> torch.Tensor:
-    """Hold a predicted clean flow ``x0`` ``(B, L, width)`` to a shape: padding rows (``rows``
-    ``(B, L)`` False) become all-absent (-1); packet rows get their always-present columns
-    lifted to at least 0 (present, bit value left to the model). Flows with a protocol in
+    """Hold predicted clean flows ``x0`` ``(B, L, width)``, clipped to [-1, 1], to a shape: padding
+    rows (``rows`` ``(B, L)`` False) become all-absent (-1); packet rows get their always-present
+    columns lifted to at least 0 (present, bit value left to the model). Flows with a protocol in
     ``protos`` ``(B,)`` (6, 17, 1; 0 = free) get that transport's fixed header present, the
     other transports' blocks absent, and the IPv4 protocol number; with ``ports`` ``(B, 2)``
     (initiator, responder; -1 = free) their TCP/UDP rows get those ports
-    (:func:`engine.model.ports.impose_ports`)."""
-    x0 = x0.clone()
+    (:func:`engine.model.ports.impose_ports`). The hold is :func:`hold_bounds`, as the sampler's
+    (which builds the bounds once per batch), so training's self-conditioning sees what sampling does."""
     rows = rows.to(x0.device)
-    pad = ~rows
-    x0[pad] = -1.0
-    cols = torch.as_tensor(ALWAYS_PRESENT, device=x0.device)
-    sub = x0[:, :, cols]
-    x0[:, :, cols] = torch.where(pad[..., None], sub, sub.clamp(min=0.0))
-    if protos is not None:
-        for p, block in TRANSPORT_COLS.items():
-            fixed = FIXED_HEADER[p]
-            f = (protos.to(x0.device) == p)[:, None] & rows          # (B, L) packet rows of this transport
-            if not f.any():
-                continue
-            for q, other in TRANSPORT_COLS.items():
-                if q != p:
-                    x0[..., other] = torch.where(f[..., None], torch.full_like(x0[..., other], -1.0), x0[..., other])
-            x0[..., fixed] = torch.where(f[..., None], x0[..., fixed].clamp(min=0.0), x0[..., fixed])
-            bits = torch.tensor([(p >> k) & 1 for k in range(7, -1, -1)], dtype=x0.dtype, device=x0.device)
-            x0[..., PROTO_BITS] = torch.where(f[..., None], bits.expand_as(x0[..., PROTO_BITS]), x0[..., PROTO_BITS])
-        if ports is not None:
-            impose_ports(x0, rows, protos, ports)
-    return x0
+    out = x0.clamp(*hold_bounds(rows, protos, x0.shape[-1], x0.dtype))
+    if protos is not None and ports is not None:
+        impose_ports(out, rows, protos, ports)
+    return out
