@@ -306,8 +306,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                         flows, stats = {}, SampleStats()
                         for f, st in parts:
                             flows.update(f)
-                            for k, v in st.items():
-                                setattr(stats, k, getattr(stats, k) + v)
+                            stats.add(st)
                 write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, held, order,
                              guide_ids)
                 del flows

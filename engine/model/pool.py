@@ -36,7 +36,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, check_stop
 
 CHUNK = 16                  # flows per task: small enough to balance, large enough for matrix products
 FLOWS_PER_PROCESS = 48      # a worker costs a few seconds of start-up (torch import, model load)
-MEMORY_PER_PROCESS = 1.5e9  # peak RSS of a 64-flow batch of 128 packets is ~1.2 GB (bench/model.md)
+MEMORY_PER_PROCESS = 1.5e9  # a worker with a 16-flow chunk of 128 packets peaked at 0.61 GB; room for longer flows
 
 def usable_cores() -> int:
     """CPU cores this process may run on (a container's or taskset's limit, not the machine's)."""
@@ -184,7 +184,10 @@ class SamplePool:
         for w in range(len(self.procs)):
             if w not in self.busy and self.todo:
                 k, idx = self.todo.popleft()
-                self.conns[w].send((k, idx, self._guides_for(idx)))
+                try:
+                    self.conns[w].send((k, idx, self._guides_for(idx)))
+                except OSError:
+                    pass        # the worker is gone: collect() reads why (its last word, or the closed pipe)
                 self.busy[w] = k
 
     def submit(self, indices: list[int]) -> tuple[list[int], int]:
@@ -210,8 +213,7 @@ class SamplePool:
                 want.discard(k)
                 out.update(flows)
                 if stats is not None:
-                    for name, v in st.items():
-                        setattr(stats, name, getattr(stats, name) + v)
+                    stats.add(st)
                 emit(TaskProgress("sample", len(out), total, "flows"))
             if not want:
                 return out
@@ -234,8 +236,3 @@ class SamplePool:
                 del self.busy[w]
                 self.done[k] = (flows, st)
                 self._feed()
-
-    def sample(self, indices: list[int], stats=None, on_event: OnEvent | None = None,
-               cancel: CancelToken | None = None) -> dict[int, np.ndarray]:
-        """:meth:`submit` then :meth:`collect`."""
-        return self.collect(self.submit(indices), stats, on_event, cancel)

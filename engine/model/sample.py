@@ -49,6 +49,11 @@ class SampleStats:
     redrawn_transport: int = 0
     gave_up: int = 0        # flows kept after max attempts without meeting the constraints
 
+    def add(self, counts: dict) -> None:
+        """Add another process's counts (``asdict`` of its stats: what crosses a process boundary)."""
+        for name, v in counts.items():
+            setattr(self, name, getattr(self, name) + v)
+
 
 @dataclass(frozen=True)
 class SampleOptions:
