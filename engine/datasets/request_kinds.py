@@ -57,6 +57,13 @@ def tname(v) -> str:
     return type(v).__name__
 
 
+def string(raw) -> str:
+    """``raw`` when it is a string; a recipe's TOML value can be of any type."""
+    if not isinstance(raw, str):
+        raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
+    return raw
+
+
 def _split_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -155,9 +162,7 @@ class Choice(Kind):
     metavar = "CHOICE"
 
     def parse(self, raw, ctx):
-        if not isinstance(raw, str):
-            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
-        v = raw.strip().lower()
+        v = string(raw).strip().lower()
         if v not in self.options:
             hint = difflib.get_close_matches(v, self.options, 1)
             raise Bad(f"{v!r} is not one of {', '.join(self.options)}"
@@ -184,9 +189,8 @@ class Text(Kind):
         return self.pattern is not None
 
     def parse(self, raw, ctx):
-        if not isinstance(raw, str):
-            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
-        v = raw.strip() if self.pattern is not None else raw
+        v = string(raw)
+        v = v.strip() if self.pattern is not None else v
         if self.pattern is not None and not self.pattern.match(v):
             raise Bad(f"{v!r} must be {self.rule}")
         return v

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.datasets.request_kinds import Bad, Ctx, Kind, tname
+from engine.datasets.request_kinds import Bad, Ctx, Kind, string
 
 
 def _local_path(s: str, ctx: Ctx) -> Path:
@@ -30,9 +30,7 @@ class ModelRef(Kind):
     bounded = False
 
     def parse(self, raw, ctx):
-        if not isinstance(raw, str):
-            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
-        m = raw.strip()
+        m = string(raw).strip()
         if m in ("", "default"):
             return None
         # One reference grammar for recipes, --model and the console (engine.hub.refs). A request
@@ -70,9 +68,7 @@ class PathRef(Kind):
     bounded = False
 
     def parse(self, raw, ctx):
-        if not isinstance(raw, str):
-            raise Bad(f"expected a string, got {tname(raw)} {raw!r}")
-        s = raw.strip()
+        s = string(raw).strip()
         if s in ("", "."):
             raise Bad("expected a path")
         p = _local_path(s, ctx)
