@@ -176,9 +176,12 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
         L += ["## Detectability (cross-validated random forest, real test vs candidate; 0.5 = indistinguishable)",
               "", "| candidate | ROC AUC, packet bits (no ports) | ROC AUC, flow statistics (no ports) |",
               "|---|---:|---:|"]
-        for k in cands:
+        for k in [*cands, "real_train"]:
+            if k not in d:
+                continue
             v = d.get(k) or {}
-            L.append(f"| {k} | {fmt((v.get('packet_bits_noports') or {}).get('auc'))} | "
+            L.append(f"| {'real train (reference: what a perfect generator scores)' if k == 'real_train' else k} | "
+                     f"{fmt((v.get('packet_bits_noports') or {}).get('auc'))} | "
                      f"{fmt((v.get('flow_stats_noports') or {}).get('auc'))} |")
         L.append("")
     c = r.get("closeness") or {}

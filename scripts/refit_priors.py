@@ -76,7 +76,7 @@ def main() -> None:
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")
-    print(f"{d / 'config.json'}: lengths, vocab, ports and joint of {len(table)} training flows, "
+    print(f"{d / 'config.json'}: lengths, vocab, ports, joint and profiles of {len(table)} training flows, "
           f"{len(cfg['classes'])} classes")
 
 

@@ -211,6 +211,10 @@ def _check_report(out: Path, classes: list[str], candidates: list[str]):
             for name, d in f["classes"][c]["fields"].items():
                 if d is not None:
                     assert all(0.0 <= d[m] <= 1.0 for m in ("jsd", "tvd", "hellinger")), (cand, c, name)
+    if r["detectability"]:
+        # the reference row, real train flows vs the real test flows, is always there
+        assert set(r["detectability"]) == {*candidates, "real_train"}
+        assert "| real_train |" in (out / "report.md").read_text()
     for cand, d in (r["detectability"] or {}).items():
         for feat, v in d.items():
             if v is not None:

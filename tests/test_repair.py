@@ -499,6 +499,31 @@ def test_real_flows_changes_are_all_reported(tmp_path):
     assert differing <= rep.packets_changed
 
 
+def test_ip_id_counts_or_opens_with_zero():
+    """IP IDs advance per direction, except a direction's opening run of atomic datagrams (DF
+    set) with ID 0 (RFC 6864: Google's servers send no other); a 0 after counting, or a 0
+    without DF, is a bad step."""
+    rng = np.random.default_rng(4)
+    m = noise(rng, 8, "binary")
+    fwd = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+    m[:, COL_DIR] = fwd
+    put(m, "ipv4_mfbit", 0)
+    put(m, "ipv4_foff", 0)
+    put(m, "ipv4_dfbit", 1)
+    put(m, "ipv4_id", np.array([0, 7, 0, 8, 0, 9, 0, 10]))      # forward all zero, backward counting
+    out, _, rep = repair_flows([m], [meta(0)])
+    assert get(out[0], "ipv4_id").tolist() == [0, 7, 0, 8, 0, 9, 0, 10]
+    assert rep.rule("ipv4_id").changed_packets == 0
+    put(m, "ipv4_id", np.array([0, 7, 5, 8, 0, 9, 0, 10]))      # forward counts from its third packet on
+    got = get(repair_flows([m], [meta(0)])[0][0], "ipv4_id")
+    assert got[fwd == 1].tolist() == [0, 5, 6, 7]
+    put(m, "ipv4_id", np.array([0, 7, 0, 8, 0, 9, 0, 10]))
+    put(m, "ipv4_dfbit", np.array([1, 1, 0, 1, 1, 1, 1, 1]))   # a fragmentable packet needs its own ID
+    out, _, rep = repair_flows([m], [meta(0)])
+    assert get(out[0], "ipv4_id")[fwd == 1].tolist() == [0, 1, 2, 3]
+    assert rep.rule("ipv4_id").after_packets == 0 and check_flows(out, [meta(0)]).rule("ipv4_id").before_packets == 0
+
+
 def test_ttl_takes_each_directions_bitwise_majority():
     """A sampled flow's TTL bit flips are outvoted by its other packets, per direction."""
     rng = np.random.default_rng(3)

@@ -115,11 +115,12 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     if r.get("detectability"):
         L += ["## Detectability (real test vs candidate, cross-validated random forest)", "",
               "ROC AUC (accuracy in brackets): 0.5 = indistinguishable from real, 1.0 = always told apart. "
-              "Looks at joint structure, which per-field divergences miss.", ""]
+              "Looks at joint structure, which per-field divergences miss. `real_train` is the reference: "
+              "real flows the test split never saw, i.e. what a perfect generator would score.", ""]
         d = r["detectability"]
         feats = sorted({f for dd in d.values() for f in dd})
         rows = [[k] + ["-" if not d[k].get(f) else f"{_f(d[k][f]['auc'])} ({_f(d[k][f]['accuracy'])})" for f in feats]
-                for k in cands if k in d]
+                for k in [*cands, "real_train"] if k in d]
         L += [_table(["candidate"] + feats, rows), ""]
     if r.get("closeness"):
         L += ["## Closeness to the real train split (copying check)", "",

@@ -37,10 +37,14 @@ def model_config(model: PacketDenoiser) -> dict:
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
+#: config.json's per-class sampling tables (engine.model.data.FlowTable.priors writes them)
+PRIOR_KEYS = ("lengths", "vocab", "ports", "joint", "profiles")
+
+
 def dump_config(cfg: dict) -> str:
-    """config.json text: indented, except the per-class tables (``lengths``, ``vocab``,
-    ``ports``, ``joint``), which take one line per class (indented, they would run to a megabyte)."""
-    big = {k: cfg[k] for k in ("lengths", "vocab", "ports", "joint") if isinstance(cfg.get(k), dict) and cfg[k]}
+    """config.json text: indented, except the per-class tables (:data:`PRIOR_KEYS`), which take
+    one line per class (indented, they would run to megabytes)."""
+    big = {k: cfg[k] for k in PRIOR_KEYS if isinstance(cfg.get(k), dict) and cfg[k]}
     text = json.dumps({k: v for k, v in cfg.items() if k not in big}, indent=2)
     if not big:
         return text + "\n"

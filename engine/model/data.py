@@ -93,14 +93,17 @@ class FlowTable:
     def priors(self, max_packets: int) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
         flow-shape prior (``lengths``), the field vocabularies (``vocab``), the paired spans
-        (``joint``) and the port prior (``ports``) of these flows."""
+        (``joint``), the port prior (``ports``) and the flow profiles (``profiles``) of these flows."""
         from .lengths import length_prior
         from .ports import fit_port_table
+        from .profiles import fit_profiles
         from .vocab import fit_joint, fit_vocab
+        vocab = fit_vocab(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)
         return {"lengths": length_prior(self.rows, self.offsets, self.labels, self.classes, max_packets),
-                "vocab": fit_vocab(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes),
+                "vocab": vocab,
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
-                "joint": fit_joint(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)}
+                "joint": fit_joint(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes),
+                "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets)}
 
     def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":
         """This table followed by more flows (same classes)."""

@@ -6,7 +6,7 @@ it lacks. The class-embedding table grows to match: old rows are copied, each ne
 the mean of the old class rows (a "typical class", which the new flows then pull towards their
 own), and the null row of classifier-free guidance keeps its value. Every other weight is loaded
 as it is, so the architecture is the checkpoint's (:func:`finetune_config` reads it from there).
-The sampling tables (lengths, vocab, ports, joint) of classes the new data has no flows of come
+The sampling tables (lengths, vocab, ports, joint, profiles) of classes the new data has no flows of come
 from the checkpoint (:func:`merge_priors`), so ``generate --label OLD`` keeps working.
 
 The user's data holds only the new classes, so training on it alone moves the shared weights
@@ -34,14 +34,12 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import InputError
 
-from .checkpoint import WEIGHTS, resolve
+from .checkpoint import PRIOR_KEYS, WEIGHTS, resolve
 
 #: A fine-tuning run trains briefly and gently; a --config file overrides any of these.
 FINETUNE_DEFAULTS = {"steps": 1000, "lr": 2e-4, "warmup_steps": 50, "checkpoint_every": 250, "num_threads": 1,
                      "replay_flows": 16, "replay_share": 0.25}
 REPLAY = "replay.safetensors"
-#: the per-class tables of a checkpoint's config.json that sampling reads
-PRIOR_KEYS = ("lengths", "vocab", "ports", "joint")
 
 
 @dataclass

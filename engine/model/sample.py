@@ -28,6 +28,8 @@ from engine.model.lengths import draw_shape, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
+from engine.model.calibrate import check_calibration
+from engine.model.profiles import FLOW_UNIFORMS, Profiles
 from engine.model.vocab import palette
 
 
@@ -95,6 +97,7 @@ class SampleOptions:
     palette_weight: float = 0.0
     client_port_range: tuple[int, int] = (49152, 65535)
     precision: str | None = None
+    flow_profiles: bool = True
 
 
 @dataclass
@@ -108,6 +111,8 @@ class ClassPriors:
     vocab: dict | None                  # the class's field vocabularies (engine.model.vocab)
     joint: dict | None                  # the class's paired spans (engine.model.vocab.JOINT)
     ports: list | None                  # the class's port prior (engine.model.ports), when held
+    profiles: Profiles | None           # the class's flow profiles (engine.model.profiles)
+    calibration: dict | None            # the class's decoder weights (engine.model.calibrate)
     want: int | None                    # the requested transport (6, 17, 1) or None
 
 
@@ -122,12 +127,17 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
     shape_input = bool(getattr(model.config, "presence_input", False))
     ports = (model_cfg.get("ports") or {}).get(label)
     held = shape_input and opts.field_vocab and ports is not None
+    vocab = (model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None
+    prof = (model_cfg.get("profiles") or {}).get(label) if (vocab and opts.flow_profiles) else None
+    cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
     return ClassPriors(
         index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
-        vocab=(model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None,
+        vocab=vocab,
         joint=(model_cfg.get("joint") or {}).get(label) if opts.field_vocab else None,
         ports=check_table(ports, label) if held else None,
+        profiles=None if prof is None else Profiles(prof, vocab, label),
+        calibration=None if cal is None else check_calibration(cal, vocab, label),
         want=PROTO_NUM.get(opts.transport))
 
 
@@ -181,7 +191,9 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
                       for s in b.seeds]) if opts.vocab_draw else None
         pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
-        x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint)
+        fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
+        x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
+                         pri.profiles, fu, pri.calibration)
     return snap(x)
 
 

@@ -160,8 +160,32 @@ def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray,
     return total, first, members.ravel()
 
 
+def _evidence(flat: np.ndarray, sl: slice, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows where span ``sl`` snaps to present, and there the log-likelihood ``(R, V)`` of each
+    vocabulary value (bits ``V`` ``(V, bits)``) under the soft bits as independent evidence."""
+    sub = flat[:, sl]
+    rows = np.nonzero((np.rint(np.clip(sub, -1, 1)) != -1).all(axis=1))[0]
+    q = np.clip(sub[rows].astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
+    return rows, np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
+
+
+def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray) -> np.ndarray:
+    """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets."""
+    from .profiles import choose
+    fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
+    evidence = {}
+    for name in profiles.dist:
+        v, _ = _entries(vocab[name])
+        rows, ll = _evidence(flat, SPANS[name], uint_to_bits(v, SPANS[name].stop - SPANS[name].start).astype(np.float64))
+        evidence[name] = (ll, rows // L, fwd[rows])
+    present = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1)
+    lengths = present.reshape(-1, L).sum(1)
+    return choose(profiles, evidence, lengths, flow_u)
+
+
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
-           palette_weight: float = 0.0, joint: dict | None = None) -> np.ndarray:
+           palette_weight: float = 0.0, joint: dict | None = None, profiles=None,
+           flow_u: np.ndarray | None = None, calibration: dict | None = None) -> np.ndarray:
     """Decode sampled flows ``x`` ``(B, L, width)`` (floats, before snapping) onto a class's
     vocabulary; every span that snaps to present in a row is replaced by a vocabulary value.
 
@@ -178,10 +202,24 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
 
     ``joint`` (the class's :func:`fit_joint` table) limits a :data:`JOINT` span to the values
     the class pairs with the row's decoded given span.
+
+    ``profiles`` (the class's :class:`engine.model.profiles.Profiles`) with ``flow_u`` ``(B,)``
+    uniforms: unguided draws first pick each flow's profile and take their prior from it
+    (per direction) instead of from the class's frequencies, for the spans it holds. With
+    ``flow_u`` ``(B, profiles.FLOW_UNIFORMS)`` the profile also decides each direction's IP IDs
+    (:func:`engine.model.profiles.hold_ip_id`).
+
+    ``calibration`` (span -> ``(V,)`` log-weights, :mod:`engine.model.calibrate`) is added to
+    the prior of unguided draws.
     """
     x = np.array(x, np.float32, copy=True)
     flat = x.reshape(-1, x.shape[-1])
     uf = None if u is None else np.asarray(u, np.float64).reshape(-1, len(SPANS))
+    chosen = None
+    if uf is not None and profiles is not None and flow_u is not None and not (palettes and palette_weight > 0):
+        fu = np.asarray(flow_u, np.float64)
+        chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0])
+    fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
         if not vals:
@@ -203,8 +241,14 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             q = np.clip(p.astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
             if palettes is not None and palette_weight > 0:
                 prior = _palette_prior(v, n, name, palettes, palette_weight)[np.nonzero(present)[0] // x.shape[1]]
+            elif chosen is not None and name in profiles.dist:
+                from .profiles import row_prior
+                rows = np.nonzero(present)[0]
+                prior = row_prior(profiles, name, chosen, rows // x.shape[1], fwd[rows])
             else:
                 prior = np.log(n)[None, :]
+            if calibration and name in calibration and not (palettes is not None and palette_weight > 0):
+                prior = prior + calibration[name][None, :]
             ll = np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
             ur = uf[present, si]
             if name in PER_DIRECTION:
@@ -221,4 +265,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             if name in PER_DIRECTION:
                 pick = pick[members]
         flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[pick]
+    if chosen is not None and fu.ndim == 2:
+        from .profiles import hold_ip_id
+        hold_ip_id(x, profiles, chosen, fu)
     return x

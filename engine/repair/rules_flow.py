@@ -311,7 +311,8 @@ class Ipv4Id(Rule):
     advisory = 'RFC 6864: the ID of an atomic datagram carries no meaning and need not advance'
     name = "ipv4_id"
     scope = "flow"
-    description = ("IP ID advances per direction: each step 1..32767 modulo 2^16 (wrap-around allowed); "
+    description = ("IP ID advances per direction: each step 1..32767 modulo 2^16 (wrap-around allowed), "
+                   "except that a direction may open with atomic datagrams (DF set) of ID 0; "
                    "a bad step becomes 1")
 
     def plan(self, b: Batch) -> Plan:
@@ -321,7 +322,15 @@ class Ipv4Id(Rule):
         prev = np.where(fwd, b.last_where(fwd, inclusive=False), b.last_where(~fwd, inclusive=False))
         has = prev >= 0
         step = np.where(has, (ipid - ipid[np.maximum(prev, 0)]) % 65536, 0)
-        bad = has & ((step < 1) | (step > 32767))
+        # many stacks send ID 0 on every atomic datagram (RFC 6864 4.1; Google's QUIC and
+        # video servers: most of google_meet's and youtube's packets). A direction's run of
+        # them from its first packet on stays; once it counts, it counts.
+        zero = (ipid == 0) & (b.get("ipv4_dfbit") == 1) & (b.get("ipv4_mfbit") == 0) & (b.get("ipv4_foff") == 0)
+        zf, zb = b.dir_first(~zero)
+        end = np.where(fwd, zf[b.fid], zb[b.fid])
+        opening = zero & ((end < 0) | (b.idx < end))
+        step = np.where(opening, 0, step)
+        bad = has & ~opening & ((step < 1) | (step > 32767))
         if not bad.any():
             return p
         step = np.where(bad, 1, step)

@@ -1,0 +1,239 @@
+"""Flow profiles: a flow-level latent for the values a flow's packets take.
+
+The vocabulary decoder (:mod:`engine.model.vocab`) draws each packet's size,
+gap, flags, window and type of service from the class's frequencies given the
+model's bits, packet by packet. Every flow of a class then draws from the same
+mixture, and the flow-level pattern is lost: a bulk download's run of
+full-size packets, an interactive session's small packets at a steady pace,
+a call's fixed media size. Flow statistics told synthetic from real flows by
+exactly these (bench/quality.md: smallest packet, gap mean and median, first
+and mean sizes were the most separating features).
+
+So each class's training flows are clustered by what they use (per span and
+direction, the share of each vocabulary value; plus the flow's length on a
+log scale), and every cluster, a *profile*, keeps the summed value counts of
+its flows (``config.json`` key ``profiles``). A sampled flow first picks one
+profile: with probability ``flows(k) * P(length | k) * P(model's bits | k)``,
+the last being the model's evidence over all the flow's packets, tempered by
+:data:`EVIDENCE`. Its packets are then decoded with that profile's
+distribution (per direction, mixed with :data:`SMOOTH` of the class's) as
+their prior instead of the class's. A profile pools many flows (at least
+:data:`MIN_FLOWS` per profile on average), so it is a kind of flow, not one
+training flow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get, uint_to_bits
+from engine.errors import InputError
+
+#: the spans a profile holds (the others -- TTL, ICMP type and code -- have their own rules)
+PROFILED = ("ipv4_tos", "ipv4_tl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
+#: flow lengths are bucketed by log2: 1, 2-3, 4-7, ..., 1024+
+LENGTH_BUCKETS = 11
+#: at most this many profiles per class, and at least this many training flows per profile
+MAX_PROFILES = 16
+MIN_FLOWS = 8
+#: the class's distribution mixed into a profile's (a value the profile never saw stays possible)
+SMOOTH = 0.02
+#: the weight of the model's evidence in the choice of profile (1 = the plain posterior)
+EVIDENCE = 1.0
+
+
+def length_bucket(n: np.ndarray) -> np.ndarray:
+    return np.minimum(np.floor(np.log2(np.maximum(n, 1))).astype(np.int64), LENGTH_BUCKETS - 1)
+
+
+def _value_index(vals: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Position of each of ``vals`` in the vocabulary values ``v`` (-1 where absent)."""
+    order = np.argsort(v)
+    k = np.searchsorted(v[order], vals)
+    k = np.minimum(k, len(v) - 1)
+    hit = v[order][k] == vals
+    return np.where(hit, order[k], -1)
+
+
+def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
+                v: np.ndarray) -> np.ndarray:
+    """``(len(flows), 2, V)``: per flow, direction (0 = the responder's, 1 = the initiator's) and
+    vocabulary value ``v`` of span ``name``, how many of its packets have it."""
+    from .vocab import SPANS
+    sl = SPANS[name]
+    lens = offsets[flows + 1] - offsets[flows]
+    idx = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in flows]) if len(flows) else np.zeros(0, int)
+    owner = np.repeat(np.arange(len(flows)), lens)
+    sub = rows[idx][:, sl]
+    present = (sub != -1).all(axis=1)
+    vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
+    d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
+    keep = vi >= 0
+    out = np.zeros((len(flows), 2, len(v)), np.int64)
+    np.add.at(out, (owner[present][keep], d[keep], vi[keep]), 1)
+    return out
+
+
+def zero_id_groups(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(len(flows), 2)`` twice: per flow and direction, whether it has packets, and whether all of
+    them are atomic datagrams (DF set) of IP ID 0."""
+    lens = offsets[flows + 1] - offsets[flows]
+    idx = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in flows]) if len(flows) else np.zeros(0, int)
+    owner = np.repeat(np.arange(len(flows)), lens)
+    r = rows[idx]
+    ip = r[:, LAYOUT.cols("ipv4_id").start] != -1
+    d = (r[:, COL_DIR] == 1).astype(np.int64)
+    zero = ip & (get(r, "ipv4_id") == 0) & (get(r, "ipv4_dfbit") == 1)
+    has = np.zeros((len(flows), 2), np.int64)
+    nz = np.zeros((len(flows), 2), np.int64)
+    np.add.at(has, (owner[ip], d[ip]), 1)
+    np.add.at(nz, (owner[ip & ~zero], d[ip & ~zero]), 1)
+    return has > 0, (has > 0) & (nz == 0)
+
+
+def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
+                 vocab: dict, max_packets: int, seed: int = 0) -> dict:
+    """Per class: ``{"flows": [K], "length": [K][LENGTH_BUCKETS], "spans": {name: [K][2][V]},
+    "id": [K][2][2]}``, the profiles of its training flows (k-means on the flows' value shares),
+    with ``V`` the class's vocabulary of the span in :func:`engine.model.vocab.fit_vocab`'s order
+    and ``id`` per direction the flows that send in it and those whose IP IDs there are all 0.
+
+    Input as in :class:`engine.model.data.FlowTable`; flows are cut to ``max_packets``."""
+    from sklearn.cluster import KMeans
+    offsets = np.asarray(offsets, np.int64)
+    lens = np.minimum(np.diff(offsets), max_packets)
+    cut = np.concatenate([np.arange(a, a + n) for a, n in zip(offsets[:-1], lens)])
+    rows = rows[cut]
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    out = {}
+    for ci, c in enumerate(classes):
+        flows = np.nonzero(labels == ci)[0]
+        spans = {n: np.array([e[0] for e in vocab.get(c, {}).get(n, [])], np.uint64) for n in PROFILED}
+        spans = {n: v for n, v in spans.items() if len(v)}
+        if len(flows) < 2 * MIN_FLOWS or not spans:
+            continue
+        counts = {n: flow_counts(rows, offsets, flows, n, v) for n, v in spans.items()}
+        sends, zero = zero_id_groups(rows, offsets, flows)
+        bucket = length_bucket(lens[flows])
+        feats = [np.eye(LENGTH_BUCKETS)[bucket]]
+        for cn in counts.values():
+            tot = cn.sum(2, keepdims=True)
+            feats.append(np.sqrt(cn / np.maximum(tot, 1)).reshape(len(flows), -1))   # Hellinger geometry
+        X = np.concatenate(feats, 1)
+        k = int(min(MAX_PROFILES, len(flows) // MIN_FLOWS, len(np.unique(X, axis=0))))
+        assign = KMeans(k, n_init=4, random_state=seed).fit_predict(X) if k > 1 else np.zeros(len(X), int)
+        used = np.unique(assign)
+        out[c] = {
+            "flows": [int((assign == j).sum()) for j in used],
+            "length": [np.bincount(bucket[assign == j], minlength=LENGTH_BUCKETS).tolist() for j in used],
+            "spans": {n: [cn[assign == j].sum(0).tolist() for j in used] for n, cn in counts.items()},
+            "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
+        }
+    return out
+
+
+class Profiles:
+    """A class's profiles as read from config.json, range-checked against its vocabulary."""
+
+    def __init__(self, table, vocab: dict, label: str):
+        def bad(what):
+            return InputError(None, f"config.json: profiles of class {label!r}: {what}")
+        if not isinstance(table, dict):
+            raise bad("not a table")
+        try:
+            flows = np.asarray(table["flows"], np.float64)
+            length = np.asarray(table["length"], np.float64)
+            spans = {n: np.asarray(c, np.float64) for n, c in dict(table["spans"]).items()}
+            ids = np.asarray(table["id"], np.float64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"malformed ({e})") from None
+        K = len(flows)
+        if flows.ndim != 1 or K == 0 or length.shape != (K, LENGTH_BUCKETS):
+            raise bad(f"want {LENGTH_BUCKETS} length buckets for each of its profiles")
+        for n, c in spans.items():
+            if n not in PROFILED:
+                raise bad(f"unknown span {n!r}")
+            V = len(vocab.get(n, []))
+            if c.shape != (K, 2, V):
+                raise bad(f"span {n!r} has shape {c.shape}, its vocabulary wants {(K, 2, V)}")
+        if ids.shape != (K, 2, 2):
+            raise bad(f"id has shape {ids.shape}, want {(K, 2, 2)}")
+        arrays = [flows, length, ids, *spans.values()]
+        if not all(np.isfinite(a).all() and (a >= 0).all() for a in arrays) or flows.sum() <= 0:
+            raise bad("counts must be finite and >= 0")
+        if (ids[..., 1] > ids[..., 0]).any():
+            raise bad("more zero-ID directions than directions")
+        # share of a profile's directions that send IP ID 0 throughout (a profile without
+        # flows in a direction takes the class's share)
+        sends, zero = ids[..., 0], ids[..., 1]
+        cls = zero.sum() / max(sends.sum(), 1.0)
+        self.id_zero = np.where(sends > 0, zero / np.maximum(sends, 1.0), cls)      # (K, 2)
+        self.log_flows = np.log(np.maximum(flows, 1e-12) / flows.sum())
+        lp = (length + 0.5) / (length + 0.5).sum(1, keepdims=True)
+        self.log_length = np.log(lp)                                       # (K, LENGTH_BUCKETS)
+        self.dist = {}
+        for n, c in spans.items():
+            base = np.asarray([e[1] if isinstance(e, (list, tuple)) else 1 for e in vocab[n]], np.float64)
+            base = base / base.sum()
+            tot = c.sum(2, keepdims=True)
+            own = np.where(tot > 0, c / np.maximum(tot, 1e-12), base)
+            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, 2, V)
+
+    def __len__(self) -> int:
+        return len(self.log_flows)
+
+
+def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+           lengths: np.ndarray, u: np.ndarray, weight: float = EVIDENCE) -> np.ndarray:
+    """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
+    ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight``.
+
+    ``evidence[name] = (ll, flow, direction)``: per present row of the span, the model's
+    log-likelihood of each vocabulary value ``(R, V)``, the row's flow ``(R,)`` and direction
+    ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
+    B = len(lengths)
+    logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
+    for name, (ll, flow, d) in evidence.items():
+        if name not in prof.dist or not len(ll):
+            continue
+        m = ll.max(1, keepdims=True)
+        e = np.exp(ll - m)                                                # (R, V)
+        dist = prof.dist[name]
+        mix = np.where(d[:, None] == 1, e @ dist[:, 1, :].T, e @ dist[:, 0, :].T)   # (R, K)
+        term = np.log(np.maximum(mix, 1e-300)) + m
+        np.add.at(logp, flow, weight * term)
+    w = np.exp(logp - logp.max(1, keepdims=True))
+    cdf = np.cumsum(w, 1)
+    return np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(1), len(prof) - 1)
+
+
+def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their direction."""
+    return np.log(prof.dist[name][pick[flow], d])
+
+
+#: uniforms a flow's profile draws take (:func:`choose`, then :func:`hold_ip_id`)
+FLOW_UNIFORMS = 5
+
+
+def hold_ip_id(x: np.ndarray, prof: Profiles, pick: np.ndarray, u: np.ndarray) -> None:
+    """Write each flow's IP IDs into ``x`` ``(B, L, width)`` (in place), per direction: all 0
+    on atomic datagrams (DF set), with the chosen profile's share of such directions, else a
+    counter from a uniform start, one per packet.
+
+    The denoiser draws an ID's 16 bits per packet, which no stack does: real directions
+    either count (a host's or a socket's counter) or send 0 (RFC 6864; Google's servers).
+    ``u`` ``(B, FLOW_UNIFORMS)``: column 0 chose the profile, 1-2 the directions' modes,
+    3-4 their counters' starts."""
+    cols = LAYOUT.cols("ipv4_id")
+    present = np.rint(np.clip(x[:, :, cols.start], -1, 1)) != -1              # (B, L)
+    d = (x[:, :, COL_DIR] > 0.5).astype(np.int64)
+    k = np.where(d == 1, np.cumsum(present & (d == 1), 1), np.cumsum(present & (d == 0), 1)) - 1
+    zero = u[:, 1:3] < prof.id_zero[pick]                                      # (B, 2)
+    base = np.floor(u[:, 3:5] * 65536).astype(np.int64)
+    b = np.arange(len(x))[:, None]
+    val = np.where(zero[b, d], 0, (base[b, d] + k) % 65536)
+    bits = uint_to_bits(val[present], cols.stop - cols.start).astype(np.float32)
+    x[present, cols.start:cols.stop] = bits
+    df = LAYOUT.cols("ipv4_dfbit").start
+    x[:, :, df] = np.where(present & zero[b, d], 1.0, x[:, :, df])

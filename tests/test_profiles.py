@@ -1,0 +1,123 @@
+"""Flow profiles (engine.model.profiles): a flow draws its packets' values from one kind of flow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.codec.layout import COL_DIR, LAYOUT, get, put
+from engine.errors import InputError
+from engine.model.profiles import LENGTH_BUCKETS, Profiles, fit_profiles
+from engine.model.vocab import SPANS, decode, fit_vocab
+
+from conftest import ROOT
+
+PKTS = 8
+
+
+def two_kinds(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` flows of PKTS packets: the first half bulk (every packet 1500 bytes), the other
+    half small (every packet 100 bytes); directions alternate."""
+    rows = np.full((n * PKTS, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    rows[:, COL_DIR] = np.arange(n * PKTS) % 2
+    put(rows, "ipv4_tl", np.repeat(np.where(np.arange(n) < n // 2, 1500, 100), PKTS))
+    return rows, np.arange(0, n * PKTS + 1, PKTS)
+
+
+def test_a_flow_keeps_to_one_kind():
+    rows, offsets = two_kinds()
+    labels = np.zeros(len(offsets) - 1, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, PKTS), ["a"])
+    table = fit_profiles(rows, offsets, labels, ["a"], vocab, PKTS)["a"]
+    prof = Profiles(json.loads(json.dumps(table)), vocab["a"], "a")
+    tl = [e[0] for e in vocab["a"]["ipv4_tl"]]
+    # every profile holds one kind of flow
+    for counts in np.array(table["spans"]["ipv4_tl"]):
+        assert counts.sum(0).max() == counts.sum()
+    assert sum(table["flows"]) == 40 and len(table["length"][0]) == LENGTH_BUCKETS
+
+    B = 400
+    x = np.tile(rows[:PKTS].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tl")] = 0.5                   # the model has no idea of the size
+    rng = np.random.default_rng(0)
+    u, fu = rng.random((B, PKTS, len(SPANS))), rng.random(B)
+
+    def sizes(y):
+        return get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_tl").reshape(B, PKTS)
+    plain = sizes(decode(x, vocab["a"], u))
+    held = sizes(decode(x, vocab["a"], u, profiles=prof, flow_u=fu))
+    one_kind = lambda s: (s == s[:, :1]).all(1).mean()
+    assert set(np.unique(held)) <= set(tl) and set(np.unique(plain)) <= set(tl)
+    assert one_kind(plain) < 0.05                           # packet by packet: every flow mixes
+    assert one_kind(held) > 0.8                             # by profile: a flow is bulk or small
+    assert 0.35 < (held[:, 0] == 1500).mean() < 0.65        # and the kinds keep their shares
+
+    # the model's evidence chooses the profile: sure bits of 100 make a small flow
+    x[:, :, LAYOUT.cols("ipv4_tl")] = rows[PKTS * 30:PKTS * 31, LAYOUT.cols("ipv4_tl")]
+    assert (sizes(decode(x, vocab["a"], u, profiles=prof, flow_u=fu)) == 100).mean() > 0.99
+
+
+def test_ip_ids_count_or_stay_zero():
+    """A profile decides each direction's IP IDs: all 0 with DF set (as many directions as its
+    training flows had), else a counter from a random start."""
+    from engine.model.profiles import FLOW_UNIFORMS
+    rows, offsets = two_kinds()
+    small = rows[:, LAYOUT.cols("ipv4_tl")] == np.array([int(c) for c in f"{100:016b}"])
+    put(rows, "ipv4_id", np.arange(len(rows)) + 1000)
+    put(rows, "ipv4_dfbit", 1)
+    zero = small.all(1) & (rows[:, COL_DIR] == 1)               # small flows: one side sends ID 0
+    rows[zero, LAYOUT.cols("ipv4_id")] = 0
+    labels = np.zeros(len(offsets) - 1, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, PKTS), ["a"])
+    prof = Profiles(fit_profiles(rows, offsets, labels, ["a"], vocab, PKTS)["a"], vocab["a"], "a")
+    B = 200
+    x = np.tile(rows[:PKTS].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tl")] = 0.5
+    x[:, :, LAYOUT.cols("ipv4_id")] = 0.5
+    x[:, :, LAYOUT.cols("ipv4_dfbit")] = 0.3
+    rng = np.random.default_rng(2)
+    y = np.rint(decode(x, vocab["a"], rng.random((B, PKTS, len(SPANS))), profiles=prof,
+                       flow_u=rng.random((B, FLOW_UNIFORMS)))).astype(np.int8)
+    n_zero = 0
+    for f in y:
+        size, ids, d = get(f, "ipv4_tl"), get(f, "ipv4_id").astype(np.int64), f[:, COL_DIR]
+        for side in (0, 1):
+            v = ids[d == side]
+            if (v == 0).all():
+                n_zero += 1
+                assert side == 1 and (size == 100).mean() > 0.5 and (get(f, "ipv4_dfbit")[d == side] == 1).all()
+            else:
+                assert ((np.diff(v) % 65536) == 1).all()
+    assert 0.3 * B < n_zero < 0.7 * B                            # the small flows' share, about half
+
+
+def test_profiles_of_the_shipped_checkpoint_load():
+    cfg = json.loads((ROOT / "engine" / "default_model" / "config.json").read_text())
+    assert {"youtube", "zoom", "tls_https", "netflix"} <= set(cfg["profiles"])
+    for c, table in cfg["profiles"].items():
+        assert len(Profiles(table, cfg["vocab"][c], c)) >= 2
+
+
+OK_ID = [[[2, 1], [2, 0]]]
+
+
+@pytest.mark.parametrize("table, why", [
+    ([1, 2], "not a table"),
+    ({"flows": [1]}, "malformed"),
+    ({"flows": [1], "length": [[0] * 3], "spans": {}, "id": OK_ID}, "length buckets"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [[[1], [1]]]}, "id": OK_ID}, "shape"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [[[-1, 0], [1, 1]]]}, "id": OK_ID},
+     "finite and >= 0"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_ttl": [[[1, 0], [1, 1]]]}, "id": OK_ID},
+     "unknown span"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[1, 0]]}, "id has shape"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 2], [1, 0]]]}, "more zero-ID"),
+    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 0], [float("nan"), 0]]]}, "finite"),
+])
+def test_hostile_profiles_get_one_line(table, why):
+    with pytest.raises(InputError, match=why) as e:
+        Profiles(table, {"ipv4_tl": [[100, 3], [1500, 2]]}, "a")
+    assert "\n" not in str(e.value) and "profiles of class 'a'" in str(e.value)
