@@ -154,6 +154,10 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
     L += ["| candidate | mean JSD | mean TVD | mean Hellinger |", "|---|---:|---:|---:|"]
     for k in cands:
         L.append(f"| {k} | {fmt(s['mean_jsd'][k])} | {fmt(s['mean_tvd'][k])} | {fmt(s['mean_hellinger'][k])} |")
+    ref = (r.get("reference") or {}).get("real_train")
+    if ref:
+        L.append("| real train (reference: what a perfect generator scores) | "
+                 + " | ".join(fmt(ref["overall"][m]) for m in ("jsd", "tvd", "hellinger")) + " |")
     L.append("")
     beats = s.get("synthetic_beats_baselines_on_mean_jsd")
     L.append(f"- **Does the model beat both baselines on mean JSD? {'Yes' if beats else 'No'}** "
@@ -199,8 +203,13 @@ def write_quality(path: Path, r: dict, a, classes, test_counts, gen_counts, gen_
         L.append("")
     L += ["## Mean JSD by group (over classes)", "", "| group | " + " | ".join(cands) + " |",
           "|---|" + "---:|" * len(cands)]
+    ref = (r.get("reference") or {}).get("real_train")
+    if ref:
+        L[-2] = L[-2] + " real train (reference) |"
+        L[-1] = L[-1] + "---:|"
     for g in ("header", "header_present", "packet", "flow"):
-        L.append(f"| {g} | " + " | ".join(fmt(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands) + " |")
+        L.append(f"| {g} | " + " | ".join(fmt(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands)
+                 + (f" | {fmt(ref['overall_by_group'][g]['jsd'])}" if ref else "") + " |")
     L += ["", "## Mean JSD per class", "", "| class | test flows | synthetic flows | " + " | ".join(cands) + " |",
           "|---|---:|---:|" + "---:|" * len(cands)]
     for c in classes:

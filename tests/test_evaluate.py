@@ -215,6 +215,9 @@ def _check_report(out: Path, classes: list[str], candidates: list[str]):
         # the reference row, real train flows vs the real test flows, is always there
         assert set(r["detectability"]) == {*candidates, "real_train"}
         assert "| real_train |" in (out / "report.md").read_text()
+    ref = r["reference"]["real_train"]
+    assert 0.0 <= ref["overall"]["jsd"] <= 1.0 and set(ref["overall_by_group"]) >= {"header", "packet", "flow"}
+    assert "| real_train (reference) |" in (out / "report.md").read_text()
     for cand, d in (r["detectability"] or {}).items():
         for feat, v in d.items():
             if v is not None:

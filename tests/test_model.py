@@ -26,7 +26,8 @@ from conftest import FIXTURES, ROOT
 # presence_input + self_condition, as the shipped config; TINY_PLAIN is the older model kind
 TINY = {"model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16, "presence_input": True,
                   "self_condition": True}, "batch_size": 4,
-        "checkpoint_every": 2, "warmup_steps": 2, "log_every": 1, "test_fraction": 0.2}
+        "checkpoint_every": 2, "warmup_steps": 2, "log_every": 1, "test_fraction": 0.2,
+        "calibrate_flows": 8, "calibrate_rounds": 1}
 TINY_PLAIN = {**TINY, "model": {"d_model": 32, "layers": 1, "heads": 2, "max_packets": 16}}
 DEFAULT_CKPT = ROOT / "engine" / "default_model" / "model.safetensors"
 
@@ -504,3 +505,31 @@ def test_field_weights(tiny_data, tmp_path):
             column_weights(bad)
     s = train(tiny_data, tmp_path / "fw", tiny_cfg(steps=2, field_weights={"meta_iat": 8.0}))
     assert s["steps"] == 2
+
+
+def test_calibration_brings_drawn_values_to_the_class_shares(tiny_run):
+    """engine.model.calibrate: the weights it fits move the decoder's drawn values, in aggregate,
+    towards the class's training shares (checked on flows of other seeds than it fitted on);
+    netdiff train writes them; hostile weights get one line."""
+    from dataclasses import replace
+    from engine.model.calibrate import CALIBRATED, calibrate, check_calibration, drawn_counts
+    from engine.model.checkpoint import load_model
+    from engine.model.sample import SampleOptions, sample_flows
+    from engine.model.vocab import _entries
+    model, cfg, _ = load_model(tiny_run)
+    assert set(cfg["calibration"]) == {"dns", "zoom"}           # written by netdiff train
+    cfg = {k: v for k, v in cfg.items() if k != "calibration"}
+    opts = SampleOptions(steps=3, packets_max=16)
+    cal = calibrate(model, cfg, ["zoom"], flows=32, rounds=3, opts=opts)
+    v, n = _entries(cfg["vocab"]["zoom"]["ipv4_tl"])
+
+    def tvd(c):
+        flows = list(sample_flows(model, c, "zoom", list(range(48)), replace(opts, seed=100)).values())
+        have = drawn_counts(flows, "ipv4_tl", v)
+        return 0.5 * np.abs(have / have.sum() - n / n.sum()).sum()
+    assert set(cal["zoom"]) <= set(CALIBRATED) and "ipv4_tl" in cal["zoom"]
+    assert tvd({**cfg, "calibration": cal}) < 0.7 * tvd(cfg)
+    with pytest.raises(InputError, match="calibration of class 'zoom', span 'ipv4_tl'"):
+        check_calibration({"ipv4_tl": [0.0]}, cfg["vocab"]["zoom"], "zoom")
+    with pytest.raises(InputError, match="within"):
+        check_calibration({"ipv4_tl": [99.0] * len(v)}, cfg["vocab"]["zoom"], "zoom")

@@ -9,7 +9,7 @@ import pytest
 
 from engine.codec.layout import COL_DIR, LAYOUT, get, put
 from engine.errors import InputError
-from engine.model.profiles import LENGTH_BUCKETS, Profiles, fit_profiles
+from engine.model.profiles import LENGTH_BUCKETS, SLOTS, Profiles, fit_profiles
 from engine.model.vocab import SPANS, decode, fit_vocab
 
 from conftest import ROOT
@@ -35,7 +35,11 @@ def test_a_flow_keeps_to_one_kind():
     prof = Profiles(json.loads(json.dumps(table)), vocab["a"], "a")
     tl = [e[0] for e in vocab["a"]["ipv4_tl"]]
     # every profile holds one kind of flow
-    for counts in np.array(table["spans"]["ipv4_tl"]):
+    sparse = np.array(table["spans"]["ipv4_tl"])
+    dense = np.zeros((len(table["flows"]), SLOTS, len(tl)))
+    np.add.at(dense.reshape(-1), sparse[0::2], sparse[1::2])
+    assert dense.sum() == len(rows)
+    for counts in dense:
         assert counts.sum(0).max() == counts.sum()
     assert sum(table["flows"]) == 40 and len(table["length"][0]) == LENGTH_BUCKETS
 
@@ -94,6 +98,19 @@ def test_ip_ids_count_or_stay_zero():
     assert 0.3 * B < n_zero < 0.7 * B                            # the small flows' share, about half
 
 
+def test_a_flow_takes_a_profile_of_its_transport():
+    """Profiles are of one transport; a UDP flow never draws from its class's TCP profiles."""
+    from engine.model.profiles import choose
+    table = {"flows": [90, 10], "proto": [6, 17], "length": [[1] * LENGTH_BUCKETS] * 2,
+             "spans": {}, "id": [[[1, 0], [1, 0]]] * 2}
+    prof = Profiles(table, {}, "a")
+    u = np.random.default_rng(0).random(400)
+    protos = np.repeat([6, 17, 1], [200, 100, 100])
+    pick = choose(prof, {}, np.full(400, 8), protos, u)
+    assert (pick[:200] == 0).all() and (pick[200:300] == 1).all()
+    assert 0.8 < (pick[300:] == 0).mean() < 0.98              # no ICMP profile: any, by its share
+
+
 def test_profiles_of_the_shipped_checkpoint_load():
     cfg = json.loads((ROOT / "engine" / "default_model" / "config.json").read_text())
     assert {"youtube", "zoom", "tls_https", "netflix"} <= set(cfg["profiles"])
@@ -107,17 +124,35 @@ OK_ID = [[[2, 1], [2, 0]]]
 @pytest.mark.parametrize("table, why", [
     ([1, 2], "not a table"),
     ({"flows": [1]}, "malformed"),
-    ({"flows": [1], "length": [[0] * 3], "spans": {}, "id": OK_ID}, "length buckets"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [[[1], [1]]]}, "id": OK_ID}, "shape"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [[[-1, 0], [1, 1]]]}, "id": OK_ID},
+    ({"flows": [1], "proto": [5], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": OK_ID}, "transport"),
+    ({"flows": [1], "proto": [6], "length": [[0] * 3], "spans": {}, "id": OK_ID}, "length buckets"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [[[1], [1]]]}, "id": OK_ID}, "pairs"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [12, 1]}, "id": OK_ID},
+     "indices below 12"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_tl": [0, -1, 3, 2]}, "id": OK_ID},
      "finite and >= 0"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_ttl": [[[1, 0], [1, 1]]]}, "id": OK_ID},
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"icmp_type": [0, 1]}, "id": OK_ID},
      "unknown span"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[1, 0]]}, "id has shape"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 2], [1, 0]]]}, "more zero-ID"),
-    ({"flows": [1], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 0], [float("nan"), 0]]]}, "finite"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[1, 0]]}, "id has shape"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 2], [1, 0]]]}, "more zero-ID"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 0], [float("nan"), 0]]]}, "finite"),
 ])
 def test_hostile_profiles_get_one_line(table, why):
     with pytest.raises(InputError, match=why) as e:
         Profiles(table, {"ipv4_tl": [[100, 3], [1500, 2]]}, "a")
     assert "\n" not in str(e.value) and "profiles of class 'a'" in str(e.value)
+
+
+def test_a_refit_changes_what_a_resume_must_match():
+    """generate's resume fingerprint covers the sampling tables, not only the weights: a refit
+    (new profiles, new calibration) changes the bytes, so a run begun before it is not resumed."""
+    from engine.datasets.partial import fingerprint
+    from engine.datasets.request import GenerationRequest
+    from engine.model.checkpoint import tables_hash
+    cfg = json.loads((ROOT / "engine" / "default_model" / "config.json").read_text())
+    other = {**cfg, "profiles": {**cfg["profiles"], "zoom": {**cfg["profiles"]["zoom"], "flows": [1] * 16}}}
+    assert tables_hash(cfg) == tables_hash(json.loads(json.dumps(cfg)))
+    assert tables_hash(cfg) != tables_hash(other)
+    req = GenerationRequest(label="zoom", count=3)
+    fp = lambda c: fingerprint(req, "w", 20, 1.0, None, 64, "fp32", tables_hash(c))   # noqa: E731
+    assert fp(cfg) != fp(other) and fp(cfg) == fp(cfg)

@@ -43,7 +43,7 @@ from engine.constants import TCP, UDP
 from engine.outdir import OutputLock, check_room, user_paths
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted, stop_deferred
 
-from engine.model.checkpoint import load_model, weights_hash
+from engine.model.checkpoint import load_model, tables_hash, weights_hash
 from engine.model.diffusion import sampling_precision
 from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
@@ -256,7 +256,8 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     start = 0
     if rank == 0:
         try:
-            start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window, precision), emit)
+            start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window, precision,
+                                           tables_hash(mcfg)), emit)
         except InputError as e:
             start = e
     start = _share(state, start)

@@ -57,13 +57,18 @@ def window_progress(emit, first: int, count: int, world: int):
     return on
 
 
-def fingerprint(req, mhash, steps, guidance, guides, window, precision: str = "fp32") -> str:
-    """What decides the bytes of the flows: a resumed run must match it."""
+def fingerprint(req, mhash, steps, guidance, guides, window, precision: str = "fp32",
+                tables: str | None = None) -> str:
+    """What decides the bytes of the flows: a resumed run must match it. ``tables``: the hash of
+    the checkpoint's sampling tables (:func:`engine.model.checkpoint.tables_hash`), which a
+    refit changes without touching the weights."""
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
     d.update(model_hash=mhash, steps=steps, guidance=guidance, guides=len(guides) if guides else 0,
              window=window, version=STATE_VERSION)
     if precision != "fp32":     # fp32 runs keep the fingerprints they had before precision was a choice
         d["precision"] = precision
+    if tables is not None:
+        d["tables"] = tables
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -74,7 +74,13 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         L.append(f"> {n}")
     L += ["", "## Summary", ""]
     rows = [[c, _f(s["mean_jsd"][c]), _f(s["mean_tvd"][c]), _f(s["mean_hellinger"][c])] for c in cands]
+    ref = (r.get("reference") or {}).get("real_train")
+    if ref:
+        rows.append(["real_train (reference)"] + [_f(ref["overall"][m]) for m in ("jsd", "tvd", "hellinger")])
     L += [_table(["candidate", "mean JSD", "mean TVD", "mean Hellinger"], rows), ""]
+    if ref:
+        L += ["`real_train (reference)`: the real train split compared with the test split the same way, i.e. "
+              "what a generator that reproduced the real data exactly would score.", ""]
     if "synthetic_beats_baselines_on_mean_jsd" in s:
         L.append(f"- synthetic beats every baseline on mean JSD: **{'yes' if s['synthetic_beats_baselines_on_mean_jsd'] else 'no'}**")
     for feat in ("packet_bits_noports", "flow_stats_noports"):
@@ -104,8 +110,9 @@ def render_markdown(r: dict, plots: list[str]) -> str:
           "mix counts); header_present = the same fields over only the packets that carry the header; "
           "packet = direction, size, gap; flow = flow length, direction share.", ""]
     rows = [[g] + [_f(r["fidelity"][k]["overall_by_group"][g]["jsd"]) for k in cands]
+            + ([_f(ref["overall_by_group"][g]["jsd"])] if ref else [])
             for g in ("header", "header_present", "packet", "flow")]
-    L += [_table(["group"] + cands, rows), ""]
+    L += [_table(["group"] + cands + (["real_train (reference)"] if ref else []), rows), ""]
 
     L += ["## JSD per field (mean over classes)", ""]
     fm = {k: field_means(r["fidelity"][k], "jsd") for k in cands}

@@ -26,8 +26,8 @@ import numpy as np
 from engine.codec.layout import bits_to_uint
 from engine.errors import InputError
 
-#: the spans calibrated (those a flow profile holds: the packet-level values)
-CALIBRATED = ("ipv4_tos", "ipv4_tl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
+#: the spans calibrated (those a flow profile holds)
+CALIBRATED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
 #: a weight moves this share of the log-ratio per round, and stays within +-LIMIT
 STEP = 0.8
 LIMIT = 4.0

@@ -37,8 +37,9 @@ def model_config(model: PacketDenoiser) -> dict:
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
-#: config.json's per-class sampling tables (engine.model.data.FlowTable.priors writes them)
-PRIOR_KEYS = ("lengths", "vocab", "ports", "joint", "profiles")
+#: config.json's per-class sampling tables (engine.model.data.FlowTable.priors fits them from the
+#: training flows; calibration, engine.model.calibrate, from the trained model's samples)
+PRIOR_KEYS = ("lengths", "vocab", "ports", "joint", "profiles", "calibration")
 
 
 def dump_config(cfg: dict) -> str:
@@ -111,6 +112,12 @@ def _hub_checkpoint(r, d: Path) -> Path:
         raise InputError(None, f"{r}: not a netdiff checkpoint (config.json format is {fmt!r}, "
                                f"not {FORMAT!r})")
     return d
+
+
+def tables_hash(cfg: dict) -> str:
+    """sha256 (first 16 hex digits) of a config's sampling tables (:data:`PRIOR_KEYS`)."""
+    blob = json.dumps({k: cfg.get(k) for k in PRIOR_KEYS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def weights_hash(d: str | os.PathLike) -> str:

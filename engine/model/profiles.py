@@ -27,10 +27,18 @@ from __future__ import annotations
 import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get, uint_to_bits
+from engine.codec.matrix import row_proto
 from engine.errors import InputError
 
 #: the spans a profile holds (the others -- TTL, ICMP type and code -- have their own rules)
-PROFILED = ("ipv4_tos", "ipv4_tl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
+PROFILED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
+#: a profile keeps its flows' first HEAD packets' values apart, one slot per position (the
+#: handshake and the first request: a SYN's size is not a data packet's), the later packets'
+#: by direction: slot ``p`` for position ``p < HEAD``, else ``HEAD + direction``
+HEAD = 4
+SLOTS = HEAD + 2
+#: transports a profile can be of (its flows' first packet's; 0 = none)
+PROTOS = (0, 1, 6, 17)
 #: flow lengths are bucketed by log2: 1, 2-3, 4-7, ..., 1024+
 LENGTH_BUCKETS = 11
 #: at most this many profiles per class, and at least this many training flows per profile
@@ -55,10 +63,16 @@ def _value_index(vals: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.where(hit, order[k], -1)
 
 
+def slot(position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """A packet's slot in a profile (:data:`HEAD`) from its position in its flow and its
+    direction (0 = the responder's, 1 = the initiator's)."""
+    return np.where(position < HEAD, position, HEAD + direction)
+
+
 def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
                 v: np.ndarray) -> np.ndarray:
-    """``(len(flows), 2, V)``: per flow, direction (0 = the responder's, 1 = the initiator's) and
-    vocabulary value ``v`` of span ``name``, how many of its packets have it."""
+    """``(len(flows), SLOTS, V)``: per flow, :func:`slot` and vocabulary value ``v`` of span
+    ``name``, how many of its packets have it."""
     from .vocab import SPANS
     sl = SPANS[name]
     lens = offsets[flows + 1] - offsets[flows]
@@ -68,9 +82,11 @@ def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: 
     present = (sub != -1).all(axis=1)
     vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
     d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
+    pos = (idx - np.repeat(offsets[flows], lens))[present]
+    sl_ = slot(pos, d)
     keep = vi >= 0
-    out = np.zeros((len(flows), 2, len(v)), np.int64)
-    np.add.at(out, (owner[present][keep], d[keep], vi[keep]), 1)
+    out = np.zeros((len(flows), SLOTS, len(v)), np.int64)
+    np.add.at(out, (owner[present][keep], sl_[keep], vi[keep]), 1)
     return out
 
 
@@ -91,12 +107,20 @@ def zero_id_groups(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray) -> 
     return has > 0, (has > 0) & (nz == 0)
 
 
+def _sparse(a: np.ndarray) -> list[int]:
+    i = np.flatnonzero(a)
+    return np.stack([i, a.ravel()[i]], 1).ravel().tolist()
+
+
 def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
                  vocab: dict, max_packets: int, seed: int = 0) -> dict:
-    """Per class: ``{"flows": [K], "length": [K][LENGTH_BUCKETS], "spans": {name: [K][2][V]},
-    "id": [K][2][2]}``, the profiles of its training flows (k-means on the flows' value shares),
-    with ``V`` the class's vocabulary of the span in :func:`engine.model.vocab.fit_vocab`'s order
-    and ``id`` per direction the flows that send in it and those whose IP IDs there are all 0.
+    """Per class: ``{"flows": [K], "proto": [K], "length": [K][LENGTH_BUCKETS],
+    "spans": {name: [i, count, i, count, ...]}, "id": [K][2][2]}``, the profiles of its
+    training flows (k-means on the flows' value shares). A span's counts form a
+    ``(K, SLOTS, V)`` array, ``V`` the class's vocabulary of the span in
+    :func:`engine.model.vocab.fit_vocab`'s order, stored sparse (mostly zeros: a profile uses
+    few values) as its nonzero entries' flat indices (C order) and counts; ``id`` holds per
+    direction the flows that send in it and those whose IP IDs there are all 0.
 
     Input as in :class:`engine.model.data.FlowTable`; flows are cut to ``max_packets``."""
     from sklearn.cluster import KMeans
@@ -115,7 +139,10 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         counts = {n: flow_counts(rows, offsets, flows, n, v) for n, v in spans.items()}
         sends, zero = zero_id_groups(rows, offsets, flows)
         bucket = length_bucket(lens[flows])
-        feats = [np.eye(LENGTH_BUCKETS)[bucket]]
+        proto = row_proto(rows[offsets[flows]])
+        # far apart by transport (10 against at most ~5 within one): a profile is of one transport,
+        # so a UDP flow never draws the sizes of its class's TCP acknowledgments
+        feats = [np.eye(LENGTH_BUCKETS)[bucket], 10.0 * (proto[:, None] == np.array(PROTOS)[None, :])]
         for cn in counts.values():
             tot = cn.sum(2, keepdims=True)
             feats.append(np.sqrt(cn / np.maximum(tot, 1)).reshape(len(flows), -1))   # Hellinger geometry
@@ -125,8 +152,9 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         used = np.unique(assign)
         out[c] = {
             "flows": [int((assign == j).sum()) for j in used],
+            "proto": [int(np.bincount(proto[assign == j]).argmax()) for j in used],
             "length": [np.bincount(bucket[assign == j], minlength=LENGTH_BUCKETS).tolist() for j in used],
-            "spans": {n: [cn[assign == j].sum(0).tolist() for j in used] for n, cn in counts.items()},
+            "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
         }
     return out
@@ -143,8 +171,9 @@ class Profiles:
         try:
             flows = np.asarray(table["flows"], np.float64)
             length = np.asarray(table["length"], np.float64)
-            spans = {n: np.asarray(c, np.float64) for n, c in dict(table["spans"]).items()}
+            spans = {n: np.asarray(c, np.int64) for n, c in dict(table["spans"]).items()}
             ids = np.asarray(table["id"], np.float64)
+            protos = np.asarray(table["proto"], np.int64)
         except (KeyError, TypeError, ValueError) as e:
             raise bad(f"malformed ({e})") from None
         K = len(flows)
@@ -153,9 +182,16 @@ class Profiles:
         for n, c in spans.items():
             if n not in PROFILED:
                 raise bad(f"unknown span {n!r}")
-            V = len(vocab.get(n, []))
-            if c.shape != (K, 2, V):
-                raise bad(f"span {n!r} has shape {c.shape}, its vocabulary wants {(K, 2, V)}")
+            shape = (K, SLOTS, len(vocab.get(n, [])))
+            if c.ndim != 1 or len(c) % 2 or (len(c) and (c[0::2].min() < 0 or c[0::2].max() >= np.prod(shape))):
+                raise bad(f"span {n!r}: want (index, count) pairs with indices below {int(np.prod(shape))}, "
+                          f"its vocabulary's {shape}")
+            dense = np.zeros(int(np.prod(shape)), np.float64)
+            np.add.at(dense, c[0::2], c[1::2].astype(np.float64))
+            spans[n] = dense.reshape(shape)
+        if protos.shape != (K,) or not np.isin(protos, PROTOS).all():
+            raise bad(f"want a transport of {PROTOS} for each of its profiles")
+        self.proto = protos
         if ids.shape != (K, 2, 2):
             raise bad(f"id has shape {ids.shape}, want {(K, 2, 2)}")
         arrays = [flows, length, ids, *spans.values()]
@@ -177,38 +213,44 @@ class Profiles:
             base = base / base.sum()
             tot = c.sum(2, keepdims=True)
             own = np.where(tot > 0, c / np.maximum(tot, 1e-12), base)
-            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, 2, V)
+            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, SLOTS, V)
 
     def __len__(self) -> int:
         return len(self.log_flows)
 
 
 def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-           lengths: np.ndarray, u: np.ndarray, weight: float = EVIDENCE) -> np.ndarray:
+           lengths: np.ndarray, protos: np.ndarray, u: np.ndarray, weight: float = EVIDENCE) -> np.ndarray:
     """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
-    ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight``.
+    ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight`` among the profiles of the
+    flow's transport ``protos`` ``(B,)`` (all of them when the class has none of it).
 
-    ``evidence[name] = (ll, flow, direction)``: per present row of the span, the model's
-    log-likelihood of each vocabulary value ``(R, V)``, the row's flow ``(R,)`` and direction
-    ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
+    ``evidence[name] = (ll, flow, slot)``: per present row of the span, the model's
+    log-likelihood of each vocabulary value ``(R, V)``, the row's flow ``(R,)`` and
+    :func:`slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
     B = len(lengths)
     logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
+    same = prof.proto[None, :] == np.asarray(protos)[:, None]
+    logp = np.where(same | ~same.any(1, keepdims=True), logp, -np.inf)
     for name, (ll, flow, d) in evidence.items():
         if name not in prof.dist or not len(ll):
             continue
         m = ll.max(1, keepdims=True)
         e = np.exp(ll - m)                                                # (R, V)
         dist = prof.dist[name]
-        mix = np.where(d[:, None] == 1, e @ dist[:, 1, :].T, e @ dist[:, 0, :].T)   # (R, K)
+        mix = np.empty((len(e), len(prof)))
+        for k in np.unique(d):
+            mix[d == k] = e[d == k] @ dist[:, k, :].T                     # (R, K)
         term = np.log(np.maximum(mix, 1e-300)) + m
         np.add.at(logp, flow, weight * term)
     w = np.exp(logp - logp.max(1, keepdims=True))
     cdf = np.cumsum(w, 1)
-    return np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(1), len(prof) - 1)
+    pick = np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(1), len(prof) - 1)
+    return np.where(w[np.arange(B), pick] > 0, pick, w.argmax(1))      # never a masked profile
 
 
 def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their direction."""
+    """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their :func:`slot`."""
     return np.log(prof.dist[name][pick[flow], d])
 
 

@@ -41,7 +41,8 @@ import torch
 
 from engine.errors import Cancelled, InputError
 from engine.codec.layout import LAYOUT, LAYOUT_VERSION
-from engine.progress import CancelToken, EventLog, Message, OnEvent, TaskFinished, TrainStep, fanout
+from engine.progress import (CancelToken, EventLog, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted,
+                             TrainStep, fanout)
 
 from engine.model.checkpoint import (list_checkpoints, load_optimizer, load_rng, peak_rss_mb, read_checkpoint,
                                      refuse_pickled_state, save_model, write_checkpoint)
@@ -89,6 +90,10 @@ class TrainConfig:
     field_weights: dict = field(default_factory=dict)   # {layout field or block: loss weight}, others 1
     replay_flows: int = 0             # with init_from: flows per old class sampled from it and trained on
     replay_share: float = 0.25        # share of every batch drawn from those replay flows
+    # flows per class and round sampled to calibrate the field decoder (engine.model.calibrate; 0 = off);
+    # None: 64 for a run of >= 500 steps, off for shorter trial runs (it costs minutes on a CPU)
+    calibrate_flows: int | None = None
+    calibrate_rounds: int = 3         # rounds of that calibration (engine.model.calibrate)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -457,6 +462,28 @@ class _Run:
                              self.classes)
         self.acc.wait_for_everyone()
 
+    def calibrate(self, export: PacketDenoiser, info: dict, flows: int) -> dict:
+        """The exported model's decoder calibration, every class (a fine-tuned model's old classes
+        too: their weights moved); sampled on the training device."""
+        from engine.model.calibrate import calibrate
+        cfg = self.cfg
+        total = len(self.classes) * cfg.calibrate_rounds
+        self.emit(TaskStarted("calibrate", total, "rounds"))
+        done = 0
+
+        def tick(label: str, r: int) -> None:
+            nonlocal done
+            done += 1
+            self.emit(TaskProgress("calibrate", done, total, "rounds", f"{label} {r + 1}/{cfg.calibrate_rounds}"))
+        model = export.to(self.acc.device).eval()
+        try:
+            cal = calibrate(model, {**info, "model": dict(model.config)}, self.classes, flows,
+                            cfg.calibrate_rounds, cfg.seed, on_round=tick)
+        finally:
+            export.to("cpu")
+        self.emit(TaskFinished("calibrate", {"classes": len(cal)}))
+        return cal
+
     def finish(self, step: int, t0: float) -> dict:
         """Export the EMA weights as the run's model/; returns the summary."""
         summary = {"steps": step, "run_dir": str(self.run_dir), "seconds": round(time.time() - t0, 2),
@@ -464,7 +491,13 @@ class _Run:
         if self.is_main:
             export = PacketDenoiser.from_config(self.raw.config)
             self.ema.copy_to(export)
-            save_model(self.run_dir / "model", export, {**self.info, "steps": step})
+            info = {**self.info, "steps": step}
+            flows = self.cfg.calibrate_flows
+            if flows is None:
+                flows = 64 if step >= 500 else 0
+            if flows > 0:
+                info["calibration"] = self.calibrate(export, info, flows)
+            save_model(self.run_dir / "model", export, info)
             summary["model"] = str(self.run_dir / "model")
         self.acc.wait_for_everyone()
         self.emit(TaskFinished("train", summary))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
+from engine.codec.matrix import row_proto
 
 #: the spans decoded onto vocabularies: single fields, plus the TCP flag bits as one span
 #: (flags come in combinations: SYN, SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST)
@@ -171,16 +172,17 @@ def _evidence(flat: np.ndarray, sl: slice, V: np.ndarray) -> tuple[np.ndarray, n
 
 def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray) -> np.ndarray:
     """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets."""
-    from .profiles import choose
+    from .profiles import choose, slot
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     evidence = {}
     for name in profiles.dist:
         v, _ = _entries(vocab[name])
         rows, ll = _evidence(flat, SPANS[name], uint_to_bits(v, SPANS[name].stop - SPANS[name].start).astype(np.float64))
-        evidence[name] = (ll, rows // L, fwd[rows])
+        evidence[name] = (ll, rows // L, slot(rows % L, fwd[rows]))
     present = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1)
     lengths = present.reshape(-1, L).sum(1)
-    return choose(profiles, evidence, lengths, flow_u)
+    first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
+    return choose(profiles, evidence, lengths, row_proto(first), flow_u)
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
@@ -242,9 +244,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             if palettes is not None and palette_weight > 0:
                 prior = _palette_prior(v, n, name, palettes, palette_weight)[np.nonzero(present)[0] // x.shape[1]]
             elif chosen is not None and name in profiles.dist:
-                from .profiles import row_prior
+                from .profiles import row_prior, slot
                 rows = np.nonzero(present)[0]
-                prior = row_prior(profiles, name, chosen, rows // x.shape[1], fwd[rows])
+                prior = row_prior(profiles, name, chosen, rows // x.shape[1], slot(rows % x.shape[1], fwd[rows]))
             else:
                 prior = np.log(n)[None, :]
             if calibration and name in calibration and not (palettes is not None and palette_weight > 0):
