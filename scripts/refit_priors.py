@@ -67,6 +67,8 @@ def main() -> None:
                     help="read x_pcapng flows as the shipped model's encoding did (see the module doc)")
     ap.add_argument("--calibrate", action="store_true",
                     help="also calibrate the field decoder on the model's own samples (minutes)")
+    ap.add_argument("--calibrate-flows", type=int, default=64, help="flows per class and round (default 64)")
+    ap.add_argument("--calibrate-rounds", type=int, default=3, help="rounds (default 3)")
     a = ap.parse_args()
     d = resolve(a.model)
     cfg = json.loads((d / "config.json").read_text())
@@ -86,7 +88,8 @@ def main() -> None:
         from engine.model.checkpoint import load_model
         model, _, _ = load_model(d)
         t0 = time.time()
-        cfg["calibration"] = calibrate(model, cfg, cfg["classes"], on_round=lambda c, r: print(
+        cfg["calibration"] = calibrate(model, cfg, cfg["classes"], a.calibrate_flows, a.calibrate_rounds,
+                                       on_round=lambda c, r: print(
             f"calibrate {c} round {r + 1} ({time.time() - t0:.0f} s)", flush=True))
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
