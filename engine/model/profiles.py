@@ -1,23 +1,26 @@
 """Flow profiles: a flow-level latent for the values a flow's packets take.
 
-The vocabulary decoder (:mod:`engine.model.vocab`) draws each packet's size,
-gap, flags, window and type of service from the class's frequencies given the
-model's bits, packet by packet. Every flow of a class then draws from the same
-mixture, and the flow-level pattern is lost: a bulk download's run of
+The vocabulary decoder (:mod:`engine.model.vocab`) drew each packet's size,
+gap, TTL, flags, window and type of service from the class's frequencies given
+the model's bits, packet by packet. Every flow of a class then drew from the
+same mixture, and the flow-level pattern was lost: a bulk download's run of
 full-size packets, an interactive session's small packets at a steady pace,
 a call's fixed media size. Flow statistics told synthetic from real flows by
-exactly these (bench/quality.md: smallest packet, gap mean and median, first
-and mean sizes were the most separating features).
+exactly these (smallest packet, gap mean and median, first and mean sizes;
+bench/quality.md).
 
 So each class's training flows are clustered by what they use (per span and
-direction, the share of each vocabulary value; plus the flow's length on a
-log scale), and every cluster, a *profile*, keeps the summed value counts of
-its flows (``config.json`` key ``profiles``). A sampled flow first picks one
-profile: with probability ``flows(k) * P(length | k) * P(model's bits | k)``,
-the last being the model's evidence over all the flow's packets, tempered by
-:data:`EVIDENCE`. Its packets are then decoded with that profile's
-distribution (per direction, mixed with :data:`SMOOTH` of the class's) as
-their prior instead of the class's. A profile pools many flows (at least
+:func:`slot`, the share of each vocabulary value; plus the flow's length on a
+log scale and its transport, weighted so that a cluster is of one transport),
+and every cluster, a *profile*, keeps the summed value counts of its flows per
+slot, its flows' lengths, its transport, and how many of its directions send
+IP ID 0 throughout (``config.json`` key ``profiles``). A sampled flow first
+picks a profile of its transport, with probability ``flows(k) * P(length | k)
+* P(model's bits | k)``, the last being the model's evidence over all the
+flow's packets (weight :data:`EVIDENCE`). Its packets are then decoded with
+that profile's distribution for their slot (mixed with :data:`SMOOTH` of the
+class's) as their prior instead of the class's, and its IP IDs follow the
+profile (:func:`hold_ip_id`). A profile pools many flows (at least
 :data:`MIN_FLOWS` per profile on average), so it is a kind of flow, not one
 training flow.
 """
@@ -30,7 +33,7 @@ from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get, uint_to_bits
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
 
-#: the spans a profile holds (the others -- TTL, ICMP type and code -- have their own rules)
+#: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
 PROFILED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
 #: a profile keeps its flows' first HEAD packets' values apart, one slot per position (the
 #: handshake and the first request: a SYN's size is not a data packet's), the later packets'
@@ -63,6 +66,15 @@ def _value_index(vals: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.where(hit, order[k], -1)
 
 
+def _flow_rows(offsets: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``flows`` back to back: their indices, their flow's position in ``flows``, and
+    their position in their flow."""
+    lens = offsets[flows + 1] - offsets[flows]
+    owner = np.repeat(np.arange(len(flows)), lens)
+    pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    return np.repeat(offsets[flows], lens) + pos, owner, pos
+
+
 def slot(position: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """A packet's slot in a profile (:data:`HEAD`) from its position in its flow and its
     direction (0 = the responder's, 1 = the initiator's)."""
@@ -75,15 +87,12 @@ def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: 
     ``name``, how many of its packets have it."""
     from .vocab import SPANS
     sl = SPANS[name]
-    lens = offsets[flows + 1] - offsets[flows]
-    idx = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in flows]) if len(flows) else np.zeros(0, int)
-    owner = np.repeat(np.arange(len(flows)), lens)
+    idx, owner, pos = _flow_rows(offsets, flows)
     sub = rows[idx][:, sl]
     present = (sub != -1).all(axis=1)
     vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
     d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
-    pos = (idx - np.repeat(offsets[flows], lens))[present]
-    sl_ = slot(pos, d)
+    sl_ = slot(pos[present], d)
     keep = vi >= 0
     out = np.zeros((len(flows), SLOTS, len(v)), np.int64)
     np.add.at(out, (owner[present][keep], sl_[keep], vi[keep]), 1)
@@ -93,9 +102,7 @@ def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: 
 def zero_id_groups(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(len(flows), 2)`` twice: per flow and direction, whether it has packets, and whether all of
     them are atomic datagrams (DF set) of IP ID 0."""
-    lens = offsets[flows + 1] - offsets[flows]
-    idx = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in flows]) if len(flows) else np.zeros(0, int)
-    owner = np.repeat(np.arange(len(flows)), lens)
+    idx, owner, _ = _flow_rows(offsets, flows)
     r = rows[idx]
     ip = r[:, LAYOUT.cols("ipv4_id").start] != -1
     d = (r[:, COL_DIR] == 1).astype(np.int64)
