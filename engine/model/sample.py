@@ -70,9 +70,10 @@ class SampleOptions:
         batch_size: flows denoised together.
         length_prior: draw each flow's length and transport from the class's training flows
             (:mod:`engine.model.lengths`; ``presence_input`` checkpoints with a ``lengths`` table).
-        field_vocab: decode header fields onto the class's values (:mod:`engine.model.vocab`) and
-            hold each flow's ports to a pair the class uses (:mod:`engine.model.ports`); off = the
-            model's raw bits.
+        field_vocab: decode header fields onto the class's values (:mod:`engine.model.vocab`;
+            unguided flows from their flow profile, :mod:`engine.model.profiles`, with the
+            checkpoint's calibration, :mod:`engine.model.calibrate`) and hold each flow's ports
+            to a pair the class uses (:mod:`engine.model.ports`); off = the model's raw bits.
         vocab_draw: draw vocabulary values from the posterior (else the nearest value).
         strength, palette_weight: guided sampling (``guides``): how far each guide is noised, and
             the weight of its own field values in the vocabulary prior.
@@ -97,7 +98,6 @@ class SampleOptions:
     palette_weight: float = 0.0
     client_port_range: tuple[int, int] = (49152, 65535)
     precision: str | None = None
-    flow_profiles: bool = True
 
 
 @dataclass
@@ -128,7 +128,7 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
     ports = (model_cfg.get("ports") or {}).get(label)
     held = shape_input and opts.field_vocab and ports is not None
     vocab = (model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None
-    prof = (model_cfg.get("profiles") or {}).get(label) if (vocab and opts.flow_profiles) else None
+    prof = (model_cfg.get("profiles") or {}).get(label) if vocab else None
     cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
     return ClassPriors(
         index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
