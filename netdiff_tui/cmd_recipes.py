@@ -221,7 +221,8 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, li
     """
     from engine.datasets.balance import balance
     from netdiff_tui.request_options import given
-    over = given(click.get_current_context())
+    # only the request options it declares: its own --seed (the split's) is no request field
+    over = given(click.get_current_context(), only=("model", "strength"))
     # None is "each recipe's model" to balance(): a typed "default" means the shipped model for all
     model = (over["model"] or "default") if "model" in over else None
     strength, like = over.get("strength"), like_flag

@@ -143,6 +143,11 @@ def test_balance_like_never_guides_by_test_flows(small_real, tmp_path):
                            ["balance", "--real", str(small_real), "--target", "5", "-o", str(tmp_path / "x"),
                             "--strength", "0.5"])
     assert r.exit_code == 2 and "--strength needs --like" in r.output
+    # balance's own --seed (the split's) is not the request's: typed, it once ended in a traceback
+    r = CliRunner().invoke(__import__("netdiff_tui.cli", fromlist=["main"]).main,
+                           ["balance", "--real", str(small_real), "--target", "5", "-o", str(tmp_path / "y"),
+                            "--split", "0.2", "--seed", "1", "--strength", "0.5"])
+    assert r.exit_code == 2 and "--strength needs --like" in r.output and "Traceback" not in r.output
 
 
 def test_balance_resumes_generated_classes(small_real, tmp_path):
