@@ -126,25 +126,37 @@ def bench_generate(flows: int, label: str, processes: int, precision: str) -> di
             f"{key}_flows_per_s_wall": round(flows / el, 2)}
 
 
-def bench_long(n: int, precision: str, packets: int = 1024) -> dict:
+def bench_long(n: int, precision: str, packets: int = 1024, batch: int = 8) -> dict:
     """Sampling speed of ``n`` flows of ``packets`` packets in this process: the shipped architecture
-    with ``max_packets`` = ``packets`` and random weights (no such checkpoint ships; the cost does not
-    depend on the weights), batches of 8, the checkpoint's steps."""
+    with ``max_packets`` = ``packets`` and random weights (the cost does not depend on the weights),
+    batches of ``batch``, the checkpoint's steps; on the GPU when there is one."""
     from engine.model import PacketDenoiser
     from engine.model.checkpoint import load_model
     from engine.model.diffusion import sample
     from engine.model.lengths import presence_mask
     base, cfg, _ = load_model(None)
     conf = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
-    model = PacketDenoiser(**{**conf, "max_packets": packets}).eval()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = PacketDenoiser(**{**conf, "max_packets": packets}).eval().to(dev)
     steps = int(cfg.get("sampling", {}).get("steps", 20))
+    sample(model, cfg["scheduler"], torch.zeros(2, dtype=torch.long), [0, 1], steps=2,
+           rows=presence_mask([packets] * 2, packets), protos=torch.full((2,), 6), precision=precision)  # warm up
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    for b in range(0, n, 8):
-        k = min(8, n - b)
+    for b in range(0, n, batch):
+        k = min(batch, n - b)
         sample(model, cfg["scheduler"], torch.zeros(k, dtype=torch.long), list(range(b, b + k)), steps=steps,
                rows=presence_mask([packets] * k, packets), protos=torch.full((k,), 6), precision=precision)
+    if dev == "cuda":
+        torch.cuda.synchronize()
     el = time.perf_counter() - t0
-    return {f"long{packets}_{precision}_flows_per_s": round(n / el, 3), f"long{packets}_{precision}_seconds": round(el, 1)}
+    out = {f"long{packets}_{precision}_flows_per_s": round(n / el, 3), f"long{packets}_{precision}_seconds": round(el, 1),
+           f"long{packets}_batch": batch, f"long{packets}_device": dev}
+    if dev == "cuda":
+        out[f"long{packets}_{precision}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def main() -> None:
@@ -160,6 +172,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=0, help="also time generate under accelerate launch")
     ap.add_argument("--long", type=int, default=0, metavar="N",
                     help="only time sampling N flows of 1024 packets in this process (bf16 and fp32)")
+    ap.add_argument("--long-batch", type=int, default=8, help="flows per sampling batch with --long")
     ap.add_argument("--generate", type=int, default=0, metavar="N",
                     help="only time `netdiff generate -n N` of 128-packet flows: one process and the default "
                          "pool, fp32 and bf16")
@@ -169,11 +182,16 @@ def main() -> None:
     res = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     if a.long:
         for prec in ("bf16", "fp32"):
-            res.update(bench_long(a.long, prec))
+            res.update(bench_long(a.long, prec, batch=a.long_batch))
         print(json.dumps(res, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
         return
     if a.generate:
-        for procs in (1, 0):
+        if torch.cuda.is_available():
+            res["gpu"] = torch.cuda.get_device_name(0)
+        # one GPU is one process; on a CPU also the default pool (one process per core)
+        for procs in ((1,) if torch.cuda.is_available() else (1, 0)):
             for prec in ("fp32", "bf16"):
                 res.update(bench_generate(a.generate, a.label, procs, prec))
         print(json.dumps(res, indent=2))

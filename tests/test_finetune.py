@@ -234,3 +234,39 @@ def test_a_run_must_keep_the_checkpoints_classes(base_run, new_data, tmp_path):
     with pytest.raises(InputError, match="classes differ.*dns, zoom") as ei:
         train(new_data, tmp_path / "run", cfg, steps=1)
     assert "\n" not in str(ei.value)
+
+
+def test_a_longer_model_starts_from_the_checkpoints_positions(base_run, new_data, tmp_path):
+    """max_packets grown (the 1024-packet leg of the shipped model, configs/default_model_1024.json):
+    the first rows take the checkpoint's positions, the others keep the sinusoidal init, every other
+    weight is copied, and on a flow no longer than the checkpoint's it computes what the checkpoint did.
+    A shorter model is still refused."""
+    from engine.model.checkpoint import load_model
+    from engine.model.denoiser import PacketDenoiser
+    from engine.model.finetune import finetune_config
+    from engine.model.train import _init_weights
+    cfg = finetune_config(str(base_run), {"model": {"max_packets": 40}})
+    assert cfg.model["max_packets"] == 40 and cfg.model["d_model"] == 32
+    old, _, _ = load_model(base_run)
+    new = PacketDenoiser(num_classes=2, **cfg.model)
+    fresh = new.pos.detach().clone()
+    _init_weights(new, str(base_run), ["dns", "zoom"])
+    a, b = old.state_dict(), new.state_dict()
+    assert b["pos"].shape == (1, 40, 32)
+    assert torch.equal(b["pos"][:, :16], a["pos"]) and torch.equal(b["pos"][:, 16:], fresh[:, 16:])
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "pos")
+    x, t, y = torch.randn(2, 16, 1105), torch.tensor([10, 900]), torch.tensor([0, 1])
+    rows = torch.arange(16)[None] < torch.tensor([[4], [16]])
+    with torch.no_grad():
+        torch.testing.assert_close(new.eval()(x, t, y, rows, None), old(x, t, y, rows, None))
+    # and the run trains, exports and generates flows longer than the checkpoint's
+    cfgf = tmp_path / "long.json"
+    cfgf.write_text(json.dumps({**{k: v for k, v in TINY.items() if k != "model"}, "model": {"max_packets": 40}}))
+    r = CliRunner().invoke(main, ["train", "--init-from", str(base_run), "--data", str(new_data),
+                                  "--out", str(tmp_path / "run"), "--config", str(cfgf), "--steps", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    long_model, _, _ = load_model(tmp_path / "run" / "model")
+    assert long_model.config.max_packets == 40
+    short = PacketDenoiser(num_classes=2, **{**cfg.model, "max_packets": 8})
+    with pytest.raises(InputError, match="vs this run's"):
+        _init_weights(short, str(base_run), ["dns", "zoom"])

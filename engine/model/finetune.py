@@ -153,8 +153,9 @@ def load_source_weights(model: torch.nn.Module, src: Source, classes: list[str])
     """Copy the checkpoint's weights into ``model`` (built for ``classes``); returns the classes added.
 
     Modules the checkpoint lacks keep their (zero) init (``row_emb``, ``sc_inp``: a presence or
-    self-conditioning model started from a plain one computes what the plain one did). Any other
-    difference (a shape, a missing or extra weight) is a one-line error."""
+    self-conditioning model started from a plain one computes what the plain one did); a model with
+    more packets per flow (``max_packets``) takes the checkpoint's positions for its first rows. Any
+    other difference (a shape, a missing or extra weight) is a one-line error."""
     check_keeps_classes(src, classes)
     try:
         sd = load_file(src.weights)
@@ -168,6 +169,13 @@ def load_source_weights(model: torch.nn.Module, src: Source, classes: list[str])
             raise InputError(src.weights, f"init_from: {e}") from None
         added = [c for c in classes if c not in src.classes]
     own = model.state_dict()
+    if "pos" in sd and "pos" in own and sd["pos"].shape[0] == 1 and own["pos"].shape[2:] == sd["pos"].shape[2:] \
+            and own["pos"].shape[1] > sd["pos"].shape[1]:
+        # a longer model (max_packets grown, e.g. 128 -> 1024): the learned positions of the first rows,
+        # the sinusoidal init the checkpoint's table started from for the rows it never saw
+        grown = own["pos"].clone()
+        grown[:, : sd["pos"].shape[1]] = sd["pos"]
+        sd["pos"] = grown
     bad = [f"{k} {tuple(v.shape)} vs this run's {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:

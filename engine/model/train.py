@@ -386,17 +386,22 @@ class _Run:
         return here
 
     def _batch(self, step: int):
-        """This rank's slice of the step's global batch, noised: (x_t, target, t, y, rows, x0, self-cond coin)."""
+        """This rank's slice of the step's global batch, noised: (x_t, target, t, y, rows, x0 on the CPU,
+        self-cond coin)."""
         cfg = self.cfg
         rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
         gbatch = cfg.batch_size * self.world
         idx = rng.choice(len(self.batches), size=gbatch, replace=True,
                          p=self.weights)[self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size]
-        x0, y = self.batches.batch(idx, self.L)
-        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank, "noise"))
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g)
-        drop = torch.rand(len(idx), generator=g) < cfg.label_dropout
+        # on a GPU the batch travels as int8 and the noise is drawn there: at 1024 packets a float
+        # batch and its noise made on the CPU cost more than the step itself
+        dev = self.acc.device if self.acc.device.type == "cuda" else torch.device("cpu")
+        x0_cpu, y = self.batches.batch(idx, self.L, torch.int8 if dev.type == "cuda" else torch.float32)
+        x0, y = x0_cpu.to(dev).float(), y.to(dev)
+        g = torch.Generator(device=dev).manual_seed(step_seed(cfg.seed, step, self.rank, "noise"))
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        t = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g, device=dev)
+        drop = torch.rand(len(idx), generator=g, device=dev) < cfg.label_dropout
         y = torch.where(drop, torch.full_like(y, len(self.classes)), y)      # the null class
         # the same coin on every rank (seeded without the rank), so all ranks run the same graph
         sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
@@ -404,7 +409,7 @@ class _Run:
         target = training_target(self.sched, x0, noise, t)
         rows = present_rows(x0)
         xt, target, t, y, rows = (v.to(self.acc.device) for v in (xt, target, t, y, rows))
-        return xt, target, t, y, rows, x0, sc
+        return xt, target, t, y, rows, x0_cpu, sc
 
     def _self_condition(self, xt, t, y, rows_in, rows, x0, sc):
         """The model's own estimate to condition on (zeros when the coin says no)."""
@@ -415,7 +420,7 @@ class _Run:
             with torch.no_grad():   # the unwrapped module: no DDP hooks on this pass
                 x0_prev = self.raw(xt, t, y, rows_in, None).clamp(-1.0, 1.0)
                 if rows_in is not None:
-                    protos = torch.from_numpy(row_proto(x0[:, 0].numpy())).to(x0_prev.device)
+                    protos = torch.from_numpy(row_proto(x0[:, 0].float().numpy())).to(x0_prev.device)
                     x0_prev = impose(x0_prev, rows, protos)
         return x0_prev
 
