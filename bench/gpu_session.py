@@ -42,7 +42,7 @@ def left(budget: float) -> float:
 def run(cmd: list[str], timeout: float, **kw) -> bool:
     """``cmd`` with at most ``timeout`` seconds (SIGINT first: a training run saves on it)."""
     if timeout < 5:
-        say("skipped (no time left):", " ".join(cmd[:4]))
+        say("skipped (no time left):", " ".join(map(str, cmd[:4])))
         return False
     say("$", " ".join(map(str, cmd)), f"(timeout {timeout:.0f} s)")
     p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, **kw)

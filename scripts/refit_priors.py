@@ -86,7 +86,8 @@ def main() -> None:
         import time
         from engine.model.calibrate import calibrate
         from engine.model.checkpoint import load_model
-        model, _, _ = load_model(d)
+        import torch
+        model, _, _ = load_model(d, "cuda" if torch.cuda.is_available() else "cpu")
         t0 = time.time()
         cfg["calibration"] = calibrate(model, cfg, cfg["classes"], a.calibrate_flows, a.calibrate_rounds,
                                        on_round=lambda c, r: print(
