@@ -137,3 +137,29 @@ def test_a_request_cannot_ask_for_more_than_1024_packets(long_model, tmp_path):
                                   "--packets-max", str(L + 1), "-o", str(tmp_path / "g")])
     assert r.exit_code == 2, r.output
     assert str(L) in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_flows_are_sampled_over_their_length_bucket(long_model, monkeypatch):
+    """A 1024-row model samples a short flow over 128 rows, a 300-packet one over 512 (one bucket per
+    batch), and a flow's bytes do not depend on the batch it was drawn in."""
+    from engine.model.checkpoint import load_model
+    from engine.model.sample import SampleOptions, length_bucket, sample_flows
+    assert [length_bucket(n, L) for n in (1, 128, 129, 300, 1000)] == [128, 128, 256, 512, 1024]
+    assert length_bucket(100, 128) == 128 and length_bucket(100, 64) == 64
+    model, cfg, _ = load_model(long_model)
+    seen = []
+    forward = type(model).forward
+
+    def spy(self, sample, *a, **k):
+        seen.append(sample.shape[1])
+        return forward(self, sample, *a, **k)
+    monkeypatch.setattr(type(model), "forward", spy)
+    runs = []
+    for bs in (2, 3):
+        seen.clear()
+        runs.append(sample_flows(model, cfg, "zoom", list(range(4)), SampleOptions(
+            batch_size=bs, seed=5, steps=2, packets_min=100, packets_max=300, transport="tcp")))
+        assert set(seen) <= {128, 256, 512} and seen
+    lens = [len(m) for m in runs[0].values()]
+    assert all(100 <= n <= 300 for n in lens)
+    assert all(np.array_equal(runs[0][i], runs[1][i]) for i in range(4))

@@ -107,7 +107,9 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         seeds: ``B`` per-flow seeds for the initial noise.
         guidance: classifier-free guidance scale; 1 = conditional only (one pass per step).
         rows: ``(B, L)`` bool presence pattern to hold every predicted ``x0`` to
-            (:func:`engine.model.lengths.impose`); x0-prediction models only.
+            (:func:`engine.model.lengths.impose`); x0-prediction models only. It may have
+            fewer rows than the model's ``max_packets`` (every flow of the batch that short):
+            the batch is then sampled over those rows only, and so is ``init``.
         protos: ``(B,)`` transport per flow to hold it to (6, 17, 1; 0 = the model's choice); with ``rows``.
         init: ``(B, L, width)`` clean flows in {-1, 0, 1} to start from (guidance by a real
             flow, SDEdit): each is noised to the timestep ``strength`` of the way up the
@@ -118,14 +120,19 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         precision: ``"fp32"`` or ``"bf16"`` for the model's matrix products; ``None``:
             :func:`sampling_precision` (the scheduler's arithmetic stays fp32 either way).
     Returns:
-        ``(B, L, width)`` float tensor (not yet snapped).
+        ``(B, L, width)`` float tensor (not yet snapped); ``L`` = ``rows``' length when given.
     """
     sched = sample_scheduler(train_config, solver)
     sched.set_timesteps(steps)
     dev = next(model.parameters()).device
     L, W = model.config.max_packets, model.config.width
     precision = precision or sampling_precision(dev)
-    noise = initial_noise(seeds, (L, W)).to(dev)
+    # a flow's noise is drawn for all L rows and cut: a batch sampled over fewer rows (``rows``
+    # shorter than L: engine.model.sample's length buckets) starts from the same numbers
+    noise = initial_noise(seeds, (L, W))
+    if rows is not None and rows.shape[1] < L:
+        noise = noise[:, : rows.shape[1]].contiguous()
+    noise = noise.to(dev)
     timesteps = sched.timesteps
     if init is None:
         x = noise * sched.init_noise_sigma
