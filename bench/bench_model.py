@@ -108,13 +108,13 @@ def bench_processes(n_proc: int, flows: int, label: str) -> dict:
 
 
 def bench_generate(flows: int, label: str, processes: int, precision: str) -> dict:
-    """One ``netdiff generate`` of ``flows`` flows of 128 packets (``--packets-min 128``) with
+    """One ``netdiff generate`` of ``flows`` flows of 128 packets (``--packets-min/max 128``) with
     ``--processes`` (0 = the default: one per core) and ``NETDIFF_PRECISION``."""
     import os
     import subprocess
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-m", "netdiff_tui", "generate", "--label", label, "-n", str(flows),
-               "--packets-min", "128", "--processes", str(processes), "-o", f"{d}/o", "-q"]
+               "--packets-min", "128", "--packets-max", "128", "--processes", str(processes), "-o", f"{d}/o", "-q"]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "NETDIFF_PRECISION": precision})
         el = time.perf_counter() - t0
