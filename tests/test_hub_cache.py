@@ -91,7 +91,9 @@ def test_info_files_hashes_and_recipes(cache, env):
                                           "hash": hashlib.sha256(w).hexdigest()}
     assert files["README.md"]["algorithm"] == "git-sha1"
     assert d["recipes"] == [str(rdir / "uses-v1.toml")]
-    assert d["config"]["data_manifest_sha256"] and d["config"]["steps"] == 20000
+    shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())
+    assert d["config"]["data_manifest_sha256"] == shipped["data_manifest_sha256"]
+    assert d["config"]["steps"] == shipped["steps"]
 
 
 def test_verify_offline_every_revision(cache, env):

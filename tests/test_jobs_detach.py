@@ -110,7 +110,11 @@ def test_cancel_then_resume_finishes_with_every_flow(jobs, tmp_path):
 
 
 def test_a_job_whose_process_died_is_failed_with_its_last_log_lines(jobs):
-    job = start_detached(jobs, "generate", ["generate", "--label", "zoom", "-n", "1", "-o", "/nonexistent/dir/x"],
+    # an output folder under a plain file: no one can make it, root included (a path like
+    # /nonexistent/dir is made by a root test run, and the job then succeeds)
+    blocker = jobs.parent / "not-a-folder"
+    blocker.write_text("")
+    job = start_detached(jobs, "generate", ["generate", "--label", "zoom", "-n", "1", "-o", str(blocker / "dir" / "x")],
                          label="zoom")
     _wait_for(lambda: _status(job.path) != "running", "the job to end")
     r = _cli("jobs", "show", job.name)
@@ -123,7 +127,7 @@ def test_a_job_whose_process_died_is_failed_with_its_last_log_lines(jobs):
     r = _cli("jobs", "list", "--json")
     row = json.loads(r.stdout)[0]
     assert row["status"] == "failed" and "ended without recording an end" in row["reason"]
-    assert any("/nonexistent/dir" in ln for ln in row["log_tail"])
+    assert any("not-a-folder" in ln for ln in row["log_tail"])
 
 
 def _dead_pid() -> int:
