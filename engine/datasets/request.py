@@ -116,7 +116,7 @@ class GenerationRequest:
     packets_min: int = _f(Int(1, MAX_PACKETS), "Fewest packets per flow (flows are cut or redrawn to fit).",
                           "traffic.packets", 2, unit="packets per flow", part=0)
     packets_max: int = _f(Int(1, MAX_PACKETS), "Most packets per flow (the default: the model's flow length, "
-                          "128 for the shipped model).", "traffic.packets", MAX_PACKETS, unit="packets per flow",
+                          "1024 for the shipped model).", "traffic.packets", MAX_PACKETS, unit="packets per flow",
                           part=1)
     mtu: int = _f(Int(*MTU_RANGE), "Largest IPv4 total length.", "traffic.mtu", 1500, unit="bytes")
     start_ns: int = _f(Time(), "Start of the first flow (RFC 3339 with a zone).", "traffic.start",
