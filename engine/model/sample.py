@@ -153,6 +153,7 @@ class _Batch:
     init: torch.Tensor | None = None    # (B, L, width) guide flows
     guides: list | None = None          # the guide flows themselves
     length: int | None = None           # rows sampled (the batch's length bucket); None: the model's
+    shapes: list | None = None          # per flow (length, transport) drawn by its seed (no guides)
 
 
 # Flows are sampled over the rows of their length bucket, not the model's whole max_packets:
@@ -186,7 +187,7 @@ def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assign
             if pri.ports is not None:
                 b.ports = [guide_ports(m, pri.ports, s, opts.client_port_range) for m, s in zip(b.guides, b.seeds)]
     elif pri.shape_input:
-        shapes = [draw_shape(pri.lengths, s, opts.packets_min, min(opts.packets_max, L), pri.want) for s in b.seeds]
+        shapes = b.shapes
         b.rows = presence_mask([n for n, _ in shapes], L)
         b.protos = torch.tensor([p for _, p in shapes])
         if pri.ports is not None:
@@ -236,17 +237,17 @@ def _hold_ports(m: np.ndarray, pri: ClassPriors, opts: SampleOptions, seed: int,
     return m
 
 
-def _bucket_of(flow: tuple[int, int], pri: ClassPriors, opts: SampleOptions, guides, assigned) -> int:
-    """The length bucket of ``(index, attempt)``: from its guide's length, or the length its seed draws
-    (as :func:`_conditions` will); the model's rows for a model not told the length."""
+def _shape_of(flow: tuple[int, int], pri: ClassPriors, opts: SampleOptions, guides, assigned) -> tuple[int, int] | None:
+    """``(length, transport)`` that ``(index, attempt)`` is held to: its guide's length (transport 0:
+    :func:`_conditions` reads it from the guide), else the shape its seed draws; None for a model
+    not told the length."""
     L = pri.max_packets
     if not pri.shape_input:
-        return L
+        return None
     i, a = flow
     if guides:
-        return length_bucket(len(guides[assigned[i]][:min(opts.packets_max, L)]), L)
-    n, _ = draw_shape(pri.lengths, flow_seed(opts.seed, i, a), opts.packets_min, min(opts.packets_max, L), pri.want)
-    return length_bucket(n, L)
+        return len(guides[assigned[i]][:min(opts.packets_max, L)]), 0
+    return draw_shape(pri.lengths, flow_seed(opts.seed, i, a), opts.packets_min, min(opts.packets_max, L), pri.want)
 
 
 def _take(pending: list, size: int, bucket) -> tuple[list, list, int]:
@@ -292,19 +293,24 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     best: dict[int, tuple[np.ndarray, int, tuple | None]] = {}
     pending = [(i, 0) for i in indices]
     assigned = assign_guides(len(guides), opts.seed, max(indices) + 1) if (guides and indices) else None
-    buckets: dict[tuple[int, int], int] = {}
+    shapes: dict[tuple[int, int], tuple[int, int] | None] = {}     # each flow's, drawn once
+
+    def shape(f: tuple[int, int]) -> tuple[int, int] | None:
+        if f not in shapes:
+            shapes[f] = _shape_of(f, pri, opts, guides, assigned)
+        return shapes[f]
 
     def bucket(f: tuple[int, int]) -> int:
-        if f not in buckets:
-            buckets[f] = _bucket_of(f, pri, opts, guides, assigned)
-        return buckets[f]
+        sh = shape(f)
+        return pri.max_packets if sh is None else length_bucket(sh[0], pri.max_packets)
     while pending:
         check_stop()
         if cancel is not None:
             cancel.check()
         chunk, pending, length = _take(pending, opts.batch_size, bucket)
-        b = _conditions(pri, opts, _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk], length=length),
-                        guides, assigned, int(model.config.width))
+        b = _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk], length=length,
+                   shapes=[shape(f) for f in chunk])
+        b = _conditions(pri, opts, b, guides, assigned, int(model.config.width))
         x = _denoise(model, model_cfg, pri, opts, b, solver)
         stats.drawn += len(chunk)
         retry = []
