@@ -87,11 +87,11 @@ def read_source(ref: str | os.PathLike) -> Source:
 
 
 def finetune_config(ref: str | os.PathLike, overrides: dict | None = None):
-    """A :class:`~engine.model.train.TrainConfig` that fine-tunes ``ref``: its architecture, prediction
+    """A :class:`~engine.model.train_config.TrainConfig` that fine-tunes ``ref``: its architecture, prediction
     type, noise schedule and sampling defaults, :data:`FINETUNE_DEFAULTS`, then ``overrides`` (a
     ``--config`` file's fields; its ``model`` keys replace the checkpoint's one by one, and a shape they
     change is refused when the weights are loaded)."""
-    from .train import TrainConfig
+    from .train_config import TrainConfig
     src = read_source(ref)
     if src.model is None:
         raise InputError(src.path, "init_from: the checkpoint does not say its model configuration "

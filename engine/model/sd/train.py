@@ -215,7 +215,8 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     from peft import LoraConfig
 
     from engine.model.data import load_table
-    from engine.model.train import _StopFlag, step_seed
+    from engine.model.train import _StopFlag
+    from engine.model.train_config import step_seed
 
     data, run = Path(data_dir), Path(run_dir)
     cfg, stored, base, split, classes = _prepare(data, run, base, cfg or SDTrainConfig(), resume, steps,
