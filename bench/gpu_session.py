@@ -132,12 +132,12 @@ def main() -> None:
         c = json.loads(tc.read_text())
         c["calibrate_flows"], c["calibrate_rounds"] = cfg["calibrate_flows"], cfg["calibrate_rounds"]
         tc.write_text(json.dumps(c, indent=2) + "\n")
-        ok = run(train[:-2] + ["--out", run_dir, "--resume", "--steps", steps], left(a.budget) - 150)
+        ok = run(train + ["--resume", "--steps", steps], left(a.budget) - 150)
         if not ok:
             # a stop or a failure in the calibration: export the last checkpoint without it
             c["calibrate_flows"] = 0
             tc.write_text(json.dumps(c, indent=2) + "\n")
-            run(train[:-2] + ["--out", run_dir, "--resume", "--steps", steps], min(90, left(a.budget) - 120))
+            run(train + ["--resume", "--steps", steps], min(90, left(a.budget) - 120))
     for f in ("model/model.safetensors", "model/config.json"):
         if (run_dir / f).exists():
             (out / "model").mkdir(exist_ok=True)
