@@ -50,6 +50,27 @@ def friendly(fn):
     return wrapper
 
 
+class Duration(click.ParamType):
+    """A wall time: seconds (``5400``) or with units (``90s``, ``45m``, ``1.5h``, ``1h30m``, ``2d``)."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value, param, ctx) -> float:
+        import re
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", text)
+            if not text or "".join(n + u for n, u in parts) != text or (len(parts) > 1 and not all(u for _, u in parts)):
+                self.fail(f"{value!r} is not a duration (e.g. 5400, 90m, 1h30m)", param, ctx)
+            seconds = sum(float(n) * self.UNITS[u or "s"] for n, u in parts)
+        if not seconds > 0:
+            self.fail(f"{value!r}: must be more than 0 seconds", param, ctx)
+        return seconds
+
+
 class Progress:
     """Engine events -> a progress bar on stderr (quiet when not a terminal)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from engine.errors import InputError
-from netdiff_tui.cli import Progress, main
+from netdiff_tui.cli import Duration, Progress, main
 from netdiff_tui.detach import detachable
 from netdiff_tui.request_options import request_from_command_line, request_options
 
@@ -19,6 +19,9 @@ from netdiff_tui.request_options import request_from_command_line, request_optio
               help="Fine-tune: start from this checkpoint (default, a run, a checkpoint directory, hf://org/name@commit) "
                    "with its classes plus the data's new ones (1000 steps unless --steps/--config say otherwise).")
 @click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
+@click.option("--time-limit", "time_limit", type=Duration(), default=None, metavar="DURATION",
+              help="Stop at the first step after this wall time (5400, 90m, 1h30m) and export the model as it "
+                   "is; --resume continues. Export and calibration come after it: leave them time.")
 @click.option("--model-type", type=click.Choice(["native", "sd"]), default="native", show_default=True,
               help="native: the packet diffusion model; sd: LoRA fine-tuning of a Stable Diffusion pipeline.")
 @click.option("--base", default=None, help="(sd) Base pipeline: a diffusers directory or a Hub repository.")
@@ -53,8 +56,8 @@ def _resume_command(ctx: click.Context) -> str:
     return shlex.join(argv + ["--resume"])
 
 
-def _train(data, out, config, resume, init_from, steps, model_type, base, rank, batch_size, rows, mixed_precision,
-           gradient_checkpointing, quiet):
+def _train(data, out, config, resume, init_from, steps, time_limit, model_type, base, rank, batch_size, rows,
+           mixed_precision, gradient_checkpointing, quiet):
     if steps is not None and steps < 1:
         raise InputError(None, "--steps must be >= 1")
     sd_opts = {"rank": rank, "batch_size": batch_size, "rows": rows, "mixed_precision": mixed_precision,
@@ -65,10 +68,11 @@ def _train(data, out, config, resume, init_from, steps, model_type, base, rank, 
         from engine.model.sd.train import SDTrainConfig, train_lora
         cfg = SDTrainConfig.load(config) if config else SDTrainConfig()
         with Progress(None if not quiet else False) as prog:
-            s = train_lora(data, out, base, cfg, resume=resume, steps=steps, overrides=sd_opts, on_event=prog)
+            s = train_lora(data, out, base, cfg, resume=resume, steps=steps, overrides=sd_opts, on_event=prog,
+                           time_limit=time_limit)
         if not quiet and "adapter" in s:      # the main process writes the adapter and reports
             click.echo(f"{out}: {s['steps']} LoRA steps ({s['family']}) on {s['train_flows']} flows, "
-                       f"{s['classes']} classes, {s['seconds']} s; adapter in {s['adapter']}")
+                       f"{s['classes']} classes, {s['seconds']} s; adapter in {s['adapter']}{_limited(s)}")
         return
     given = [f"--{k.replace('_', '-')}" for k, v in {"base": base, **sd_opts}.items() if v is not None]
     if given:
@@ -80,10 +84,20 @@ def _train(data, out, config, resume, init_from, steps, model_type, base, rank, 
     else:
         cfg = TrainConfig.load(config) if config else TrainConfig()
     with Progress(None if not quiet else False) as prog:
-        summary = run_train(data, out, cfg, resume=resume, steps=steps, on_event=prog)
+        summary = run_train(data, out, cfg, resume=resume, steps=steps, on_event=prog, time_limit=time_limit)
     if not quiet and "model" in summary:
         click.echo(f"{out}: {summary['steps']} steps on {summary['train_flows']} flows, "
-                   f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}")
+                   f"{summary['classes']} classes, {summary['seconds']} s; model in {summary['model']}"
+                   f"{_limited(summary)}")
+
+
+def _limited(summary: dict) -> str:
+    """What a run stopped by --time-limit tells its user, and how to go on."""
+    if not summary.get("time_limited"):
+        return ""
+    ctx = click.get_current_context()
+    return (f"\n(time limit: stopped at step {summary['steps']} of {summary['steps_planned']}; "
+            f"continue with: {_resume_command(ctx)})")
 
 
 def _config_fields(path) -> dict:

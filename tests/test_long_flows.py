@@ -1,6 +1,6 @@
 """Flows of 1024 packets, the paper's image height (engine.constants.MAX_FLOW_PACKETS): a model of that
-length generates them, repair makes them valid, and pcap -> matrix -> pcap keeps them whole. The shipped
-model holds 128 packets, so a tiny 1024-packet model is trained here (CPU, seconds)."""
+length generates them, repair makes them valid, pcap -> matrix -> pcap keeps them whole, and training and
+sampling see each flow over its length bucket. A tiny 1024-packet model is trained here (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ def test_flows_are_sampled_over_their_length_bucket(long_model, monkeypatch):
     """A 1024-row model samples a short flow over 128 rows, a 300-packet one over 512 (one bucket per
     batch), and a flow's bytes do not depend on the batch it was drawn in."""
     from engine.model.checkpoint import load_model
-    from engine.model.sample import SampleOptions, length_bucket, sample_flows
+    from engine.model.lengths import length_bucket
+    from engine.model.sample import SampleOptions, sample_flows
     assert [length_bucket(n, L) for n in (1, 128, 129, 300, 1000)] == [128, 128, 256, 512, 1024]
     assert length_bucket(100, 128) == 128 and length_bucket(100, 64) == 64
     model, cfg, _ = load_model(long_model)
@@ -163,3 +164,34 @@ def test_flows_are_sampled_over_their_length_bucket(long_model, monkeypatch):
     lens = [len(m) for m in runs[0].values()]
     assert all(100 <= n <= 300 for n in lens)
     assert all(np.array_equal(runs[0][i], runs[1][i]) for i in range(4))
+
+
+@pytest.mark.parametrize("buckets", [True, False])
+def test_training_sees_each_flow_over_its_length_bucket(long_flows, tmp_path, monkeypatch, buckets):
+    """A 1024-row model trains short flows over 128 rows and 1024-packet ones over 1024, one bucket per
+    forward pass within the same step (its sampling context, and 8x fewer rows for short flows); with
+    ``length_buckets`` off every flow is 1024 rows. Either way the step trains and the run exports."""
+    from engine.datasets.encode import encode_files
+    from engine.model.denoiser import PacketDenoiser
+    from engine.model.train import TrainConfig, train
+    for label, files in (("dns", [FIXTURES / "sll.pcap"]), ("zoom", sorted((long_flows / "zoom").glob("*.pcap")))):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, tmp_path / "in" / label / f.name)
+    encode_files(sorted((tmp_path / "in").rglob("*.pcap")), tmp_path / "ds", label_from_dir=True)
+    seen = []
+    forward = PacketDenoiser.forward
+
+    def spy(self, sample, *a, **k):
+        seen.append((sample.shape[0], sample.shape[1]))
+        return forward(self, sample, *a, **k)
+    monkeypatch.setattr(PacketDenoiser, "forward", spy)
+    cfg = {**TINY_1024, "batch_size": 8, "class_balance": 0.0, "length_buckets": buckets,
+           "self_condition_rate": 0.0, "test_fraction": 0.0}
+    s = train(tmp_path / "ds", tmp_path / "run", TrainConfig.from_dict({**cfg, "steps": 2}))
+    assert s["steps"] == 2 and (tmp_path / "run" / "model" / "model.safetensors").exists()
+    if buckets:
+        assert {n for _, n in seen} == {128, L}
+        assert sum(b for b, _ in seen) == 2 * 8        # every flow of the 2 steps, once
+    else:
+        assert seen == [(8, L), (8, L)]

@@ -172,6 +172,42 @@ def test_sigterm_saves_checkpoint_and_resumes(tiny_data, tmp_path):
     assert s["steps"] == step + 1 and (run / "model" / "model.safetensors").exists()
 
 
+def test_time_limit_exports_the_leg_and_resume_continues(tiny_data, tmp_path, monkeypatch):
+    """--time-limit: at the first step past the limit the run saves a checkpoint and exports its model
+    (a lease or a batch allocation that ends does not lose the leg); --resume goes on to --steps. The
+    clock is a counter (one second a look), so the stop step is exact."""
+    from click.testing import CliRunner
+    from engine.model.train import StopPoll
+    from netdiff_tui.cli import main
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(StopPoll, "clock", staticmethod(lambda: float(next(ticks))))
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**TINY, "checkpoint_every": 10**6, "calibrate_flows": 0}))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--out", str(run), "--config", str(cfg), "--steps", "50"]
+    r = CliRunner().invoke(main, [*args, "--time-limit", "3.5s"])
+    assert r.exit_code == 0, r.output
+    # clock 0 at the start; looks before steps 1, 2, 3 read 1, 2, 3; the fourth reads 4 >= 3.5
+    assert "3 steps on" in r.output and "time limit: stopped at step 3 of 50" in r.output, r.output
+    assert f"continue with: netdiff train {' '.join(args[1:])} --time-limit 3.5 --resume" in r.output, r.output
+    assert [c.name for c in sorted((run / "checkpoints").glob("step-*"))] == ["step-0000003"]
+    assert json.loads((run / "model" / "config.json").read_text())["steps"] == 3
+    assert "time limit reached at step 3 of 50" in (run / "events.jsonl").read_text()
+    r = CliRunner().invoke(main, [*args, "--resume", "--time-limit", "1h"])
+    assert r.exit_code == 0 and "50 steps on" in r.output and "time limit" not in r.output, r.output
+    for bad, why in (("0", "more than 0"), ("-5m", "not a duration"), ("1x", "not a duration"),
+                     ("h", "not a duration"), ("1h30", "not a duration")):
+        r = CliRunner().invoke(main, [*args, "--time-limit", bad])
+        assert r.exit_code == 2 and why in r.output, (bad, r.output)
+
+
+def test_duration_values():
+    from netdiff_tui.cli import Duration
+    d = Duration()
+    assert [d.convert(v, None, None) for v in ("5400", "90m", "1h30m", "1.5h", "2d", " 45S ", 30)] == \
+        [5400, 5400, 5400, 5400, 172800, 45, 30]
+
+
 def test_generate_same_seed_same_bytes(tiny_run, tmp_path):
     from engine.datasets.generate import generate
 

@@ -510,6 +510,12 @@ def test_finetune_plan_refuses_what_train_would(env):
         md.finetune_plan(row, str(FIXTURES), "", "5", str(env / "run"))
     with pytest.raises(md.InputError, match="steps: 'many' is not a whole number"):
         md.finetune_plan(row, str(data), "", "many", str(env / "run"))
+    # a time limit goes on the command as given, once it reads as a duration
+    with pytest.raises(md.InputError, match="time limit: 'soon' is not a duration"):
+        md.finetune_plan(row, str(data), "", "5", str(env / "run"), options={"--time-limit"}, time_limit_text="soon")
+    timed = md.finetune_plan(row, str(data), "", "5", str(env / "run"), options={"--time-limit", "--init-from"},
+                             time_limit_text=" 1h30m ")
+    assert timed.argv[timed.argv.index("--time-limit") + 1] == "1h30m"
     # --init-from: an explicit class list keeps every old class and goes into a training config
     ft = md.finetune_plan(row, str(data), ", ".join(own["classes"] + ["extra"]), "5", str(env / "run"),
                           options={"--init-from"})

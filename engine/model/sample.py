@@ -24,7 +24,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, che
 
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
-from engine.model.lengths import draw_shape, presence_mask
+from engine.model.lengths import draw_shape, length_bucket, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
@@ -154,22 +154,6 @@ class _Batch:
     guides: list | None = None          # the guide flows themselves
     length: int | None = None           # rows sampled (the batch's length bucket); None: the model's
     shapes: list | None = None          # per flow (length, transport) drawn by its seed (no guides)
-
-
-# Flows are sampled over the rows of their length bucket, not the model's whole max_packets:
-# a 1024-row model samples a 40-packet flow over 128 rows (8x fewer, and attention 64x less). A
-# flow's bucket follows from its own length, and a batch holds one bucket, so a flow's result
-# still depends on its index and the options only. A 128-row model has one bucket: unchanged.
-BUCKET_MIN = 128
-
-
-def length_bucket(n: int, max_packets: int) -> int:
-    """Rows a flow of ``n`` packets is sampled over: the next power of two from :data:`BUCKET_MIN`,
-    at most ``max_packets``."""
-    b = BUCKET_MIN
-    while b < n:
-        b *= 2
-    return min(b, max_packets)
 
 
 def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assigned, width: int) -> _Batch:

@@ -26,6 +26,7 @@ is all the scheduler state there is. A checkpoint of an older netdiff
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,7 +51,7 @@ from engine.model.finetune import (REPLAY, load_replay, load_source_weights, mer
                                    run_classes, sample_replay, save_replay)
 from engine.codec.matrix import present_rows, row_proto
 from engine.model.diffusion import train_scheduler, training_target
-from engine.model.lengths import impose
+from engine.model.lengths import impose, length_bucket
 from engine.model.train_config import TrainConfig, lr_at, step_seed
 
 
@@ -97,6 +98,33 @@ class _StopFlag:
     def __exit__(self, *a):
         for s, h in self.old.items():
             signal.signal(s, h)
+
+
+class StopPoll:
+    """Whether a training loop stops before its last step, and why, agreed by every process at the
+    same step: ``"stop"`` (a signal or the cancel token: checkpoint and raise) or ``"time"`` (the
+    wall-time limit: checkpoint and export the model as it is)."""
+
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, acc, cancel: CancelToken | None, time_limit: float | None, started: float):
+        self.check(time_limit)
+        self.acc, self.cancel = acc, cancel
+        self.deadline = None if time_limit is None else started + time_limit
+
+    @staticmethod
+    def check(time_limit: float | None) -> None:
+        """Refuse a limit that is not a positive number of seconds (before anything is loaded)."""
+        if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+            raise InputError(None, f"time limit must be > 0 seconds, got {time_limit!r}")
+
+    def __call__(self, signalled: bool) -> str | None:
+        stop = signalled or (self.cancel is not None and self.cancel.cancelled)
+        over = self.deadline is not None and self.clock() >= self.deadline
+        if self.acc.num_processes > 1:
+            f = torch.tensor([float(stop), float(over)], device=self.acc.device)
+            stop, over = (bool(v > 0) for v in self.acc.reduce(f, reduction="sum").tolist())
+        return "stop" if stop else "time" if over else None
 
 
 def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int, classes: list[str]) -> Path:
@@ -176,24 +204,39 @@ def column_weights(weights: dict) -> torch.Tensor:
 
 def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
           resume: bool = False, steps: int | None = None, on_event: OnEvent | None = None,
-          cancel: CancelToken | None = None, accelerator=None) -> dict:
-    """Train (or resume) a run; returns a summary dict. Raises Cancelled after saving on a stop request."""
+          cancel: CancelToken | None = None, accelerator=None, time_limit: float | None = None) -> dict:
+    """Train (or resume) a run; returns a summary dict. Raises Cancelled after saving on a stop request.
+
+    ``time_limit`` (seconds from this call, e.g. a batch job's wall time less the export's): at the
+    first step past it the run saves a checkpoint and exports its model as at that step (summary
+    ``time_limited``), so a lease or an allocation that ends never loses the leg; ``--resume``
+    continues to ``steps``. Export and calibration run after the limit."""
+    started = StopPoll.clock()
+    StopPoll.check(time_limit)
     run = _Run.start(Path(data_dir), Path(run_dir), cfg or TrainConfig(), resume, steps, on_event, accelerator)
     cfg, step = run.cfg, run.start_step
+    poll = StopPoll(run.acc, cancel, time_limit, started)
     t0 = time.time()
     run.model.train()
+    limited = False
     with _StopFlag() as stop:
         while step < cfg.steps:
-            if run.stop_requested(stop.hit or (cancel is not None and cancel.cancelled)):
+            why = poll(stop.hit)
+            if why == "stop":
                 run.checkpoint(step)
                 run.emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
                 raise Cancelled(f"training stopped at step {step}")
+            if why == "time":
+                limited = True
+                run.emit(Message("warning", f"time limit reached at step {step} of {cfg.steps}: exporting the "
+                                            f"model as it is; --resume continues to step {cfg.steps}"))
+                break
             run.log(step + 1, run.train_step(step), t0)
             step += 1
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 run.checkpoint(step)
     run.checkpoint(step)
-    return run.finish(step, t0)
+    return run.finish(step, t0, limited)
 
 
 class _Run:
@@ -304,16 +347,9 @@ class _Run:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = train_scheduler(cfg.prediction_type, beta_schedule=cfg.beta_schedule)
 
-    def stop_requested(self, here: bool) -> bool:
-        """A stop asked for in any process stops all of them at the same step."""
-        if self.world > 1:
-            f = torch.tensor([1.0 if here else 0.0], device=self.acc.device)
-            return bool(self.acc.reduce(f, reduction="sum").item() > 0)
-        return here
-
-    def _batch(self, step: int):
-        """This rank's slice of the step's global batch, noised: (x_t, target, t, y, rows, x0 on the CPU,
-        self-cond coin)."""
+    def _batch(self, step: int) -> tuple[list[tuple], bool]:
+        """This rank's slice of the step's global batch, noised, as parts of one length bucket each:
+        ``[(x_t, target, t, y, rows, x0 on the CPU), ...]`` and the self-conditioning coin."""
         cfg = self.cfg
         rng = np.random.default_rng(step_seed(cfg.seed, step, 0, "batch"))
         gbatch = cfg.batch_size * self.world
@@ -322,20 +358,39 @@ class _Run:
         # on a GPU the batch travels as int8 and the noise is drawn there: at 1024 packets a float
         # batch and its noise made on the CPU cost more than the step itself
         dev = self.acc.device if self.acc.device.type == "cuda" else torch.device("cpu")
-        x0_cpu, y = self.batches.batch(idx, self.L, torch.int8 if dev.type == "cuda" else torch.float32)
-        x0, y = x0_cpu.to(dev).float(), y.to(dev)
         g = torch.Generator(device=dev).manual_seed(step_seed(cfg.seed, step, self.rank, "noise"))
-        noise = torch.randn(x0.shape, generator=g, device=dev)
-        t = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g, device=dev)
-        drop = torch.rand(len(idx), generator=g, device=dev) < cfg.label_dropout
-        y = torch.where(drop, torch.full_like(y, len(self.classes)), y)      # the null class
+        groups = self._buckets(idx)
+        drawn = []
+        for pos, length in groups:
+            x0_cpu, y = self.batches.batch(idx[pos], length, torch.int8 if dev.type == "cuda" else torch.float32)
+            drawn.append((pos, x0_cpu, y, torch.randn((len(pos), length, x0_cpu.shape[2]), generator=g, device=dev)))
+        t_all = torch.randint(0, self.sched.config.num_train_timesteps, (len(idx),), generator=g, device=dev)
+        drop_all = torch.rand(len(idx), generator=g, device=dev) < cfg.label_dropout
         # the same coin on every rank (seeded without the rank), so all ranks run the same graph
         sc = np.random.default_rng(step_seed(cfg.seed, step, 0, "selfcond")).random() < cfg.self_condition_rate
-        xt = self.sched.add_noise(x0, noise, t)
-        target = training_target(self.sched, x0, noise, t)
-        rows = present_rows(x0)
-        xt, target, t, y, rows = (v.to(self.acc.device) for v in (xt, target, t, y, rows))
-        return xt, target, t, y, rows, x0_cpu, sc
+        parts = []
+        for pos, x0_cpu, y, noise in drawn:
+            sel = torch.from_numpy(pos).to(dev)
+            t, drop = t_all[sel], drop_all[sel]
+            x0, y = x0_cpu.to(dev).float(), y.to(dev)
+            y = torch.where(drop, torch.full_like(y, len(self.classes)), y)      # the null class
+            xt = self.sched.add_noise(x0, noise, t)
+            target = training_target(self.sched, x0, noise, t)
+            rows = present_rows(x0)
+            xt, target, t, y, rows = (v.to(self.acc.device) for v in (xt, target, t, y, rows))
+            parts.append((xt, target, t, y, rows, x0_cpu))
+        return parts, sc
+
+    def _buckets(self, idx: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """``[(positions in idx, rows), ...]``: the batch split by length bucket, shortest first, as the
+        sampler sees flows (engine.model.lengths.length_bucket); one part of ``L`` rows for a model not
+        told the length (it learns the padding rows too) or with ``length_buckets`` off."""
+        everything = [(np.arange(len(idx)), self.L)]
+        if not (self.cfg.length_buckets and getattr(self.raw.config, "presence_input", False)):
+            return everything
+        n = np.minimum(np.diff(self.batches.offsets)[idx], self.L)
+        b = np.array([length_bucket(int(k), self.L) for k in n])
+        return [(np.flatnonzero(b == v), int(v)) for v in np.unique(b)]
 
     def _self_condition(self, xt, t, y, rows_in, rows, x0, sc):
         """The model's own estimate to condition on (zeros when the coin says no)."""
@@ -351,28 +406,37 @@ class _Run:
         return x0_prev
 
     def train_step(self, step: int) -> float:
-        """One optimizer step and EMA update; returns the loss."""
+        """One optimizer step and EMA update; returns the loss.
+
+        The batch's length buckets run one after the other, each backward adding to the gradients
+        (DDP syncs on the last); every part's loss is divided by the whole batch's weight, so the
+        step is the one the whole batch would take at the parts' lengths."""
         cfg, raw = self.cfg, self.raw
-        xt, target, t, y, rows, x0, sc = self._batch(step)
+        parts, sc = self._batch(step)
         for gp in self.opt.param_groups:
             gp["lr"] = lr_at(cfg, step)
-        rows_in = rows if raw.config.presence_input else None
-        x0_prev = self._self_condition(xt, t, y, rows_in, rows, x0, sc) if raw.config.self_condition else None
-        pred = self.model(xt, t, y, rows_in, x0_prev)
-        if raw.config.presence_input:
-            # padding rows are given (and imposed when sampling): the loss is over packet rows
-            w = rows[..., None].float()
-        else:
-            w = torch.ones_like(pred[..., :1], dtype=torch.float32)
         col_w = self.col_w
-        loss = (((pred.float() - target.float()) ** 2) * w * col_w).sum() / (w.sum() * col_w.sum()).clamp(min=1)
+        # padding rows are given (and imposed when sampling) to a presence_input model: the loss is
+        # over packet rows; a model that decides presence learns the padding too
+        weights = [rows[..., None].float() if raw.config.presence_input
+                   else torch.ones((*xt.shape[:2], 1), device=xt.device) for xt, _, _, _, rows, _ in parts]
+        denom = (sum(w.sum() for w in weights) * col_w.sum()).clamp(min=1)
         self.opt.zero_grad(set_to_none=True)
-        self.acc.backward(loss)
+        total = 0.0
+        for k, ((xt, target, t, y, rows, x0), w) in enumerate(zip(parts, weights)):
+            rows_in = rows if raw.config.presence_input else None
+            x0_prev = self._self_condition(xt, t, y, rows_in, rows, x0, sc) if raw.config.self_condition else None
+            last = k == len(parts) - 1
+            with contextlib.nullcontext() if (last or self.world == 1) else self.acc.no_sync(self.model):
+                pred = self.model(xt, t, y, rows_in, x0_prev)
+                loss = (((pred.float() - target.float()) ** 2) * w * col_w).sum() / denom
+                self.acc.backward(loss)
+            total += float(loss.detach())
         if cfg.grad_clip:
             self.acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.ema.update(raw, step)
-        return float(loss.detach())
+        return total
 
     def log(self, step: int, loss: float, t0: float) -> None:
         """Mean loss, speed and memory every ``log_every`` steps (``step`` = steps done)."""
@@ -415,10 +479,12 @@ class _Run:
         self.emit(TaskFinished("calibrate", {"classes": len(cal)}))
         return cal
 
-    def finish(self, step: int, t0: float) -> dict:
+    def finish(self, step: int, t0: float, time_limited: bool = False) -> dict:
         """Export the EMA weights as the run's model/; returns the summary."""
         summary = {"steps": step, "run_dir": str(self.run_dir), "seconds": round(time.time() - t0, 2),
                    "train_flows": len(self.table), "classes": len(self.classes)}
+        if time_limited:
+            summary.update(time_limited=True, steps_planned=self.cfg.steps)
         if self.is_main:
             export = PacketDenoiser.from_config(self.raw.config)
             self.ema.copy_to(export)

@@ -54,6 +54,10 @@ class TrainConfig:
     # None: 64 for a run of >= 500 steps, off for shorter trial runs (it costs minutes on a CPU)
     calibrate_flows: int | None = None
     calibrate_rounds: int = 3         # rounds of that calibration (engine.model.calibrate)
+    # a model told each flow's length (presence_input) trains every flow over its length bucket's rows
+    # (128, 256, ... max_packets), the context it is sampled in; a 1024-row model's short flows then
+    # cost what they cost a 128-row model (engine.model.lengths.length_bucket)
+    length_buckets: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -197,6 +197,8 @@ class FineTuneDialog(ModelsDialog):
             yield _row("classes", Input(placeholder="the checkpoint's classes + the data's new ones",
                                         id="ft-classes"))
             yield _row("steps", Input("1000", id="ft-steps", type="integer"))
+            yield _row("time limit", Input(placeholder="none (e.g. 45m): stops there and exports the model",
+                                           id="ft-time"))
             yield _row("output run", Input(self.out, id="ft-out"))
             yield Static("Runs as a detached job (netdiff train ... on the Jobs tab).", id="ft-msg",
                          classes="md-text", markup=False)
@@ -214,16 +216,17 @@ class FineTuneDialog(ModelsDialog):
     @on(Input.Submitted)
     @on(Button.Pressed, "#ft-start")
     def start(self) -> None:
-        v = {k: self.query_one(f"#ft-{k}", Input).value for k in ("data", "classes", "steps", "out")}
+        v = {k: self.query_one(f"#ft-{k}", Input).value for k in ("data", "classes", "steps", "out", "time")}
         self.query_one("#ft-start", Button).disabled = True
-        self.check(v["data"].strip(), v["classes"], v["steps"].strip(), v["out"].strip())
+        self.check(v["data"].strip(), v["classes"], v["steps"].strip(), v["out"].strip(), v["time"].strip())
 
     @work(thread=True, group="models-finetune-check", exclusive=True, description="check fine-tune form",
           exit_on_error=False)
-    def check(self, data: str, classes: str, steps: str, out: str) -> None:
+    def check(self, data: str, classes: str, steps: str, out: str, time_limit: str = "") -> None:
         # reads the dataset manifest and the checkpoint's config: off the UI thread
         try:
-            self.post_message(self.Checked(md.finetune_plan(self.row, data, classes, steps, out)))
+            self.post_message(self.Checked(md.finetune_plan(self.row, data, classes, steps, out,
+                                                            time_limit_text=time_limit)))
         except Exception as e:
             self.post_message(self.Checked(None, one_line(e)))
 

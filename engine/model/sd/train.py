@@ -207,9 +207,12 @@ def _prepare(data: Path, run: Path, base, cfg: SDTrainConfig, resume: bool, step
 
 def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | None = None, resume: bool = False,
                steps: int | None = None, overrides: dict | None = None, on_event: OnEvent | None = None,
-               cancel: CancelToken | None = None) -> dict:
-    """Train (or resume) a LoRA run; returns a summary. Raises Cancelled after saving on a stop request."""
+               cancel: CancelToken | None = None, time_limit: float | None = None) -> dict:
+    """Train (or resume) a LoRA run; returns a summary. Raises Cancelled after saving on a stop request;
+    past ``time_limit`` seconds saves and writes the adapter as it is (as engine.model.train.train)."""
     from engine.model.sd import require_libraries
+    from engine.model.train import StopPoll
+    StopPoll.check(time_limit)
     require_libraries()
     from accelerate import Accelerator
     from peft import LoraConfig
@@ -218,6 +221,7 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     from engine.model.train import _StopFlag
     from engine.model.train_config import step_seed
 
+    started = StopPoll.clock()
     data, run = Path(data_dir), Path(run_dir)
     cfg, stored, base, split, classes = _prepare(data, run, base, cfg or SDTrainConfig(), resume, steps,
                                                  overrides or {})
@@ -359,16 +363,19 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     net.train()
     emit(Message("info", f"LoRA rank {cfg.rank} on {family} base {base}: {len(table)} flows, {len(classes)} classes, "
                          f"images {geom.height}x{geom.width} ({geom.rows}x{geom.columns} grid)"))
+    poll, limited = StopPoll(acc, cancel, time_limit, started), False
     with _StopFlag() as stop:
         while step < cfg.steps:
-            stop_now = stop.hit or (cancel is not None and cancel.cancelled)
-            if world > 1:
-                f = torch.tensor([1.0 if stop_now else 0.0], device=dev)
-                stop_now = bool(acc.reduce(f, reduction="sum").item() > 0)
-            if stop_now:
+            why = poll(stop.hit)
+            if why == "stop":
                 checkpoint(step)
                 emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
                 raise Cancelled(f"training stopped at step {step}")
+            if why == "time":
+                limited = True
+                emit(Message("warning", f"time limit reached at step {step} of {cfg.steps}: writing the adapter "
+                                        f"as it is; --resume continues to step {cfg.steps}"))
+                break
             loss = loss_at(step)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
@@ -391,6 +398,8 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     checkpoint(step)
     summary = {"steps": step, "run_dir": str(run), "seconds": round(time.time() - t0, 2), "family": family,
                "train_flows": len(table), "classes": len(classes)}
+    if limited:
+        summary.update(time_limited=True, steps_planned=cfg.steps)
     if is_main:
         save_adapter(run, pipe, family)
         summary["adapter"] = str(run / ADAPTER)
