@@ -109,7 +109,15 @@ def test_evaluation_summary_and_non_reports(tmp_path):
     s = af.read_report(tmp_path)
     assert isinstance(s, af.EvaluationSummary)
     assert s.per_class["synthetic"]["dns"] == {"jsd": 0.2, "tvd": 0.1} and s.tstr_ratios == {"packet_bits_noports": 0.8}
-    assert s.dcr_ratio == 7.0 and s.exact_copies == 0.0
+    assert s.dcr_ratio == 7.0 and s.exact_copies == 0.0 and s.flow_length_jsd == {}
+    r["summary"]["flow_length_jsd"] = {"synthetic_vs_test": 0.12, "synthetic_vs_train": 0.02, "real_train_vs_test": 0.11}
+    (tmp_path / "report.json").write_text(json.dumps(r))
+    assert af.read_report(tmp_path).flow_length_jsd["synthetic_vs_train"] == 0.02
+    r["summary"]["flow_length_jsd"]["synthetic_vs_test"] = 7      # a JSD lies in [0, 1]
+    (tmp_path / "report.json").write_text(json.dumps(r))
+    with pytest.raises(InputError, match=r"flow_length_jsd.synthetic_vs_test"):
+        af.read_report(tmp_path)
+    del r["summary"]["flow_length_jsd"]
     r["fidelity"]["synthetic"]["overall"]["jsd"] = "low"
     (tmp_path / "report.json").write_text(json.dumps(r))
     with pytest.raises(InputError, match=r"fidelity.synthetic.overall.jsd: expected a number"):

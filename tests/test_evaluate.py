@@ -156,6 +156,22 @@ def test_closeness_flags_copies(tmp_path):
     assert c["random"]["median_dcr"] > c["real_test"]["median_dcr"] and c["random"]["exact_copies"] == 0.0
 
 
+def test_flow_length_over_whole_flows(tmp_path):
+    """Flow length is compared before the max_packets cut: the train flows themselves score 0 against
+    train; the same flows stretched to 300 packets score far off, though their first 64 packets would
+    look alike."""
+    from engine.evaluate.lengths import flow_length_fidelity
+    sp = split_by_flow(load_labeled(_labeled_fixture_dir(tmp_path)), seed=0)
+    same = flow_length_fidelity(sp.train, sp.test, sp.train, ["misc", "web"])
+    assert same["overall"]["synthetic_vs_train"] == 0.0
+    assert same["classes"]["web"]["jsd"]["synthetic_vs_test"] == same["classes"]["web"]["jsd"]["real_train_vs_test"]
+    long = type(sp.train)([np.tile(m, (300 // len(m) + 1, 1))[:300] for m in sp.train.mats], list(sp.train.metas))
+    far = flow_length_fidelity(sp.train, sp.test, long, ["misc", "web"])
+    assert far["classes"]["web"]["max_packets"]["synthetic"] == 300
+    assert far["classes"]["web"]["mean_packets"]["synthetic"] == 300.0
+    assert far["overall"]["synthetic_vs_train"] > 0.5 and far["overall"]["synthetic_vs_test"] > 0.5
+
+
 def test_baseline_generators_shapes(tmp_path):
     fs = load_labeled(_labeled_fixture_dir(tmp_path)).of("web")
     for gen in (random_flows, marginal_flows):
@@ -245,6 +261,9 @@ def test_evaluate_fixtures_cli(tmp_path):
     assert set(r["closeness"]) == {"real_test", "synthetic", "random", "marginals"}
     assert r["closeness"]["real_test"]["median_dcr_ratio"] == pytest.approx(1.0)
     assert "## Closeness to the real train split" in (out / "report.md").read_text()
+    # flow length over whole flows, in the summary and the report, though flows were cut at 64 packets
+    assert set(r["summary"]["flow_length_jsd"]) == {"synthetic_vs_test", "synthetic_vs_train", "real_train_vs_test"}
+    assert "## Flow length (whole flows)" in (out / "report.md").read_text()
     plan = CliRunner().invoke(main, ["evaluate", "--real", str(real), "--plan", "--split", "seed"])
     n_web = sp.test.counts()["web"]
     assert plan.exit_code == 0 and f"netdiff generate --label web -n {n_web} -o synthetic/web" in plan.output

@@ -72,6 +72,8 @@ class EvaluationSummary:
     tstr_ratios: dict[str, float] = field(default_factory=dict)  # feature set -> synthetic/real macro-F1
     dcr_ratio: float | None = None          # median distance to nearest train flow, synthetic / real test
     exact_copies: float | None = None
+    # whole flows (before max_packets): synthetic_vs_test, synthetic_vs_train, real_train_vs_test
+    flow_length_jsd: dict[str, float | None] = field(default_factory=dict)
 
 
 def read_compliance(path: str | Path) -> ComplianceReport:
@@ -127,11 +129,14 @@ def read_evaluation(path: str | Path) -> EvaluationSummary:
         if v is not None:
             ratios[feat] = v
     close = s.obj("closeness").obj("synthetic")
+    fl = s.obj("flow_length_jsd")
     inp = f.obj("inputs")
     return EvaluationSummary(p, inp.str_("real", "?"), inp.str_("synthetic", "?"), cands, classes,
                              {k: _num(mj, k) for k in cands}, per_class, overall,
                              s.bool_("synthetic_beats_baselines_on_mean_jsd"), ratios,
-                             close.float_("median_dcr_ratio"), close.float_("exact_copies"))
+                             close.float_("median_dcr_ratio"), close.float_("exact_copies"),
+                             {k: fl.float_(k, 0.0, 1.0) for k in ("synthetic_vs_test", "synthetic_vs_train", "real_train_vs_test")
+                              if fl.has(k)})
 
 
 def find_report(p: str | Path) -> Path:

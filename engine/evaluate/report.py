@@ -59,6 +59,28 @@ def _ports_section(p: dict, classes: list[str]) -> list[str]:
     return L
 
 
+def _lengths_section(fl: dict, classes: list[str]) -> list[str]:
+    """Flow length over whole flows (engine.evaluate.lengths): what the max_packets cut hides."""
+    L = ["## Flow length (whole flows)", "",
+         "Packets per flow before any cut (up to 1024), binned as `flow_packets`; JSD of the synthetic "
+         "flows from the real test split and from the train split (what the model's length prior was fitted "
+         "on); `real train vs test` is the floor a held-out split of this size gives. Baselines are left out "
+         "(their lengths are the train split's, cut).", ""]
+    rows = []
+    for c in classes:
+        e = fl["classes"][c]
+        j, m = e["jsd"], e["mean_packets"]
+        rows.append([c, _f(j["synthetic_vs_test"]), _f(j["synthetic_vs_train"]), _f(j["real_train_vs_test"]),
+                     " / ".join("-" if m[k] is None else f"{m[k]:.0f}" for k in ("synthetic", "real_train", "real_test")),
+                     e["max_packets"]["synthetic"]])
+    o = fl["overall"]
+    rows.append(["**mean**", _f(o["synthetic_vs_test"]), _f(o["synthetic_vs_train"]), _f(o["real_train_vs_test"]),
+                 "", ""])
+    L += [_table(["class", "synthetic vs test", "synthetic vs train", "real train vs test",
+                  "mean packets: synthetic / train / test", "longest synthetic"], rows), ""]
+    return L
+
+
 def render_markdown(r: dict, plots: list[str]) -> str:
     cands = list(r["fidelity"])
     classes = r["classes"]
@@ -141,6 +163,8 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         L += [_table(["flows", "count", "median DCR", "5th pct DCR", "median / real_test", "exact copies"], rows), ""]
     if r.get("ports"):
         L += _ports_section(r["ports"], classes)
+    if r.get("flow_lengths"):
+        L += _lengths_section(r["flow_lengths"], classes)
     if r.get("utility"):
         L += ["## ML utility (tested on the real test split)", "",
               "Random forest; macro-F1 (accuracy in brackets). `train real` = the real train split, "

@@ -16,6 +16,7 @@ from .data import FlowSet, Split, load_labeled, split_by_flow, split_from_file
 from .detect import detectability
 from .features import packet_values
 from .fidelity import fidelity
+from .lengths import flow_length_fidelity
 from .ports import enum_fidelity, port_fidelity
 from .utility import FEATURE_SETS, SCENARIOS, ml_utility
 
@@ -97,9 +98,10 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     mp = opts.max_packets
     train, test = split.train.truncated(mp), split.test.truncated(mp)
     sdirs = [synthetic_dir] if isinstance(synthetic_dir, (str, os.PathLike)) else list(synthetic_dir)
-    synth = FlowSet()
+    whole = FlowSet()       # whole flows: their lengths are compared before the cut
     for d in sdirs:
-        synth = synth.add(load_labeled(d, opts.flow_config, opts.classes, on_event).truncated(mp))
+        whole = whole.add(load_labeled(d, opts.flow_config, opts.classes, on_event))
+    synth = whole.truncated(mp)
     synthetic_dir = ", ".join(os.fspath(d) for d in sdirs)
     if len(synth) == 0:
         raise InputError(synthetic_dir, "no flows in the synthetic data")
@@ -145,6 +147,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     close = closeness(train, {"real_test": test, **candidates}, classes)
     ports = port_fidelity(train, test, candidates, classes)
     ports["fields"] = enum_fidelity(train, {"real_test": test, **candidates}, classes)
+    lengths = flow_length_fidelity(split.train, split.test, whole, classes)
     step("fidelity")
 
     detect = None
@@ -184,6 +187,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
         "detectability": detect,
         "closeness": close,
         "ports": ports,
+        "flow_lengths": lengths,
         "notes": notes,
         "seconds": None,
     }
@@ -213,6 +217,9 @@ def summarize(report: dict) -> dict:
     if p:
         s["ports"] = {k: {"seen": v["seen"], "mean_jsd_test": v["mean_jsd_test"], "mean_jsd_train": v["mean_jsd_train"]}
                       for k, v in p["overall"].items()}
+    fl = report.get("flow_lengths")
+    if fl:
+        s["flow_length_jsd"] = dict(fl["overall"])
     d = report.get("detectability")
     if d:
         s["detect_auc"] = {k: {f: (v or {}).get("auc") for f, v in dd.items()} for k, dd in d.items()}
