@@ -30,8 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-# The SD route's own libraries (the `sd` extra, less diffusers, which the native model uses too)
-SD_ONLY = ("transformers", "tokenizers", "peft")
+# The SD route's own libraries (the `sd` extra, less diffusers, which the native model uses too), and
+# `kernels` (Hub compute kernels, 5.6 MB), which transformers requires: diffusers names it in code no
+# lab path runs (attention backends, quantizers), so PyInstaller took it in when it was installed
+SD_ONLY = ("transformers", "tokenizers", "peft", "kernels")
 
 
 def bundle_sd() -> bool:
