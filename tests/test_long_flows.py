@@ -4,6 +4,7 @@ sampling see each flow over its length bucket. A tiny 1024-packet model is train
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -166,19 +167,25 @@ def test_flows_are_sampled_over_their_length_bucket(long_model, monkeypatch):
     assert all(np.array_equal(runs[0][i], runs[1][i]) for i in range(4))
 
 
+def _mixed_lengths(long_flows: Path, root: Path) -> Path:
+    """A dataset of short flows (dns, 7-13 packets) and 1024-packet ones (zoom)."""
+    from engine.datasets.encode import encode_files
+    for label, files in (("dns", [FIXTURES / "sll.pcap"]), ("zoom", sorted((long_flows / "zoom").glob("*.pcap")))):
+        (root / "in" / label).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, root / "in" / label / f.name)
+    encode_files(sorted((root / "in").rglob("*.pcap")), root / "ds", label_from_dir=True)
+    return root / "ds"
+
+
 @pytest.mark.parametrize("buckets", [True, False])
 def test_training_sees_each_flow_over_its_length_bucket(long_flows, tmp_path, monkeypatch, buckets):
     """A 1024-row model trains short flows over 128 rows and 1024-packet ones over 1024, one bucket per
     forward pass within the same step (its sampling context, and 8x fewer rows for short flows); with
     ``length_buckets`` off every flow is 1024 rows. Either way the step trains and the run exports."""
-    from engine.datasets.encode import encode_files
     from engine.model.denoiser import PacketDenoiser
     from engine.model.train import TrainConfig, train
-    for label, files in (("dns", [FIXTURES / "sll.pcap"]), ("zoom", sorted((long_flows / "zoom").glob("*.pcap")))):
-        (tmp_path / "in" / label).mkdir(parents=True)
-        for f in files:
-            shutil.copy(f, tmp_path / "in" / label / f.name)
-    encode_files(sorted((tmp_path / "in").rglob("*.pcap")), tmp_path / "ds", label_from_dir=True)
+    ds = _mixed_lengths(long_flows, tmp_path)
     seen = []
     forward = PacketDenoiser.forward
 
@@ -188,10 +195,37 @@ def test_training_sees_each_flow_over_its_length_bucket(long_flows, tmp_path, mo
     monkeypatch.setattr(PacketDenoiser, "forward", spy)
     cfg = {**TINY_1024, "batch_size": 8, "class_balance": 0.0, "length_buckets": buckets,
            "self_condition_rate": 0.0, "test_fraction": 0.0}
-    s = train(tmp_path / "ds", tmp_path / "run", TrainConfig.from_dict({**cfg, "steps": 2}))
+    s = train(ds, tmp_path / "run", TrainConfig.from_dict({**cfg, "steps": 2}))
     assert s["steps"] == 2 and (tmp_path / "run" / "model" / "model.safetensors").exists()
     if buckets:
         assert {n for _, n in seen} == {128, L}
         assert sum(b for b, _ in seen) == 2 * 8        # every flow of the 2 steps, once
     else:
         assert seen == [(8, L), (8, L)]
+
+
+def test_two_processes_train_over_length_buckets(long_flows, tmp_path):
+    """Under DDP each rank runs its slice's buckets one after the other, gradients synced on the last
+    pass only (``no_sync`` before it): the run trains and exports, and every rank saw several buckets."""
+    from test_model import _launch
+    ds = _mixed_lengths(long_flows, tmp_path)
+    cfg = tmp_path / "long.json"
+    cfg.write_text(json.dumps({**TINY_1024, "batch_size": 8, "class_balance": 0.0, "test_fraction": 0.0,
+                               "self_condition_rate": 1.0}))
+    r = _launch(["train", "--data", str(ds), "--out", str(tmp_path / "run"), "--config", str(cfg), "--steps", "2",
+                 "-q"], tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    # the draws the run made (engine.model.train._Run._batch): each rank's slice held both buckets
+    import numpy as np
+    from engine.model.data import load_split, load_table
+    from engine.model.train_config import TrainConfig, step_seed
+    c = TrainConfig.load(tmp_path / "run" / "train_config.json")
+    table = load_table(ds, L, files=load_split(tmp_path / "run" / "split.json")["train"], classes=c.classes)
+    lengths = np.diff(table.offsets)
+    for step in range(2):
+        idx = np.random.default_rng(step_seed(c.seed, step, 0, "batch")).choice(
+            len(table), size=16, replace=True, p=table.sample_weights(c.class_balance))
+        for rank in range(2):
+            n = lengths[idx[rank * 8:(rank + 1) * 8]]
+            assert n.min() <= 128 and n.max() == L, (step, rank, n)
