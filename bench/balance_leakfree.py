@@ -1,6 +1,7 @@
 """Re-score a `netdiff balance --split` export on flows the generator never saw -> a markdown table.
 
     python bench/balance_leakfree.py EXPORT_DIR [--split configs/default_split.json] [--seeds 1,2,3,4,5]
+                                     [--synthetic-share 0.5]
 
 bench/balance.md's split (20 % of the real flows, seed 1) is not the generator's: most of its
 test flows were in the shipped model's training split, so a balancing gain measured on it may be
@@ -8,7 +9,8 @@ the generator replaying test flows. Here the test side is the generator's own he
 (``--split``'s ``test`` list, matched to the export's real rows by class and flow id); every other
 real flow and every synthetic flow goes to train. Scenarios as `--score`: ``imbalanced`` = the real
 train flows, ``balanced`` = real + synthetic; random forests with each seed; with and without the
-port features; "thin" = classes with fewer than 50 real train flows.
+port features; "thin" = classes with fewer than 50 real train flows. ``--synthetic-share F`` keeps
+the first F of each class's synthetic flows (by file name): a smaller top-up than the export's.
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ def main() -> None:
     ap.add_argument("--split", default=str(ROOT / "configs" / "default_split.json"))
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--thin", type=int, default=50)
+    ap.add_argument("--synthetic-share", type=float, default=1.0)
     a = ap.parse_args()
     src = Path(a.export)
     rows = list(csv.DictReader(open(src / "manifest.csv", newline="")))
+    if a.synthetic_share < 1:
+        by_class: dict = {}
+        for r in sorted((r for r in rows if r["origin"] != "real"), key=lambda r: r["file"]):
+            by_class.setdefault(r["class"], []).append(r)
+        keep = {id(r) for v in by_class.values() for r in v[:int(np.ceil(a.synthetic_share * len(v)))]}
+        rows = [r for r in rows if r["origin"] == "real" or id(r) in keep]
     held = {(f.split("/")[0], Path(f).stem) for f in json.loads(Path(a.split).read_text())["test"]}
     real = [r for r in rows if r["origin"] == "real"]
     matched = 0
