@@ -9,8 +9,9 @@ of ``--budget`` seconds, writing its files as soon as they exist (a stage cut of
    bf16, and ``--long``: 1024-packet flows of the shipped architecture -> bench_model_gpu.json,
    bench_long_gpu.json;
 2. the 1024-packet leg of the shipped checkpoint (configs/default_model_1024.json): a 40-step probe
-   times a step, then the run resumes to the step count that fills ``--train-seconds``, exports and
-   calibrates -> model/ (weights and config.json) and train_events.jsonl;
+   times a step, then the run resumes to the step count that fills ``--train-seconds`` (bounded by
+   ``netdiff train --time-limit``, so it exports whatever it reached), exports and calibrates ->
+   model/ (weights and config.json) and train_events.jsonl;
 3. ``bench_sd.py`` (Stable Diffusion LoRA / ControlNet figures) -> sd_gpu.json;
 4. ``bench_evaluate.py`` on that model (bench/quality.md's protocol) -> quality_gpu1024.md.
 """
@@ -132,7 +133,10 @@ def main() -> None:
         c = json.loads(tc.read_text())
         c["calibrate_flows"], c["calibrate_rounds"] = cfg["calibrate_flows"], cfg["calibrate_rounds"]
         tc.write_text(json.dumps(c, indent=2) + "\n")
-        ok = run(train + ["--resume", "--steps", steps], left(a.budget) - 150)
+        # the run stops itself at --time-limit and exports (calibration included: ~100 s on an H200) in the
+        # same process; the sixth session's first call lost a leg to a stop whose export restarted the run
+        limit = max(10, int(left(a.budget) - 150 - 130))
+        ok = run(train + ["--resume", "--steps", steps, "--time-limit", limit], left(a.budget) - 150)
         if not ok:
             # a stop or a failure in the calibration: export the last checkpoint without it
             c["calibrate_flows"] = 0
