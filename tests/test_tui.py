@@ -253,6 +253,12 @@ def test_evaluation_report_view(tmp_path):
     syn, rnd = (next(ln for ln in v.plot if ln.startswith(k)) for k in ("synthetic", "random"))
     assert rnd.count("█") == 24 and syn.count("█") == 8 and syn.endswith("0.200")
     assert any(ln.startswith("flow stats") and ln.endswith("0.870x") for ln in v.plot)
+    assert not any(ln.startswith("flow length") for ln in v.summary)     # a report from before the figure
+    whole = {**EVALUATION, "summary": {**EVALUATION["summary"], "flow_length_jsd": {
+        "synthetic_vs_test": 0.112, "synthetic_vs_train": 0.014, "real_train_vs_test": 0.111}}}
+    (tmp_path / "report.json").write_text(json.dumps(whole))
+    assert "flow length, whole flows (JSD): 0.014 vs train, 0.112 vs test (real train vs test 0.111)" \
+        in load_report(tmp_path).summary
 
 
 @sync

@@ -167,6 +167,10 @@ def _evaluation_view(r: EvaluationSummary) -> ReportView:
     if r.dcr_ratio is not None:
         summary.append(f"distance to the nearest real train flow: {_f(r.dcr_ratio, 2)}x the real "
                        f"test flows' (below 1 = copying), exact copies {_f(r.exact_copies)}")
+    fl = r.flow_length_jsd
+    if fl.get("synthetic_vs_test") is not None:
+        summary.append(f"flow length, whole flows (JSD): {_f(fl.get('synthetic_vs_train'))} vs train, "
+                       f"{_f(fl.get('synthetic_vs_test'))} vs test (real train vs test {_f(fl.get('real_train_vs_test'))})")
     cols = ["class"] + [f"{c} JSD" for c in cands] + [f"{c} TVD" for c in cands]
     rows = []
     for cl in r.classes:
