@@ -177,7 +177,7 @@ def test_time_limit_exports_the_leg_and_resume_continues(tiny_data, tmp_path, mo
     (a lease or a batch allocation that ends does not lose the leg); --resume goes on to --steps. The
     clock is a counter (one second a look), so the stop step is exact."""
     from click.testing import CliRunner
-    from engine.model.train import StopPoll
+    from engine.model.stopping import StopPoll
     from netdiff_tui.cli import main
     ticks = iter(range(10**6))
     monkeypatch.setattr(StopPoll, "clock", staticmethod(lambda: float(next(ticks))))

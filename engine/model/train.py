@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,6 +50,7 @@ from engine.model.finetune import (REPLAY, load_replay, load_source_weights, mer
 from engine.codec.matrix import present_rows, row_proto
 from engine.model.diffusion import train_scheduler, training_target
 from engine.model.lengths import impose, length_bucket
+from engine.model.stopping import StopPoll
 from engine.model.train_config import TrainConfig, lr_at, step_seed
 
 
@@ -73,58 +72,6 @@ class EMA:
 
     def copy_to(self, model: torch.nn.Module) -> None:
         model.load_state_dict({k: v.clone() for k, v in self.shadow.items()})
-
-
-class _StopFlag:
-    """SIGINT, SIGTERM or SIGHUP (engine.progress.STOP_SIGNALS) set a flag; the loop saves and
-    stops at the next step boundary."""
-
-    def __init__(self):
-        self.hit = False
-        self.old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            from engine.progress import STOP_SIGNALS
-            for s in (signal.SIGINT, *STOP_SIGNALS):
-                self.old[s] = signal.signal(s, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        if self.hit:   # second signal: give up immediately
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __exit__(self, *a):
-        for s, h in self.old.items():
-            signal.signal(s, h)
-
-
-class StopPoll:
-    """Whether a training loop stops before its last step, and why, agreed by every process at the
-    same step: ``"stop"`` (a signal or the cancel token: checkpoint and raise) or ``"time"`` (the
-    wall-time limit: checkpoint and export the model as it is)."""
-
-    clock = staticmethod(time.monotonic)
-
-    def __init__(self, acc, cancel: CancelToken | None, time_limit: float | None, started: float):
-        self.check(time_limit)
-        self.acc, self.cancel = acc, cancel
-        self.deadline = None if time_limit is None else started + time_limit
-
-    @staticmethod
-    def check(time_limit: float | None) -> None:
-        """Refuse a limit that is not a positive number of seconds (before anything is loaded)."""
-        if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
-            raise InputError(None, f"time limit must be > 0 seconds, got {time_limit!r}")
-
-    def __call__(self, signalled: bool) -> str | None:
-        stop = signalled or (self.cancel is not None and self.cancel.cancelled)
-        over = self.deadline is not None and self.clock() >= self.deadline
-        if self.acc.num_processes > 1:
-            f = torch.tensor([float(stop), float(over)], device=self.acc.device)
-            stop, over = (bool(v > 0) for v in self.acc.reduce(f, reduction="sum").tolist())
-        return "stop" if stop else "time" if over else None
 
 
 def _save_checkpoint(run_dir: Path, step: int, model, ema: EMA, opt, keep: int, classes: list[str]) -> Path:
@@ -215,13 +162,12 @@ def train(data_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCon
     StopPoll.check(time_limit)
     run = _Run.start(Path(data_dir), Path(run_dir), cfg or TrainConfig(), resume, steps, on_event, accelerator)
     cfg, step = run.cfg, run.start_step
-    poll = StopPoll(run.acc, cancel, time_limit, started)
     t0 = time.time()
     run.model.train()
     limited = False
-    with _StopFlag() as stop:
+    with StopPoll(run.acc, cancel, time_limit, started) as poll:
         while step < cfg.steps:
-            why = poll(stop.hit)
+            why = poll()
             if why == "stop":
                 run.checkpoint(step)
                 run.emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))

@@ -211,14 +211,13 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     """Train (or resume) a LoRA run; returns a summary. Raises Cancelled after saving on a stop request;
     past ``time_limit`` seconds saves and writes the adapter as it is (as engine.model.train.train)."""
     from engine.model.sd import require_libraries
-    from engine.model.train import StopPoll
+    from engine.model.stopping import StopPoll
     StopPoll.check(time_limit)
     require_libraries()
     from accelerate import Accelerator
     from peft import LoraConfig
 
     from engine.model.data import load_table
-    from engine.model.train import _StopFlag
     from engine.model.train_config import step_seed
 
     started = StopPoll.clock()
@@ -363,10 +362,10 @@ def train_lora(data_dir, run_dir, base: str | None = None, cfg: SDTrainConfig | 
     net.train()
     emit(Message("info", f"LoRA rank {cfg.rank} on {family} base {base}: {len(table)} flows, {len(classes)} classes, "
                          f"images {geom.height}x{geom.width} ({geom.rows}x{geom.columns} grid)"))
-    poll, limited = StopPoll(acc, cancel, time_limit, started), False
-    with _StopFlag() as stop:
+    limited = False
+    with StopPoll(acc, cancel, time_limit, started) as poll:
         while step < cfg.steps:
-            why = poll(stop.hit)
+            why = poll()
             if why == "stop":
                 checkpoint(step)
                 emit(Message("info", f"stopped at step {step}; checkpoint saved, --resume continues"))
