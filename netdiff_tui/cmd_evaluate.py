@@ -105,8 +105,8 @@ def evaluate(real, synthetic, out, split, classes, baselines, utility, plots, ma
                    f"flows; JSD of the pairs {j['mean_jsd_train']} vs train, {j['mean_jsd_test']} vs test")
     fl = (rep.get("flow_lengths") or {}).get("overall") or {}
     if fl.get("synthetic_vs_test") is not None:
-        j = {k: "-" if fl.get(k) is None else f"{fl[k]:.3f}"
-             for k in ("synthetic_vs_train", "synthetic_vs_test", "real_train_vs_test")}
+        from engine.artifacts.reports import FLOW_LENGTH_JSD
+        j = {k: "-" if fl.get(k) is None else f"{fl[k]:.3f}" for k in FLOW_LENGTH_JSD}
         click.echo(f"flow length (whole flows): JSD {j['synthetic_vs_train']} vs train, {j['synthetic_vs_test']} vs test "
                    f"(real train vs test: {j['real_train_vs_test']})")
     click.echo(f"report: {out}/report.md ({rep['seconds']} s)")

@@ -9,6 +9,10 @@ from pathlib import Path
 from engine.artifacts.fields import Fields, read_json_object
 from engine.errors import InputError
 
+# The pairs an evaluation compares flow length over whole flows for (engine.evaluate.lengths writes
+# them under ``flow_lengths`` and ``summary.flow_length_jsd``; read here)
+FLOW_LENGTH_JSD = ("synthetic_vs_test", "synthetic_vs_train", "real_train_vs_test")
+
 COMPLIANCE = "compliance.json"
 EVALUATION = "report.json"
 BIG = 2**63 - 1
@@ -72,8 +76,7 @@ class EvaluationSummary:
     tstr_ratios: dict[str, float] = field(default_factory=dict)  # feature set -> synthetic/real macro-F1
     dcr_ratio: float | None = None          # median distance to nearest train flow, synthetic / real test
     exact_copies: float | None = None
-    # whole flows (before max_packets): synthetic_vs_test, synthetic_vs_train, real_train_vs_test
-    flow_length_jsd: dict[str, float | None] = field(default_factory=dict)
+    flow_length_jsd: dict[str, float | None] = field(default_factory=dict)   # FLOW_LENGTH_JSD -> whole-flow JSD
 
 
 def read_compliance(path: str | Path) -> ComplianceReport:
@@ -135,8 +138,7 @@ def read_evaluation(path: str | Path) -> EvaluationSummary:
                              {k: _num(mj, k) for k in cands}, per_class, overall,
                              s.bool_("synthetic_beats_baselines_on_mean_jsd"), ratios,
                              close.float_("median_dcr_ratio"), close.float_("exact_copies"),
-                             {k: fl.float_(k, 0.0, 1.0) for k in ("synthetic_vs_test", "synthetic_vs_train", "real_train_vs_test")
-                              if fl.has(k)})
+                             {k: fl.float_(k, 0.0, 1.0) for k in FLOW_LENGTH_JSD if fl.has(k)})
 
 
 def find_report(p: str | Path) -> Path:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.artifacts.reports import FLOW_LENGTH_JSD
+
 from .data import FlowSet
 from .features import SPECS
 from .metrics import compare, mean_of
@@ -41,6 +43,5 @@ def flow_length_fidelity(train: FlowSet, test: FlowSet, synthetic: FlowSet, clas
             "jsd": {"synthetic_vs_test": _jsd(n["real_test"], n["synthetic"]),
                     "synthetic_vs_train": _jsd(n["real_train"], n["synthetic"]),
                     "real_train_vs_test": _jsd(n["real_test"], n["real_train"])}}
-    keys = ("synthetic_vs_test", "synthetic_vs_train", "real_train_vs_test")
-    out["overall"] = {k: mean_of(out["classes"][c]["jsd"][k] for c in classes) for k in keys}
+    out["overall"] = {k: mean_of(out["classes"][c]["jsd"][k] for c in classes) for k in FLOW_LENGTH_JSD}
     return out
