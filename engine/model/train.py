@@ -334,7 +334,8 @@ class _Run:
         everything = [(np.arange(len(idx)), self.L)]
         if not (self.cfg.length_buckets and getattr(self.raw.config, "presence_input", False)):
             return everything
-        n = np.minimum(np.diff(self.batches.offsets)[idx], self.L)
+        offsets = self.batches.offsets
+        n = np.minimum(offsets[idx + 1] - offsets[idx], self.L)       # the batch's flows only, not the table
         b = np.array([length_bucket(int(k), self.L) for k in n])
         return [(np.flatnonzero(b == v), int(v)) for v in np.unique(b)]
 

@@ -274,16 +274,17 @@ def finetune_plan(row: PaneRow, data: str, classes_text: str, steps_text: str, o
         raise InputError(out_p, "run directory has checkpoints already; choose another output run directory")
     classes = parse_classes(classes_text)
     argv = ["train", "--data", str(data_p), "--out", str(out_p), "--steps", str(steps)]
-    if time_limit_text.strip():
+    limit = time_limit_text.strip()
+    if limit:
         import click
         from netdiff_tui.cli import Duration
         if "--time-limit" not in options:
             raise InputError(None, "time limit: this netdiff train has no --time-limit; leave the field empty")
         try:
-            Duration().convert(time_limit_text.strip(), None, None)
+            Duration().convert(limit, None, None)
         except click.BadParameter as e:
             raise InputError(None, f"time limit: {e.message}") from None
-        argv += ["--time-limit", time_limit_text.strip()]
+        argv += ["--time-limit", limit]
     if row.format == "diffusers":
         if classes and set(classes) != set(_manifest_labels(data_p)):
             raise InputError(None, "classes: a LoRA run trains on every class of its dataset; "
