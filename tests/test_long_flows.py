@@ -229,3 +229,20 @@ def test_two_processes_train_over_length_buckets(long_flows, tmp_path):
         for rank in range(2):
             n = lengths[idx[rank * 8:(rank + 1) * 8]]
             assert n.min() <= 128 and n.max() == L, (step, rank, n)
+
+
+def test_pending_flows_batch_by_bucket_in_order_with_redraws_first():
+    """The sampler's queue: a batch is up to ``size`` flows of the first waiting flow's bucket,
+    in request order; redrawn flows wait before every other (as a list scanned per batch did)."""
+    from engine.model.sample import _Pending
+    bucket = {(i, a): (128, 1024, 256)[i % 3] for i in range(20) for a in range(3)}.__getitem__
+    q = _Pending([(i, 0) for i in range(20)], bucket)
+    assert q.take(4) == ([(0, 0), (3, 0), (6, 0), (9, 0)], 128)
+    q.redraw([(3, 1), (1, 1)])
+    assert q.take(4) == ([(3, 1), (12, 0), (15, 0), (18, 0)], 128)
+    assert q.take(4) == ([(1, 1), (1, 0), (4, 0), (7, 0)], 1024)
+    rest = []
+    while q:
+        rest += q.take(16)[0]
+    assert sorted(rest) == sorted({(i, 0) for i in range(20)} - {(0, 0), (3, 0), (6, 0), (9, 0), (12, 0), (15, 0),
+                                                              (18, 0), (1, 0), (4, 0), (7, 0)})

@@ -10,6 +10,8 @@ flow indices (``i % world == rank``).
 
 from __future__ import annotations
 
+from collections import deque
+
 import hashlib
 from dataclasses import dataclass
 
@@ -234,14 +236,32 @@ def _shape_of(flow: tuple[int, int], pri: ClassPriors, opts: SampleOptions, guid
     return draw_shape(pri.lengths, flow_seed(opts.seed, i, a), opts.packets_min, min(opts.packets_max, L), pri.want)
 
 
-def _take(pending: list, size: int, bucket) -> tuple[list, list, int]:
-    """The next batch: up to ``size`` pending flows of the first one's bucket, in order; the rest;
-    the bucket."""
-    keys = [bucket(f) for f in pending]
-    first = keys[0]
-    take = [j for j, k in enumerate(keys) if k == first][:size]
-    chosen = set(take)
-    return [pending[j] for j in take], [f for j, f in enumerate(pending) if j not in chosen], first
+class _Pending:
+    """Flows waiting to be sampled, queued per length bucket in request order: the next batch is
+    up to ``size`` flows of the first waiting flow's bucket (a batch is of one bucket), and
+    redraws go to the front. (Scanning one list for each batch cost O(flows^2 / batch).)"""
+
+    def __init__(self, flows: list, bucket):
+        self._bucket = bucket
+        self._queues: dict[int, deque] = {}
+        self._front = 0
+        for n, f in enumerate(flows):
+            self._queues.setdefault(bucket(f), deque()).append((n, f))
+
+    def __bool__(self) -> bool:
+        return any(self._queues.values())
+
+    def take(self, size: int) -> tuple[list, int]:
+        """The next batch and its bucket."""
+        _, first = min((q[0][0], b) for b, q in self._queues.items() if q)
+        q = self._queues[first]
+        return [q.popleft()[1] for _ in range(min(size, len(q)))], first
+
+    def redraw(self, flows: list) -> None:
+        """Queue ``flows`` before every waiting flow, in their order."""
+        for f in reversed(flows):
+            self._front -= 1
+            self._queues.setdefault(self._bucket(f), deque()).appendleft((self._front, f))
 
 
 def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
@@ -275,7 +295,6 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     emit(TaskStarted("sample", total, "flows"))
     done: dict[int, np.ndarray] = {}
     best: dict[int, tuple[np.ndarray, int, tuple | None]] = {}
-    pending = [(i, 0) for i in indices]
     assigned = assign_guides(len(guides), opts.seed, max(indices) + 1) if (guides and indices) else None
     shapes: dict[tuple[int, int], tuple[int, int] | None] = {}     # each flow's, drawn once
 
@@ -287,11 +306,12 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     def bucket(f: tuple[int, int]) -> int:
         sh = shape(f)
         return pri.max_packets if sh is None else length_bucket(sh[0], pri.max_packets)
+    pending = _Pending([(i, 0) for i in indices], bucket)
     while pending:
         check_stop()
         if cancel is not None:
             cancel.check()
-        chunk, pending, length = _take(pending, opts.batch_size, bucket)
+        chunk, length = pending.take(opts.batch_size)
         b = _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk], length=length,
                    shapes=[shape(f) for f in chunk])
         b = _conditions(pri, opts, b, guides, assigned, int(model.config.width))
@@ -319,7 +339,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
                 m = force_transport(m, want if want is not None else majority_proto(m))
                 done[i] = _hold_ports(m, pri, opts, s, drawn)
                 stats.gave_up += 1
-        pending = retry + pending
+        pending.redraw(retry)
         emit(TaskProgress("sample", len(done), total, "flows"))
     return done
 
