@@ -390,6 +390,10 @@ def test_field_vocabulary_decoding(tiny_run):
     put(rows, "ipv4_ttl", np.array([64, 64, 64, 128, 128, 7]))
     v = fit_vocab(rows, np.zeros(6, int), ["a"], keep=2)
     assert v["a"]["ipv4_ttl"] == [[64, 3], [128, 2]]      # 7 was seen once, beyond the kept two
+    put(rows, "ipv4_tl", np.array([40, 40, 1500, 611, 873, 952]))
+    assert fit_vocab(rows, np.zeros(6, int), ["a"], keep=2)["a"]["ipv4_tl"] == \
+        [[40, 2], [611, 1], [873, 1], [952, 1], [1500, 1]]   # sizes keep every value seen (vocab.WIDE)
+    put(rows, "ipv4_tl", 40)
     x = rows.astype(np.float32)[None].copy()
     ttl = LAYOUT.cols("ipv4_ttl")
     x[0, :, ttl] = np.where(x[0, :, ttl] > 0, 0.8, 0.2)   # soft bits of the same values

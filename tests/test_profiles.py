@@ -9,7 +9,7 @@ import pytest
 
 from engine.codec.layout import COL_DIR, LAYOUT, get, put
 from engine.errors import InputError
-from engine.model.profiles import LENGTH_BUCKETS, SLOTS, Profiles, fit_profiles
+from engine.model.profiles import LENGTH_BUCKETS, Profiles, fit_profiles, n_slots
 from engine.model.vocab import SPANS, decode, fit_vocab
 
 from conftest import ROOT
@@ -36,7 +36,7 @@ def test_a_flow_keeps_to_one_kind():
     tl = [e[0] for e in vocab["a"]["ipv4_tl"]]
     # every profile holds one kind of flow
     sparse = np.array(table["spans"]["ipv4_tl"])
-    dense = np.zeros((len(table["flows"]), SLOTS, len(tl)))
+    dense = np.zeros((len(table["flows"]), n_slots(table["bands"]), len(tl)))
     np.add.at(dense.reshape(-1), sparse[0::2], sparse[1::2])
     assert dense.sum() == len(rows)
     for counts in dense:
@@ -62,6 +62,46 @@ def test_a_flow_keeps_to_one_kind():
     # the model's evidence chooses the profile: sure bits of 100 make a small flow
     x[:, :, LAYOUT.cols("ipv4_tl")] = rows[PKTS * 30:PKTS * 31, LAYOUT.cols("ipv4_tl")]
     assert (sizes(decode(x, vocab["a"], u, profiles=prof, flow_u=fu)) == 100).mean() > 0.99
+
+
+def test_later_packets_keep_their_position_band():
+    """A flow's packets 4-15 are not its packets 16+: every flow opens with small packets and
+    goes on with full-size ones, and decoded flows do the same by position band; a table of
+    one band (written before the bands) mixes them, as it did."""
+    from engine.model.profiles import BANDS, by_direction
+    n, pk = 40, 40
+    rows = np.full((n * pk, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    rows[:, COL_DIR] = np.arange(n * pk) % 2
+    put(rows, "ipv4_tl", np.tile(np.where(np.arange(pk) < 16, 100, 1500), n))
+    offsets = np.arange(0, n * pk + 1, pk)
+    labels = np.zeros(n, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, pk), ["a"])
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, pk)["a"]))
+    assert table["bands"] == list(BANDS)
+    # the same counts as one band per direction: the table an older netdiff wrote
+    K, tl = len(table["flows"]), [e[0] for e in vocab["a"]["ipv4_tl"]]
+    sp = np.array(table["spans"]["ipv4_tl"])
+    dense = np.zeros(K * n_slots() * len(tl))
+    np.add.at(dense, sp[0::2], sp[1::2])
+    old = by_direction(dense.reshape(K, n_slots(), len(tl))).ravel()
+    flat = np.flatnonzero(old)
+    legacy = {**{k: v for k, v in table.items() if k != "bands"},
+              "spans": {"ipv4_tl": np.stack([flat, old[flat]], 1).ravel().astype(int).tolist()}}
+
+    B = 200
+    x = np.tile(rows[:pk].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tl")] = 0.5
+    rng = np.random.default_rng(3)
+    u, fu = rng.random((B, pk, len(SPANS))), rng.random(B)
+
+    def sizes(t):
+        y = decode(x, vocab["a"], u, profiles=Profiles(t, vocab["a"], "a"), flow_u=fu)
+        return get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_tl").reshape(B, pk)
+    banded, mixed = sizes(table), sizes(legacy)
+    assert (banded[:, 4:16] == 100).mean() > 0.95 and (banded[:, 16:] == 1500).mean() > 0.95
+    assert 0.55 < (mixed[:, 4:16] == 1500).mean() < 0.8     # one band: 24 of 36 later packets are big
+    assert (banded[:, :4] == 100).mean() > 0.95 and (mixed[:, :4] == 100).mean() > 0.95
 
 
 def test_ip_ids_count_or_stay_zero():
@@ -136,6 +176,15 @@ OK_ID = [[[2, 1], [2, 0]]]
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[1, 0]]}, "id has shape"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 2], [1, 0]]]}, "more zero-ID"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": [[[1, 0], [float("nan"), 0]]]}, "finite"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [0, 8], "spans": {}, "id": OK_ID}, "bands must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 8, 8], "spans": {}, "id": OK_ID}, "bands must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": list(range(4, 40)), "spans": {}, "id": OK_ID},
+     "bands must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": "4", "spans": {}, "id": OK_ID}, "bands must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 2 ** 70], "spans": {}, "id": OK_ID},
+     "malformed"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 8], "spans": {"ipv4_tl": [16, 1]},
+      "id": OK_ID}, "indices below 16"),
 ])
 def test_hostile_profiles_get_one_line(table, why):
     with pytest.raises(InputError, match=why) as e:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from .directions import hold_directions
 from .lengths import hold_bounds
 from .ports import impose_ports
 
@@ -99,7 +100,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
            on_step: Callable[[int, int], None] | None = None,
            rows: torch.Tensor | None = None, protos: torch.Tensor | None = None,
            init: torch.Tensor | None = None, strength: float = 1.0,
-           ports: torch.Tensor | None = None, precision: str | None = None) -> torch.Tensor:
+           ports: torch.Tensor | None = None, precision: str | None = None,
+           directions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Sample flow matrices (floats) for ``labels``.
 
     Args:
@@ -117,6 +119,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
         strength: in (0, 1]; 1 keeps nothing of ``init`` but what ``rows``/``protos`` hold.
         ports: ``(B, 2)`` (initiator, responder) ports to hold each TCP/UDP flow to (-1 = the
             model's); with ``rows`` and ``protos`` (:mod:`engine.model.ports`).
+        directions: ``((B,), (B, L))``: initiator packets per flow (-1 = the model's) and Gumbel
+            keys to hold each flow's direction column to (:mod:`engine.model.directions`); with ``rows``.
         precision: ``"fp32"`` or ``"bf16"`` for the model's matrix products; ``None``:
             :func:`sampling_precision` (the scheduler's arithmetic stays fp32 either way).
     Returns:
@@ -157,6 +161,9 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     self_cond = getattr(cfgm, "self_condition", False)
     x0_prev = None
     bounds = hold_bounds(rows.to(dev), protos, W, noise.dtype) if (rows is not None and x0_pred) else None
+    rows_dev = None if rows is None else rows.to(dev)
+    if directions is not None:
+        directions = (directions[0].to(dev), directions[1].to(dev))
     for k, t in enumerate(timesteps):
         xin = sched.scale_model_input(x, t)
         if guidance == 1.0:
@@ -173,6 +180,8 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
                 out = out.clamp(-1.0, 1.0)
             else:       # clipped to [-1, 1] and held to the drawn shape in one pass (lengths.hold_bounds)
                 out = out.clamp_(*bounds)
+                if directions is not None:
+                    hold_directions(out, rows_dev, *directions)
                 if ports is not None and protos is not None:
                     impose_ports(out, rows, protos, ports)
             if self_cond:

@@ -23,6 +23,12 @@ class's) as their prior instead of the class's, and its IP IDs follow the
 profile (:func:`hold_ip_id`). A profile pools many flows (at least
 :data:`MIN_FLOWS` per profile on average), so it is a kind of flow, not one
 training flow.
+
+A packet's slot is its position for the handshake and first request, then its
+direction and its position band (:data:`BANDS`): a flow's packets 4-7 are not
+its packets 128-1023 (a call's first packets are signalling, its later ones
+media; bench/quality_1024.md measured the first 128 packets' sizes of zoom and
+Teams as far from the whole flows' as a wrong class would be).
 """
 
 from __future__ import annotations
@@ -37,9 +43,15 @@ from engine.errors import InputError
 PROFILED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
 #: a profile keeps its flows' first HEAD packets' values apart, one slot per position (the
 #: handshake and the first request: a SYN's size is not a data packet's), the later packets'
-#: by direction: slot ``p`` for position ``p < HEAD``, else ``HEAD + direction``
+#: by position band and direction: slot ``p`` for position ``p < HEAD``, else
+#: ``HEAD + 2 * band + direction``, band ``b`` holding positions ``BANDS[b]`` to ``BANDS[b+1] - 1``
 HEAD = 4
-SLOTS = HEAD + 2
+BANDS = (4, 8, 16, 32, 64, 128)
+#: the bands of a table that names none (written before the bands): every later packet by direction
+NO_BANDS = (HEAD,)
+#: a band's own counts weigh against this many packets of its profile's direction pooled over
+#: every band (a Dirichlet prior): a thin band leans on its direction, a full one keeps its own
+BAND_PRIOR = 4.0
 #: transports a profile can be of (its flows' first packet's; 0 = none)
 PROTOS = (0, 1, 6, 17)
 #: flow lengths are bucketed by log2: 1, 2-3, 4-7, ..., 1024+
@@ -75,15 +87,28 @@ def _flow_rows(offsets: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.n
     return np.repeat(offsets[flows], lens) + pos, owner, pos
 
 
-def slot(position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """A packet's slot in a profile (:data:`HEAD`) from its position in its flow and its
-    direction (0 = the responder's, 1 = the initiator's)."""
-    return np.where(position < HEAD, position, HEAD + direction)
+def n_slots(bands=BANDS) -> int:
+    return HEAD + 2 * len(bands)
+
+
+def slot(position: np.ndarray, direction: np.ndarray, bands=BANDS) -> np.ndarray:
+    """A packet's slot in a profile (:data:`HEAD`, :data:`BANDS`) from its position in its flow
+    and its direction (0 = the responder's, 1 = the initiator's)."""
+    band = np.searchsorted(np.asarray(bands), position, side="right") - 1
+    return np.where(position < HEAD, position, HEAD + 2 * np.maximum(band, 0) + direction)
+
+
+def by_direction(counts: np.ndarray) -> np.ndarray:
+    """``(..., HEAD + 2, V)``: counts per slot ``(..., n_slots, V)`` with the bands of each
+    direction added up (the slots of a table without bands)."""
+    head, rest = counts[..., :HEAD, :], counts[..., HEAD:, :]
+    pooled = rest.reshape(*rest.shape[:-2], -1, 2, rest.shape[-1]).sum(-3)
+    return np.concatenate([head, pooled], -2)
 
 
 def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
                 v: np.ndarray) -> np.ndarray:
-    """``(len(flows), SLOTS, V)``: per flow, :func:`slot` and vocabulary value ``v`` of span
+    """``(len(flows), n_slots(), V)``: per flow, :func:`slot` and vocabulary value ``v`` of span
     ``name``, how many of its packets have it."""
     from .vocab import SPANS
     sl = SPANS[name]
@@ -94,7 +119,7 @@ def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: 
     d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
     sl_ = slot(pos[present], d)
     keep = vi >= 0
-    out = np.zeros((len(flows), SLOTS, len(v)), np.int64)
+    out = np.zeros((len(flows), n_slots(), len(v)), np.int64)
     np.add.at(out, (owner[present][keep], sl_[keep], vi[keep]), 1)
     return out
 
@@ -122,9 +147,10 @@ def _sparse(a: np.ndarray) -> list[int]:
 def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
                  vocab: dict, max_packets: int, seed: int = 0) -> dict:
     """Per class: ``{"flows": [K], "proto": [K], "length": [K][LENGTH_BUCKETS],
-    "spans": {name: [i, count, i, count, ...]}, "id": [K][2][2]}``, the profiles of its
-    training flows (k-means on the flows' value shares). A span's counts form a
-    ``(K, SLOTS, V)`` array, ``V`` the class's vocabulary of the span in
+    "bands": BANDS, "spans": {name: [i, count, i, count, ...]}, "id": [K][2][2]}``, the profiles
+    of its training flows (k-means on the flows' value shares per :func:`by_direction` slot: the
+    bands would split a flow's evidence too thin to cluster on). A span's counts form a
+    ``(K, n_slots(), V)`` array, ``V`` the class's vocabulary of the span in
     :func:`engine.model.vocab.fit_vocab`'s order, stored sparse (mostly zeros: a profile uses
     few values) as its nonzero entries' flat indices (C order) and counts; ``id`` holds per
     direction the flows that send in it and those whose IP IDs there are all 0.
@@ -151,8 +177,9 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         # so a UDP flow never draws the sizes of its class's TCP acknowledgments
         feats = [np.eye(LENGTH_BUCKETS)[bucket], 10.0 * (proto[:, None] == np.array(PROTOS)[None, :])]
         for cn in counts.values():
-            tot = cn.sum(2, keepdims=True)
-            feats.append(np.sqrt(cn / np.maximum(tot, 1)).reshape(len(flows), -1))   # Hellinger geometry
+            cd = by_direction(cn)
+            tot = cd.sum(2, keepdims=True)
+            feats.append(np.sqrt(cd / np.maximum(tot, 1)).reshape(len(flows), -1))   # Hellinger geometry
         X = np.concatenate(feats, 1)
         k = int(min(MAX_PROFILES, len(flows) // MIN_FLOWS, len(np.unique(X, axis=0))))
         assign = KMeans(k, n_init=4, random_state=seed).fit_predict(X) if k > 1 else np.zeros(len(X), int)
@@ -161,6 +188,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
             "flows": [int((assign == j).sum()) for j in used],
             "proto": [int(np.bincount(proto[assign == j]).argmax()) for j in used],
             "length": [np.bincount(bucket[assign == j], minlength=LENGTH_BUCKETS).tolist() for j in used],
+            "bands": list(BANDS),
             "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
         }
@@ -181,15 +209,21 @@ class Profiles:
             spans = {n: np.asarray(c, np.int64) for n, c in dict(table["spans"]).items()}
             ids = np.asarray(table["id"], np.float64)
             protos = np.asarray(table["proto"], np.int64)
-        except (KeyError, TypeError, ValueError) as e:
+            bands = np.asarray(table.get("bands", NO_BANDS), np.int64)
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise bad(f"malformed ({e})") from None
         K = len(flows)
         if flows.ndim != 1 or K == 0 or length.shape != (K, LENGTH_BUCKETS):
             raise bad(f"want {LENGTH_BUCKETS} length buckets for each of its profiles")
+        if bands.ndim != 1 or not 1 <= len(bands) <= 16 or bands[0] != HEAD or (np.diff(bands) <= 0).any() \
+                or bands[-1] > 1 << 20:
+            raise bad(f"bands must rise from {HEAD}, at most 16 of them")
+        self.bands = tuple(int(b) for b in bands)
+        S = n_slots(self.bands)
         for n, c in spans.items():
             if n not in PROFILED:
                 raise bad(f"unknown span {n!r}")
-            shape = (K, SLOTS, len(vocab.get(n, [])))
+            shape = (K, S, len(vocab.get(n, [])))
             if c.ndim != 1 or len(c) % 2 or (len(c) and (c[0::2].min() < 0 or c[0::2].max() >= np.prod(shape))):
                 raise bad(f"span {n!r}: want (index, count) pairs with indices below {int(np.prod(shape))}, "
                           f"its vocabulary's {shape}")
@@ -218,12 +252,23 @@ class Profiles:
         for n, c in spans.items():
             base = np.asarray([e[1] if isinstance(e, (list, tuple)) else 1 for e in vocab[n]], np.float64)
             base = base / base.sum()
+            if len(self.bands) > 1:
+                # a band's counts with BAND_PRIOR packets of its direction's over all bands
+                # (a table of one band is its direction already)
+                pooled = by_direction(c)[:, HEAD:, :]                     # (K, 2, V)
+                pdist = pooled / np.maximum(pooled.sum(2, keepdims=True), 1e-12)
+                pdist = np.tile(pdist, (1, len(self.bands), 1))
+                c = np.concatenate([c[:, :HEAD, :], c[:, HEAD:, :] + BAND_PRIOR * pdist], 1)
             tot = c.sum(2, keepdims=True)
             own = np.where(tot > 0, c / np.maximum(tot, 1e-12), base)
-            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, SLOTS, V)
+            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, n_slots, V)
 
     def __len__(self) -> int:
         return len(self.log_flows)
+
+    def slot(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """:func:`slot` with this table's bands."""
+        return slot(position, direction, self.bands)
 
 
 def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -234,7 +279,7 @@ def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.
 
     ``evidence[name] = (ll, flow, slot)``: per present row of the span, the model's
     log-likelihood of each vocabulary value ``(R, V)``, the row's flow ``(R,)`` and
-    :func:`slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
+    :meth:`Profiles.slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
     B = len(lengths)
     logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
     same = prof.proto[None, :] == np.asarray(protos)[:, None]
@@ -257,7 +302,8 @@ def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.
 
 
 def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their :func:`slot`."""
+    """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their
+    :meth:`Profiles.slot`."""
     return np.log(prof.dist[name][pick[flow], d])
 
 

@@ -26,6 +26,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, che
 
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
+from engine.model.directions import check_directions, draw_initiators, gumbel_keys
 from engine.model.lengths import draw_shape, length_bucket, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
@@ -110,6 +111,7 @@ class ClassPriors:
     max_packets: int                    # L, the model's rows
     shape_input: bool                   # a presence_input model: told each flow's length
     lengths: list | None                # the class's shape prior (engine.model.lengths)
+    directions: np.ndarray | None       # the class's initiator counts (engine.model.directions)
     vocab: dict | None                  # the class's field vocabularies (engine.model.vocab)
     joint: dict | None                  # the class's paired spans (engine.model.vocab.JOINT)
     ports: list | None                  # the class's port prior (engine.model.ports), when held
@@ -132,9 +134,11 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
     vocab = (model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None
     prof = (model_cfg.get("profiles") or {}).get(label) if vocab else None
     cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
+    dirs = (model_cfg.get("directions") or {}).get(label) if (shape_input and opts.length_prior) else None
     return ClassPriors(
         index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
+        directions=None if dirs is None else check_directions(dirs, label),
         vocab=vocab,
         joint=(model_cfg.get("joint") or {}).get(label) if opts.field_vocab else None,
         ports=check_table(ports, label) if held else None,
@@ -156,6 +160,7 @@ class _Batch:
     guides: list | None = None          # the guide flows themselves
     length: int | None = None           # rows sampled (the batch's length bucket); None: the model's
     shapes: list | None = None          # per flow (length, transport) drawn by its seed (no guides)
+    initiators: torch.Tensor | None = None  # (B,) the initiator's packets per flow (-1: the model's)
 
 
 def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assigned, width: int) -> _Batch:
@@ -176,6 +181,9 @@ def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assign
         shapes = b.shapes
         b.rows = presence_mask([n for n, _ in shapes], L)
         b.protos = torch.tensor([p for _, p in shapes])
+        if pri.directions is not None:
+            k = [draw_initiators(pri.directions, s, n, p) for s, (n, p) in zip(b.seeds, shapes)]
+            b.initiators = torch.tensor([-1 if v is None else v for v in k])
         if pri.ports is not None:
             pairs = [draw_ports(pri.ports, s, n, p, opts.client_port_range) for s, (n, p) in zip(b.seeds, shapes)]
             b.ports = [None if pp is None else (p, *pp) for pp, (_, p) in zip(pairs, shapes)]
@@ -192,8 +200,12 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
     rows, init = b.rows, b.init
     if b.length is not None and b.length < n:
         rows, init = rows[:, : b.length], None if init is None else init[:, : b.length]
+    dirs = None
+    if b.initiators is not None:
+        dirs = (b.initiators, gumbel_keys(b.seeds, pri.max_packets)[:, : rows.shape[1]])
     x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=rows,
-               protos=b.protos, init=init, strength=opts.strength, ports=held, precision=opts.precision)
+               protos=b.protos, init=init, strength=opts.strength, ports=held, precision=opts.precision,
+               directions=dirs)
     if x.shape[1] < n:      # the rows not sampled are padding
         x = torch.cat([x, torch.full((x.shape[0], n - x.shape[1], x.shape[2]), -1.0, dtype=x.dtype,
                                      device=x.device)], 1)

@@ -1,0 +1,108 @@
+"""Who sends how many of a flow's packets: the initiator's count, drawn with the flow's shape and
+held while sampling.
+
+Left to the model row by row, a flow's direction bits drifted to one side: on the evaluation set
+(bench/quality_1024.md) 14-24 % of the synthetic flows of tls_https, zoom, Teams and Meet had 90 %
+or more of their first 128 packets from the initiator, against 1-7 % of the real ones, whose
+flows mostly split 50-60 %. The share a flow's packets take is a property of the kind of
+exchange (a request/response protocol, a download's acknowledgments, a call's two media
+streams), like its length.
+
+So ``netdiff train`` counts, per class, the training flows by (length cut at ``max_packets``,
+first packet's transport, initiator's packets) (``config.json`` key ``directions``). A sampled
+flow, its length and transport drawn (:mod:`engine.model.lengths`), draws its initiator's packet
+count from the flows of that length and transport (or, where none has the length, the share of
+one of the same transport and length bucket, scaled to its length; seeded by the flow's seed),
+and every predicted x0 is held to it: the first packet is the initiator's, and of the others the
+``k - 1`` with the highest ``logit(p) + g`` are, where ``p`` is the model's direction estimate
+and ``g`` a Gumbel variable fixed per flow and row (the Gumbel-top-k draw: rows in proportion to
+the model's odds, without replacement). The model decides *which* packets go which way, as the
+exchange unfolds over the steps; the count is the class's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.codec.layout import COL_DIR
+from engine.codec.matrix import row_proto
+from engine.errors import InputError
+
+
+def fit_directions(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
+                   max_packets: int) -> dict:
+    """Per class, ``[[length, protocol, initiator packets, flows], ...]`` over the training flows
+    cut to ``max_packets`` (input as in :class:`engine.model.data.FlowTable`)."""
+    offsets = np.asarray(offsets, np.int64)
+    lens = np.minimum(np.diff(offsets), max_packets)
+    proto = row_proto(rows[offsets[:-1]])
+    fwd = np.concatenate([[0], np.cumsum(rows[:, COL_DIR] == 1)])
+    init = fwd[offsets[:-1] + lens] - fwd[offsets[:-1]]
+    out = {}
+    for ci, c in enumerate(classes):
+        sel = labels == ci
+        key, n = np.unique(np.stack([lens[sel], proto[sel], init[sel]], 1), axis=0, return_counts=True)
+        out[c] = [[int(a), int(b), int(k), int(m)] for (a, b, k), m in zip(key, n)]
+    return out
+
+
+def check_directions(table, label: str) -> np.ndarray:
+    """A class's table as read from config.json, range-checked: ``(E, 4)`` int64."""
+    try:
+        a = np.asarray(table, np.int64)
+    except (TypeError, ValueError, OverflowError):
+        a = None
+    if a is None or a.ndim != 2 or a.shape[1] != 4 or len(a) == 0 or (a[:, 0] < 1).any() \
+            or (a[:, 2] < 0).any() or (a[:, 2] > a[:, 0]).any() or (a[:, 3] < 1).any() \
+            or not np.isin(a[:, 1], (0, 1, 6, 17)).all():
+        raise InputError(None, f"config.json: directions of class {label!r}: want [length, protocol, "
+                               "initiator packets (0..length), flows (>= 1)] entries")
+    return a
+
+
+def _bucket(n: np.ndarray | int) -> np.ndarray:
+    return np.floor(np.log2(np.maximum(n, 1))).astype(np.int64)
+
+
+def draw_initiators(table: np.ndarray, seed: int, length: int, proto: int) -> int | None:
+    """The initiator's packets of a flow of ``length`` packets of transport ``proto``, decided by
+    ``seed`` alone: from the flows of that length and transport, else the share of one of the same
+    transport and length bucket (powers of two); ``None`` where the class has neither."""
+    rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0xD1])
+    same = table[table[:, 1] == proto]
+    exact = same[same[:, 0] == length]
+    if len(exact):
+        return int(exact[rng.choice(len(exact), p=exact[:, 3] / exact[:, 3].sum()), 2])
+    near = same[_bucket(same[:, 0]) == _bucket(length)]
+    if not len(near):
+        return None
+    e = near[rng.choice(len(near), p=near[:, 3] / near[:, 3].sum())]
+    return int(np.clip(round(e[2] / e[0] * length), 1, length))
+
+
+def gumbel_keys(seeds: list[int], rows: int) -> torch.Tensor:
+    """``(B, rows)`` Gumbel variables, one per flow (by its seed) and row."""
+    u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0xD2]).random(rows) for s in seeds])
+    return torch.from_numpy(-np.log(-np.log(np.clip(u, 1e-12, 1 - 1e-12)))).float()
+
+
+def hold_directions(x0: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Hold each flow's direction column of ``x0`` ``(B, L, width)`` (in place) to ``counts``
+    ``(B,)`` initiator packets (-1: the model's) among its packet rows ``rows`` ``(B, L)``: row 0
+    and the ``k - 1`` rows of highest ``logit(x0 direction) + keys`` are the initiator's (1),
+    the other packet rows the responder's (0)."""
+    held = counts >= 0
+    if not bool(held.any()):
+        return x0
+    B, L = rows.shape
+    p = x0[:, :L, COL_DIR].float().clamp(1e-4, 1 - 1e-4)
+    score = torch.log(p) - torch.log1p(-p) + keys[:, :L].to(p.device)
+    score = torch.where(rows, score, torch.tensor(-torch.inf, device=p.device))
+    score[:, 0] = torch.inf
+    rank = torch.empty_like(score, dtype=torch.long)
+    rank.scatter_(1, score.argsort(1, descending=True), torch.arange(L, device=p.device).expand(B, L))
+    side = (rank < counts.clamp(min=1)[:, None].to(p.device)).to(x0.dtype)
+    new = torch.where(rows, side, torch.tensor(-1.0, dtype=x0.dtype, device=x0.device))
+    x0[:, :L, COL_DIR] = torch.where(held[:, None].to(x0.device), new, x0[:, :L, COL_DIR])
+    return x0
