@@ -146,7 +146,7 @@ def test_a_flow_takes_a_profile_of_its_transport():
     prof = Profiles(table, {}, "a")
     u = np.random.default_rng(0).random(400)
     protos = np.repeat([6, 17, 1], [200, 100, 100])
-    pick = choose(prof, {}, np.full(400, 8), protos, u)
+    pick = choose(prof, [], np.full(400, 8), protos, u)
     assert (pick[:200] == 0).all() and (pick[200:300] == 1).all()
     assert 0.8 < (pick[300:] == 0).mean() < 0.98              # no ICMP profile: any, by its share
 

@@ -271,20 +271,21 @@ class Profiles:
         return slot(position, direction, self.bands)
 
 
-def choose(prof: Profiles, evidence: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-           lengths: np.ndarray, protos: np.ndarray, u: np.ndarray, weight: float = EVIDENCE) -> np.ndarray:
+def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u: np.ndarray,
+           weight: float = EVIDENCE) -> np.ndarray:
     """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
     ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight`` among the profiles of the
     flow's transport ``protos`` ``(B,)`` (all of them when the class has none of it).
 
-    ``evidence[name] = (ll, flow, slot)``: per present row of the span, the model's
-    log-likelihood of each vocabulary value ``(R, V)``, the row's flow ``(R,)`` and
+    ``evidence``: ``(name, ll, flow, slot)`` entries (any number per span: rows in chunks), per
+    present row of the span the model's log-likelihood of each vocabulary value ``(R, V)``, the
+    row's flow ``(R,)`` and
     :meth:`Profiles.slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
     B = len(lengths)
     logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
     same = prof.proto[None, :] == np.asarray(protos)[:, None]
     logp = np.where(same | ~same.any(1, keepdims=True), logp, -np.inf)
-    for name, (ll, flow, d) in evidence.items():
+    for name, ll, flow, d in evidence:
         if name not in prof.dist or not len(ll):
             continue
         m = ll.max(1, keepdims=True)

@@ -186,15 +186,19 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
     """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets."""
     from .profiles import choose
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
-    evidence = {}
-    for name in profiles.dist:
-        v, _ = _entries(vocab[name])
-        rows, ll = _evidence(flat, SPANS[name], uint_to_bits(v, SPANS[name].stop - SPANS[name].start).astype(np.float64))
-        evidence[name] = (ll, rows // L, profiles.slot(rows % L, fwd[rows]))
+
+    def evidence():          # DECODE_ROWS rows at a time: memory is a chunk's (rows, values)
+        for name in profiles.dist:
+            v, _ = _entries(vocab[name])
+            V = uint_to_bits(v, SPANS[name].stop - SPANS[name].start).astype(np.float64)
+            for a in range(0, len(flat), DECODE_ROWS):
+                rows, ll = _evidence(flat[a:a + DECODE_ROWS], SPANS[name], V)
+                rows = rows + a
+                yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows])
     present = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1)
     lengths = present.reshape(-1, L).sum(1)
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    return choose(profiles, evidence, lengths, row_proto(first), flow_u)
+    return choose(profiles, evidence(), lengths, row_proto(first), flow_u)
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
