@@ -1,26 +1,28 @@
-"""Write (or refresh) a checkpoint's sampling tables: flow-shape prior, field vocabularies, port
-prior, flow profiles, and (with ``--calibrate``) the field decoder's calibration.
+"""Write (or refresh) a checkpoint's sampling tables: flow-shape prior, initiator counts, field
+vocabularies, port prior, flow profiles, and (with ``--calibrate``) the field decoder's calibration.
 
     python scripts/refit_priors.py --model DIR --data DS [--split RUN/split.json] [--pcapng-twins] [--calibrate]
 
-``netdiff train`` writes them into ``RUN/model/config.json`` (``lengths``,
+``netdiff train`` writes them into ``RUN/model/config.json`` (``lengths``, ``directions``,
 ``vocab``, ``ports``, ``joint``, ``profiles``, ``calibration``) from the run's
 training split and its model; this does the same for a checkpoint made before
 they existed, or by a training process that started before they did (the
 shipped model's third leg). Only the training flows of the split are read.
 config.json is rewritten through a temp file. Calibration samples 64 flows per
-class and round, 3 rounds (engine/model/calibrate.py): about 10 minutes for the
-shipped model on 2 cores.
+class and round, 3 rounds (engine/model/calibrate.py): 11-22 minutes for the
+shipped 1024-packet model on 2 cores.
 
 The shipped model was trained on an encoding of the real captures made before
 ``x.pcap`` and ``x.pcapng`` of one capture got flow files of their own: both
 were listed under ``x-NNNNNN.npz``, which held the ``.pcapng``'s flows (written
 last). ``--pcapng-twins`` reads a current encoding that way (each
 ``x_pcapng-NNNNNN`` flow in place of ``x-NNNNNN``, listed twice), which is what
-reproduces the shipped tables byte for byte:
+reproduced the tables of the 128-packet model byte for byte. The 1024-packet model (sixth
+session) was trained by ``netdiff train`` on a current encoding, so its tables are refitted
+without it:
 
     netdiff encode ../shared/data/real -o /tmp/real_ds --label-from-dir --max-packets 1024 --min-packets 2
-    python scripts/refit_priors.py --model engine/default_model --data /tmp/real_ds --pcapng-twins
+    python scripts/refit_priors.py --model engine/default_model --data /tmp/real_ds --calibrate
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def main() -> None:
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")
-    print(f"{d / 'config.json'}: lengths, vocab, ports, joint{', profiles and calibration' if a.calibrate else ' and profiles'} "
+    print(f"{d / 'config.json'}: lengths, directions, vocab, ports, joint{', profiles and calibration' if a.calibrate else ' and profiles'} "
           f"of {len(table)} training flows, "
           f"{len(cfg['classes'])} classes")
 

@@ -48,7 +48,7 @@ from engine.model.diffusion import sampling_precision
 from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
 from engine.model.ports import write_ports
-from engine.model.sample import (SampleOptions, SampleStats, class_priors, flow_proto, sample_flows,
+from engine.model.sample import (SampleOptions, SampleStats, flow_proto, held_ports, sample_flows,
                                  usable_guides)
 from engine.datasets.partial import WINDOW, PartialRun, fingerprint, stopped_line, window_progress
 
@@ -273,7 +273,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
                           client_port_range=tuple(req.client_port_range), precision=precision)
-    held = class_priors(model, mcfg, req.label, sopts).ports is not None
+    held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers
     nproc = 1
     if world == 1 and str(dev) == "cpu":
         nproc = processes if processes else auto_processes(count - start)

@@ -249,7 +249,8 @@ class Profiles:
         lp = (length + 0.5) / (length + 0.5).sum(1, keepdims=True)
         self.log_length = np.log(lp)                                       # (K, LENGTH_BUCKETS)
         self.dist = {}
-        for n, c in spans.items():
+        for n in list(spans):
+            c = spans.pop(n)           # turned into the distribution in place: one (K, S, V) each
             base = np.asarray([e[1] if isinstance(e, (list, tuple)) else 1 for e in vocab[n]], np.float64)
             base = base / base.sum()
             if len(self.bands) > 1:
@@ -257,11 +258,13 @@ class Profiles:
                 # (a table of one band is its direction already)
                 pooled = by_direction(c)[:, HEAD:, :]                     # (K, 2, V)
                 pdist = pooled / np.maximum(pooled.sum(2, keepdims=True), 1e-12)
-                pdist = np.tile(pdist, (1, len(self.bands), 1))
-                c = np.concatenate([c[:, :HEAD, :], c[:, HEAD:, :] + BAND_PRIOR * pdist], 1)
+                c[:, HEAD:, :].reshape(K, len(self.bands), 2, -1)[...] += BAND_PRIOR * pdist[:, None]
             tot = c.sum(2, keepdims=True)
-            own = np.where(tot > 0, c / np.maximum(tot, 1e-12), base)
-            self.dist[n] = (1.0 - SMOOTH) * own + SMOOTH * base           # (K, n_slots, V)
+            np.divide(c, np.maximum(tot, 1e-12), out=c)
+            c[tot[..., 0] <= 0] = base
+            c *= 1.0 - SMOOTH
+            c += SMOOTH * base
+            self.dist[n] = c                                              # (K, n_slots, V)
 
     def __len__(self) -> int:
         return len(self.log_flows)

@@ -120,28 +120,35 @@ class ClassPriors:
     want: int | None                    # the requested transport (6, 17, 1) or None
 
 
+def held_ports(model, model_cfg: dict, label: str, opts: SampleOptions) -> list | None:
+    """The class's port table when the sampler holds flows to it (a shape-input model decoding
+    fields onto the class's values, and a checkpoint that has the table), else None; one line
+    for a label the model does not have."""
+    if label not in model_cfg["classes"]:
+        raise InputError(None, f"label {label!r} is not one of the model's classes: {', '.join(model_cfg['classes'])}")
+    ports = (model_cfg.get("ports") or {}).get(label)
+    held = bool(getattr(model.config, "presence_input", False)) and opts.field_vocab and ports is not None
+    return check_table(ports, label) if held else None
+
+
 def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> ClassPriors:
     """Resolve the class and the tables that apply to a request."""
-    classes = model_cfg["classes"]
-    if label not in classes:
-        raise InputError(None, f"label {label!r} is not one of the model's classes: {', '.join(classes)}")
+    ports = held_ports(model, model_cfg, label, opts)          # checks the label
     # a presence_input model is told each flow's length. Imposing lengths on a model trained
     # without them measured worse than leaving them to it (mean JSD 0.185 vs 0.117), so
     # older checkpoints keep deciding presence themselves.
     shape_input = bool(getattr(model.config, "presence_input", False))
-    ports = (model_cfg.get("ports") or {}).get(label)
-    held = shape_input and opts.field_vocab and ports is not None
     vocab = (model_cfg.get("vocab") or {}).get(label) if opts.field_vocab else None
     prof = (model_cfg.get("profiles") or {}).get(label) if vocab else None
     cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
     dirs = (model_cfg.get("directions") or {}).get(label) if (shape_input and opts.length_prior) else None
     return ClassPriors(
-        index=classes.index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
+        index=model_cfg["classes"].index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
         directions=None if dirs is None else check_directions(dirs, label),
         vocab=vocab,
         joint=(model_cfg.get("joint") or {}).get(label) if opts.field_vocab else None,
-        ports=check_table(ports, label) if held else None,
+        ports=ports,
         profiles=None if prof is None else Profiles(prof, vocab, label),
         calibration=None if cal is None else check_calibration(cal, vocab, label),
         want=PROTO_NUM.get(opts.transport))
