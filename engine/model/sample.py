@@ -213,18 +213,20 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
     x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=rows,
                protos=b.protos, init=init, strength=opts.strength, ports=held, precision=opts.precision,
                directions=dirs)
-    if x.shape[1] < n:      # the rows not sampled are padding
-        x = torch.cat([x, torch.full((x.shape[0], n - x.shape[1], x.shape[2]), -1.0, dtype=x.dtype,
-                                     device=x.device)], 1)
+    sampled = x.shape[1]
     if pri.vocab:
-        # each flow's draws come from its own seed, like its noise
+        # each flow's draws come from its own seed, like its noise (a row's uniforms are the same
+        # whatever bucket the flow is sampled in: drawn for all L rows, cut to the rows sampled)
         u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
-                      for s in b.seeds]) if opts.vocab_draw else None
+                      for s in b.seeds])[:, :sampled] if opts.vocab_draw else None
         pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
         fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
                          pri.profiles, fu, pri.calibration)
-    return snap(x)
+    out = snap(x)
+    if sampled < n:         # the rows not sampled are padding (added after decoding: not decoded)
+        out = np.concatenate([out, np.full((len(out), n - sampled, out.shape[2]), -1, np.int8)], 1)
+    return out
 
 
 def _hold_ports(m: np.ndarray, pri: ClassPriors, opts: SampleOptions, seed: int, drawn) -> np.ndarray:
