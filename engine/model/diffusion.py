@@ -157,11 +157,11 @@ def sample(model, train_config: dict, labels: torch.Tensor, seeds: list[int], st
     cfgm = model.config
     if getattr(cfgm, "presence_input", False) and rows is None:
         raise ValueError("this model is told the flow length: pass rows (engine.model.lengths.presence_mask)")
-    rows_in = rows.to(dev) if (rows is not None and getattr(cfgm, "presence_input", False)) else None
+    rows_dev = None if rows is None else rows.to(dev)
+    rows_in = rows_dev if getattr(cfgm, "presence_input", False) else None
     self_cond = getattr(cfgm, "self_condition", False)
     x0_prev = None
-    bounds = hold_bounds(rows.to(dev), protos, W, noise.dtype) if (rows is not None and x0_pred) else None
-    rows_dev = None if rows is None else rows.to(dev)
+    bounds = hold_bounds(rows_dev, protos, W, noise.dtype) if (rows is not None and x0_pred) else None
     if directions is not None:
         directions = (directions[0].to(dev), directions[1].to(dev))
     for k, t in enumerate(timesteps):

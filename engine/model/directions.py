@@ -28,6 +28,7 @@ import torch
 from engine.codec.layout import COL_DIR
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
+from engine.model.profiles import length_bucket
 
 
 def fit_directions(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
@@ -61,20 +62,17 @@ def check_directions(table, label: str) -> np.ndarray:
     return a
 
 
-def _bucket(n: np.ndarray | int) -> np.ndarray:
-    return np.floor(np.log2(np.maximum(n, 1))).astype(np.int64)
-
-
 def draw_initiators(table: np.ndarray, seed: int, length: int, proto: int) -> int | None:
     """The initiator's packets of a flow of ``length`` packets of transport ``proto``, decided by
     ``seed`` alone: from the flows of that length and transport, else the share of one of the same
-    transport and length bucket (powers of two); ``None`` where the class has neither."""
+    transport and length bucket (the profiles' powers of two, :func:`engine.model.profiles.length_bucket`);
+    ``None`` where the class has neither."""
     rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0xD1])
     same = table[table[:, 1] == proto]
     exact = same[same[:, 0] == length]
     if len(exact):
         return int(exact[rng.choice(len(exact), p=exact[:, 3] / exact[:, 3].sum()), 2])
-    near = same[_bucket(same[:, 0]) == _bucket(length)]
+    near = same[length_bucket(same[:, 0]) == length_bucket(np.asarray(length))]
     if not len(near):
         return None
     e = near[rng.choice(len(near), p=near[:, 3] / near[:, 3].sum())]

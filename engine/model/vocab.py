@@ -261,23 +261,25 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             # DECODE_ROWS rows at a time, so memory is (rows, values) of a chunk, not of the batch
             step = len(every) if name in PER_DIRECTION else DECODE_ROWS
             pick = np.empty(len(every), np.int64)
+            guided = palettes is not None and palette_weight > 0
+            flow_prior = _palette_prior(v, n, name, palettes, palette_weight) if guided else None   # (B, V)
             for a in range(0, len(every), step):
                 c = slice(a, a + step)
                 rows = every[c]
                 q = np.clip(p[c].astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
-                if palettes is not None and palette_weight > 0:
-                    prior = _palette_prior(v, n, name, palettes, palette_weight)[rows // x.shape[1]]
+                if guided:
+                    prior = flow_prior[rows // x.shape[1]]
                 elif chosen is not None and name in profiles.dist:
                     from .profiles import row_prior
                     prior = row_prior(profiles, name, chosen, rows // x.shape[1], profiles.slot(rows % x.shape[1], fwd[rows]))
                 else:
                     prior = np.log(n)[None, :]
-                if calibration and name in calibration and not (palettes is not None and palette_weight > 0):
+                if calibration and name in calibration and not guided:
                     prior = prior + calibration[name][None, :]
                 ll = np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
                 ur = uf[rows, si]
                 if name in PER_DIRECTION:
-                    ll, first, members = _per_direction(ll, rows, flat[:, COL_DIR] > 0.5, x.shape[1])
+                    ll, first, members = _per_direction(ll, rows, fwd, x.shape[1])
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
                 logp = prior + ll
