@@ -93,6 +93,36 @@ def test_tcp_option_kinds():
 
 # -- data and split ----------------------------------------------------------------------
 
+def _same_source_flows(rng: np.random.Generator, n: int, label: str = "a"):
+    """Flows of one distribution, each with its own constant bits (as a sequence base or an IP ID
+    counter): a packet-level classifier can memorise a flow by them, but not tell two samples apart."""
+    from engine.codec.matrix import FlowMeta
+    from engine.evaluate.data import FlowSet
+    mats, metas = [], []
+    for i in range(n):
+        m = np.zeros((20, LAYOUT.width), np.int8)
+        m[:, 300:340] = rng.integers(0, 2, (20, 40))    # per packet
+        m[:, 200:260] = rng.integers(0, 2, 60)          # this flow's constants
+        mats.append(m)
+        metas.append(FlowMeta(f"{label}{i}", label, 6, 1, 2, 1000, 443, 0, len(m)))
+    return FlowSet(mats, metas)
+
+
+def test_detectability_holds_out_whole_flows():
+    from engine.evaluate.detect import detectability
+    rng = np.random.default_rng(3)
+    test, other = _same_source_flows(rng, 100), _same_source_flows(rng, 100)
+    by_flow = detectability(test, other, ["a"], packet_cap=1000, seed=0, n_estimators=30)
+    by_row = detectability(test, other, ["a"], packet_cap=1000, seed=0, n_estimators=30, grouped=False)
+    # two samples of one distribution: chance, once a flow's packets cannot sit on both sides
+    assert abs(by_flow["packet_bits_noports"]["auc"] - 0.5) < 0.1
+    assert by_flow["packet_bits_noports"]["folds"] == "flows"
+    # packet-level folds score the flows the forest memorised (the pre-ninth-session figure)
+    assert by_row["packet_bits_noports"]["auc"] > 0.85
+    # a flow statistics row is a flow: the same figure either way
+    assert by_flow["flow_stats_noports"]["auc"] == by_row["flow_stats_noports"]["auc"]
+
+
 def _labeled_fixture_dir(tmp: Path) -> Path:
     """Two 'classes' of loopback fixtures (6 flows per capture)."""
     root = tmp / "real"

@@ -188,15 +188,22 @@ def port_columns() -> np.ndarray:
 
 
 def packet_bits(mats: list[np.ndarray], cap: int | None, rng: np.random.Generator,
-                mask_ports: bool = False) -> np.ndarray:
-    """The paper's per-packet features: the 1088 header bit columns (-1 kept), ``cap`` rows at most."""
-    m, _ = _present(mats)
+                mask_ports: bool = False, with_flows: bool = False):
+    """The paper's per-packet features: the 1088 header bit columns (-1 kept), ``cap`` rows at most.
+
+    With ``with_flows`` also each row's flow (one id per flow, in order): rows of one flow share
+    that flow's constants (sequence base, IP ID counter, addresses), so a classifier scored
+    on held-out rows must hold out whole flows.
+    """
+    m, pos = _present(mats)
+    flow = np.cumsum(pos == 0) - 1
     if cap is not None and len(m) > cap:
-        m = m[np.sort(rng.choice(len(m), cap, replace=False))]
+        keep = np.sort(rng.choice(len(m), cap, replace=False))
+        m, flow = m[keep], flow[keep]
     x = m[:, :LAYOUT.base_width]
     if mask_ports:
         x = np.delete(x, port_columns(), axis=1)
-    return x.astype(np.int8)
+    return (x.astype(np.int8), flow) if with_flows else x.astype(np.int8)
 
 
 FLOW_FEATURES = (

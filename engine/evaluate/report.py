@@ -144,7 +144,8 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     if r.get("detectability"):
         L += ["## Detectability (real test vs candidate, cross-validated random forest)", "",
               "ROC AUC (accuracy in brackets): 0.5 = indistinguishable from real, 1.0 = always told apart. "
-              "Looks at joint structure, which per-field divergences miss. `real_train` is the reference: "
+              "Looks at joint structure, which per-field divergences miss; the folds hold out whole flows. "
+              "`real_train` is the reference: "
               "real flows the test split never saw, i.e. what a perfect generator would score.", ""]
         d = r["detectability"]
         feats = sorted({f for dd in d.values() for f in dd})

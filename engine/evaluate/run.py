@@ -153,8 +153,7 @@ def evaluate(real_dir: str | os.PathLike, synthetic_dir, out_dir: str | os.PathL
     detect = None
     if opts.utility:
         # real_train, the reference: the real flows the test split never saw score what a
-        # perfect generator would; per-packet bits carry each flow's own constants (sequence
-        # bases, IP ID counters), so that floor is well above 0.5 there
+        # perfect generator would (about 0.5: the folds hold out whole flows, detect.py)
         detect = {name: detectability(test, fs, classes, min(opts.packet_cap, 1000), opts.seed,
                                       max(10, opts.n_estimators // 2), n_jobs=opts.n_jobs)
                   for name, fs in {**candidates, "real_train": train}.items()}
