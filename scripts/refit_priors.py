@@ -1,10 +1,12 @@
 """Write (or refresh) a checkpoint's sampling tables: flow-shape prior, initiator counts, field
-vocabularies, port prior, flow profiles, and (with ``--calibrate``) the field decoder's calibration.
+vocabularies, port prior, flow profiles, TCP option lists, and (with ``--calibrate``) the field
+decoder's calibration.
 
-    python scripts/refit_priors.py --model DIR --data DS [--split RUN/split.json] [--pcapng-twins] [--calibrate]
+    python scripts/refit_priors.py --model DIR --data DS [--split RUN/split.json] [--pcapng-twins]
+                                   [--calibrate | --only KEY,...]
 
 ``netdiff train`` writes them into ``RUN/model/config.json`` (``lengths``, ``directions``,
-``vocab``, ``ports``, ``joint``, ``profiles``, ``calibration``) from the run's
+``vocab``, ``ports``, ``joint``, ``profiles``, ``tcp_options``, ``calibration``) from the run's
 training split and its model; this does the same for a checkpoint made before
 they existed, or by a training process that started before they did (the
 shipped model's third leg). Only the training flows of the split are read.
@@ -23,6 +25,12 @@ without it:
 
     netdiff encode ../shared/data/real -o /tmp/real_ds --label-from-dir --max-packets 1024 --min-packets 2
     python scripts/refit_priors.py --model engine/default_model --data /tmp/real_ds --calibrate
+
+The TCP option lists (ninth session) came after the shipped calibration; they decide only the
+option area and the data offset, after the calibrated spans are drawn, so they were added
+without recalibrating:
+
+    python scripts/refit_priors.py --model engine/default_model --data /tmp/real_ds --only tcp_options
 """
 
 from __future__ import annotations
@@ -71,6 +79,10 @@ def main() -> None:
                     help="also calibrate the field decoder on the model's own samples (minutes)")
     ap.add_argument("--calibrate-flows", type=int, default=64, help="flows per class and round (default 64)")
     ap.add_argument("--calibrate-rounds", type=int, default=3, help="rounds (default 3)")
+    ap.add_argument("--only", default=None,
+                    help="refit only these tables (comma-separated config keys, e.g. tcp_options) and keep the "
+                         "others and the calibration: for a table added after the checkpoint's were fitted "
+                         "that the calibrated spans do not depend on")
     a = ap.parse_args()
     d = resolve(a.model)
     cfg = json.loads((d / "config.json").read_text())
@@ -82,8 +94,18 @@ def main() -> None:
         raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}"
                          + ("" if a.pcapng_twins else " (the shipped model's encoding listed x.pcap and x.pcapng "
                                                       "flows as one file, twice: try --pcapng-twins)"))
-    cfg.update(table.priors(L))
-    cfg.pop("calibration", None)          # fitted on the old tables
+    fitted = table.priors(L)
+    if a.only:
+        keys = a.only.split(",")
+        unknown = sorted(set(keys) - set(fitted))
+        if unknown:
+            raise SystemExit(f"--only: not a fitted table: {', '.join(unknown)} (tables: {', '.join(fitted)})")
+        if a.calibrate:
+            raise SystemExit("--only keeps the calibration: leave out --calibrate (or --only)")
+        cfg.update({k: fitted[k] for k in keys})
+    else:
+        cfg.update(fitted)
+        cfg.pop("calibration", None)          # fitted on the old tables
     if a.calibrate:
         import time
         from engine.model.calibrate import calibrate
@@ -97,7 +119,8 @@ def main() -> None:
     tmp = d / "config.json.tmp"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, d / "config.json")
-    print(f"{d / 'config.json'}: lengths, directions, vocab, ports, joint{', profiles and calibration' if a.calibrate else ' and profiles'} "
+    what = a.only.replace(",", ", ") if a.only else ", ".join(fitted) + (" and calibration" if a.calibrate else "")
+    print(f"{d / 'config.json'}: {what} "
           f"of {len(table)} training flows, "
           f"{len(cfg['classes'])} classes")
 

@@ -93,20 +93,23 @@ class FlowTable:
     def priors(self, max_packets: int) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
         flow-shape prior (``lengths``), the initiator's packets (``directions``), the field
-        vocabularies (``vocab``), the paired spans (``joint``), the port prior (``ports``) and the
-        flow profiles (``profiles``) of these flows."""
+        vocabularies (``vocab``), the paired spans (``joint``), the port prior (``ports``), the
+        flow profiles (``profiles``) and the TCP option lists (``tcp_options``) of these flows."""
         from .directions import fit_directions
         from .lengths import length_prior
         from .ports import fit_port_table
         from .profiles import fit_profiles
+        from .tcp_options import fit_tcp_options
         from .vocab import fit_joint, fit_vocab
-        vocab = fit_vocab(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes)
+        row_labels = np.repeat(self.labels, np.diff(self.offsets))
+        vocab = fit_vocab(self.rows, row_labels, self.classes)
         return {"lengths": length_prior(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "directions": fit_directions(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "vocab": vocab,
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
-                "joint": fit_joint(self.rows, np.repeat(self.labels, np.diff(self.offsets)), self.classes),
-                "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets)}
+                "joint": fit_joint(self.rows, row_labels, self.classes),
+                "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets),
+                "tcp_options": fit_tcp_options(self.rows, row_labels, self.classes)}
 
     def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":
         """This table followed by more flows (same classes)."""

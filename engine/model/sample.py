@@ -30,10 +30,13 @@ from engine.model.directions import check_directions, draw_initiators, gumbel_ke
 from engine.model.lengths import draw_shape, length_bucket, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
+from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import decode as decode_vocab
 from engine.model.calibrate import check_calibration
 from engine.model.profiles import FLOW_UNIFORMS, Profiles
 from engine.model.vocab import palette
+
+TCP_OPTIONS_U = list(SPANS).index("tcp_doff")
 
 
 def flow_seed(seed: int, index: int, attempt: int) -> int:
@@ -117,6 +120,7 @@ class ClassPriors:
     ports: list | None                  # the class's port prior (engine.model.ports), when held
     profiles: Profiles | None           # the class's flow profiles (engine.model.profiles)
     calibration: dict | None            # the class's decoder weights (engine.model.calibrate)
+    tcp_options: OptionLists | None     # the class's TCP option lists (engine.model.tcp_options)
     want: int | None                    # the requested transport (6, 17, 1) or None
 
 
@@ -142,6 +146,7 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
     prof = (model_cfg.get("profiles") or {}).get(label) if vocab else None
     cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
     dirs = (model_cfg.get("directions") or {}).get(label) if (shape_input and opts.length_prior) else None
+    tcpo = (model_cfg.get("tcp_options") or {}).get(label) if vocab else None
     return ClassPriors(
         index=model_cfg["classes"].index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
@@ -151,6 +156,7 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
         ports=ports,
         profiles=None if prof is None else Profiles(prof, vocab, label),
         calibration=None if cal is None else check_calibration(cal, vocab, label),
+        tcp_options=None if tcpo is None else OptionLists(tcpo, label),
         want=PROTO_NUM.get(opts.transport))
 
 
@@ -223,6 +229,9 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
                          pri.profiles, fu, pri.calibration)
+        if pri.tcp_options is not None and pals is None:
+            # the list decides the data offset, so the offset's uniform draws it
+            decode_tcp_options(x, pri.tcp_options, None if u is None else u[..., TCP_OPTIONS_U])
     out = snap(x)
     if sampled < n:         # the rows not sampled are padding (added after decoding: not decoded)
         out = np.concatenate([out, np.full((len(out), n - sampled, out.shape[2]), -1, np.int8)], 1)

@@ -1,0 +1,207 @@
+"""TCP option lists as values: a class's SYN, SYN-ACK and other segments carry the lists its
+hosts' stacks send, not lists assembled bit by bit.
+
+An option list is a host's fingerprint: Linux sends MSS, SACK-permitted, timestamps, NOP,
+window scale on a SYN (20 bytes), Windows MSS, NOP, window scale, NOP, NOP, SACK-permitted
+(12 bytes), and later segments carry NOP, NOP, timestamps or nothing. The denoiser predicts
+the 320 option bits one by one; where it is unsure of a NOP or a length byte the list broke,
+and the repair kept its good records only: 46 % of the shipped model's http SYNs came out as
+MSS alone or MSS, window scale (4-8 bytes; real SYNs 12-24), so a SYN's size alone told a
+synthetic flow from a real one (bench/quality_1024.md, "Ninth session").
+
+Each checkpoint therefore carries, per class and role (SYN, SYN-ACK, other), the option lists
+its training segments used (``config.json`` key ``tcp_options``): every byte fixed (kinds,
+lengths, MSS value, window shift, padding) except the timestamp values (``xx``), which stay the
+model's (and the repair makes them a clock). A sampled TCP row draws its list from
+``count(list) * evidence(list)``, the evidence being the model's soft bits over the option area
+(three states per bit: absent, 0, 1); its data offset follows the list. A SYN or SYN-ACK draws
+per packet; the other segments of a flow's direction draw one list for all of them from the
+evidence of all of them, as a host keeps its list for a connection, and with timestamps exactly
+when the flow's SYN and SYN-ACK both have them (RFC 7323). Before, 22 of 65 synthetic tls_https
+flows had a SYN without timestamps and timestamps on every later segment.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
+from engine.errors import InputError
+from engine.repair import options as op
+
+ROLES = ("syn", "synack", "other")
+DOFF = LAYOUT.cols("tcp_doff")
+OPT = LAYOUT.cols("tcp_opt")
+OPT_BYTES = (OPT.stop - OPT.start) // 8
+SYN, ACK = LAYOUT.cols("tcp_syn").start, LAYOUT.cols("tcp_ackf").start
+#: lists kept per class and role (most frequent first); a list seen once is kept among the first KEEP
+TOP, KEEP = 64, 8
+FREE = -1           # a byte left to the model (timestamp values)
+#: a bit the model calls certain still leaves this much doubt (as engine.model.vocab.BIT_FLOOR)
+FLOOR = 0.05
+_KEY = re.compile(r"^(?:[0-9a-f]{2}|xx)*$")
+
+
+def roles(flags_syn: np.ndarray, flags_ack: np.ndarray) -> np.ndarray:
+    """Per row: 0 SYN, 1 SYN-ACK, 2 other (index into :data:`ROLES`)."""
+    syn = flags_syn.astype(bool)
+    return np.where(syn, np.where(flags_ack.astype(bool), 1, 0), 2)
+
+
+def layouts(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The option lists of TCP rows ``(R, width)`` in {-1, 0, 1}: ``(bytes, ok)``, ``bytes``
+    ``(R, 40)`` int16 with :data:`FREE` at timestamp values and -2 past the option area, ``ok``
+    ``(R,)`` where the list is one the repair keeps unchanged (known kinds with their lengths, each
+    once, SYN-only kinds on SYNs only, no SACK blocks)."""
+    doff = bits_to_uint(np.where(rows[:, DOFF] == 1, 1, 0).astype(np.int8)).astype(np.int64)
+    olen = np.clip(doff, 5, 15) * 4 - 20
+    raw = np.packbits(rows[:, OPT] == 1, axis=1)
+    t = op.walk(raw, olen, op.TCP_LEN_TABLE, sack=False)
+    syn = (rows[:, SYN] == 1)[t.row]
+    good = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
+    ok = t.ok & (np.bincount(t.row[~good], minlength=len(rows)) == 0) & (rows[:, DOFF.start] != -1)
+    out = raw.astype(np.int16)
+    ts = t.row[t.kind == op.TS], t.pos[t.kind == op.TS]
+    for k in range(2, 10):
+        out[ts[0], np.minimum(ts[1] + k, OPT_BYTES - 1)] = FREE
+    out[np.arange(OPT_BYTES)[None, :] >= olen[:, None]] = -2
+    return out, ok
+
+
+def _key(b: np.ndarray) -> str:
+    return "".join("xx" if v == FREE else f"{v:02x}" for v in b if v != -2)
+
+
+def fit_tcp_options(rows: np.ndarray, row_labels: np.ndarray, classes: list[str]) -> dict:
+    """Per class and role, ``[[list, count], ...]``: the :data:`TOP` most frequent option lists of
+    the class's TCP rows (lists seen once only among the first :data:`KEEP`), each a hex string of
+    its bytes with ``xx`` for a timestamp value byte (``""``: no options).
+
+    ``rows``: ``(R, width)`` int8 in {-1, 0, 1}; ``row_labels``: ``(R,)`` class index.
+    """
+    out: dict[str, dict[str, list]] = {}
+    tcp = rows[:, DOFF.start] != -1
+    for ci, c in enumerate(classes):
+        sel = np.nonzero(tcp & (row_labels == ci))[0]
+        if not len(sel):
+            continue
+        r = rows[sel]
+        b, ok = layouts(r)
+        role = roles(r[:, SYN] == 1, r[:, ACK] == 1)
+        table = {}
+        for k, name in enumerate(ROLES):
+            m = b[ok & (role == k)]
+            if not len(m):
+                continue
+            u, n = np.unique(m, axis=0, return_counts=True)
+            order = np.argsort(-n, kind="stable")
+            table[name] = [[_key(u[i]), int(n[i])] for j, i in enumerate(order[:TOP]) if j < KEEP or n[i] >= 2]
+        out[c] = table
+    return out
+
+
+class OptionLists:
+    """One class's option lists, checked and laid out for drawing.
+
+    Per role: ``targets`` ``(V, 320)`` float32 per option bit, 1 / 0 / -1 (absent) or NaN (left to
+    the model); ``doff`` ``(V,)`` the list's data offset; ``logn`` ``(V,)`` log counts.
+    """
+
+    def __init__(self, table, label: str):
+        if not isinstance(table, dict) or not set(table) <= set(ROLES):
+            raise InputError(None, f"config.json: tcp_options of class {label!r}: want a table of roles "
+                                   f"{', '.join(ROLES)}")
+        self.roles: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name, entries in table.items():
+            bad = InputError(None, f"config.json: tcp_options of class {label!r}, role {name!r}: want up to "
+                                   f"{TOP} [hex list of up to {OPT_BYTES} bytes in 4-byte words, count >= 1]")
+            if not isinstance(entries, list) or not 0 < len(entries) <= TOP:
+                raise bad
+            tg, doff, n = [], [], []
+            for e in entries:
+                if not (isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
+                        and not isinstance(e[1], bool) and 1 <= e[1] < 2 ** 53 and _KEY.match(e[0])
+                        and len(e[0]) % 8 == 0 and len(e[0]) // 2 <= OPT_BYTES):
+                    raise bad
+                t = np.full((OPT_BYTES, 8), -1.0, np.float32)
+                for i in range(len(e[0]) // 2):
+                    h = e[0][2 * i:2 * i + 2]
+                    t[i] = np.nan if h == "xx" else np.unpackbits(np.uint8(int(h, 16))[None])
+                tg.append(t.ravel())
+                doff.append(5 + len(e[0]) // 8)
+                n.append(e[1])
+            self.roles[ROLES.index(name)] = (np.stack(tg), np.asarray(doff, np.int64),
+                                             np.log(np.asarray(n, np.float64)))
+
+
+def _evidence(soft: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``(R, V)`` log-likelihood of each list under the rows' soft option bits ``(R, 320)`` in
+    [-1, 1], read as three states (-1 absent, 0, 1, linearly between), floored at :data:`FLOOR`."""
+    s = np.clip(soft.astype(np.float64), -1.0, 1.0)
+    p = np.stack([np.clip(-s, 0, 1), 1.0 - np.abs(s), np.clip(s, 0, 1)])        # absent, 0, 1
+    p = np.maximum(p, FLOOR)
+    lp = np.log(p / p.sum(0))
+    ll = np.zeros((len(s), len(targets)))
+    for k, v in enumerate((-1.0, 0.0, 1.0)):
+        ll += lp[k] @ (targets == v).T.astype(np.float64)
+    return ll
+
+
+def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, chunk: int = 4096) -> np.ndarray:
+    """Put every TCP row of sampled flows ``x`` ``(B, L, width)`` (floats, fields already decoded
+    by :func:`engine.model.vocab.decode`, before snapping) on one of the class's option lists, in
+    place; returns ``x``.
+
+    ``u`` ``(B, L)`` uniforms in [0, 1) draw the lists (a row's, or for the other segments the
+    first row's of its flow and direction); without them each takes its most likely list.
+    """
+    B, L, W = x.shape
+    flat = x.reshape(-1, W)
+    tcp = np.rint(np.clip(flat[:, DOFF.start], -1, 1)) != -1
+    role = roles(flat[:, SYN] > 0.5, flat[:, ACK] > 0.5)
+    uf = None if u is None else np.asarray(u, np.float64).reshape(-1)
+    # per flow: -1 no SYN drawn yet, else whether every SYN and SYN-ACK list has timestamps
+    # (RFC 7323: negotiated, every later segment carries them; not negotiated, none does)
+    stamps = np.full(B, -1, np.int64)
+    for k in sorted(lists.roles):
+        targets, doff, logn = lists.roles[k]
+        rows = np.nonzero(tcp & (role == k))[0]
+        if not len(rows):
+            continue
+        other = k == ROLES.index("other")
+        if other:                           # one list per flow and direction
+            key = (rows // L) * 2 + (flat[rows, COL_DIR] > 0.5)
+            _, first, members = np.unique(key, return_index=True, return_inverse=True)
+            members = members.ravel()
+        else:
+            first, members = np.arange(len(rows)), np.arange(len(rows))
+        ll = np.zeros((len(first), len(targets)))
+        for a in range(0, len(rows), chunk):
+            np.add.at(ll, members[a:a + chunk], _evidence(flat[rows[a:a + chunk], OPT], targets))
+        logp = logn[None, :] + ll
+        has_ts = np.isnan(targets).any(1)
+        if other:
+            neg = stamps[rows[first] // L]
+            allowed = (neg[:, None] < 0) | (has_ts[None, :] == (neg[:, None] == 1))
+            allowed[~allowed.any(1)] = True
+            logp = np.where(allowed, logp, -np.inf)
+        if uf is None:
+            pick = logp.argmax(1)
+        else:
+            w = np.exp(logp - logp.max(1, keepdims=True))
+            cdf = np.cumsum(w, 1)
+            pick = np.minimum((cdf < (uf[rows[first]] * cdf[:, -1])[:, None]).sum(1), len(targets) - 1)
+        pick = pick[members]
+        if not other:
+            f = rows // L
+            seen = np.ones(B, np.int64)
+            np.minimum.at(seen, f, has_ts[pick].astype(np.int64))
+            got = np.unique(f)
+            stamps[got] = np.where(stamps[got] < 0, seen[got], np.minimum(stamps[got], seen[got]))
+        t = targets[pick]
+        cur = np.clip(flat[rows, OPT], 0.0, 1.0)
+        flat[rows, OPT] = np.where(np.isnan(t), cur, t)
+        flat[rows, DOFF] = uint_to_bits(doff[pick].astype(np.uint64), DOFF.stop - DOFF.start)
+    return x
