@@ -86,7 +86,7 @@ def test_later_packets_keep_their_position_band():
     np.add.at(dense, sp[0::2], sp[1::2])
     old = by_direction(dense.reshape(K, n_slots(), len(tl))).ravel()
     flat = np.flatnonzero(old)
-    legacy = {**{k: v for k, v in table.items() if k != "bands"},
+    legacy = {**{k: v for k, v in table.items() if k not in ("bands", "tail")},
               "spans": {"ipv4_tl": np.stack([flat, old[flat]], 1).ravel().astype(int).tolist()}}
 
     B = 200
@@ -102,6 +102,50 @@ def test_later_packets_keep_their_position_band():
     assert (banded[:, 4:16] == 100).mean() > 0.95 and (banded[:, 16:] == 1500).mean() > 0.95
     assert 0.55 < (mixed[:, 4:16] == 1500).mean() < 0.8     # one band: 24 of 36 later packets are big
     assert (banded[:, :4] == 100).mean() > 0.95 and (mixed[:, :4] == 100).mean() > 0.95
+
+
+def test_a_flow_closes_as_the_class_closes():
+    """The last packets of a flow that ends are their own slots: every training flow (of 10-30
+    packets) ends with two small packets, and decoded flows of any length do, where the model
+    has no idea of the size; a flow as long as the model's rows was cut, not closed, and a table
+    without tail slots (written before them) scatters the closing sizes over the flow."""
+    from engine.model.profiles import TAIL
+    rng = np.random.default_rng(5)
+    lens = rng.integers(10, 31, 60)
+    rows = np.full((lens.sum(), LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    pos = np.arange(lens.sum()) - np.repeat(offsets[:-1], lens)
+    left = np.repeat(lens, lens) - 1 - pos
+    rows[:, COL_DIR] = pos % 2
+    put(rows, "ipv4_tl", np.where(left < 2, 60, 1500))
+    labels = np.zeros(len(lens), np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, lens), ["a"])
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]))
+    assert table["tail"] == [TAIL, 64]
+    legacy = {k: v for k, v in table.items() if k != "tail"}
+    legacy["spans"] = {}            # no slots to carry: the class's frequencies
+
+    B, L = 120, 64
+    n = rng.integers(8, 40, B)
+    n[:20] = L                      # as long as the model's rows: cut, not closed
+    x = np.full((B, L, LAYOUT.width), -1, np.float32)
+    present = np.arange(L)[None, :] < n[:, None]
+    x[present, :96] = 0
+    x[present, COL_DIR] = (np.nonzero(present)[1] % 2)
+    x[present, LAYOUT.cols("ipv4_tl").start:LAYOUT.cols("ipv4_tl").stop] = 0.5
+    u, fu = rng.random((B, L, len(SPANS))), rng.random(B)
+
+    def sizes(t):
+        y = decode(x, vocab["a"], u, profiles=Profiles(t, vocab["a"], "a"), flow_u=fu)
+        return get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_tl").reshape(B, L)
+    got = sizes(table)
+    ended = [got[i, n[i] - 2:n[i]] for i in range(20, B)]
+    body = [got[i, 4:n[i] - 2] for i in range(20, B)]
+    assert np.mean(np.concatenate(ended) == 60) > 0.95 and np.mean(np.concatenate(body) == 1500) > 0.95
+    assert np.mean(got[:20, L - 2:] == 1500) > 0.9          # cut flows: no closing at the cut
+    plain = sizes(legacy)
+    assert np.mean(np.concatenate([plain[i, n[i] - 2:n[i]] for i in range(20, B)]) == 60) < 0.5
 
 
 def test_ip_ids_count_or_stay_zero():
@@ -181,6 +225,14 @@ OK_ID = [[[2, 1], [2, 0]]]
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": list(range(4, 40)), "spans": {}, "id": OK_ID},
      "bands must"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": "4", "spans": {}, "id": OK_ID}, "bands must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "tail": [17, 64], "spans": {}, "id": OK_ID},
+     "tail must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "tail": [4, 0], "spans": {}, "id": OK_ID},
+     "tail must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "tail": [4], "spans": {}, "id": OK_ID},
+     "tail must"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "tail": "4", "spans": {}, "id": OK_ID},
+     "tail must"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 2 ** 70], "spans": {}, "id": OK_ID},
      "malformed"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 8], "spans": {"ipv4_tl": [16, 1]},

@@ -194,7 +194,7 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
             for a in range(0, len(flat), DECODE_ROWS):
                 rows, ll = _evidence(flat[a:a + DECODE_ROWS], SPANS[name], V)
                 rows = rows + a
-                yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows])
+                yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     present = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1)
     lengths = present.reshape(-1, L).sum(1)
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
@@ -237,6 +237,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     if uf is not None and profiles is not None and flow_u is not None and not (palettes and palette_weight > 0):
         fu = np.asarray(flow_u, np.float64)
         chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0])
+        # packets per flow (its rows are 0..n-1): a profile keeps the closing packets apart
+        flow_len = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1).reshape(-1, x.shape[1]).sum(1)
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
@@ -271,7 +273,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     prior = flow_prior[rows // x.shape[1]]
                 elif chosen is not None and name in profiles.dist:
                     from .profiles import row_prior
-                    prior = row_prior(profiles, name, chosen, rows // x.shape[1], profiles.slot(rows % x.shape[1], fwd[rows]))
+                    f = rows // x.shape[1]
+                    prior = row_prior(profiles, name, chosen, f, profiles.slot(rows % x.shape[1], fwd[rows], flow_len[f]))
                 else:
                     prior = np.log(n)[None, :]
                 if calibration and name in calibration and not guided:
