@@ -229,7 +229,7 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
                          pri.profiles, fu, pri.calibration)
-        if pri.tcp_options is not None and pals is None:
+        if pri.tcp_options is not None and not b.guides:      # a guided flow keeps its guide's lists
             # the list decides the data offset, so the offset's uniform draws it
             decode_tcp_options(x, pri.tcp_options, None if u is None else u[..., TCP_OPTIONS_U])
     out = snap(x)
