@@ -83,6 +83,9 @@ def main() -> None:
                     help="refit only these tables (comma-separated config keys, e.g. tcp_options) and keep the "
                          "others and the calibration: for a table added after the checkpoint's were fitted "
                          "that the calibrated spans do not depend on")
+    ap.add_argument("--closing", action="store_true",
+                    help="profiles with slots for the last packets of flows that end (measured, not the "
+                         "default: bench/quality_1024.md, ninth session)")
     a = ap.parse_args()
     d = resolve(a.model)
     cfg = json.loads((d / "config.json").read_text())
@@ -94,7 +97,8 @@ def main() -> None:
         raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}"
                          + ("" if a.pcapng_twins else " (the shipped model's encoding listed x.pcap and x.pcapng "
                                                       "flows as one file, twice: try --pcapng-twins)"))
-    fitted = table.priors(L)
+    from engine.model.profiles import CLOSING
+    fitted = table.priors(L, closing=CLOSING if a.closing else 0)
     if a.only:
         keys = a.only.split(",")
         unknown = sorted(set(keys) - set(fitted))

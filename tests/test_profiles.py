@@ -109,7 +109,7 @@ def test_a_flow_closes_as_the_class_closes():
     packets) ends with two small packets, and decoded flows of any length do, where the model
     has no idea of the size; a flow as long as the model's rows was cut, not closed, and a table
     without tail slots (written before them) scatters the closing sizes over the flow."""
-    from engine.model.profiles import TAIL
+    from engine.model.profiles import CLOSING
     rng = np.random.default_rng(5)
     lens = rng.integers(10, 31, 60)
     rows = np.full((lens.sum(), LAYOUT.width), -1, np.int8)
@@ -121,8 +121,9 @@ def test_a_flow_closes_as_the_class_closes():
     put(rows, "ipv4_tl", np.where(left < 2, 60, 1500))
     labels = np.zeros(len(lens), np.int64)
     vocab = fit_vocab(rows, np.repeat(labels, lens), ["a"])
-    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]))
-    assert table["tail"] == [TAIL, 64]
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, 64, tail=CLOSING)["a"]))
+    assert table["tail"] == [CLOSING, 64]
+    assert "tail" not in fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]      # the default
     legacy = {k: v for k, v in table.items() if k != "tail"}
     legacy["spans"] = {}            # no slots to carry: the class's frequencies
 

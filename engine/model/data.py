@@ -90,11 +90,12 @@ class FlowTable:
         w = counts[self.labels] ** (balance - 1.0)
         return w / w.sum()
 
-    def priors(self, max_packets: int) -> dict:
+    def priors(self, max_packets: int, closing: int = 0) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
         flow-shape prior (``lengths``), the initiator's packets (``directions``), the field
         vocabularies (``vocab``), the paired spans (``joint``), the port prior (``ports``), the
-        flow profiles (``profiles``) and the TCP option lists (``tcp_options``) of these flows."""
+        flow profiles (``profiles``; with ``closing`` slots for the last packets of flows that end,
+        :data:`engine.model.profiles.CLOSING`) and the TCP option lists (``tcp_options``) of these flows."""
         from .directions import fit_directions
         from .lengths import length_prior
         from .ports import fit_port_table
@@ -108,7 +109,8 @@ class FlowTable:
                 "vocab": vocab,
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "joint": fit_joint(self.rows, row_labels, self.classes),
-                "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets),
+                "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets,
+                                         tail=closing),
                 "tcp_options": fit_tcp_options(self.rows, row_labels, self.classes)}
 
     def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":

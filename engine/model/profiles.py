@@ -54,8 +54,12 @@ NO_BANDS = (HEAD,)
 #: a longer flow was cut there). Slot ``HEAD + left`` for a packet with ``left < TAIL`` packets
 #: after it (not for the first HEAD packets), the bands' slots after them. Without them the
 #: closings fell to the class's frequencies: 44 of 273 synthetic youtube TCP flows had a FIN,
-#: 201 of 295 real ones, at 2-5 packets from the end
-TAIL = 4
+#: 201 of 295 real ones, at 2-5 packets from the end. Measured with CLOSING slots (ninth session,
+#: bench/quality_1024.md): FINs where the class has them, detectability a little lower, but the
+#: classifier trained on synthetic flow statistics lost 0.015-0.02 (below the 0.8x it reached),
+#: so tables are fitted without them by default (``fit_profiles(..., tail=CLOSING)`` has them)
+CLOSING = 4
+TAIL = 0
 #: a band's own counts weigh against this many packets of its profile's direction pooled over
 #: every band (a Dirichlet prior): a thin band leans on its direction, a full one keeps its own
 BAND_PRIOR = 4.0
@@ -119,10 +123,10 @@ def by_direction(counts: np.ndarray, tail: int = TAIL) -> np.ndarray:
 
 
 def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
-                v: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
-    """``(len(flows), n_slots(), V)``: per flow, :func:`slot` and vocabulary value ``v`` of span
-    ``name``, how many of its packets have it; ``ends`` ``(len(flows),)``: the flow ended (its
-    last rows are a closing), default none did."""
+                v: np.ndarray, ends: np.ndarray | None = None, tail: int = TAIL) -> np.ndarray:
+    """``(len(flows), n_slots(tail=tail), V)``: per flow, :func:`slot` and vocabulary value ``v``
+    of span ``name``, how many of its packets have it; ``ends`` ``(len(flows),)``: the flow ended
+    (its last rows are a closing), default none did."""
     from .vocab import SPANS
     sl = SPANS[name]
     idx, owner, pos = _flow_rows(offsets, flows)
@@ -133,9 +137,9 @@ def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: 
     n = (offsets[flows + 1] - offsets[flows])[owner]
     left = np.where(np.zeros(len(flows), bool) if ends is None else ends, 0, -1)[owner]
     left = np.where(left == 0, n - 1 - pos, -1)
-    sl_ = slot(pos[present], d, left=left[present])
+    sl_ = slot(pos[present], d, tail=tail, left=left[present])
     keep = vi >= 0
-    out = np.zeros((len(flows), n_slots(), len(v)), np.int64)
+    out = np.zeros((len(flows), n_slots(tail=tail), len(v)), np.int64)
     np.add.at(out, (owner[present][keep], sl_[keep], vi[keep]), 1)
     return out
 
@@ -161,10 +165,10 @@ def _sparse(a: np.ndarray) -> list[int]:
 
 
 def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
-                 vocab: dict, max_packets: int, seed: int = 0) -> dict:
+                 vocab: dict, max_packets: int, seed: int = 0, tail: int = TAIL) -> dict:
     """Per class: ``{"flows": [K], "proto": [K], "length": [K][LENGTH_BUCKETS],
-    "bands": BANDS, "tail": [TAIL, max_packets], "spans": {name: [i, count, i, count, ...]},
-    "id": [K][2][2]}``, the profiles
+    "bands": BANDS, "spans": {name: [i, count, i, count, ...]}, "id": [K][2][2]}``
+    (and ``"tail": [tail, max_packets]`` with closing slots, ``tail`` > 0), the profiles
     of its training flows (k-means on the flows' value shares per :func:`by_direction` slot: the
     bands would split a flow's evidence too thin to cluster on). A span's counts form a
     ``(K, n_slots(), V)`` array, ``V`` the class's vocabulary of the span in
@@ -187,7 +191,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         spans = {n: v for n, v in spans.items() if len(v)}
         if len(flows) < 2 * MIN_FLOWS or not spans:
             continue
-        counts = {n: flow_counts(rows, offsets, flows, n, v, ends[flows]) for n, v in spans.items()}
+        counts = {n: flow_counts(rows, offsets, flows, n, v, ends[flows], tail) for n, v in spans.items()}
         sends, zero = zero_id_groups(rows, offsets, flows)
         bucket = length_bucket(lens[flows])
         proto = row_proto(rows[offsets[flows]])
@@ -195,7 +199,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         # so a UDP flow never draws the sizes of its class's TCP acknowledgments
         feats = [np.eye(LENGTH_BUCKETS)[bucket], 10.0 * (proto[:, None] == np.array(PROTOS)[None, :])]
         for cn in counts.values():
-            cd = by_direction(cn)
+            cd = by_direction(cn, tail)
             tot = cd.sum(2, keepdims=True)
             feats.append(np.sqrt(cd / np.maximum(tot, 1)).reshape(len(flows), -1))   # Hellinger geometry
         X = np.concatenate(feats, 1)
@@ -207,7 +211,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
             "proto": [int(np.bincount(proto[assign == j]).argmax()) for j in used],
             "length": [np.bincount(bucket[assign == j], minlength=LENGTH_BUCKETS).tolist() for j in used],
             "bands": list(BANDS),
-            "tail": [TAIL, int(max_packets)],
+            **({"tail": [tail, int(max_packets)]} if tail else {}),
             "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
         }
