@@ -30,12 +30,13 @@ from engine.model.directions import check_directions, draw_initiators, gumbel_ke
 from engine.model.lengths import draw_shape, length_bucket, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
-from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import decode as decode_vocab
 from engine.model.calibrate import check_calibration
 from engine.model.profiles import FLOW_UNIFORMS, Profiles
+from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import palette
 
+#: a TCP row's option list decides its data offset, so the offset's uniform draws the list
 TCP_OPTIONS_U = list(SPANS).index("tcp_doff")
 
 
@@ -230,7 +231,6 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
                          pri.profiles, fu, pri.calibration)
         if pri.tcp_options is not None and not b.guides:      # a guided flow keeps its guide's lists
-            # the list decides the data offset, so the offset's uniform draws it
             decode_tcp_options(x, pri.tcp_options, None if u is None else u[..., TCP_OPTIONS_U])
     out = snap(x)
     if sampled < n:         # the rows not sampled are padding (added after decoding: not decoded)

@@ -182,8 +182,16 @@ def _evidence(flat: np.ndarray, sl: slice, V: np.ndarray) -> tuple[np.ndarray, n
     return rows, np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
 
 
-def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray) -> np.ndarray:
-    """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets."""
+def _flow_lengths(flat: np.ndarray, L: int) -> np.ndarray:
+    """Packets per flow of the flat rows ``flat`` (flows of ``L`` rows): the rows whose size snaps
+    present (a flow's packets are its rows 0..n-1)."""
+    return (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1).reshape(-1, L).sum(1)
+
+
+def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray,
+                     lengths: np.ndarray) -> np.ndarray:
+    """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets
+    and its length ``lengths`` ``(B,)``."""
     from .profiles import choose
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
 
@@ -195,8 +203,6 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows, ll = _evidence(flat[a:a + DECODE_ROWS], SPANS[name], V)
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
-    present = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1)
-    lengths = present.reshape(-1, L).sum(1)
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
     return choose(profiles, evidence(), lengths, row_proto(first), flow_u)
 
@@ -236,9 +242,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     chosen = None
     if uf is not None and profiles is not None and flow_u is not None and not (palettes and palette_weight > 0):
         fu = np.asarray(flow_u, np.float64)
-        chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0])
-        # packets per flow (its rows are 0..n-1): a profile keeps the closing packets apart
-        flow_len = (np.rint(np.clip(flat[:, SPANS["ipv4_tl"]], -1, 1)) != -1).all(axis=1).reshape(-1, x.shape[1]).sum(1)
+        flow_len = _flow_lengths(flat, x.shape[1])     # a profile may keep a flow's closing apart
+        chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0], flow_len)
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
