@@ -9,7 +9,8 @@ import torch
 
 from engine.codec.layout import COL_DIR, LAYOUT
 from engine.errors import InputError
-from engine.model.directions import check_directions, draw_initiators, fit_directions, gumbel_keys, hold_directions
+from engine.model.directions import (check_directions, check_heads, draw_head, draw_initiators, fit_directions,
+                                     fit_heads, gumbel_keys, head_keys, hold_directions)
 from engine.model.lengths import FIXED_HEADER
 
 
@@ -79,3 +80,45 @@ def test_sampled_flows_keep_the_drawn_count():
         assert m[0, COL_DIR] == 1 and int((m[:, COL_DIR] == 1).sum()) == (2 if len(m) > 2 else 1), m[:, COL_DIR]
     plain = sample_flows(model, {k: v for k, v in cfg.items() if k != "directions"}, "zoom", list(range(12)), opts)
     assert any(int((m[:, COL_DIR] == 1).sum()) != (2 if len(m) > 2 else 1) for m in plain.values())
+
+
+def test_heads_are_counted_by_transport_size_and_directions():
+    rows, offsets = _flows([[1, 0, 1, 1, 0], [1, 0, 1, 1, 1, 0], [1, 1], [1, 0, 0, 1]])
+    t = fit_heads(rows, offsets, np.array([0, 0, 0, 1]), ["a", "b"])
+    # bit i = packet i is the initiator's: 1,0,1,1 -> 0b1101 = 13
+    assert t["a"] == [[6, 2, 3, 1], [6, 4, 13, 2]] and t["b"] == [[6, 4, 9, 1]]
+
+
+def test_a_drawn_head_fits_the_initiator_count():
+    table = check_heads([[6, 4, 13, 9], [6, 4, 1, 1], [17, 4, 15, 5]], "a")
+    got = [draw_head(table, s, 10, 6, 5) for s in range(300)]
+    assert set(map(tuple, got)) == {(1, 0, 1, 1), (1, 0, 0, 0)} and 0.8 < got.count([1, 0, 1, 1]) / 300 < 0.97
+    assert draw_head(table, 7, 10, 6, 5) == draw_head(table, 7, 10, 6, 5)           # the seed decides
+    assert draw_head(table, 0, 10, 6, 2) == [1, 0, 0, 0]          # three initiator packets would be too many
+    assert draw_head(table, 0, 4, 6, 4) is None                   # no head of four initiator packets in TCP
+    assert draw_head(table, 0, 3, 6, 2) is None                   # no 3-packet head at all
+    keys = head_keys(torch.zeros(2, 6), [[1, 0, 1, 1], None])
+    assert keys[0, :4].tolist() == [float("inf"), float("-inf"), float("inf"), float("inf")]
+    assert (keys[0, 4:] == 0).all() and (keys[1] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [[], [[6, 5, 1, 1]], [[6, 2, 4, 1]], [[6, 2, 1, 0]], [[9, 2, 1, 1]], [[6, 2, 1]], "x"])
+def test_hostile_head_tables_get_one_line(bad):
+    with pytest.raises(InputError) as e:
+        check_heads(bad, "a")
+    assert "heads" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sampled_flows_open_with_a_drawn_head():
+    """End to end through the sampler: every flow's first four directions are the table's head,
+    its initiator count the directions table's."""
+    from engine.model.checkpoint import load_model
+    from engine.model.sample import SampleOptions, sample_flows
+    model, cfg, _ = load_model(None)
+    dirs = [[n, 6, 3, 1] for n in range(6, 11)]
+    heads = [[6, 4, 13, 1]]
+    opts = SampleOptions(seed=9, steps=3, packets_min=6, packets_max=10, transport="tcp")
+    got = sample_flows(model, {**cfg, "directions": {"http": dirs}, "heads": {"http": heads}}, "http",
+                       list(range(12)), opts)
+    for m in got.values():
+        assert m[:4, COL_DIR].tolist() == [1, 0, 1, 1] and int((m[:, COL_DIR] == 1).sum()) == 3

@@ -39,7 +39,7 @@ def model_config(model: PacketDenoiser) -> dict:
 
 #: config.json's per-class sampling tables (engine.model.data.FlowTable.priors fits them from the
 #: training flows; calibration, engine.model.calibrate, from the trained model's samples)
-PRIOR_KEYS = ("lengths", "directions", "vocab", "ports", "joint", "profiles", "tcp_options", "calibration")
+PRIOR_KEYS = ("lengths", "directions", "heads", "vocab", "ports", "joint", "profiles", "tcp_options", "calibration")
 
 
 def dump_config(cfg: dict) -> str:

@@ -92,11 +92,12 @@ class FlowTable:
 
     def priors(self, max_packets: int, closing: int = 0) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
-        flow-shape prior (``lengths``), the initiator's packets (``directions``), the field
+        flow-shape prior (``lengths``), the initiator's packets (``directions``) and the directions of
+        the first ones (``heads``), the field
         vocabularies (``vocab``), the paired spans (``joint``), the port prior (``ports``), the
         flow profiles (``profiles``; with ``closing`` slots for the last packets of flows that end,
         :data:`engine.model.profiles.CLOSING`) and the TCP option lists (``tcp_options``) of these flows."""
-        from .directions import fit_directions
+        from .directions import fit_directions, fit_heads
         from .lengths import length_prior
         from .ports import fit_port_table
         from .profiles import fit_profiles
@@ -106,6 +107,7 @@ class FlowTable:
         vocab = fit_vocab(self.rows, row_labels, self.classes)
         return {"lengths": length_prior(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "directions": fit_directions(self.rows, self.offsets, self.labels, self.classes, max_packets),
+                "heads": fit_heads(self.rows, self.offsets, self.labels, self.classes),
                 "vocab": vocab,
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "joint": fit_joint(self.rows, row_labels, self.classes),

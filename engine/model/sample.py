@@ -26,7 +26,7 @@ from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, che
 
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
-from engine.model.directions import check_directions, draw_initiators, gumbel_keys
+from engine.model.directions import check_directions, check_heads, draw_head, draw_initiators, gumbel_keys, head_keys
 from engine.model.lengths import draw_shape, length_bucket, presence_mask
 from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
@@ -116,6 +116,7 @@ class ClassPriors:
     shape_input: bool                   # a presence_input model: told each flow's length
     lengths: list | None                # the class's shape prior (engine.model.lengths)
     directions: np.ndarray | None       # the class's initiator counts (engine.model.directions)
+    heads: np.ndarray | None            # the directions its flows open with (engine.model.directions)
     vocab: dict | None                  # the class's field vocabularies (engine.model.vocab)
     joint: dict | None                  # the class's paired spans (engine.model.vocab.JOINT)
     ports: list | None                  # the class's port prior (engine.model.ports), when held
@@ -147,11 +148,13 @@ def class_priors(model, model_cfg: dict, label: str, opts: SampleOptions) -> Cla
     prof = (model_cfg.get("profiles") or {}).get(label) if vocab else None
     cal = (model_cfg.get("calibration") or {}).get(label) if vocab else None
     dirs = (model_cfg.get("directions") or {}).get(label) if (shape_input and opts.length_prior) else None
+    heads = (model_cfg.get("heads") or {}).get(label) if dirs is not None else None
     tcpo = (model_cfg.get("tcp_options") or {}).get(label) if vocab else None
     return ClassPriors(
         index=model_cfg["classes"].index(label), max_packets=int(model.config.max_packets), shape_input=shape_input,
         lengths=(model_cfg.get("lengths") or {}).get(label) if opts.length_prior else None,
         directions=None if dirs is None else check_directions(dirs, label),
+        heads=None if heads is None else check_heads(heads, label),
         vocab=vocab,
         joint=(model_cfg.get("joint") or {}).get(label) if opts.field_vocab else None,
         ports=ports,
@@ -175,6 +178,7 @@ class _Batch:
     length: int | None = None           # rows sampled (the batch's length bucket); None: the model's
     shapes: list | None = None          # per flow (length, transport) drawn by its seed (no guides)
     initiators: torch.Tensor | None = None  # (B,) the initiator's packets per flow (-1: the model's)
+    heads: list | None = None           # per flow the directions of its first packets, or None
 
 
 def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assigned, width: int) -> _Batch:
@@ -198,6 +202,9 @@ def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assign
         if pri.directions is not None:
             k = [draw_initiators(pri.directions, s, n, p) for s, (n, p) in zip(b.seeds, shapes)]
             b.initiators = torch.tensor([-1 if v is None else v for v in k])
+            if pri.heads is not None:
+                b.heads = [None if v is None else draw_head(pri.heads, s, n, p, v)
+                           for v, s, (n, p) in zip(k, b.seeds, shapes)]
         if pri.ports is not None:
             pairs = [draw_ports(pri.ports, s, n, p, opts.client_port_range) for s, (n, p) in zip(b.seeds, shapes)]
             b.ports = [None if pp is None else (p, *pp) for pp, (_, p) in zip(pairs, shapes)]
@@ -216,7 +223,8 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         rows, init = rows[:, : b.length], None if init is None else init[:, : b.length]
     dirs = None
     if b.initiators is not None:
-        dirs = (b.initiators, gumbel_keys(b.seeds, pri.max_packets)[:, : rows.shape[1]])
+        keys = gumbel_keys(b.seeds, pri.max_packets)[:, : rows.shape[1]]
+        dirs = (b.initiators, keys if b.heads is None else head_keys(keys, b.heads))
     x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=rows,
                protos=b.protos, init=init, strength=opts.strength, ports=held, precision=opts.precision,
                directions=dirs)
