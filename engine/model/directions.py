@@ -50,21 +50,32 @@ def fit_directions(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, cl
     proto = row_proto(rows[offsets[:-1]])
     fwd = np.concatenate([[0], np.cumsum(rows[:, COL_DIR] == 1)])
     init = fwd[offsets[:-1] + lens] - fwd[offsets[:-1]]
+    return _count_per_class(labels, classes, lens, proto, init)
+
+
+def _count_per_class(labels: np.ndarray, classes: list[str], *keys: np.ndarray) -> dict:
+    """Per class, ``[[*key, flows], ...]``: its flows counted by the per-flow ``keys`` columns."""
     out = {}
     for ci, c in enumerate(classes):
         sel = labels == ci
-        key, n = np.unique(np.stack([lens[sel], proto[sel], init[sel]], 1), axis=0, return_counts=True)
-        out[c] = [[int(a), int(b), int(k), int(m)] for (a, b, k), m in zip(key, n)]
+        key, n = np.unique(np.stack([k[sel] for k in keys], 1), axis=0, return_counts=True)
+        out[c] = [[*map(int, k), int(m)] for k, m in zip(key, n)]
     return out
+
+
+def _table(table) -> np.ndarray | None:
+    """A table read from config.json as ``(E, 4)`` int64 with at least one entry, else None."""
+    try:
+        a = np.asarray(table, np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return a if a.ndim == 2 and a.shape[1] == 4 and len(a) else None
 
 
 def check_directions(table, label: str) -> np.ndarray:
     """A class's table as read from config.json, range-checked: ``(E, 4)`` int64."""
-    try:
-        a = np.asarray(table, np.int64)
-    except (TypeError, ValueError, OverflowError):
-        a = None
-    if a is None or a.ndim != 2 or a.shape[1] != 4 or len(a) == 0 or (a[:, 0] < 1).any() \
+    a = _table(table)
+    if a is None or (a[:, 0] < 1).any() \
             or (a[:, 2] < 0).any() or (a[:, 2] > a[:, 0]).any() or (a[:, 3] < 1).any() \
             or not np.isin(a[:, 1], (0, 1, 6, 17)).all():
         raise InputError(None, f"config.json: directions of class {label!r}: want [length, protocol, "
@@ -127,21 +138,13 @@ def fit_heads(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes
     idx = np.minimum(offsets[:-1, None] + pos[None, :], len(rows) - 1)
     bits = (rows[idx, COL_DIR] == 1) & (pos[None, :] < h[:, None])
     pattern = (bits.astype(np.int64) << pos[None, :]).sum(1)
-    out = {}
-    for ci, c in enumerate(classes):
-        sel = labels == ci
-        key, n = np.unique(np.stack([proto[sel], h[sel], pattern[sel]], 1), axis=0, return_counts=True)
-        out[c] = [[int(a), int(b), int(p), int(m)] for (a, b, p), m in zip(key, n)]
-    return out
+    return _count_per_class(labels, classes, proto, h, pattern)
 
 
 def check_heads(table, label: str) -> np.ndarray:
     """A class's head table as read from config.json, range-checked: ``(E, 4)`` int64."""
-    try:
-        a = np.asarray(table, np.int64)
-    except (TypeError, ValueError, OverflowError):
-        a = None
-    if a is None or a.ndim != 2 or a.shape[1] != 4 or len(a) == 0 or (a[:, 1] < 1).any() \
+    a = _table(table)
+    if a is None or (a[:, 1] < 1).any() \
             or (a[:, 1] > HEAD).any() or (a[:, 2] < 0).any() or (a[:, 2] >= (1 << a[:, 1])).any() \
             or (a[:, 3] < 1).any() or not np.isin(a[:, 0], (0, 1, 6, 17)).all():
         raise InputError(None, f"config.json: heads of class {label!r}: want [protocol, head packets "
