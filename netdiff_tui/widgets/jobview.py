@@ -26,7 +26,9 @@ class JobView(Vertical):
 
     DEFAULT_CSS = """
     JobView { height: auto; }
-    JobView #job-title { text-style: bold; }
+    /* as wide as the pane whatever the title: a new title then repaints without a new layout, so a
+       dialog opened right after it shows the pane as it is (an auto width lagged under load) */
+    JobView #job-title { text-style: bold; width: 1fr; height: 1; text-wrap: nowrap; text-overflow: clip; }
     JobView #job-status { height: 1; }
     JobView #job-meta { height: 1; color: $text-muted; }
     JobView #job-loss-row { height: 3; display: none; }
