@@ -183,6 +183,92 @@ def test_ip_ids_count_or_stay_zero():
     assert 0.3 * B < n_zero < 0.7 * B                            # the small flows' share, about half
 
 
+def test_a_flow_draws_its_two_hosts_ttls_as_one_pair(monkeypatch):
+    """A flow's TTLs are its two hosts': which pair is one choice. The class here has two kinds of
+    two-way flows, (initiator 64, responder 64) and (128, 55), and one-way flows of TTL 1, all in
+    one profile. Drawn per direction, flows mix the kinds ((64, 55), (128, 64))
+    and one-way flows take two-way TTLs; drawn as pairs, every flow has a pair of its class, of
+    its directions, each kind by its share, and the model's sure bits pick the pair."""
+    import engine.model.profiles as profiles
+    monkeypatch.setattr(profiles, "MAX_PROFILES", 1)
+    n, pk = 18, 6
+    kind = np.arange(n) % 3                        # 0: (64, 64), 1: (128, 55), 2: one-way TTL 1
+    rows = np.full((n * pk, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    init = np.repeat(kind == 2, pk) | (np.arange(n * pk) % 2 == 0)
+    rows[:, COL_DIR] = init
+    ttl = np.where(init, np.array([64, 128, 1])[np.repeat(kind, pk)], np.array([64, 55, 0])[np.repeat(kind, pk)])
+    put(rows, "ipv4_ttl", ttl)
+    put(rows, "ipv4_tl", np.full(n * pk, 100))
+    offsets = np.arange(0, n * pk + 1, pk)
+    labels = np.zeros(n, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, pk), ["a"])
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, pk)["a"]))
+    assert len(table["flows"]) == 1 and "ipv4_ttl" in table["pairs"]
+    per_direction = Profiles({k: v for k, v in table.items() if k != "pairs"}, vocab["a"], "a")
+    paired = Profiles(table, vocab["a"], "a")
+
+    B = 600
+    rng = np.random.default_rng(0)
+    x = np.tile(rows[:pk].astype(np.float32), (B, 1, 1))              # two-way flows ...
+    x[B // 2:] = rows[2 * pk:3 * pk]                                    # ... and one-way ones
+    x[:, :, LAYOUT.cols("ipv4_ttl")] = 0.5                              # the model has no idea
+    u, fu = rng.random((B, pk, len(SPANS))), rng.random(B)
+
+    def pairs(y):
+        y = np.rint(y).astype(np.int8)
+        t = get(y.reshape(-1, LAYOUT.width), "ipv4_ttl").reshape(B, pk)
+        d = y[:, :, COL_DIR] == 1
+        assert ((t == t[:, :1]) | ~d).all() and ((t == t[:, 1:2]) | d).all()     # one TTL per side
+        return [(int(t[b][d[b]][0]), int(t[b][~d[b]][0]) if (~d[b]).any() else None) for b in range(B)]
+    got = pairs(decode(x, vocab["a"], u, profiles=paired, flow_u=fu))
+    assert set(got[:B // 2]) == {(64, 64), (128, 55)} and set(got[B // 2:]) == {(1, None)}
+    assert 0.35 < np.mean([p == (64, 64) for p in got[:B // 2]]) < 0.65
+    mixed = pairs(decode(x, vocab["a"], u, profiles=per_direction, flow_u=fu))
+    assert np.mean([p in ((64, 55), (128, 64)) for p in mixed[:B // 2]]) > 0.2
+    assert np.mean([p[0] != 1 for p in mixed[B // 2:]]) > 0.3
+
+    # the model's sure bits of a responder TTL 55 decide the pair: (128, 55)
+    x[:B // 2, 1::2, LAYOUT.cols("ipv4_ttl")] = rows[pk + 1, LAYOUT.cols("ipv4_ttl")]
+    got = pairs(decode(x, vocab["a"], u, profiles=paired, flow_u=fu))
+    assert np.mean([p == (128, 55) for p in got[:B // 2]]) > 0.99
+
+
+def test_the_models_evidence_weighs_as_a_few_packets_in_the_choice_of_profile():
+    """Half the class's flows are bulk, half small; the model leans a little to bulk on every
+    packet (soft bits 0.6 of the way). Counted once per packet that lean picks bulk for nearly
+    every flow; weighed as a quarter of a packet (the shipped EVIDENCE_ROWS) it tilts the
+    shares, and sure bits move it further."""
+    from engine.model.profiles import EVIDENCE_ROWS
+    from engine.model.vocab import _choose_profiles
+    rows, offsets = two_kinds()
+    labels = np.zeros(len(offsets) - 1, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, PKTS), ["a"])
+    prof = Profiles(json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, PKTS)["a"])),
+                    vocab["a"], "a")
+    B = 400
+    x = np.tile(rows[:PKTS].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tl")] = 0.4 + 0.2 * rows[:PKTS, LAYOUT.cols("ipv4_tl")]   # bits of 1500, unsure
+    fu = np.random.default_rng(1).random(B)
+    lengths = np.full(B, PKTS)
+    flat = x.reshape(-1, LAYOUT.width)
+    tl = LAYOUT.cols("ipv4_tl")
+
+    def bulk(rows_, sure=False):
+        y = flat.copy()
+        if sure:
+            y[:, tl] = np.tile(rows[:PKTS, tl], (B, 1))
+        pick = _choose_profiles(y, PKTS, vocab["a"], prof, fu, lengths, rows=rows_)
+        big = np.array([prof.dist["ipv4_tl"][k].sum(0).argmax() for k in range(len(prof))])
+        return (np.array([e[0] for e in vocab["a"]["ipv4_tl"]])[big[pick]] == 1500).mean()
+    assert EVIDENCE_ROWS is not None and EVIDENCE_ROWS < 1
+    every = bulk(np.inf)
+    tilted = bulk(EVIDENCE_ROWS)
+    assert every > 0.95
+    assert 0.5 < tilted < 0.8
+    assert bulk(EVIDENCE_ROWS, sure=True) > tilted + 0.05
+
+
 def test_a_flow_takes_a_profile_of_its_transport():
     """Profiles are of one transport; a UDP flow never draws from its class's TCP profiles."""
     from engine.model.profiles import choose
@@ -238,10 +324,18 @@ OK_ID = [[[2, 1], [2, 0]]]
      "malformed"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "bands": [4, 8], "spans": {"ipv4_tl": [16, 1]},
       "id": OK_ID}, "indices below 16"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_ttl": []},
+      "pairs": {"ipv4_ttl": [9, 1]}, "id": OK_ID}, "indices below 9"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_ttl": []},
+      "pairs": {"ipv4_ttl": [0, -2]}, "id": OK_ID}, "counts >= 0"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {"ipv4_ttl": []},
+      "pairs": {"ipv4_tl": [0, 1]}, "id": OK_ID}, "not a paired span"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "pairs": [1], "id": OK_ID},
+     "malformed"),
 ])
 def test_hostile_profiles_get_one_line(table, why):
     with pytest.raises(InputError, match=why) as e:
-        Profiles(table, {"ipv4_tl": [[100, 3], [1500, 2]]}, "a")
+        Profiles(table, {"ipv4_tl": [[100, 3], [1500, 2]], "ipv4_ttl": [[64, 3], [55, 1]]}, "a")
     assert "\n" not in str(e.value) and "profiles of class 'a'" in str(e.value)
 
 

@@ -189,10 +189,11 @@ def _flow_lengths(flat: np.ndarray, L: int) -> np.ndarray:
 
 
 def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray,
-                     lengths: np.ndarray) -> np.ndarray:
-    """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of all its packets
-    and its length ``lengths`` ``(B,)``."""
-    from .profiles import choose
+                     lengths: np.ndarray, rows: float | None = None) -> np.ndarray:
+    """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of its packets (as
+    ``rows`` of them, default :data:`engine.model.profiles.EVIDENCE_ROWS`) and its length
+    ``lengths`` ``(B,)``."""
+    from .profiles import EVIDENCE_ROWS, choose
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
 
     def evidence():          # DECODE_ROWS rows at a time: memory is a chunk's (rows, values)
@@ -204,7 +205,8 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    return choose(profiles, evidence(), lengths, row_proto(first), flow_u)
+    return choose(profiles, evidence(), lengths, row_proto(first), flow_u,
+                  rows=EVIDENCE_ROWS if rows is None else rows)
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
@@ -296,6 +298,12 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 w = np.exp(logp - logp.max(1, keepdims=True))
                 cdf = np.cumsum(w, 1)
                 got = np.minimum((cdf < (ur * cdf[:, -1])[:, None]).sum(1), len(v) - 1)
+                if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
+                    from .profiles import draw_pairs
+                    g = (rows[first] // x.shape[1]) * 2 + fwd[rows[first]]
+                    paired = draw_pairs(profiles, name, chosen, ll, g // 2, g % 2,
+                                        np.bincount(members, minlength=len(first)), ur)
+                    got = np.where(paired >= 0, paired, got)
                 pick[c] = got[members] if name in PER_DIRECTION else got
         flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[pick]
     if chosen is not None and fu.ndim == 2:
