@@ -73,10 +73,10 @@ LENGTH_BUCKETS = 11
 #: per direction, each from its own profile slot and the sum of every packet's evidence, youtube's
 #: (64, 64) flows (15 % of its training flows) came out 0.8 %, and TTL with size told its
 #: synthetic flows apart (a forest on ttl_mean and size_rev_mean alone: ROC AUC 0.88)
-PAIRED = ("ipv4_ttl",)
 #: A direction's evidence for its paired value (in the pair's draw and in the choice of profile)
 #: is its rows' mean log-likelihood, one packet's worth: its rows say one thing (the model's
 #: guess for the flow), and their sum, counting it once per packet, drowned the tables.
+PAIRED = ("ipv4_ttl",)
 #: at most this many profiles per class, and at least this many training flows per profile
 MAX_PROFILES = 16
 MIN_FLOWS = 8
@@ -84,14 +84,14 @@ MIN_FLOWS = 8
 SMOOTH = 0.02
 #: the weight of the model's evidence in the choice of profile (1 = the plain posterior)
 EVIDENCE = 1.0
-#: ... and it weighs, per span, as much as this many of the flow's packets (``None``: every packet
-#: counts, as up to the ninth session). A flow's rows are one sample of a model that leans to its
+#: ... and it weighs, per span, as much as this many of the flow's packets (``np.inf``: every
+#: packet counts, as up to the ninth session). A flow's rows are one sample of a model that leans to its
 #: class's common kinds of flow, not independent looks at the flow: counted once per packet they
 #: chose the common profiles for many flows (youtube's profile 4 for 22 % of 200 synthetic flows,
 #: 7 % of its training flows; picked against training shares JSD 0.18 in youtube and http, 0.01
 #: without evidence), so a classifier trained on synthetic flow statistics saw too few of the
 #: others (bench/quality_1024.md, tenth session: 0.25 packets measured against 8, 1 and none)
-EVIDENCE_ROWS: float | None = 0.25
+EVIDENCE_ROWS = 0.25
 
 
 def length_bucket(n: np.ndarray) -> np.ndarray:
@@ -140,25 +140,32 @@ def by_direction(counts: np.ndarray, tail: int = TAIL) -> np.ndarray:
     return np.concatenate([head, pooled], -2)
 
 
+def _span_values(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
+                 v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``flows`` whose span ``name`` is present with a vocabulary value (of ``v``):
+    their flow (position in ``flows``), position in it, direction (1 = the initiator's) and
+    vocabulary index."""
+    from .vocab import SPANS
+    idx, owner, pos = _flow_rows(offsets, flows)
+    sub = rows[idx][:, SPANS[name]]
+    present = (sub != -1).all(axis=1)
+    vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
+    d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
+    keep = vi >= 0
+    return owner[present][keep], pos[present][keep], d[keep], vi[keep]
+
+
 def flow_counts(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
                 v: np.ndarray, ends: np.ndarray | None = None, tail: int = TAIL) -> np.ndarray:
     """``(len(flows), n_slots(tail=tail), V)``: per flow, :func:`slot` and vocabulary value ``v``
     of span ``name``, how many of its packets have it; ``ends`` ``(len(flows),)``: the flow ended
     (its last rows are a closing), default none did."""
-    from .vocab import SPANS
-    sl = SPANS[name]
-    idx, owner, pos = _flow_rows(offsets, flows)
-    sub = rows[idx][:, sl]
-    present = (sub != -1).all(axis=1)
-    vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
-    d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
+    owner, pos, d, vi = _span_values(rows, offsets, flows, name, v)
     n = (offsets[flows + 1] - offsets[flows])[owner]
-    left = np.where(np.zeros(len(flows), bool) if ends is None else ends, 0, -1)[owner]
-    left = np.where(left == 0, n - 1 - pos, -1)
-    sl_ = slot(pos[present], d, tail=tail, left=left[present])
-    keep = vi >= 0
+    ended = np.zeros(len(flows), bool) if ends is None else np.asarray(ends, bool)
+    left = np.where(ended[owner], n - 1 - pos, -1)
     out = np.zeros((len(flows), n_slots(tail=tail), len(v)), np.int64)
-    np.add.at(out, (owner[present][keep], sl_[keep], vi[keep]), 1)
+    np.add.at(out, (owner, slot(pos, d, tail=tail, left=left), vi), 1)
     return out
 
 
@@ -167,15 +174,9 @@ def direction_values(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, n
     """``(len(flows), 2)``: per flow and direction (0 = the responder's, 1 = the initiator's) the
     vocabulary index (in ``v``) of the value of span ``name`` its packets carry most, ``len(v)``
     where the direction has no packet with a vocabulary value there."""
-    from .vocab import SPANS
-    idx, owner, _ = _flow_rows(offsets, flows)
-    sub = rows[idx][:, SPANS[name]]
-    present = (sub != -1).all(axis=1)
-    vi = _value_index(bits_to_uint(sub[present]), v.astype(np.uint64))
-    d = (rows[idx][present, COL_DIR] == 1).astype(np.int64)
-    keep = vi >= 0
+    owner, _, d, vi = _span_values(rows, offsets, flows, name, v)
     n = np.zeros((len(flows), 2, len(v)), np.int64)
-    np.add.at(n, (owner[present][keep], d[keep], vi[keep]), 1)
+    np.add.at(n, (owner, d, vi), 1)
     return np.where(n.sum(2) > 0, n.argmax(2), len(v))
 
 
@@ -375,12 +376,12 @@ class Profiles:
 
 
 def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u: np.ndarray,
-           weight: float = EVIDENCE, rows: float | None = EVIDENCE_ROWS) -> np.ndarray:
+           weight: float = EVIDENCE, rows: float | None = None) -> np.ndarray:
     """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
     ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight`` among the profiles of the
     flow's transport ``protos`` ``(B,)`` (all of them when the class has none of it), each span's
-    evidence over a flow's packets weighing as ``rows`` of them (:data:`EVIDENCE_ROWS`; a
-    :data:`PAIRED` span's as one packet, then that).
+    evidence over a flow's packets weighing as ``rows`` of them (``None``: :data:`EVIDENCE_ROWS`;
+    a :data:`PAIRED` span's as one packet, then that).
 
     ``evidence``: ``(name, ll, flow, slot)`` entries (any number per span: rows in chunks), per
     present row of the span the model's log-likelihood of each vocabulary value ``(R, V)``, the
@@ -391,6 +392,7 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
     same = prof.proto[None, :] == np.asarray(protos)[:, None]
     logp = np.where(same | ~same.any(1, keepdims=True), logp, -np.inf)
     lengths = np.asarray(lengths)
+    rows = EVIDENCE_ROWS if rows is None else rows
     for name, ll, flow, d in evidence:
         if name not in prof.dist or not len(ll):
             continue
@@ -403,8 +405,7 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
         term = np.log(np.maximum(mix, 1e-300)) + m
         if name in prof.pairs:              # one packet's worth (PAIRED)
             term = term / np.maximum(lengths[flow], 1)[:, None]
-        if rows is not None:
-            term = term * np.minimum(1.0, rows / np.maximum(lengths[flow], 1))[:, None]
+        term = term * np.minimum(1.0, rows / np.maximum(lengths[flow], 1))[:, None]
         np.add.at(logp, flow, weight * term)
     w = np.exp(logp - logp.max(1, keepdims=True))
     cdf = np.cumsum(w, 1)

@@ -161,16 +161,16 @@ def _palette_prior(v: np.ndarray, n: np.ndarray, name: str, palettes: list, weig
 
 
 def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray,
-                   L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Group the flat rows ``rows`` (of flows of ``L`` rows) by flow and direction: returns each
     group's summed log-likelihood ``(G, V)`` (from the rows' ``ll`` ``(R, V)``), the position of
-    each group's first row in ``rows`` (whose uniform decides the group's draw), and every
-    row's group."""
+    each group's first row in ``rows`` (whose uniform decides the group's draw), every row's
+    group, and each group's key ``flow * 2 + direction`` (1 = the initiator's)."""
     key = (rows // L) * 2 + fwd[rows]
-    _, first, members = np.unique(key, return_index=True, return_inverse=True)
+    groups, first, members = np.unique(key, return_index=True, return_inverse=True)
     total = np.zeros((len(first), ll.shape[1]))
     np.add.at(total, members.ravel(), ll)
-    return total, first, members.ravel()
+    return total, first, members.ravel(), groups
 
 
 def _evidence(flat: np.ndarray, sl: slice, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,9 +191,8 @@ def _flow_lengths(flat: np.ndarray, L: int) -> np.ndarray:
 def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray,
                      lengths: np.ndarray, rows: float | None = None) -> np.ndarray:
     """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of its packets (as
-    ``rows`` of them, default :data:`engine.model.profiles.EVIDENCE_ROWS`) and its length
-    ``lengths`` ``(B,)``."""
-    from .profiles import EVIDENCE_ROWS, choose
+    ``rows`` of them, :func:`engine.model.profiles.choose`) and its length ``lengths`` ``(B,)``."""
+    from .profiles import choose
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
 
     def evidence():          # DECODE_ROWS rows at a time: memory is a chunk's (rows, values)
@@ -205,8 +204,7 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    return choose(profiles, evidence(), lengths, row_proto(first), flow_u,
-                  rows=EVIDENCE_ROWS if rows is None else rows)
+    return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows)
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
@@ -289,7 +287,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 ll = np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
                 ur = uf[rows, si]
                 if name in PER_DIRECTION:
-                    ll, first, members = _per_direction(ll, rows, fwd, x.shape[1])
+                    ll, first, members, groups = _per_direction(ll, rows, fwd, x.shape[1])
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
                 logp = prior + ll
@@ -300,8 +298,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 got = np.minimum((cdf < (ur * cdf[:, -1])[:, None]).sum(1), len(v) - 1)
                 if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
                     from .profiles import draw_pairs
-                    g = (rows[first] // x.shape[1]) * 2 + fwd[rows[first]]
-                    paired = draw_pairs(profiles, name, chosen, ll, g // 2, g % 2,
+                    paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,
                                         np.bincount(members, minlength=len(first)), ur)
                     got = np.where(paired >= 0, paired, got)
                 pick[c] = got[members] if name in PER_DIRECTION else got
