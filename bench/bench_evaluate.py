@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     ap.add_argument("--strength", type=float, default=None,
                     help="guide every synthetic flow by a real flow of the train split, noised this far (0-1]")
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="draws per flow, the checkpoint's critic keeps one (default: the request's, 1)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.md"))
     a = ap.parse_args()
     work = Path(a.work)
@@ -104,6 +106,8 @@ def main() -> None:
             cmd += ["--steps", str(a.steps)]
         if a.guidance is not None:
             cmd += ["--guidance", str(a.guidance)]
+        if a.candidates is not None:
+            cmd += ["--candidates", str(a.candidates)]
         if a.strength is not None:
             # guides from the train split only: the test flows stay unseen
             cmd += ["--like", a.real, "--like-split", split_file, "--strength", str(a.strength)]

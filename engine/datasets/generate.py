@@ -44,6 +44,7 @@ from engine.outdir import OutputLock, check_room, user_paths
 from engine.progress import CancelToken, Message, OnEvent, TaskFinished, TaskProgress, TaskStarted, stop_deferred
 
 from engine.model.checkpoint import load_model, tables_hash, weights_hash
+from engine.model.critic import critic_hash
 from engine.model.diffusion import sampling_precision
 from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
@@ -248,7 +249,15 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
         if rank == 0:
             emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
                                  f"strength {req.strength:g}"))
+    critic = getattr(model, "critic", None)
+    picks = req.candidates > 1 and not guides and critic is not None and critic.knows(req.label)
+    if req.candidates > 1 and not picks and rank == 0:
+        why = ("guided flows keep their real flow's shape" if guides else
+               "the model has no critic (scripts/fit_critic.py fits one)" if critic is None else
+               f"the model's critic was not fitted on {req.label!r}")
+        emit(Message("warning", f"candidates {req.candidates}: each flow is drawn once ({why})"))
     info = {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
+            "candidates": req.candidates if picks else 1,
             "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
                                                 "strength": req.strength, "values": req.like_values,
                                                 "split": req.like_split},
@@ -257,7 +266,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     if rank == 0:
         try:
             start = plan.begin(fingerprint(req, mhash, steps, guidance, guides, window, precision,
-                                           tables_hash(mcfg)), emit)
+                                           tables_hash(mcfg), critic_hash(mdir) if picks else None), emit)
         except InputError as e:
             start = e
     start = _share(state, start)
@@ -272,11 +281,12 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
-                          client_port_range=tuple(req.client_port_range), precision=precision)
+                          client_port_range=tuple(req.client_port_range), precision=precision,
+                          candidates=req.candidates if picks else 1)
     held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers
     nproc = 1
     if world == 1 and str(dev) == "cpu":
-        nproc = processes if processes else auto_processes(count - start)
+        nproc = processes if processes else auto_processes((count - start) * sopts.candidates)
         info["processes"] = nproc
     try:
         with (SamplePool(mdir, req.label, sopts, nproc, guides) if nproc > 1 else nullcontext()) as pool:

@@ -58,11 +58,16 @@ def window_progress(emit, first: int, count: int, world: int):
 
 
 def fingerprint(req, mhash, steps, guidance, guides, window, precision: str = "fp32",
-                tables: str | None = None) -> str:
+                tables: str | None = None, critic: str | None = None) -> str:
     """What decides the bytes of the flows: a resumed run must match it. ``tables``: the hash of
     the checkpoint's sampling tables (:func:`engine.model.checkpoint.tables_hash`), which a
-    refit changes without touching the weights."""
+    refit changes without touching the weights; ``critic``: the hash of the critic that picks
+    among candidates (:func:`engine.model.critic.critic_hash`), when it does."""
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
+    if d.get("candidates", 1) == 1:      # runs of one candidate keep the fingerprints they had before
+        d.pop("candidates", None)
+    elif critic is not None:
+        d["critic"] = critic
     d.update(model_hash=mhash, steps=steps, guidance=guidance, guides=len(guides) if guides else 0,
              window=window, version=STATE_VERSION)
     if precision != "fp32":     # fp32 runs keep the fingerprints they had before precision was a choice

@@ -132,6 +132,9 @@ class GenerationRequest:
                            placeholder="model's")
     guidance: float | None = _f(Num(0.0, 50.0), "Classifier-free guidance scale (1 = off; default: the "
                                 "model's).", "sampling.guidance", None, placeholder="model's")
+    candidates: int = _f(Int(1, 16), "Draw each flow this many times and keep the one the checkpoint's "
+                         "critic finds most real-like (closer to real flows, that many times the sampling "
+                         "time; unguided flows of classes the critic knows).", "sampling.candidates", 1)
     like: str | None = _f(PathRef(), "Start each flow from a real flow of the class: a capture, a directory "
                           "of the class's captures, a labeled capture directory or a netdiff encode dataset.",
                           "sampling.like", None, form="main", placeholder="(optional) real captures to start from")

@@ -25,6 +25,8 @@ from engine.hub.refs import RefError, hub_endpoint, hub_error, parse_ref
 from engine.outdir import current_umask
 
 FILES = ("config.json", "model.safetensors")
+#: carried along when the checkpoint has them (engine.model.critic)
+OPTIONAL_FILES = ("critic.safetensors",)
 
 
 def checkpoint_dir(run: str | os.PathLike) -> Path:
@@ -130,7 +132,7 @@ def build_layout(run: str | os.PathLike, out: str | os.PathLike, report: str | o
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o777 & ~current_umask())     # it becomes OUT: mkdtemp's 0700 would ignore the umask
     try:
-        for f in FILES:
+        for f in FILES + tuple(f for f in OPTIONAL_FILES if (src / f).is_file()):
             shutil.copyfile(src / f, tmp / f)
         card = model_card(cfg, _sha256(tmp / FILES[1]), nm, rep, repo_id)
         (tmp / "README.md").write_text(card, encoding="utf-8")

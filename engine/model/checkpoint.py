@@ -144,6 +144,8 @@ def load_model(ref: str | os.PathLike | None, device: str | torch.device = "cpu"
     except Exception as e:   # safetensors header errors, shape mismatches
         raise InputError(d / WEIGHTS, f"cannot load weights: {e}") from None
     model.to(device).eval()
+    from .critic import load_critic
+    model.critic = load_critic(d)       # None without critic.safetensors (engine.model.critic)
     return model, cfg, d
 
 

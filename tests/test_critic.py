@@ -1,0 +1,170 @@
+"""The critic (engine.model.critic): picking one of a few candidates of a flow by how real it looks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.datasets.request import GenerationRequest
+from engine.errors import InputError
+from engine.model.critic import FILE, Critic, feature_names, fit_critic, load_critic, save_critic
+
+from test_model import tiny_data, tiny_run  # noqa: F401  (fixtures)
+
+F = len(feature_names())
+
+
+def leaning_critic(classes: list[str], feature: str = "size_mean", weight: float = 1.0, center: float = 0.0,
+                   scale: float = 100.0) -> Critic:
+    """A one-layer critic whose logit is ``weight * (x - center) / scale`` for one flow statistic ``x``."""
+    w = np.zeros((1, F + len(classes)), np.float32)
+    j = feature_names().index(feature)
+    w[0, j] = weight
+    mean = np.zeros(F, np.float32)
+    mean[j] = center
+    return Critic(list(classes), mean, np.full(F, scale, np.float32), [(w, np.zeros(1, np.float32))], {})
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_run, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("critic") / "model"
+    shutil.copytree(tiny_run / "model", d)
+    return d
+
+
+def flows_of(sizes: list[int], n: int = 6) -> list[np.ndarray]:
+    from engine.codec.layout import COL_DIR, LAYOUT, put
+    out = []
+    for s in sizes:
+        m = np.full((n, LAYOUT.width), -1, np.int8)
+        m[:, :96] = 0
+        m[:, COL_DIR] = np.arange(n) % 2
+        put(m, "ipv4_tl", np.full(n, s))
+        out.append(m)
+    return out
+
+
+def test_fit_tells_the_sides_apart_and_survives_a_save(tmp_path):
+    rng = np.random.default_rng(0)
+    real = {"a": flows_of(list(rng.integers(1000, 1500, 120))), "b": flows_of(list(rng.integers(60, 200, 120)))}
+    fake = {"a": flows_of(list(rng.integers(200, 700, 120))), "b": flows_of(list(rng.integers(60, 200, 120)))}
+    c = fit_critic(real, fake, epochs=40, info={"weights": "w"})
+    assert c.classes == ["a", "b"] and c.info["weights"] == "w" and c.info["flows"]["a"] == [120, 120]
+    # class a's sides differ in size; b's are one distribution, so held-out AUC is between
+    assert 0.6 < c.info["holdout_auc"] < 1.0
+    za, zf = c.logits("a", real["a"][:20]), c.logits("a", fake["a"][:20])
+    assert za.mean() > zf.mean() + 1.0
+    save_critic(tmp_path, c)
+    assert not list(tmp_path.glob("*.tmp"))
+    back = load_critic(tmp_path)
+    assert back.classes == c.classes and back.info == c.info
+    np.testing.assert_allclose(back.logits("a", fake["a"]), zf[:20].tolist() + list(c.logits("a", fake["a"][20:])),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_choose_follows_the_weights():
+    c = leaning_critic(["a"], weight=1.0)
+    flows = flows_of([100, 600])            # logits 1 and 6 (std 100): the second ~ e^5 times likelier
+    rng = np.random.default_rng(1)
+    picks = [c.choose("a", flows, rng) for _ in range(400)]
+    assert 0.95 < np.mean(picks) < 1.0      # the first still drawn now and then: a weight, not a max
+
+
+def test_a_checkpoint_without_a_critic_has_none(tmp_path):
+    assert load_critic(tmp_path) is None
+
+
+def _write(d: Path, tensors: dict, meta: dict) -> None:
+    save_file({k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, d / FILE, metadata=meta)
+
+
+def _good() -> tuple[dict, dict]:
+    import json
+    c = leaning_critic(["a", "b"])
+    t = {"mean": c.mean, "std": c.std, "w0": c.layers[0][0], "b0": c.layers[0][1]}
+    m = {"format": "netdiff-critic-1", "classes": json.dumps(c.classes), "features": json.dumps(feature_names()),
+         "info": "{}"}
+    return t, m
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda t, m: m.update(format="pickle"), "format"),
+    (lambda t, m: m.update(classes='["a", "a"]'), "classes"),
+    (lambda t, m: m.update(classes="nope"), "JSON"),
+    (lambda t, m: m.update(features='["size_mean"]'), "other flow statistics"),
+    (lambda t, m: t.update(w0=np.zeros((1, 3))), "layer 0"),
+    (lambda t, m: t.update(std=np.zeros(F)), "std > 0"),
+    (lambda t, m: t.update(b0=np.array([np.nan])), "non-finite"),
+    (lambda t, m: t.pop("mean"), "want tensors"),
+])
+def test_a_hostile_critic_gets_one_line(tmp_path, change, why):
+    t, m = _good()
+    _write(tmp_path, t, m)
+    assert load_critic(tmp_path) is not None
+    change(t, m)
+    _write(tmp_path, t, m)
+    with pytest.raises(InputError, match=why) as e:
+        load_critic(tmp_path)
+    assert FILE in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(InputError, match="not a critic"):
+        load_critic(tmp_path)
+
+
+def test_candidates_move_flows_the_critics_way_and_stay_per_index(model_dir):
+    from engine.model.checkpoint import load_model
+    from engine.model.sample import SampleOptions, candidate_index, sample_flows
+    model, cfg, _ = load_model(model_dir)
+    assert model.critic is None
+    idx = list(range(16))
+    one = sample_flows(model, cfg, "zoom", idx, SampleOptions(seed=3, steps=2, packets_max=8))
+    from engine.model.critic import flow_features
+    sizes = flow_features([one[i] for i in idx])[:, feature_names().index("size_mean")]
+    c = leaning_critic(cfg["classes"], "size_mean", 1.0, float(np.median(sizes)), 10.0)   # a logit per 10 bytes
+    model.critic = c
+    opts = SampleOptions(seed=3, steps=2, packets_max=8, candidates=4)
+    four = sample_flows(model, cfg, "zoom", idx, opts)
+    # the same flows, picked: every kept flow is one of its index's candidates, and candidate 0 is the plain flow
+    cands = sample_flows(model, cfg, "zoom", [candidate_index(i, k, 4) for i in idx for k in range(4)],
+                         SampleOptions(seed=3, steps=2, packets_max=8))
+    for i in idx:
+        assert np.array_equal(cands[i], one[i])
+        assert any(np.array_equal(four[i], cands[candidate_index(i, k, 4)]) for k in range(4))
+    z1 = c.logits("zoom", [one[i] for i in idx])
+    z4 = c.logits("zoom", [four[i] for i in idx])
+    assert z4.mean() > z1.mean()
+    # a flow's pick depends on its index and the options only, not on the batch it came in
+    halves = {**sample_flows(model, cfg, "zoom", idx[8:], opts), **sample_flows(model, cfg, "zoom", idx[:8], opts)}
+    assert all(np.array_equal(halves[i], four[i]) for i in idx)
+
+
+def test_generate_with_candidates(model_dir, tmp_path):
+    from engine.datasets.generate import generate
+    from engine.datasets.partial import fingerprint
+    events = []
+    req = GenerationRequest(label="zoom", count=6, model=str(model_dir), seed=2, steps=2, candidates=3)
+    s = generate(req, tmp_path / "none", on_event=events.append, processes=1)
+    assert s["flows"] == 6
+    assert any("each flow is drawn once (the model has no critic" in getattr(e, "text", "") for e in events)
+    save_critic(model_dir, leaning_critic(["dns", "zoom"], "size_mean", 1.0, 150.0, 10.0))
+    try:
+        plain = generate(GenerationRequest(label="zoom", count=6, model=str(model_dir), seed=2, steps=2),
+                         tmp_path / "plain", processes=1)
+        picked = generate(req, tmp_path / "picked", processes=2)
+        assert plain["flows"] == picked["flows"] == 6
+        a = sorted(p.read_bytes() for p in (tmp_path / "plain").rglob("*.pcap"))
+        b = sorted(p.read_bytes() for p in (tmp_path / "picked").rglob("*.pcap"))
+        assert a != b
+        # one candidate keeps the fingerprint runs had before candidates existed; the critic is in it otherwise
+        base = GenerationRequest(label="zoom", count=6)
+        fp = lambda r, c=None: fingerprint(r, "w", 20, 1.0, None, 64, "fp32", "t", c)   # noqa: E731
+        assert fp(base) == fp(base, "c1")
+        k3 = GenerationRequest(label="zoom", count=6, candidates=3)
+        assert len({fp(base), fp(k3, "c1"), fp(k3, "c2")}) == 3
+    finally:
+        (model_dir / FILE).unlink()
