@@ -150,6 +150,19 @@ def test_balance_like_never_guides_by_test_flows(small_real, tmp_path):
     assert r.exit_code == 2 and "--strength needs --like" in r.output and "Traceback" not in r.output
 
 
+def test_balance_candidates_reach_every_request(small_real, tmp_path):
+    gen = FakeGenerate(small_real)
+    bl.balance(small_real, 20, tmp_path / "bal", generate_fn=gen, candidates=3)
+    assert gen.calls and all(q.candidates == 3 for q in gen.calls)
+    gen = FakeGenerate(small_real)
+    bl.balance(small_real, 20, tmp_path / "bal2", generate_fn=gen)
+    assert gen.calls and all(q.candidates == 1 for q in gen.calls)
+    r = CliRunner().invoke(__import__("netdiff_tui.cli", fromlist=["main"]).main,
+                           ["balance", "--real", str(small_real), "--target", "5", "-o", str(tmp_path / "x"),
+                            "--candidates", "99"])
+    assert r.exit_code != 0 and "candidates" in r.output and "Traceback" not in r.output
+
+
 def test_balance_resumes_generated_classes(small_real, tmp_path):
     gen = FakeGenerate(small_real)
     out = tmp_path / "bal"
