@@ -6,9 +6,10 @@ statistics that tells the class's training flows from the checkpoint's own sampl
 
 ``DS``: the encoded dataset the checkpoint was trained on (``netdiff encode ... --label-from-dir``);
 only the training flows of the split are read (the test flows stay held out for
-``bench/bench_evaluate.py``). Samples ``--flows`` flows per class the way ``netdiff generate``
-does (2 packets or more, up to the model's length, the checkpoint's tables), so the critic
-sees what it will be asked to pick among; refit it after the tables or weights change.
+``bench/bench_evaluate.py``). Generates ``--flows`` flows per class with ``netdiff generate``'s
+defaults (one candidate) into a temporary directory and reads them back, so the critic is
+fitted on what it will be asked to pick among: flows as written, repaired. Refit it after the
+tables or the weights change (its file records the hashes it was fitted for).
 The shipped critic (eleventh session, 2 CPU cores):
 
     netdiff encode ../shared/data/real -o /tmp/real_ds --label-from-dir --max-packets 1024 --min-packets 2
@@ -18,7 +19,9 @@ The shipped critic (eleventh session, 2 CPU cores):
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 from engine.model.checkpoint import load_model, tables_hash, weights_hash  # noqa: E402
 from engine.model.critic import fit_critic, save_critic  # noqa: E402
 from engine.model.data import load_split, load_table  # noqa: E402
-from engine.model.sample import SampleOptions, sample_flows  # noqa: E402
+from engine.datasets.generate import generate  # noqa: E402
+from engine.datasets.request import GenerationRequest  # noqa: E402
+from engine.evaluate.data import load_labeled  # noqa: E402
 
 
 def main() -> None:
@@ -55,18 +60,21 @@ def main() -> None:
         if len(idx) > a.real:
             idx = np.sort(rng.choice(idx, a.real, replace=False))
         real[c] = [table.rows[table.offsets[i]:table.offsets[i + 1]] for i in idx]
-    opts = SampleOptions(seed=10_000 + a.seed, packets_min=2, packets_max=L,
-                         steps=int((cfg.get("sampling") or {}).get("steps", 20)))
+    seed = 10_000 + a.seed
     synthetic: dict[str, list[np.ndarray]] = {}
     t0 = time.time()
-    for c in cfg["classes"]:
-        if not real.get(c):
-            continue
-        synthetic[c] = list(sample_flows(model, cfg, c, list(range(a.flows)), opts).values())
-        print(f"sampled {a.flows} {c} flows ({time.time() - t0:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="netdiff-critic-") as tmp:
+        for c in cfg["classes"]:
+            if not real.get(c):
+                continue
+            out = Path(tmp) / c
+            generate(GenerationRequest(label=c, count=a.flows, model=str(d), seed=seed), out)
+            synthetic[c] = load_labeled(out).mats
+            shutil.rmtree(out)
+            print(f"generated {a.flows} {c} flows ({time.time() - t0:.0f} s)", flush=True)
     critic = fit_critic(real, synthetic, seed=a.seed, epochs=a.epochs,
                         info={"weights": weights_hash(d), "tables": tables_hash(cfg), "split": Path(a.split).name,
-                              "sample_seed": opts.seed})
+                              "sample_seed": seed})
     out = save_critic(d, critic)
     print(f"{out}: {len(critic.classes)} classes, held-out AUC {critic.info.get('holdout_auc')} "
           f"({time.time() - t0:.0f} s)")

@@ -49,7 +49,8 @@ from engine.model.diffusion import sampling_precision
 from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
 from engine.model.ports import write_ports
-from engine.model.sample import (SampleOptions, SampleStats, flow_proto, held_ports, sample_flows,
+from engine.model.sample import (SampleOptions, SampleStats, candidate_index, flow_proto, flow_seed, held_ports,
+                                 sample_flows,
                                  usable_guides)
 from engine.datasets.partial import WINDOW, PartialRun, fingerprint, stopped_line, window_progress
 
@@ -281,17 +282,17 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
-                          client_port_range=tuple(req.client_port_range), precision=precision,
-                          candidates=req.candidates if picks else 1)
+                          client_port_range=tuple(req.client_port_range), precision=precision)
+    k = req.candidates if picks else 1
     held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers
     nproc = 1
     if world == 1 and str(dev) == "cpu":
-        nproc = processes if processes else auto_processes((count - start) * sopts.candidates)
+        nproc = processes if processes else auto_processes((count - start) * k)
         info["processes"] = nproc
     try:
         with (SamplePool(mdir, req.label, sopts, nproc, guides) if nproc > 1 else nullcontext()) as pool:
             def window_of(a):
-                return list(range(a, min(a + window, count)))
+                return [candidate_index(i, c, k) for i in range(a, min(a + window, count)) for c in range(k)]
             handle = pool.submit(window_of(start)) if pool is not None and start < count else None
             for a in range(start, count, window):
                 if cancel is not None:
@@ -299,14 +300,14 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                 b = min(a + window, count)
                 stats = SampleStats()
                 if pool is not None:
-                    flows = pool.collect(handle, stats, window_progress(emit, a, count, 1), cancel)
+                    flows = pool.collect(handle, stats, window_progress(emit, a, count, 1, k), cancel)
                     if b < count:       # the workers sample the next window while this one is repaired and written
                         handle = pool.submit(window_of(b))
                     mine_total += len(flows)
                 else:
-                    mine = [i for i in range(a, b) if i % world == rank]
+                    mine = [candidate_index(i, c, k) for i in range(a, b) if i % world == rank for c in range(k)]
                     flows = sample_flows(model, mcfg, req.label, mine, sopts, guides=guides,
-                                         on_event=window_progress(emit, a, count, world) if rank == 0 else None,
+                                         on_event=window_progress(emit, a, count, world, k) if rank == 0 else None,
                                          cancel=cancel, stats=stats)
                     mine_total += len(flows)
                     if state is not None:
@@ -318,8 +319,9 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                         for f, st in parts:
                             flows.update(f)
                             stats.add(st)
-                write_window(req, plan, [flows[i] for i in range(a, b)], a, emit, mhash, stats, held, order,
-                             guide_ids)
+                mats = ([flows[i] for i in range(a, b)] if k == 1
+                        else pick_candidates(req, critic, flows, a, b, k, plan, held))
+                write_window(req, plan, mats, a, emit, mhash, stats, held, order, guide_ids)
                 del flows
     except OSError as e:
         if rank != 0:
@@ -352,6 +354,30 @@ def class_guides(req, pmin: int, on_event: OnEvent | None) -> tuple[list | None,
         raise InputError(req.like, f"guide flows: none of the {len(g_all)} flows of {req.label!r} has "
                                    f">= {pmin} packets" + ("" if req.transport == "any" else f" of {req.transport}"))
     return [g_all[k] for k in keep], [id_all[k] for k in keep]
+
+
+def pick_candidates(req, critic, flows: dict[int, np.ndarray], first: int, last: int, k: int, plan,
+                    held_ports: bool) -> list[np.ndarray]:
+    """Flows ``first .. last - 1``, each one of its ``k`` candidates (``flows``, by
+    :func:`engine.model.sample.candidate_index`) drawn by the critic (:mod:`engine.model.critic`).
+
+    The critic judges a candidate as it will be written: with the flow's addresses, ports and
+    start, repaired (the repair settles sizes, flags and options that the sampler leaves
+    rough, and the critic was fitted on repaired flows). The kept candidate goes back
+    unrepaired: :func:`write_window` repairs it again, to the same bytes. Flow ``i``'s draw
+    comes from its own generator, so its pick does not depend on the window or the processes.
+    """
+    from engine.model.critic import draw
+    idx = range(first, last)
+    z = []
+    for c in range(k):
+        mats = [flows[candidate_index(i, c, k)].copy() for i in idx]     # make_metas writes the ports in
+        metas, sports, _ = make_metas(req, mats, first, plan.next_start, plan.width, held_ports)
+        mats, _, _ = _repair(req, mats, metas, lambda ev: None, sports)
+        z.append(critic.logits(req.label, mats))
+    z = np.stack(z, axis=1)                                                 # (flows, k)
+    return [flows[candidate_index(i, draw(z[j], np.random.default_rng(flow_seed(req.seed, i, -1))), k)]
+            for j, i in enumerate(idx)]
 
 
 def write_window(req, plan, mats: list, first: int, emit: OnEvent, mhash: str, stats, held_ports: bool,

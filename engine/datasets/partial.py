@@ -49,11 +49,13 @@ def stopped_line(out: Path, plan, count: int) -> str:
     return f"{out}: stopped before any flow was written; nothing was kept"
 
 
-def window_progress(emit, first: int, count: int, world: int):
-    """The sampler's per-call progress as progress of the whole run (one bar, not one per window)."""
+def window_progress(emit, first: int, count: int, world: int, candidates: int = 1):
+    """The sampler's per-call progress as progress of the whole run (one bar, not one per window);
+    with ``candidates`` draws per flow, a flow counts when its draws are done."""
     def on(ev):
         if isinstance(ev, TaskProgress):
-            emit(TaskProgress("generate", min(count, first + ev.done * world), count, "flows", "sampling"))
+            emit(TaskProgress("generate", min(count, first + int(ev.done // candidates) * world), count, "flows",
+                              "sampling"))
     return on
 
 

@@ -74,10 +74,16 @@ class Critic:
         return h[:, 0].astype(np.float64)
 
     def choose(self, label: str, mats: list[np.ndarray], rng: np.random.Generator) -> int:
-        """Index of the candidate drawn, with probability ``exp(logit)`` normalised over ``mats``."""
-        z = np.clip(self.logits(label, mats), -LOGIT, LOGIT)
-        p = np.exp(z - z.max())
-        return int(rng.choice(len(mats), p=p / p.sum()))
+        """Index of the candidate drawn from ``mats`` (:func:`draw` of their logits)."""
+        return draw(self.logits(label, mats), rng)
+
+
+def draw(z: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of the candidate drawn, with probability ``exp(logit)`` (clipped to +-:data:`LOGIT`)
+    normalised over the candidates' logits ``z``."""
+    z = np.clip(np.asarray(z, np.float64), -LOGIT, LOGIT)
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(z), p=p / p.sum()))
 
 
 def save_critic(d: str | os.PathLike, critic: Critic) -> Path:

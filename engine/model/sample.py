@@ -87,9 +87,6 @@ class SampleOptions:
         client_port_range: where an ephemeral (client) port of a held port pair is drawn from.
         precision: the model's matrix products, "fp32" or "bf16" (``None``: the machine's choice,
             :func:`engine.model.diffusion.sampling_precision`).
-        candidates: unguided flows of a class the checkpoint's critic knows are each drawn this
-            many times and one candidate is kept, picked by the critic (:mod:`engine.model.critic`);
-            1 = every flow as the model draws it.
     """
 
     seed: int = 0
@@ -108,7 +105,6 @@ class SampleOptions:
     palette_weight: float = 0.0
     client_port_range: tuple[int, int] = (49152, 65535)
     precision: str | None = None
-    candidates: int = 1
 
 
 @dataclass
@@ -307,9 +303,9 @@ class _Pending:
 
 
 def candidate_index(i: int, c: int, k: int) -> int:
-    """The index whose seeds candidate ``c`` of flow ``i`` draws from: candidate 0 is flow ``i``
-    itself (so ``candidates=1`` is the plain sampler); the others take negative indices, which
-    no request's flow has."""
+    """The index whose seeds candidate ``c`` of ``k`` of flow ``i`` draws from (``generate
+    --candidates``, :mod:`engine.model.critic`): candidate 0 is flow ``i`` itself, so one
+    candidate is the plain request; the others take negative indices, which no request's flow has."""
     return i if c == 0 else -(i * (k - 1) + c)
 
 
@@ -317,40 +313,6 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
                  guides: list[np.ndarray] | None = None, on_event: OnEvent | None = None,
                  cancel: CancelToken | None = None, stats: SampleStats | None = None) -> dict[int, np.ndarray]:
     """Sample the flows ``indices`` of a request; returns ``{index: (packets, width) int8}``.
-
-    With ``opts.candidates`` k > 1, an unguided request and a checkpoint critic that knows the
-    class (``model.critic``, :mod:`engine.model.critic`), each flow is drawn k times
-    (:func:`candidate_index`) and one is kept, drawn with the critic's weights from a generator
-    seeded by the flow's index: the result still depends on the index and the options only.
-    Progress counts kept flows.
-    """
-    k = int(opts.candidates)
-    critic = getattr(model, "critic", None)
-    if k <= 1 or guides or critic is None or not critic.knows(label):
-        return _sample_each(model, model_cfg, label, indices, opts, guides, on_event, cancel, stats)
-    emit = on_event or (lambda ev: None)
-
-    def scaled(ev):
-        if isinstance(ev, TaskStarted):
-            emit(TaskStarted(ev.task, len(indices), ev.unit))
-        elif isinstance(ev, TaskProgress):
-            emit(TaskProgress(ev.task, ev.done // k, len(indices), ev.unit, ev.detail))
-        else:
-            emit(ev)
-    virt = [candidate_index(i, c, k) for i in indices for c in range(k)]
-    got = _sample_each(model, model_cfg, label, virt, opts, None, scaled, cancel, stats)
-    out = {}
-    for i in indices:
-        cands = [got[candidate_index(i, c, k)] for c in range(k)]
-        rng = np.random.default_rng(flow_seed(opts.seed, i, -1))
-        out[i] = cands[critic.choose(label, cands, rng)]
-    return out
-
-
-def _sample_each(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
-                 guides: list[np.ndarray] | None = None, on_event: OnEvent | None = None,
-                 cancel: CancelToken | None = None, stats: SampleStats | None = None) -> dict[int, np.ndarray]:
-    """Sample the flows ``indices`` of a request (every one as the model draws it).
 
     Flows are snapped to {-1, 0, 1}, stripped of padding rows (wherever they are), cut at
     ``packets_max`` rows; flows shorter than ``packets_min`` (or not of ``transport``) are
