@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from engine.datasets.request import GenerationRequest
 from engine.errors import InputError
-from engine.model.critic import FILE, Critic, feature_names, fit_critic, load_critic, save_critic
+from engine.model.critic import FILE, MIN_REAL, Critic, feature_names, fit_critic, load_critic, save_critic
 
 from test_model import tiny_data, tiny_run  # noqa: F401  (fixtures)
 
@@ -27,7 +27,8 @@ def leaning_critic(classes: list[str], feature: str = "size_mean", weight: float
     w[0, j] = weight
     mean = np.zeros(F, np.float32)
     mean[j] = center
-    return Critic(list(classes), mean, np.full(F, scale, np.float32), [(w, np.zeros(1, np.float32))], {})
+    return Critic(list(classes), mean, np.full(F, scale, np.float32), [(w, np.zeros(1, np.float32))],
+                  {"flows": {c: [MIN_REAL, 100] for c in classes}})
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +118,32 @@ def test_a_hostile_critic_gets_one_line(tmp_path, change, why):
 
 
 def test_candidate_indices_are_distinct_and_keep_the_plain_flow():
-    from engine.model.sample import candidate_index
-    got = [candidate_index(i, c, 4) for i in range(50) for c in range(4)]
-    assert len(set(got)) == len(got)
-    assert [candidate_index(i, 0, 4) for i in range(50)] == list(range(50))
-    assert all(candidate_index(i, c, 4) < 0 for i in range(50) for c in range(1, 4))
+    from engine.model.sample import candidate_index, flow_of
+    for k in (2, 4, 7):
+        got = [candidate_index(i, c, k) for i in range(50) for c in range(k)]
+        assert len(set(got)) == len(got)
+        assert [candidate_index(i, 0, k) for i in range(50)] == list(range(50))
+        assert all(candidate_index(i, c, k) < 0 for i in range(50) for c in range(1, k))
+        assert all(flow_of(candidate_index(i, c, k), k) == i for i in range(50) for c in range(k))
+
+
+def test_candidates_keep_their_flows_shape(model_dir):
+    """A flow's candidates share its length and transport (the critic picks packets, not shapes),
+    and candidate 0 is the flow itself."""
+    from engine.model.checkpoint import load_model
+    from engine.model.sample import SampleOptions, candidate_index, flow_proto, sample_flows
+    model, cfg, _ = load_model(model_dir)
+    plain = sample_flows(model, cfg, "zoom", list(range(12)), SampleOptions(seed=4, steps=2, packets_max=16))
+    k = 3
+    opts = SampleOptions(seed=4, steps=2, packets_max=16, candidates=k)
+    cands = sample_flows(model, cfg, "zoom", [candidate_index(i, c, k) for i in range(12) for c in range(k)], opts)
+    assert len({len(m) for m in plain.values()}) > 1          # the shapes do differ between flows
+    for i in range(12):
+        assert np.array_equal(cands[i], plain[i])
+        for c in range(1, k):
+            m = cands[candidate_index(i, c, k)]
+            assert len(m) == len(plain[i]) and flow_proto(m) == flow_proto(plain[i])
+            assert not np.array_equal(m, plain[i])
 
 
 def _written(out: Path) -> list[np.ndarray]:
@@ -163,3 +185,25 @@ def test_generate_with_candidates(model_dir, tmp_path):
         assert len({fp(base), fp(k3, "c1"), fp(k3, "c2")}) == 3
     finally:
         (model_dir / FILE).unlink()
+
+
+def test_the_shipped_critic_is_the_shipped_models():
+    """The default checkpoint's critic knows every class and was fitted for its weights and tables:
+    a refit of either without a refit of the critic fails here (scripts/fit_critic.py)."""
+    import json
+    from engine.model.checkpoint import DEFAULT_MODEL_DIR, tables_hash, weights_hash
+    c = load_critic(DEFAULT_MODEL_DIR)
+    cfg = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert c is not None and c.classes == sorted(cfg["classes"])
+    assert c.info["weights"] == weights_hash(DEFAULT_MODEL_DIR) and c.info["tables"] == tables_hash(cfg)
+    assert 0.5 < c.info["holdout_auc"] < 1.0
+    # it picks for the evaluated classes, not for those with a handful of real flows
+    assert all(c.knows(x) for x in ("youtube", "zoom", "http", "netflix")) and not c.knows("tor")
+
+
+def test_few_real_flows_no_picking():
+    c = leaning_critic(["a", "b"])
+    c.info["flows"]["b"] = [MIN_REAL - 1, 100]
+    assert c.knows("a") and not c.knows("b") and not c.knows("zz")
+    c.info["flows"]["a"] = "junk"
+    assert not c.knows("a")

@@ -255,7 +255,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     if req.candidates > 1 and not picks and rank == 0:
         why = ("guided flows keep their real flow's shape" if guides else
                "the model has no critic (scripts/fit_critic.py fits one)" if critic is None else
-               f"the model's critic was not fitted on {req.label!r}")
+               f"the model's critic was not fitted on {req.label!r}, or on too few of its real flows")
         emit(Message("warning", f"candidates {req.candidates}: each flow is drawn once ({why})"))
     info = {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
             "candidates": req.candidates if picks else 1,
@@ -282,8 +282,9 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
     sopts = SampleOptions(seed=req.seed, steps=steps, guidance=guidance, packets_min=pmin, packets_max=pmax,
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
-                          client_port_range=tuple(req.client_port_range), precision=precision)
-    k = req.candidates if picks else 1
+                          client_port_range=tuple(req.client_port_range), precision=precision,
+                          candidates=req.candidates if picks else 1)
+    k = sopts.candidates
     held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers
     nproc = 1
     if world == 1 and str(dev) == "cpu":

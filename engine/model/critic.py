@@ -33,6 +33,9 @@ FORMAT = "netdiff-critic-1"
 #: a logit is clipped to +-LOGIT before it weighs a candidate: one outlier cannot take every draw
 LOGIT = 5.0
 HIDDEN = 64
+#: a class with fewer real training flows than this is not picked for: a critic fitted on a handful
+#: of real flows would pull every candidate towards those few (tor: 4, facebook: 7 in the shipped split)
+MIN_REAL = 30
 
 
 def feature_names() -> list[str]:
@@ -59,7 +62,10 @@ class Critic:
     info: dict
 
     def knows(self, label: str) -> bool:
-        return label in self.classes
+        """Whether it picks for ``label``: fitted on it, with :data:`MIN_REAL` real flows or more."""
+        n = (self.info.get("flows") or {}).get(label)
+        return label in self.classes and isinstance(n, list) and bool(n) and isinstance(n[0], int) \
+            and n[0] >= MIN_REAL
 
     def logits(self, label: str, mats: list[np.ndarray]) -> np.ndarray:
         """``(n,)``: the critic's logit for each flow of class ``label`` (higher = more real-like)."""
@@ -98,6 +104,8 @@ def save_critic(d: str | os.PathLike, critic: Critic) -> Path:
     out = Path(d) / FILE
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in t.items()}, tmp, metadata=meta)
+    from engine.outdir import current_umask
+    os.chmod(tmp, 0o666 & ~current_umask())        # safetensors writes 0600: others on a shared server could not read it
     os.replace(tmp, out)
     return out
 

@@ -87,6 +87,9 @@ class SampleOptions:
         client_port_range: where an ephemeral (client) port of a held port pair is drawn from.
         precision: the model's matrix products, "fp32" or "bf16" (``None``: the machine's choice,
             :func:`engine.model.diffusion.sampling_precision`).
+        candidates: draws per flow of the request (:func:`candidate_index`): a candidate takes
+            its flow's length and transport, so the critic that picks among them picks the
+            packets, not the shape (which the class's shape prior already matches).
     """
 
     seed: int = 0
@@ -105,6 +108,7 @@ class SampleOptions:
     palette_weight: float = 0.0
     client_port_range: tuple[int, int] = (49152, 65535)
     precision: str | None = None
+    candidates: int = 1
 
 
 @dataclass
@@ -271,6 +275,7 @@ def _shape_of(flow: tuple[int, int], pri: ClassPriors, opts: SampleOptions, guid
     i, a = flow
     if guides:
         return len(guides[assigned[i]][:min(opts.packets_max, L)]), 0
+    i = flow_of(i, opts.candidates)
     return draw_shape(pri.lengths, flow_seed(opts.seed, i, a), opts.packets_min, min(opts.packets_max, L), pri.want)
 
 
@@ -307,6 +312,14 @@ def candidate_index(i: int, c: int, k: int) -> int:
     --candidates``, :mod:`engine.model.critic`): candidate 0 is flow ``i`` itself, so one
     candidate is the plain request; the others take negative indices, which no request's flow has."""
     return i if c == 0 else -(i * (k - 1) + c)
+
+
+def flow_of(j: int, k: int) -> int:
+    """The flow whose candidate index (of ``k``) ``j`` is: the inverse of :func:`candidate_index`."""
+    if j >= 0 or k <= 1:
+        return j
+    n = -j
+    return (n - ((n - 1) % (k - 1) + 1)) // (k - 1)
 
 
 def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
