@@ -18,7 +18,6 @@ The shipped critic (eleventh session, 2 CPU cores):
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -36,15 +35,12 @@ from engine.model.data import load_split, load_table  # noqa: E402
 from engine.datasets.generate import generate  # noqa: E402
 from engine.datasets.request import GenerationRequest  # noqa: E402
 from engine.evaluate.data import load_labeled  # noqa: E402
+from scripts.refit_priors import checkpoint_parser  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="checkpoint directory (or run directory)")
-    ap.add_argument("--data", required=True, help="the encoded dataset it was trained on")
-    ap.add_argument("--split", default=str(ROOT / "configs" / "default_split.json"),
-                    help="the run's split.json (default: configs/default_split.json)")
-    ap.add_argument("--flows", type=int, default=256, help="flows sampled per class (default 256)")
+    ap = checkpoint_parser(__doc__)
+    ap.add_argument("--flows", type=int, default=256, help="flows generated per class (default 256)")
     ap.add_argument("--real", type=int, default=2048, help="training flows per class at most (default 2048)")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)

@@ -71,12 +71,19 @@ def twins_table(data: str, L: int, train: list[str], classes: list[str]) -> Flow
                      table.classes, table.files + [table.files[i] for i in idx])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def checkpoint_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a script that refits something of a checkpoint from its training flows
+    (this one, scripts/fit_critic.py): ``--model``, ``--data``, ``--split``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--model", required=True, help="checkpoint directory (or run directory)")
     ap.add_argument("--data", required=True, help="the encoded dataset it was trained on")
     ap.add_argument("--split", default=str(ROOT / "configs" / "default_split.json"),
                     help="the run's split.json (default: configs/default_split.json)")
+    return ap
+
+
+def main() -> None:
+    ap = checkpoint_parser(__doc__)
     ap.add_argument("--pcapng-twins", action="store_true",
                     help="read x_pcapng flows as the shipped model's encoding did (see the module doc)")
     ap.add_argument("--calibrate", action="store_true",

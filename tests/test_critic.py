@@ -207,3 +207,24 @@ def test_few_real_flows_no_picking():
     assert c.knows("a") and not c.knows("b") and not c.knows("zz")
     c.info["flows"]["a"] = "junk"
     assert not c.knows("a")
+
+
+def test_fit_critic_script_on_a_run(tiny_run, tiny_data, tmp_path):
+    """scripts/fit_critic.py end to end: generates flows per class, fits, writes a critic that
+    loads and names the weights and tables it was fitted for."""
+    import json
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from engine.model.checkpoint import tables_hash, weights_hash
+    d = tmp_path / "model"
+    shutil.copytree(tiny_run / "model", d)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_critic.py"), "--model", str(d), "--data",
+                        str(tiny_data), "--split", str(tiny_run / "split.json"), "--flows", "8", "--epochs", "5"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = load_critic(d)
+    cfg = json.loads((d / "config.json").read_text())
+    assert c.classes and set(c.classes) <= set(cfg["classes"])
+    assert c.info["weights"] == weights_hash(d) and c.info["tables"] == tables_hash(cfg)
+    assert all(n[1] == 8 for n in c.info["flows"].values())
