@@ -54,8 +54,8 @@ def window_progress(emit, first: int, count: int, world: int, candidates: int = 
     with ``candidates`` draws per flow, a flow counts when its draws are done."""
     def on(ev):
         if isinstance(ev, TaskProgress):
-            emit(TaskProgress("generate", min(count, first + int(ev.done // candidates) * world), count, "flows",
-                              "sampling"))
+            done = ev.done if candidates == 1 else ev.done / candidates     # fractions: SD's in-image progress
+            emit(TaskProgress("generate", min(count, first + done * world), count, "flows", "sampling"))
     return on
 
 
