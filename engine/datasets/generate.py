@@ -195,6 +195,8 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     check_request(req)
     if window < 1:
         raise InputError(None, f"window {window}: flows are written at least 1 at a time")
+    # a window's flows are held with all their candidates: memory stays a window's worth of draws
+    window = max(1, window // req.candidates)
     rank, world, state = _dist()
     lock, plan, err = None, None, None
     if rank == 0:
