@@ -146,6 +146,36 @@ def test_candidates_keep_their_flows_shape(model_dir):
             assert not np.array_equal(m, plain[i])
 
 
+def test_decoded_candidates_share_their_sample(model_dir, monkeypatch):
+    """--decodes D: the candidates of a group of D share the sample (taken once), the length and the
+    directions, and differ in what the field decoder draws; D = 1 is the plain candidates."""
+    import engine.model.sample as S
+    from engine.codec.layout import COL_DIR
+    from engine.model.checkpoint import load_model
+    model, cfg, _ = load_model(model_dir)
+    k, d, n = 4, 2, 6
+    idx = [S.candidate_index(i, c, k) for i in range(n) for c in range(k)]
+    assert [S.noise_index(j, k, 1) for j in idx] == idx
+    assert len({S.noise_index(j, k, d) for j in idx}) == n * k // d
+    assert all(S.noise_index(j, k, k) == S.flow_of(j, k) for j in idx)
+    plain = S.sample_flows(model, cfg, "zoom", idx, S.SampleOptions(seed=4, steps=2, packets_max=16, candidates=k))
+    sampled = []
+    real_sample = S.sample
+    monkeypatch.setattr(S, "sample", lambda *a, **kw: sampled.append(len(a[3])) or real_sample(*a, **kw))
+    opts = S.SampleOptions(seed=4, steps=2, packets_max=16, candidates=k, decodes=d)
+    got = S.sample_flows(model, cfg, "zoom", idx, opts)
+    assert sum(sampled) == n * k // d                      # one sample per group
+    differ = 0
+    for i in range(n):
+        assert np.array_equal(got[i], plain[i])            # candidate 0 is the flow itself
+        for c in range(k):
+            m, first = got[S.candidate_index(i, c, k)], got[S.candidate_index(i, c - c % d, k)]
+            assert len(m) == len(first) and np.array_equal(m[:, COL_DIR], first[:, COL_DIR])
+            differ += not np.array_equal(m, first)
+        assert np.array_equal(got[S.candidate_index(i, 2, k)], plain[S.candidate_index(i, 2, k)])
+    assert differ >= n                                      # the decoder's draws do differ
+
+
 def _written(out: Path) -> list[np.ndarray]:
     from engine.evaluate.data import load_labeled
     fs = load_labeled(out)
@@ -177,12 +207,21 @@ def test_generate_with_candidates(model_dir, tmp_path):
         assert len(a) == 24 and a == b
         picked = _written(tmp_path / "one")
         assert critic.logits("zoom", picked).mean() > critic.logits("zoom", plain).mean() + 1.0
+        # decoded candidates: the same, with the sample taken once per flow
+        dreq = GenerationRequest(label="zoom", count=24, model=str(model_dir), seed=2, steps=2, decodes=4)
+        d1 = generate(dreq, tmp_path / "d1", processes=1, window=10)
+        d2 = generate(dreq, tmp_path / "d2", processes=2, window=10)
+        assert d1["flows"] == d2["flows"] == 24
+        a = {p.name: p.read_bytes() for p in (tmp_path / "d1").rglob("*.pcap")}
+        assert a == {p.name: p.read_bytes() for p in (tmp_path / "d2").rglob("*.pcap")}
+        assert critic.logits("zoom", _written(tmp_path / "d1")).mean() > critic.logits("zoom", plain).mean()
         # one candidate keeps the fingerprint runs had before candidates existed; the critic is in it otherwise
         base = GenerationRequest(label="zoom", count=6)
         fp = lambda r, c=None: fingerprint(r, "w", 20, 1.0, None, 64, "fp32", "t", c)   # noqa: E731
         assert fp(base) == fp(base, "c1")
         k3 = GenerationRequest(label="zoom", count=6, candidates=3)
-        assert len({fp(base), fp(k3, "c1"), fp(k3, "c2")}) == 3
+        d3 = GenerationRequest(label="zoom", count=6, decodes=3)
+        assert len({fp(base), fp(k3, "c1"), fp(k3, "c2"), fp(d3, "c1"), fp(d3, "c2")}) == 5
     finally:
         (model_dir / FILE).unlink()
 

@@ -196,7 +196,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     if window < 1:
         raise InputError(None, f"window {window}: flows are written at least 1 at a time")
     # a window's flows are held with all their candidates: memory stays a window's worth of draws
-    window = max(1, window // req.candidates)
+    window = max(1, window // (req.candidates * req.decodes))
     rank, world, state = _dist()
     lock, plan, err = None, None, None
     if rank == 0:
@@ -253,14 +253,15 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
             emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
                                  f"strength {req.strength:g}"))
     critic = getattr(model, "critic", None)
-    picks = req.candidates > 1 and not guides and critic is not None and critic.knows(req.label)
-    if req.candidates > 1 and not picks and rank == 0:
+    picks = req.candidates * req.decodes > 1 and not guides and critic is not None and critic.knows(req.label)
+    if req.candidates * req.decodes > 1 and not picks and rank == 0:
         why = ("guided flows keep their real flow's shape" if guides else
                "the model has no critic (scripts/fit_critic.py fits one)" if critic is None else
                f"the model's critic was not fitted on {req.label!r}, or on too few of its real flows")
-        emit(Message("warning", f"candidates {req.candidates}: each flow is drawn once ({why})"))
+        emit(Message("warning", f"candidates {req.candidates}, decodes {req.decodes}: each flow is drawn "
+                                f"once ({why})"))
     info = {"model_dir": str(mdir), "model_hash": mhash, "steps": steps, "guidance": guidance,
-            "candidates": req.candidates if picks else 1,
+            "candidates": req.candidates if picks else 1, "decodes": req.decodes if picks else 1,
             "guides": None if not guides else {"from": str(req.like), "flows": len(guides),
                                                 "strength": req.strength, "values": req.like_values,
                                                 "split": req.like_split},
@@ -285,12 +286,13 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
                           client_port_range=tuple(req.client_port_range), precision=precision,
-                          candidates=req.candidates if picks else 1)
+                          candidates=req.candidates * req.decodes if picks else 1,
+                          decodes=req.decodes if picks else 1)
     k = sopts.candidates
     held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers
     nproc = 1
     if world == 1 and str(dev) == "cpu":
-        nproc = processes if processes else auto_processes((count - start) * k)
+        nproc = processes if processes else auto_processes((count - start) * (k // sopts.decodes))
         info["processes"] = nproc
     try:
         with (SamplePool(mdir, req.label, sopts, nproc, guides) if nproc > 1 else nullcontext()) as pool:

@@ -66,7 +66,9 @@ def fingerprint(req, mhash, steps, guidance, guides, window, precision: str = "f
     refit changes without touching the weights; ``critic``: the hash of the critic that picks
     among candidates (:func:`engine.model.critic.critic_hash`), when it does."""
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(req).items()}
-    if d.get("candidates", 1) == 1:      # runs of one candidate keep the fingerprints they had before
+    if d.get("decodes", 1) == 1:         # runs that decode once keep the fingerprints they had before
+        d.pop("decodes", None)
+    if d.get("candidates", 1) == 1 and "decodes" not in d:      # so do runs of one candidate
         d.pop("candidates", None)
     elif critic is not None:
         d["critic"] = critic

@@ -135,6 +135,9 @@ class GenerationRequest:
     candidates: int = _f(Int(1, 16), "Draw each flow this many times and keep the one the checkpoint's "
                          "critic finds most real-like (closer to real flows, that many times the sampling "
                          "time; unguided flows of classes the critic knows).", "sampling.candidates", 1)
+    decodes: int = _f(Int(1, 32), "Decode each drawn flow this many times (flow profile, field values, option "
+                      "lists) and let the checkpoint's critic keep one: cheap, the sample is taken once "
+                      "(with candidates: candidates x decodes in all).", "sampling.decodes", 1)
     like: str | None = _f(PathRef(), "Start each flow from a real flow of the class: a capture, a directory "
                           "of the class's captures, a labeled capture directory or a netdiff encode dataset.",
                           "sampling.like", None, form="main", placeholder="(optional) real captures to start from")

@@ -194,8 +194,10 @@ class SamplePool:
         """Queue ``indices``; returns a handle for :meth:`collect`. Submitting the next window before
         writing the current one keeps the workers busy while this process repairs and writes."""
         ids = []
-        for i in range(0, len(indices), CHUNK):
-            self.todo.append((self.next_id, indices[i:i + CHUNK]))
+        d = max(1, self.opts.decodes)
+        step = -(-CHUNK // d) * d       # a group of decoded candidates stays in one task: sampled once
+        for i in range(0, len(indices), step):
+            self.todo.append((self.next_id, indices[i:i + step]))
             ids.append(self.next_id)
             self.next_id += 1
         self._feed()

@@ -90,6 +90,10 @@ class SampleOptions:
         candidates: draws per flow of the request (:func:`candidate_index`): a candidate takes
             its flow's length and transport, so the critic that picks among them picks the
             packets, not the shape (which the class's shape prior already matches).
+        decodes: candidates decoded from one sample (:func:`noise_index`): candidate ``c`` shares
+            the noise, directions and ports of candidate ``c - c % decodes`` and differs in the
+            field decoder's draws only (flow profile, values, option lists), which cost ~2 % of
+            a sample; ``candidates`` is a multiple of it.
     """
 
     seed: int = 0
@@ -109,6 +113,7 @@ class SampleOptions:
     client_port_range: tuple[int, int] = (49152, 65535)
     precision: str | None = None
     candidates: int = 1
+    decodes: int = 1
 
 
 @dataclass
@@ -173,7 +178,8 @@ class _Batch:
     """One batch's flows and what each is held to."""
 
     chunk: list[tuple[int, int]]        # (flow index, attempt)
-    seeds: list[int]
+    seeds: list[int]                    # the field decoder's draws
+    noise: list[int]                    # the sample's noise, shape, directions, ports (:func:`noise_index`)
     rows: torch.Tensor | None = None    # (B, L) packet rows
     protos: torch.Tensor | None = None  # (B,) transport
     ports: list | None = None           # per flow (protocol, initiator port, responder port) or None
@@ -198,19 +204,19 @@ def _conditions(pri: ClassPriors, opts: SampleOptions, b: _Batch, guides, assign
             b.rows = presence_mask([len(m) for m in b.guides], L)
             b.protos = torch.tensor([pri.want or majority_proto(m) for m in b.guides])
             if pri.ports is not None:
-                b.ports = [guide_ports(m, pri.ports, s, opts.client_port_range) for m, s in zip(b.guides, b.seeds)]
+                b.ports = [guide_ports(m, pri.ports, s, opts.client_port_range) for m, s in zip(b.guides, b.noise)]
     elif pri.shape_input:
         shapes = b.shapes
         b.rows = presence_mask([n for n, _ in shapes], L)
         b.protos = torch.tensor([p for _, p in shapes])
         if pri.directions is not None:
-            k = [draw_initiators(pri.directions, s, n, p) for s, (n, p) in zip(b.seeds, shapes)]
+            k = [draw_initiators(pri.directions, s, n, p) for s, (n, p) in zip(b.noise, shapes)]
             b.initiators = torch.tensor([-1 if v is None else v for v in k])
             if pri.heads is not None:
                 b.heads = [None if v is None else draw_head(pri.heads, s, n, p, v)
-                           for v, s, (n, p) in zip(k, b.seeds, shapes)]
+                           for v, s, (n, p) in zip(k, b.noise, shapes)]
         if pri.ports is not None:
-            pairs = [draw_ports(pri.ports, s, n, p, opts.client_port_range) for s, (n, p) in zip(b.seeds, shapes)]
+            pairs = [draw_ports(pri.ports, s, n, p, opts.client_port_range) for s, (n, p) in zip(b.noise, shapes)]
             b.ports = [None if pp is None else (p, *pp) for pp, (_, p) in zip(pairs, shapes)]
     return b
 
@@ -227,11 +233,20 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         rows, init = rows[:, : b.length], None if init is None else init[:, : b.length]
     dirs = None
     if b.initiators is not None:
-        keys = gumbel_keys(b.seeds, pri.max_packets)[:, : rows.shape[1]]
+        keys = gumbel_keys(b.noise, pri.max_packets)[:, : rows.shape[1]]
         dirs = (b.initiators, keys if b.heads is None else head_keys(keys, b.heads))
-    x = sample(model, model_cfg["scheduler"], labels, b.seeds, opts.steps, opts.guidance, solver, rows=rows,
-               protos=b.protos, init=init, strength=opts.strength, ports=held, precision=opts.precision,
-               directions=dirs)
+    # candidates decoded from one sample share everything the sampler is given: sample it once
+    _, first, back = np.unique(np.asarray(b.noise, np.uint64), return_index=True, return_inverse=True)
+    one = None if len(first) == len(b.noise) else torch.from_numpy(first)
+
+    def sub(t):
+        return t if (t is None or one is None) else t[one]
+    x = sample(model, model_cfg["scheduler"], sub(labels), [b.noise[j] for j in first] if one is not None else b.noise,
+               opts.steps, opts.guidance, solver, rows=sub(rows), protos=sub(b.protos), init=sub(init),
+               strength=opts.strength, ports=sub(held), precision=opts.precision,
+               directions=None if dirs is None else (sub(dirs[0]), sub(dirs[1])))
+    if one is not None:
+        x = x[torch.from_numpy(back.reshape(-1))]
     sampled = x.shape[1]
     if pri.vocab:
         # each flow's draws come from its own seed, like its noise (a row's uniforms are the same
@@ -314,6 +329,16 @@ def candidate_index(i: int, c: int, k: int) -> int:
     return i if c == 0 else -(i * (k - 1) + c)
 
 
+def noise_index(j: int, k: int, d: int) -> int:
+    """The candidate index whose sample candidate index ``j`` (of ``k`` per flow, ``d`` decoded
+    from each sample) is decoded from: the first of its group of ``d``."""
+    if j >= 0 or d <= 1:
+        return j
+    i, n = flow_of(j, k), -j
+    c = (n - 1) % (k - 1) + 1
+    return candidate_index(i, c - c % d, k)
+
+
 def flow_of(j: int, k: int) -> int:
     """The flow whose candidate index (of ``k``) ``j`` is: the inverse of :func:`candidate_index`."""
     if j >= 0 or k <= 1:
@@ -370,8 +395,9 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
         if cancel is not None:
             cancel.check()
         chunk, length = pending.take(opts.batch_size)
-        b = _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk], length=length,
-                   shapes=[shape(f) for f in chunk])
+        b = _Batch(chunk, [flow_seed(opts.seed, i, a) for i, a in chunk],
+                   [flow_seed(opts.seed, noise_index(i, opts.candidates, opts.decodes), a) for i, a in chunk],
+                   length=length, shapes=[shape(f) for f in chunk])
         b = _conditions(pri, opts, b, guides, assigned, int(model.config.width))
         x = _denoise(model, model_cfg, pri, opts, b, solver)
         stats.drawn += len(chunk)
@@ -384,10 +410,10 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
             if not (short or wrong):
                 # a flow is one 5-tuple, so one transport: odd rows of another (or of none) are rewritten
                 m = force_transport(m, want if want is not None else majority_proto(m))
-                done[i] = _hold_ports(m, pri, opts, b.seeds[j], drawn)
+                done[i] = _hold_ports(m, pri, opts, b.noise[j], drawn)
                 continue
             if i not in best or _better(m, best[i][0], pmin, want):
-                best[i] = (m, b.seeds[j], drawn)
+                best[i] = (m, b.noise[j], drawn)
             if a + 1 < opts.max_attempts:
                 retry.append((i, a + 1))
                 stats.redrawn_short += int(short)
