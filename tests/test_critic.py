@@ -146,23 +146,24 @@ def test_candidates_keep_their_flows_shape(model_dir):
             assert not np.array_equal(m, plain[i])
 
 
-def test_decoded_candidates_share_their_sample(model_dir, monkeypatch):
+def test_decoded_candidates_share_their_sample(monkeypatch):
     """--decodes D: the candidates of a group of D share the sample (taken once), the length and the
-    directions, and differ in what the field decoder draws; D = 1 is the plain candidates."""
+    directions, and differ in what the field decoder draws; D = 1 is the plain candidates. (The
+    shipped model: its classes have flow profiles, whose choice the decoder shares too.)"""
     import engine.model.sample as S
     from engine.codec.layout import COL_DIR
-    from engine.model.checkpoint import load_model
-    model, cfg, _ = load_model(model_dir)
+    from engine.model.checkpoint import DEFAULT_MODEL_DIR, load_model
+    model, cfg, _ = load_model(DEFAULT_MODEL_DIR)
     k, d, n = 4, 2, 6
     idx = [S.candidate_index(i, c, k) for i in range(n) for c in range(k)]
     assert [S.noise_index(j, k, 1) for j in idx] == idx
     assert len({S.noise_index(j, k, d) for j in idx}) == n * k // d
     assert all(S.noise_index(j, k, k) == S.flow_of(j, k) for j in idx)
-    plain = S.sample_flows(model, cfg, "zoom", idx, S.SampleOptions(seed=4, steps=2, packets_max=16, candidates=k))
+    plain = S.sample_flows(model, cfg, "zoom", idx, S.SampleOptions(seed=4, steps=2, packets_max=24, candidates=k))
     sampled = []
     real_sample = S.sample
     monkeypatch.setattr(S, "sample", lambda *a, **kw: sampled.append(len(a[3])) or real_sample(*a, **kw))
-    opts = S.SampleOptions(seed=4, steps=2, packets_max=16, candidates=k, decodes=d)
+    opts = S.SampleOptions(seed=4, steps=2, packets_max=24, candidates=k, decodes=d)
     got = S.sample_flows(model, cfg, "zoom", idx, opts)
     assert sum(sampled) == n * k // d                      # one sample per group
     differ = 0
@@ -174,6 +175,12 @@ def test_decoded_candidates_share_their_sample(model_dir, monkeypatch):
             differ += not np.array_equal(m, first)
         assert np.array_equal(got[S.candidate_index(i, 2, k)], plain[S.candidate_index(i, 2, k)])
     assert differ >= n                                      # the decoder's draws do differ
+    # the decoder weighs a shared sample's evidence once: the same draws as decoding each on its own
+    real_decode, shared = S.decode_vocab, []
+    monkeypatch.setattr(S, "decode_vocab", lambda *a: shared.append(a[-1] is not None) or real_decode(*a[:-1], None))
+    alone = S.sample_flows(model, cfg, "zoom", idx, opts)
+    assert any(shared) and cfg["profiles"]["zoom"]          # the tiny model decodes with profiles
+    assert all(np.array_equal(alone[j], got[j]) for j in idx)
 
 
 def _written(out: Path) -> list[np.ndarray]:

@@ -361,6 +361,7 @@ class Profiles:
             c *= 1.0 - SMOOTH
             c += SMOOTH * base
             self.dist[n] = c                                              # (K, n_slots, V)
+        self.log_dist = {n: np.log(c) for n, c in self.dist.items()}      # every decoded row reads it
 
     def __len__(self) -> int:
         return len(self.log_flows)
@@ -376,7 +377,7 @@ class Profiles:
 
 
 def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u: np.ndarray,
-           weight: float = EVIDENCE, rows: float | None = None) -> np.ndarray:
+           weight: float = EVIDENCE, rows: float | None = None, of: np.ndarray | None = None) -> np.ndarray:
     """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
     ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight`` among the profiles of the
     flow's transport ``protos`` ``(B,)`` (all of them when the class has none of it), each span's
@@ -386,7 +387,10 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
     ``evidence``: ``(name, ll, flow, slot)`` entries (any number per span: rows in chunks), per
     present row of the span the model's log-likelihood of each vocabulary value ``(R, V)``, the
     row's flow ``(R,)`` and
-    :meth:`Profiles.slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets."""
+    :meth:`Profiles.slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets.
+
+    ``of`` ``(N,)``: draw for ``N`` flows, flow ``n`` with ``u[n]`` from the weights of flow ``of[n]``
+    of the ``B`` (decoded candidates of one sample share their evidence, ``generate --decodes``)."""
     B = len(lengths)
     logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
     same = prof.proto[None, :] == np.asarray(protos)[:, None]
@@ -407,6 +411,8 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
             term = term / np.maximum(lengths[flow], 1)[:, None]
         term = term * np.minimum(1.0, rows / np.maximum(lengths[flow], 1))[:, None]
         np.add.at(logp, flow, weight * term)
+    if of is not None:
+        logp, B = logp[of], len(of)
     w = np.exp(logp - logp.max(1, keepdims=True))
     cdf = np.cumsum(w, 1)
     pick = np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(1), len(prof) - 1)
@@ -416,7 +422,7 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
 def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: np.ndarray) -> np.ndarray:
     """``(R, V)`` log prior of the present rows of span ``name``: their flow's profile, their
     :meth:`Profiles.slot`."""
-    return np.log(prof.dist[name][pick[flow], d])
+    return prof.log_dist[name][pick[flow], d]
 
 
 def draw_pairs(prof: Profiles, name: str, pick: np.ndarray, ll: np.ndarray, flow: np.ndarray,

@@ -245,18 +245,21 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
                opts.steps, opts.guidance, solver, rows=sub(rows), protos=sub(b.protos), init=sub(init),
                strength=opts.strength, ports=sub(held), precision=opts.precision,
                directions=None if dirs is None else (sub(dirs[0]), sub(dirs[1])))
+    same = None
     if one is not None:
         x = x[torch.from_numpy(back.reshape(-1))]
+        same = first[back.reshape(-1)]
     sampled = x.shape[1]
     if pri.vocab:
-        # each flow's draws come from its own seed, like its noise (a row's uniforms are the same
-        # whatever bucket the flow is sampled in: drawn for all L rows, cut to the rows sampled)
-        u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((pri.max_packets, len(SPANS)))
-                      for s in b.seeds])[:, :sampled] if opts.vocab_draw else None
+        # each flow's draws come from its own seed, like its noise; a row's uniforms are the same
+        # whatever bucket the flow is sampled in (a generator fills row by row: the first rows of
+        # a draw for all L rows are a draw for the rows sampled)
+        u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((sampled, len(SPANS)))
+                      for s in b.seeds]) if opts.vocab_draw else None
         pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
         fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
-                         pri.profiles, fu, pri.calibration)
+                         pri.profiles, fu, pri.calibration, same)
         if pri.tcp_options is not None and not b.guides:      # a guided flow keeps its guide's lists
             decode_tcp_options(x, pri.tcp_options, None if u is None else u[..., TCP_OPTIONS_U])
     out = snap(x)

@@ -189,10 +189,15 @@ def _flow_lengths(flat: np.ndarray, L: int) -> np.ndarray:
 
 
 def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np.ndarray,
-                     lengths: np.ndarray, rows: float | None = None) -> np.ndarray:
+                     lengths: np.ndarray, rows: float | None = None, same: np.ndarray | None = None) -> np.ndarray:
     """Each flow's profile (:mod:`engine.model.profiles`), from the evidence of its packets (as
-    ``rows`` of them, :func:`engine.model.profiles.choose`) and its length ``lengths`` ``(B,)``."""
+    ``rows`` of them, :func:`engine.model.profiles.choose`) and its length ``lengths`` ``(B,)``;
+    flows that share a sample (``same``, :func:`decode`) weigh its evidence once."""
     from .profiles import choose
+    of = None
+    if same is not None:
+        firsts, of = np.unique(same, return_inverse=True)
+        flat, lengths = flat.reshape(-1, L, flat.shape[-1])[firsts].reshape(-1, flat.shape[-1]), lengths[firsts]
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
 
     def evidence():          # DECODE_ROWS rows at a time: memory is a chunk's (rows, values)
@@ -204,12 +209,13 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows)
+    return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows, of=of)
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
            palette_weight: float = 0.0, joint: dict | None = None, profiles=None,
-           flow_u: np.ndarray | None = None, calibration: dict | None = None) -> np.ndarray:
+           flow_u: np.ndarray | None = None, calibration: dict | None = None,
+           same: np.ndarray | None = None) -> np.ndarray:
     """Decode sampled flows ``x`` ``(B, L, width)`` (floats, before snapping) onto a class's
     vocabulary; every span that snaps to present in a row is replaced by a vocabulary value.
 
@@ -235,6 +241,10 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
 
     ``calibration`` (span -> ``(V,)`` log-weights, :mod:`engine.model.calibrate`) is added to
     the prior of unguided draws.
+
+    ``same`` ``(B,)``: for each flow the first flow whose soft bits are the same as its own
+    (candidates decoded from one sample, ``generate --decodes``): the model's evidence is then
+    computed once per sample; each flow still draws with its own uniforms.
     """
     x = np.array(x, np.float32, copy=True)
     flat = x.reshape(-1, x.shape[-1])
@@ -243,7 +253,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     if uf is not None and profiles is not None and flow_u is not None and not (palettes and palette_weight > 0):
         fu = np.asarray(flow_u, np.float64)
         flow_len = _flow_lengths(flat, x.shape[1])     # a profile may keep a flow's closing apart
-        chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0], flow_len)
+        chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0], flow_len,
+                                  same=same)
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
@@ -270,24 +281,41 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             pick = np.empty(len(every), np.int64)
             guided = palettes is not None and palette_weight > 0
             flow_prior = _palette_prior(v, n, name, palettes, palette_weight) if guided else None   # (B, V)
+            profiled = chosen is not None and name in profiles.dist and not guided
+            # decoded candidates of one sample (``same``): a row's evidence is the sample's, computed
+            # once; where nothing else differs (the row's profile aside), so are its weights
+            whole = same is not None and name not in PER_DIRECTION and allowed is None
+            L = x.shape[1]
             for a in range(0, len(every), step):
                 c = slice(a, a + step)
                 rows = every[c]
-                q = np.clip(p[c].astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
+                f = rows // L
+                rep = back = None
+                if same is not None:
+                    key = same[f] * L + rows % L
+                    if whole and profiled:
+                        key = key * len(profiles) + chosen[f]
+                    _, rep, back = np.unique(key, return_index=True, return_inverse=True)
+                    back = back.ravel()
+                q = np.clip((p[c] if rep is None else p[c][rep]).astype(np.float64), BIT_FLOOR, 1.0 - BIT_FLOOR)
+                ll = np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
+                wr = rows
+                if rep is not None and whole:
+                    wr = rows[rep]                      # the weights of these rows, drawn by every row
+                elif back is not None:
+                    ll = ll[back]
                 if guided:
-                    prior = flow_prior[rows // x.shape[1]]
-                elif chosen is not None and name in profiles.dist:
+                    prior = flow_prior[wr // L]
+                elif profiled:
                     from .profiles import row_prior
-                    f = rows // x.shape[1]
-                    prior = row_prior(profiles, name, chosen, f, profiles.slot(rows % x.shape[1], fwd[rows], flow_len[f]))
+                    prior = row_prior(profiles, name, chosen, wr // L, profiles.slot(wr % L, fwd[wr], flow_len[wr // L]))
                 else:
                     prior = np.log(n)[None, :]
                 if calibration and name in calibration and not guided:
                     prior = prior + calibration[name][None, :]
-                ll = np.log(q) @ V.T + np.log1p(-q) @ (1.0 - V).T
                 ur = uf[rows, si]
                 if name in PER_DIRECTION:
-                    ll, first, members, groups = _per_direction(ll, rows, fwd, x.shape[1])
+                    ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
                 logp = prior + ll
@@ -295,6 +323,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
                 cdf = np.cumsum(w, 1)
+                if rep is not None and whole:
+                    cdf = cdf[back]
                 got = np.minimum((cdf < (ur * cdf[:, -1])[:, None]).sum(1), len(v) - 1)
                 if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
                     from .profiles import draw_pairs
