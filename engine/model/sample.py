@@ -24,6 +24,7 @@ from engine.constants import PROTO_NUM, TCP, UDP
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, check_stop
 
+from engine.model.candidates import candidate_index, flow_of, noise_index  # noqa: F401  (the sampler's indices)
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
 from engine.model.directions import check_directions, check_heads, draw_head, draw_initiators, gumbel_keys, head_keys
@@ -323,31 +324,6 @@ class _Pending:
         for f in reversed(flows):
             self._front -= 1
             self._queues.setdefault(self._bucket(f), deque()).appendleft((self._front, f))
-
-
-def candidate_index(i: int, c: int, k: int) -> int:
-    """The index whose seeds candidate ``c`` of ``k`` of flow ``i`` draws from (``generate
-    --candidates``, :mod:`engine.model.critic`): candidate 0 is flow ``i`` itself, so one
-    candidate is the plain request; the others take negative indices, which no request's flow has."""
-    return i if c == 0 else -(i * (k - 1) + c)
-
-
-def noise_index(j: int, k: int, d: int) -> int:
-    """The candidate index whose sample candidate index ``j`` (of ``k`` per flow, ``d`` decoded
-    from each sample) is decoded from: the first of its group of ``d``."""
-    if j >= 0 or d <= 1:
-        return j
-    i, n = flow_of(j, k), -j
-    c = (n - 1) % (k - 1) + 1
-    return candidate_index(i, c - c % d, k)
-
-
-def flow_of(j: int, k: int) -> int:
-    """The flow whose candidate index (of ``k``) ``j`` is: the inverse of :func:`candidate_index`."""
-    if j >= 0 or k <= 1:
-        return j
-    n = -j
-    return (n - ((n - 1) % (k - 1) + 1)) // (k - 1)
 
 
 def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
