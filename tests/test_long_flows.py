@@ -167,6 +167,41 @@ def test_flows_are_sampled_over_their_length_bucket(long_model, monkeypatch):
     assert all(np.array_equal(runs[0][i], runs[1][i]) for i in range(4))
 
 
+@pytest.mark.parametrize("rows", [128, 256, 512, 3])
+def test_a_bucket_starts_from_the_first_rows_of_a_flows_noise(rows, monkeypatch):
+    """Sampling over a length bucket draws only its rows of noise, and they are the first rows of
+    the flow's noise over all 1024 (what a flow's bytes rest on: torch's randn filling in order);
+    a row count whose noise would not line up (3 rows) draws all rows and cuts."""
+    import torch
+    from engine.model import diffusion
+    W, L = 1105, MAX_FLOW_PACKETS
+    seeds = [0, 7, 2**62 + 11]
+    full = diffusion.initial_noise(seeds, (L, W))
+    drawn = []
+    real = diffusion.initial_noise
+    monkeypatch.setattr(diffusion, "initial_noise", lambda s, shape: drawn.append(shape) or real(s, shape))
+
+    class Stop(Exception):
+        pass
+
+    class Model(torch.nn.Module):
+        config = type("C", (), {"max_packets": L, "width": W, "num_classes": 1})()
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, *a):
+            assert torch.equal(x, got[0])
+            raise Stop
+    got = [full[:, :rows] * 1.0]
+    cfg = {"prediction_type": "sample", "num_train_timesteps": 1000}
+    with pytest.raises(Stop):
+        diffusion.sample(Model(), cfg, torch.zeros(3, dtype=torch.long), seeds, steps=2,
+                         rows=torch.ones(3, rows, dtype=torch.bool), precision="fp32")
+    assert drawn == [(rows if rows % 16 == 0 else L, W)]
+
+
 def _mixed_lengths(long_flows: Path, root: Path) -> Path:
     """A dataset of short flows (dns, 7-13 packets) and 1024-packet ones (zoom)."""
     from engine.datasets.encode import encode_files

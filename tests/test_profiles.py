@@ -352,3 +352,20 @@ def test_a_refit_changes_what_a_resume_must_match():
     req = GenerationRequest(label="zoom", count=3)
     fp = lambda c: fingerprint(req, "w", 20, 1.0, None, 64, "fp32", tables_hash(c))   # noqa: E731
     assert fp(cfg) != fp(other) and fp(cfg) == fp(cfg)
+
+
+def test_count_below_is_the_comparison_it_replaces():
+    """The decoder's draw (how many cumulative weights lie below a threshold) by binary search
+    counts what the (rows, values) comparison counts: ties, flat runs of zero weights, a masked
+    row (NaN), thresholds at a row's total, rows read through an index."""
+    from engine.model.vocab import count_below
+    rng = np.random.default_rng(3)
+    for V in (1, 2, 3, 7, 1024):
+        w = rng.random((300, V)) * (rng.random((300, V)) > 0.4)
+        w[0], w[1] = 0.0, np.nan
+        cdf = np.cumsum(w, 1)
+        of = rng.integers(0, 300, 900)
+        t = rng.random(900) * np.nan_to_num(cdf[of, -1], nan=1.0) * 1.1
+        t[:9] = cdf[of[:9], rng.integers(0, V, 9)]
+        assert np.array_equal(count_below(cdf, t, of), (cdf[of] < t[:, None]).sum(1))
+        assert np.array_equal(count_below(cdf, t[:300]), (cdf < t[:300, None]).sum(1))

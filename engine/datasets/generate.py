@@ -176,7 +176,7 @@ def _share(state, obj):
 
 
 def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
-             cancel: CancelToken | None = None, force: bool = False, batch_size: int = 64,
+             cancel: CancelToken | None = None, force: bool = False, batch_size: int | None = None,
              resume: bool = False, window: int = WINDOW, processes: int | None = None) -> dict:
     """Generate ``req.count`` flows of ``req.label`` into ``out_dir``; returns a summary dict.
 
@@ -196,7 +196,7 @@ def generate(req, out_dir: str | os.PathLike, on_event: OnEvent | None = None,
     if window < 1:
         raise InputError(None, f"window {window}: flows are written at least 1 at a time")
     # a window's flows are held with all their candidates: memory stays a window's worth of draws
-    window = max(1, window // (req.candidates * req.decodes))
+    window = max(1, window // req.draws)
     rank, world, state = _dist()
     lock, plan, err = None, None, None
     if rank == 0:
@@ -253,8 +253,8 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
             emit(Message("info", f"{len(guides)} real {req.label} flows to start from ({req.like}), "
                                  f"strength {req.strength:g}"))
     critic = getattr(model, "critic", None)
-    picks = req.candidates * req.decodes > 1 and not guides and critic is not None and critic.knows(req.label)
-    if req.candidates * req.decodes > 1 and not picks and rank == 0:
+    picks = req.draws > 1 and not guides and critic is not None and critic.knows(req.label)
+    if req.draws > 1 and not picks and rank == 0:
         why = ("guided flows keep their real flow's shape" if guides else
                "the model has no critic (scripts/fit_critic.py fits one)" if critic is None else
                f"the model's critic was not fitted on {req.label!r}, or on too few of its real flows")
@@ -286,7 +286,7 @@ def _generate(req, out: Path, plan, emit, cancel, batch_size, rank, world, state
                           transport=req.transport, batch_size=batch_size, field_vocab=req.field_vocab,
                           strength=req.strength, palette_weight=req.like_values,
                           client_port_range=tuple(req.client_port_range), precision=precision,
-                          candidates=req.candidates * req.decodes if picks else 1,
+                          candidates=req.draws if picks else 1,
                           decodes=req.decodes if picks else 1)
     k = sopts.candidates
     held = held_ports(model, mcfg, req.label, sopts) is not None     # the tables load in the samplers

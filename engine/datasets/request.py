@@ -165,6 +165,11 @@ class GenerationRequest:
                                "repair.allow_fragments", False, cli="--allow-fragments/--no-allow-fragments")
     extra: dict = field(default_factory=dict, compare=True)
 
+    @property
+    def draws(self) -> int:
+        """Candidates drawn per flow: ``candidates`` samples, each decoded ``decodes`` times."""
+        return self.candidates * self.decodes
+
 
 FIELDS: tuple = tuple(f for f in fields(GenerationRequest) if "spec" in f.metadata)
 BY_NAME: dict = {f.name: f for f in FIELDS}

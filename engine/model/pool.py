@@ -34,7 +34,7 @@ import numpy as np
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, check_stop
 
-CHUNK = 16                  # flows per task: small enough to balance, large enough for matrix products
+CHUNK = 16                  # samples per task: small enough to balance, large enough for matrix products
 FLOWS_PER_PROCESS = 48      # a worker costs a few seconds of start-up (torch import, model load)
 MEMORY_PER_PROCESS = 1.5e9  # a worker with a 16-flow chunk of 128 packets peaked at 0.61 GB; room for longer flows
 
@@ -194,8 +194,9 @@ class SamplePool:
         """Queue ``indices``; returns a handle for :meth:`collect`. Submitting the next window before
         writing the current one keeps the workers busy while this process repairs and writes."""
         ids = []
-        d = max(1, self.opts.decodes)
-        step = -(-CHUNK // d) * d       # a group of decoded candidates stays in one task: sampled once
+        # CHUNK samples per task: a group of decoded candidates stays in one task (sampled once),
+        # and a task of CHUNK candidates would give the denoiser CHUNK / decodes flows at a time
+        step = CHUNK * max(1, self.opts.decodes)
         for i in range(0, len(indices), step):
             self.todo.append((self.next_id, indices[i:i + step]))
             ids.append(self.next_id)

@@ -160,6 +160,23 @@ def _palette_prior(v: np.ndarray, n: np.ndarray, name: str, palettes: list, weig
     return np.log(out)
 
 
+def count_below(cdf: np.ndarray, t: np.ndarray, of: np.ndarray | None = None) -> np.ndarray:
+    """For each threshold ``t[r]``: how many entries of row ``of[r]`` (or ``r``) of ``cdf`` ``(R, V)``
+    (rows non-decreasing: cumulative sums of weights >= 0) are below it, i.e.
+    ``(cdf[of] < t[:, None]).sum(1)``, by a binary search over all rows at once: ``log2(V)`` passes
+    over ``(R,)`` instead of an ``(R, V)`` comparison (and, with ``of``, an ``(R, V)`` copy)."""
+    r = np.arange(len(t)) if of is None else of
+    lo, hi = np.zeros(len(t), np.int64), np.full(len(t), cdf.shape[1], np.int64)
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        below = cdf[r, np.minimum(mid, cdf.shape[1] - 1)] < t
+        lo = np.where(open_ & below, mid + 1, lo)
+        hi = np.where(open_ & ~below, mid, hi)
+
+
 def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray,
                    L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Group the flat rows ``rows`` (of flows of ``L`` rows) by flow and direction: returns each
@@ -323,9 +340,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
                 cdf = np.cumsum(w, 1)
-                if rep is not None and whole:
-                    cdf = cdf[back]
-                got = np.minimum((cdf < (ur * cdf[:, -1])[:, None]).sum(1), len(v) - 1)
+                of = back if (rep is not None and whole) else None
+                got = np.minimum(count_below(cdf, ur * cdf[of if of is not None else slice(None), -1], of),
+                                 len(v) - 1)
                 if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
                     from .profiles import draw_pairs
                     paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,

@@ -267,7 +267,7 @@ def generate_sd(req, out: Path, plan, emit: OnEvent, cancel: CancelToken | None,
     count = req.count
     emit(TaskStarted("generate", count, "flows"))
     t_s = time.time()
-    bs = None if batch_size in (None, 64) else batch_size     # 64: the native default; SD sizes its own
+    bs = batch_size       # None: SD sizes its own
     for a in range(start, count, window):
         check_stop()
         if cancel is not None:
