@@ -150,17 +150,25 @@ def test_balance_like_never_guides_by_test_flows(small_real, tmp_path):
     assert r.exit_code == 2 and "--strength needs --like" in r.output and "Traceback" not in r.output
 
 
-def test_balance_candidates_reach_every_request(small_real, tmp_path):
+def test_balance_candidates_and_decodes_reach_every_request(small_real, tmp_path, monkeypatch):
     gen = FakeGenerate(small_real)
-    bl.balance(small_real, 20, tmp_path / "bal", generate_fn=gen, candidates=3)
-    assert gen.calls and all(q.candidates == 3 for q in gen.calls)
+    bl.balance(small_real, 20, tmp_path / "bal", generate_fn=gen, sampling={"candidates": 3, "decodes": 2})
+    assert gen.calls and all((q.candidates, q.decodes) == (3, 2) for q in gen.calls)
     gen = FakeGenerate(small_real)
     bl.balance(small_real, 20, tmp_path / "bal2", generate_fn=gen)
-    assert gen.calls and all(q.candidates == 1 for q in gen.calls)
-    r = CliRunner().invoke(__import__("netdiff_tui.cli", fromlist=["main"]).main,
-                           ["balance", "--real", str(small_real), "--target", "5", "-o", str(tmp_path / "x"),
-                            "--candidates", "99"])
-    assert r.exit_code != 0 and "candidates" in r.output and "Traceback" not in r.output
+    assert gen.calls and all((q.candidates, q.decodes) == (1, 1) for q in gen.calls)
+    main = __import__("netdiff_tui.cli", fromlist=["main"]).main
+    gen = FakeGenerate(small_real)
+    real_balance = bl.balance
+    monkeypatch.setattr(bl, "balance", lambda *a, **k: real_balance(*a, **{**k, "generate_fn": gen}))
+    r = CliRunner().invoke(main, ["balance", "--real", str(small_real), "--target", "20", "-o",
+                                  str(tmp_path / "cli"), "--decodes", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    assert gen.calls and all((q.candidates, q.decodes) == (1, 4) for q in gen.calls)
+    for opt, bad in (("--candidates", "99"), ("--decodes", "0")):
+        r = CliRunner().invoke(main, ["balance", "--real", str(small_real), "--target", "5", "-o",
+                                      str(tmp_path / "x"), opt, bad])
+        assert r.exit_code != 0 and opt[2:] in r.output and "Traceback" not in r.output
 
 
 def test_balance_resumes_generated_classes(small_real, tmp_path):

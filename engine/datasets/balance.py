@@ -100,12 +100,15 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.balance"
 
 
+SAMPLING_OVERRIDES = {"candidates", "decodes"}     # request fields `balance` sets for every class
+
+
 def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLike,
             recipes_dir: str | os.PathLike | None = None, split: float | None = None, seed: int = 0,
             pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
             cancel: CancelToken | None = None, generate_fn: Callable | None = None,
             classes: list[str] | None = None, model: str | None = None, like: bool = False,
-            strength: float | None = None, candidates: int | None = None) -> dict:
+            strength: float | None = None, sampling: dict | None = None) -> dict:
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
@@ -114,7 +117,8 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         model: checkpoint for every class (default: each recipe's model).
         like: start every synthetic flow from a real flow of its class (train side only).
         strength: with ``like``, how far the real flows are noised (default: the request's).
-        candidates: draws per synthetic flow, the checkpoint's critic keeps one (default: each recipe's).
+        sampling: request fields set for every class instead of its recipe's: ``candidates`` (draws
+            per synthetic flow, the checkpoint's critic keeps one), ``decodes`` (decodings of each draw).
     """
     emit = on_event or (lambda e: None)
     out = Path(out)
@@ -126,11 +130,11 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     check_room(out)
     with OutputLock(out), user_paths(out):
         return _balance(real_dir, target, out, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
-                        generate_fn, classes, model, like, strength, candidates)
+                        generate_fn, classes, model, like, strength, sampling or {})
 
 
 def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
-             generate_fn, classes, model, like, strength, candidates) -> dict:
+             generate_fn, classes, model, like, strength, sampling: dict) -> dict:
     counts = count_flows(real_dir, cancel=cancel)
     if not counts:
         raise InputError(real_dir, "holds no flows")
@@ -158,8 +162,10 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
         req, where = request_for(cls, n, recipes_dir, seed)
         if model is not None:
             req = replace(req, model=model)
-        if candidates is not None:
-            req = replace(req, candidates=candidates)
+        bad = set(sampling) - SAMPLING_OVERRIDES
+        if bad:
+            raise ValueError(f"not a sampling override: {sorted(bad)}")
+        req = replace(req, **sampling)
         if like:
             req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),
                           **({} if strength is None else {"strength": strength}))
