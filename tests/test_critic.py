@@ -233,6 +233,36 @@ def test_generate_with_candidates(model_dir, tmp_path):
         (model_dir / FILE).unlink()
 
 
+def test_picks_judge_every_candidate_in_one_repair(model_dir):
+    """pick_candidates repairs all K candidates of a window in one call (a flow's candidates share
+    its 5-tuple there, so the port-moving flow_unique rule is off for it): the critic's picks are
+    those of repairing each candidate group on its own, as the flows are written."""
+    from types import SimpleNamespace
+    from engine.datasets.generate import _repair, make_metas, pick_candidates
+    from engine.model.checkpoint import load_model
+    from engine.model.critic import draw, flow_features
+    from engine.model.sample import SampleOptions, candidate_index, flow_seed, sample_flows
+    model, cfg, _ = load_model(model_dir)
+    k, n = 3, 8
+    req = GenerationRequest(label="zoom", count=n, seed=3, server_ports=(8801, 443))
+    flows = sample_flows(model, cfg, "zoom", [candidate_index(i, c, k) for i in range(n) for c in range(k)],
+                         SampleOptions(seed=3, steps=2, packets_max=24, candidates=k))
+    plan = SimpleNamespace(next_start=req.start_ns, width=2)
+    repaired = []                       # each candidate group on its own, as it is written
+    for c in range(k):
+        mats = [flows[candidate_index(i, c, k)].copy() for i in range(n)]
+        metas, sports, _ = make_metas(req, mats, 0, plan.next_start, plan.width, False)
+        repaired.append(_repair(req, mats, metas, lambda ev: None, sports)[0])
+    j = feature_names().index("size_mean")
+    center = float(np.median(flow_features(sum(repaired, []))[:, j]))
+    critic = leaning_critic(["dns", "zoom"], "size_mean", 1.0, center, 2.0)
+    z = np.stack([critic.logits("zoom", r) for r in repaired], axis=1)
+    assert (np.ptp(np.clip(z, -5, 5), axis=1) > 2).sum() >= n // 2     # the critic tells the candidates apart
+    want = [draw(z[i], np.random.default_rng(flow_seed(req.seed, i, -1))) for i in range(n)]
+    got = pick_candidates(req, critic, flows, 0, n, k, plan, False)
+    assert all(g is flows[candidate_index(i, c, k)] for i, (g, c) in enumerate(zip(got, want)))
+
+
 def test_the_shipped_critic_is_the_shipped_models():
     """The default checkpoint's critic knows every class and was fitted for its weights and tables:
     a refit of either without a refit of the critic fails here (scripts/fit_critic.py)."""

@@ -372,15 +372,22 @@ def pick_candidates(req, critic, flows: dict[int, np.ndarray], first: int, last:
     unrepaired: :func:`write_window` repairs it again, to the same bytes. Flow ``i``'s draw
     comes from its own generator, so its pick does not depend on the window or the processes.
     """
+    from dataclasses import replace
     from engine.model.critic import draw
     idx = range(first, last)
-    z = []
+    mats, metas, sports = [], [], []
     for c in range(k):
-        mats = [flows[candidate_index(i, c, k)].copy() for i in idx]     # make_metas writes the ports in
-        metas, sports, _ = make_metas(req, mats, first, plan.next_start, plan.width, held_ports)
-        mats, _, _ = _repair(req, mats, metas, lambda ev: None, sports)
-        z.append(critic.logits(req.label, mats))
-    z = np.stack(z, axis=1)                                                 # (flows, k)
+        mc = [flows[candidate_index(i, c, k)].copy() for i in idx]       # make_metas writes the ports in
+        me, sp, _ = make_metas(req, mc, first, plan.next_start, plan.width, held_ports)
+        mats += mc
+        metas += me
+        sports += sp
+    # every candidate in one repair: a flow's candidates share its 5-tuple, which flow_unique would
+    # move apart, and that rule only moves ports, which the critic does not read (it is per flow
+    # otherwise: the same bytes as repairing each candidate group on its own, k calls)
+    mats, _, _ = _repair(replace(req, disabled_rules=tuple(req.disabled_rules) + ("flow_unique",)),
+                         mats, metas, lambda ev: None, sports)
+    z = critic.logits(req.label, mats).reshape(k, len(idx)).T               # (flows, k)
     return [flows[candidate_index(i, draw(z[j], np.random.default_rng(flow_seed(req.seed, i, -1))), k)]
             for j, i in enumerate(idx)]
 
