@@ -143,7 +143,9 @@ def load_model(ref: str | os.PathLike | None, device: str | torch.device = "cpu"
         model.load_state_dict(sd)
     except Exception as e:   # safetensors header errors, shape mismatches
         raise InputError(d / WEIGHTS, f"cannot load weights: {e}") from None
-    model.to(device).eval()
+    # torch's own .to: diffusers' ModelMixin.to first imports its hooks, peft and transformers'
+    # model zoo (1.4 s of every sampling worker's start-up) to check for quantization this model has none of
+    torch.nn.Module.to(model, device).eval()
     from .critic import load_critic
     model.critic = load_critic(d)       # None without critic.safetensors (engine.model.critic)
     return model, cfg, d
