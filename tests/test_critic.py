@@ -304,3 +304,14 @@ def test_fit_critic_script_on_a_run(tiny_run, tiny_data, tmp_path):
     assert c.classes and set(c.classes) <= set(cfg["classes"])
     assert c.info["weights"] == weights_hash(d) and c.info["tables"] == tables_hash(cfg)
     assert all(n[1] == 8 for n in c.info["flows"].values())
+
+
+def test_a_call_holds_whole_groups_of_decoded_candidates():
+    """A sampler call takes whole groups of a sample's decoded candidates (else a sample would be
+    taken twice), up to CALL_CANDIDATES, and at least one group however many decodes."""
+    from engine.model.sample import CALL_CANDIDATES, batch_candidates
+    for batch in (1, 3, 16, 64):
+        for d in range(1, 33):
+            n = batch_candidates(batch, d)
+            assert n % d == 0 and d <= n <= max(CALL_CANDIDATES, d) and n // d <= batch
+    assert batch_candidates(16, 1) == 16 and batch_candidates(16, 8) == 64 and batch_candidates(64, 1) == 64
