@@ -118,7 +118,7 @@ def test_a_hostile_critic_gets_one_line(tmp_path, change, why):
 
 
 def test_candidate_indices_are_distinct_and_keep_the_plain_flow():
-    from engine.model.sample import candidate_index, flow_of
+    from engine.model.candidates import candidate_index, flow_of
     for k in (2, 4, 7):
         got = [candidate_index(i, c, k) for i in range(50) for c in range(k)]
         assert len(set(got)) == len(got)
@@ -131,7 +131,8 @@ def test_candidates_keep_their_flows_shape(model_dir):
     """A flow's candidates share its length and transport (the critic picks packets, not shapes),
     and candidate 0 is the flow itself."""
     from engine.model.checkpoint import load_model
-    from engine.model.sample import SampleOptions, candidate_index, flow_proto, sample_flows
+    from engine.model.candidates import candidate_index
+    from engine.model.sample import SampleOptions, flow_proto, sample_flows
     model, cfg, _ = load_model(model_dir)
     plain = sample_flows(model, cfg, "zoom", list(range(12)), SampleOptions(seed=4, steps=2, packets_max=16))
     k = 3
@@ -152,13 +153,14 @@ def test_decoded_candidates_share_their_sample(monkeypatch):
     shipped model: its classes have flow profiles, whose choice the decoder shares too.)"""
     import engine.model.sample as S
     from engine.codec.layout import COL_DIR
+    from engine.model.candidates import candidate_index, flow_of, noise_index
     from engine.model.checkpoint import DEFAULT_MODEL_DIR, load_model
     model, cfg, _ = load_model(DEFAULT_MODEL_DIR)
     k, d, n = 4, 2, 6
-    idx = [S.candidate_index(i, c, k) for i in range(n) for c in range(k)]
-    assert [S.noise_index(j, k, 1) for j in idx] == idx
-    assert len({S.noise_index(j, k, d) for j in idx}) == n * k // d
-    assert all(S.noise_index(j, k, k) == S.flow_of(j, k) for j in idx)
+    idx = [candidate_index(i, c, k) for i in range(n) for c in range(k)]
+    assert [noise_index(j, k, 1) for j in idx] == idx
+    assert len({noise_index(j, k, d) for j in idx}) == n * k // d
+    assert all(noise_index(j, k, k) == flow_of(j, k) for j in idx)
     plain = S.sample_flows(model, cfg, "zoom", idx, S.SampleOptions(seed=4, steps=2, packets_max=24, candidates=k))
     sampled = []
     real_sample = S.sample
@@ -170,10 +172,10 @@ def test_decoded_candidates_share_their_sample(monkeypatch):
     for i in range(n):
         assert np.array_equal(got[i], plain[i])            # candidate 0 is the flow itself
         for c in range(k):
-            m, first = got[S.candidate_index(i, c, k)], got[S.candidate_index(i, c - c % d, k)]
+            m, first = got[candidate_index(i, c, k)], got[candidate_index(i, c - c % d, k)]
             assert len(m) == len(first) and np.array_equal(m[:, COL_DIR], first[:, COL_DIR])
             differ += not np.array_equal(m, first)
-        assert np.array_equal(got[S.candidate_index(i, 2, k)], plain[S.candidate_index(i, 2, k)])
+        assert np.array_equal(got[candidate_index(i, 2, k)], plain[candidate_index(i, 2, k)])
     assert differ >= n                                      # the decoder's draws do differ
     # the decoder weighs a shared sample's evidence once: the same draws as decoding each on its own
     real_decode, shared = S.decode_vocab, []
@@ -241,7 +243,8 @@ def test_picks_judge_every_candidate_in_one_repair(model_dir):
     from engine.datasets.generate import _repair, make_metas, pick_candidates
     from engine.model.checkpoint import load_model
     from engine.model.critic import draw, flow_features
-    from engine.model.sample import SampleOptions, candidate_index, flow_seed, sample_flows
+    from engine.model.candidates import candidate_index
+    from engine.model.sample import SampleOptions, flow_seed, sample_flows
     model, cfg, _ = load_model(model_dir)
     k, n = 3, 8
     req = GenerationRequest(label="zoom", count=n, seed=3, server_ports=(8801, 443))
@@ -309,7 +312,7 @@ def test_fit_critic_script_on_a_run(tiny_run, tiny_data, tmp_path):
 def test_a_call_holds_whole_groups_of_decoded_candidates():
     """A sampler call takes whole groups of a sample's decoded candidates (else a sample would be
     taken twice), up to CALL_CANDIDATES, and at least one group however many decodes."""
-    from engine.model.sample import CALL_CANDIDATES, batch_candidates
+    from engine.model.batches import CALL_CANDIDATES, batch_candidates
     for batch in (1, 3, 16, 64):
         for d in range(1, 33):
             n = batch_candidates(batch, d)

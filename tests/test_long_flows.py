@@ -269,9 +269,9 @@ def test_two_processes_train_over_length_buckets(long_flows, tmp_path):
 def test_pending_flows_batch_by_bucket_in_order_with_redraws_first():
     """The sampler's queue: a batch is up to ``size`` flows of the first waiting flow's bucket,
     in request order; redrawn flows wait before every other (as a list scanned per batch did)."""
-    from engine.model.sample import _Pending
+    from engine.model.batches import Pending
     bucket = {(i, a): (128, 1024, 256)[i % 3] for i in range(20) for a in range(3)}.__getitem__
-    q = _Pending([(i, 0) for i in range(20)], bucket)
+    q = Pending([(i, 0) for i in range(20)], bucket)
     assert q.take(4) == ([(0, 0), (3, 0), (6, 0), (9, 0)], 128)
     q.redraw([(3, 1), (1, 1)])
     assert q.take(4) == ([(3, 1), (12, 0), (15, 0), (18, 0)], 128)

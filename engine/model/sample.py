@@ -10,7 +10,6 @@ flow indices (``i % world == rank``).
 
 from __future__ import annotations
 
-from collections import deque
 
 import hashlib
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from engine.constants import PROTO_NUM, TCP, UDP
 from engine.errors import InputError
 from engine.progress import CancelToken, OnEvent, TaskProgress, TaskStarted, check_stop
 
-from engine.model.candidates import candidate_index, flow_of, noise_index  # noqa: F401  (the sampler's indices)
+from engine.model.batches import CPU_BATCH, GPU_BATCH, Pending, batch_candidates
+from engine.model.candidates import flow_of, noise_index
 from engine.model.guide import assign_guides
 from engine.model.diffusion import cut_at_padding, sample, snap
 from engine.model.directions import check_directions, check_heads, draw_head, draw_initiators, gumbel_keys, head_keys
@@ -76,7 +76,8 @@ class SampleOptions:
             (up to ``max_attempts`` times) when shorter than ``packets_min``.
         transport: "tcp", "udp", "icmp" or "any"; a flow of another transport is drawn again.
         batch_size: samples denoised together, each with its ``decodes`` candidates (``None``:
-            :data:`CPU_BATCH` on a CPU, :data:`GPU_BATCH` on a GPU; :func:`batch_candidates`).
+            :data:`~engine.model.batches.CPU_BATCH` on a CPU, ``GPU_BATCH`` on a GPU;
+            :func:`engine.model.batches.batch_candidates`).
         length_prior: draw each flow's length and transport from the class's training flows
             (:mod:`engine.model.lengths`; ``presence_input`` checkpoints with a ``lengths`` table).
         field_vocab: decode header fields onto the class's values (:mod:`engine.model.vocab`;
@@ -89,10 +90,10 @@ class SampleOptions:
         client_port_range: where an ephemeral (client) port of a held port pair is drawn from.
         precision: the model's matrix products, "fp32" or "bf16" (``None``: the machine's choice,
             :func:`engine.model.diffusion.sampling_precision`).
-        candidates: draws per flow of the request (:func:`candidate_index`): a candidate takes
+        candidates: draws per flow of the request (:func:`engine.model.candidates.candidate_index`): a candidate takes
             its flow's length and transport, so the critic that picks among them picks the
             packets, not the shape (which the class's shape prior already matches).
-        decodes: candidates decoded from one sample (:func:`noise_index`): candidate ``c`` shares
+        decodes: candidates decoded from one sample (:func:`engine.model.candidates.noise_index`): candidate ``c`` shares
             the noise, directions and ports of candidate ``c - c % decodes`` and differs in the
             field decoder's draws only (flow profile, values, option lists), which cost ~2 % of
             a sample; ``candidates`` is a multiple of it.
@@ -116,21 +117,6 @@ class SampleOptions:
     precision: str | None = None
     candidates: int = 1
     decodes: int = 1
-
-
-# One process, bf16, youtube flows of 128 packets: 64 flows take 5.2 s in batches of 16 and 6.7 s in
-# one batch of 64 (a step's elementwise passes over (16, 128, 1105) stay in cache); 32 flows with
-# 8 decodes each take 3.2 s in calls of 8 samples (64 candidates), 4.1 s in calls of 16 (the
-# decoder's passes over 128 candidates spill). A GPU wants wide batches.
-CPU_BATCH, GPU_BATCH = 16, 64
-CALL_CANDIDATES = 64        # candidates decoded per call (and the memory bound: 64 flows of up to 1024 rows)
-
-
-def batch_candidates(batch: int, decodes: int) -> int:
-    """Candidates per sampler call: up to ``batch`` samples with their ``decodes`` each (a sample's
-    candidates go in one call, so it is sampled once), at most :data:`CALL_CANDIDATES` unless one
-    sample's decodes are more."""
-    return decodes * max(1, min(batch, CALL_CANDIDATES // decodes))
 
 
 @dataclass
@@ -196,7 +182,7 @@ class _Batch:
 
     chunk: list[tuple[int, int]]        # (flow index, attempt)
     seeds: list[int]                    # the field decoder's draws
-    noise: list[int]                    # the sample's noise, shape, directions, ports (:func:`noise_index`)
+    noise: list[int]                    # the sample's noise, shape, directions, ports (:func:`engine.model.candidates.noise_index`)
     rows: torch.Tensor | None = None    # (B, L) packet rows
     protos: torch.Tensor | None = None  # (B,) transport
     ports: list | None = None           # per flow (protocol, initiator port, responder port) or None
@@ -314,34 +300,6 @@ def _shape_of(flow: tuple[int, int], pri: ClassPriors, opts: SampleOptions, guid
     return draw_shape(pri.lengths, flow_seed(opts.seed, i, a), opts.packets_min, min(opts.packets_max, L), pri.want)
 
 
-class _Pending:
-    """Flows waiting to be sampled, queued per length bucket in request order: the next batch is
-    up to ``size`` flows of the first waiting flow's bucket (a batch is of one bucket), and
-    redraws go to the front. (Scanning one list for each batch cost O(flows^2 / batch).)"""
-
-    def __init__(self, flows: list, bucket):
-        self._bucket = bucket
-        self._queues: dict[int, deque] = {}
-        self._front = 0
-        for n, f in enumerate(flows):
-            self._queues.setdefault(bucket(f), deque()).append((n, f))
-
-    def __bool__(self) -> bool:
-        return any(self._queues.values())
-
-    def take(self, size: int) -> tuple[list, int]:
-        """The next batch and its bucket."""
-        _, first = min((q[0][0], b) for b, q in self._queues.items() if q)
-        q = self._queues[first]
-        return [q.popleft()[1] for _ in range(min(size, len(q)))], first
-
-    def redraw(self, flows: list) -> None:
-        """Queue ``flows`` before every waiting flow, in their order."""
-        for f in reversed(flows):
-            self._front -= 1
-            self._queues.setdefault(self._bucket(f), deque()).appendleft((self._front, f))
-
-
 def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: SampleOptions,
                  guides: list[np.ndarray] | None = None, on_event: OnEvent | None = None,
                  cancel: CancelToken | None = None, stats: SampleStats | None = None) -> dict[int, np.ndarray]:
@@ -384,7 +342,7 @@ def sample_flows(model, model_cfg: dict, label: str, indices: list[int], opts: S
     def bucket(f: tuple[int, int]) -> int:
         sh = shape(f)
         return pri.max_packets if sh is None else length_bucket(sh[0], pri.max_packets)
-    pending = _Pending([(i, 0) for i in indices], bucket)
+    pending = Pending([(i, 0) for i in indices], bucket)
     bs = opts.batch_size or (CPU_BATCH if next(model.parameters()).device.type == "cpu" else GPU_BATCH)
     while pending:
         check_stop()
