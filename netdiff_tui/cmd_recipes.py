@@ -11,6 +11,7 @@ import click
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
 from netdiff_tui.detach import detachable
+from engine.datasets.request import SAMPLING_OVERRIDES
 from netdiff_tui.request_options import request_options
 
 
@@ -204,7 +205,7 @@ def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, 
 @click.option("--split", type=float, default=None, help="Hold out this fraction of real flows as test first.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pcapng", is_flag=True)
-@request_options(only=("model", "candidates", "decodes"), show_defaults=False)
+@request_options(only=("model", *SAMPLING_OVERRIDES), show_defaults=False)
 @click.option("--like", "like_flag", is_flag=True, help="Start every synthetic flow from a real flow of its class "
                                                        "(with --split: from the train side only).")
 @request_options(only=("strength",), show_defaults=False)
@@ -223,7 +224,7 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, li
     from engine.datasets.balance import balance
     from netdiff_tui.request_options import given
     # only the request options it declares: its own --seed (the split's) is no request field
-    over = given(click.get_current_context(), only=("model", "candidates", "decodes", "strength"))
+    over = given(click.get_current_context(), only=("model", *SAMPLING_OVERRIDES, "strength"))
     # None is "each recipe's model" to balance(): a typed "default" means the shipped model for all
     model = (over["model"] or "default") if "model" in over else None
     strength, like = over.get("strength"), like_flag
@@ -233,7 +234,7 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, li
         s = balance(real, target, out, recipes_dir=recipes_dir, split=split, seed=seed, pcapng=pcapng,
                     force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None,
                     model=model, like=like, strength=strength,
-                    sampling={k: over[k] for k in ("candidates", "decodes") if k in over})
+                    sampling={k: over[k] for k in SAMPLING_OVERRIDES if k in over})
     if not quiet:
         click.echo(f"target {s['target']} flows per class" + (" (train split)" if split else ""))
         for c, n in s["generated"].items():

@@ -35,7 +35,7 @@ from engine.datasets.export import ExportOptions, export, n_test, scan_inputs
 from engine.codec.flows import FlowConfig
 from engine.codec.pipeline import encode_capture
 from engine.progress import CancelToken, Message, OnEvent
-from engine.datasets.request import GenerationRequest
+from engine.datasets.request import SAMPLING_OVERRIDES, GenerationRequest
 
 
 def count_flows(real_dir: str | os.PathLike, cfg: FlowConfig = FlowConfig(),
@@ -100,9 +100,6 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.balance"
 
 
-SAMPLING_OVERRIDES = {"candidates", "decodes"}     # request fields `balance` sets for every class
-
-
 def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLike,
             recipes_dir: str | os.PathLike | None = None, split: float | None = None, seed: int = 0,
             pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
@@ -127,6 +124,9 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         raise InputError(out, "output directory exists and is not empty (use --force to replace it)")
     if split is not None and not 0 < split < 1:
         raise InputError(None, f"--split must be between 0 and 1 (exclusive), got {split}")
+    bad = set(sampling or {}) - set(SAMPLING_OVERRIDES)
+    if bad:
+        raise ValueError(f"not a sampling override: {sorted(bad)}")
     check_room(out)
     with OutputLock(out), user_paths(out):
         return _balance(real_dir, target, out, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
@@ -162,9 +162,6 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
         req, where = request_for(cls, n, recipes_dir, seed)
         if model is not None:
             req = replace(req, model=model)
-        bad = set(sampling) - SAMPLING_OVERRIDES
-        if bad:
-            raise ValueError(f"not a sampling override: {sorted(bad)}")
         req = replace(req, **sampling)
         if like:
             req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),

@@ -172,6 +172,8 @@ class GenerationRequest:
 
 
 FIELDS: tuple = tuple(f for f in fields(GenerationRequest) if "spec" in f.metadata)
+#: the sampling fields `netdiff balance` may set for every class's request (its recipe's otherwise)
+SAMPLING_OVERRIDES = ("candidates", "decodes")
 BY_NAME: dict = {f.name: f for f in FIELDS}
 
 
