@@ -39,6 +39,7 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get, uint_to_bits
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
+from engine.model.vocab import draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
 PROFILED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
@@ -414,8 +415,7 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
     if of is not None:
         logp, B = logp[of], len(of)
     w = np.exp(logp - logp.max(1, keepdims=True))
-    cdf = np.cumsum(w, 1)
-    pick = np.minimum((cdf < (u * cdf[:, -1])[:, None]).sum(1), len(prof) - 1)
+    pick = draw_index(w, u)
     return np.where(w[np.arange(B), pick] > 0, pick, w.argmax(1))      # never a masked profile
 
 
@@ -458,11 +458,10 @@ def draw_pairs(prof: Profiles, name: str, pick: np.ndarray, ll: np.ndarray, flow
     logp = np.where(fit, logw[pick] + ev[f, 0, a[None, :]] + ev[f, 1, b[None, :]], -np.inf)
     logp[~ok] = 0.0
     w = np.exp(logp - logp.max(1, keepdims=True))
-    cdf = np.cumsum(w, 1)
     uf = np.zeros(B)
     first, at = np.unique(flow, return_index=True)
     uf[first] = u[at]                                # each flow's first group's uniform
-    got = np.minimum((cdf < (uf * cdf[:, -1])[:, None]).sum(1), len(a) - 1)
+    got = draw_index(w, uf)
     val = np.where(direction == 0, a[got[flow]], b[got[flow]])
     return np.where(ok[flow], val, -1)
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
 from engine.errors import InputError
+from engine.model.vocab import draw_index
 from engine.repair import options as op
 
 ROLES = ("syn", "synack", "other")
@@ -190,9 +191,7 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
         if uf is None:
             pick = logp.argmax(1)
         else:
-            w = np.exp(logp - logp.max(1, keepdims=True))
-            cdf = np.cumsum(w, 1)
-            pick = np.minimum((cdf < (uf[rows[first]] * cdf[:, -1])[:, None]).sum(1), len(targets) - 1)
+            pick = draw_index(np.exp(logp - logp.max(1, keepdims=True)), uf[rows[first]])
         pick = pick[members]
         if not other:
             f = rows // L

@@ -177,6 +177,16 @@ def count_below(cdf: np.ndarray, t: np.ndarray, of: np.ndarray | None = None) ->
         hi = np.where(open_ & ~below, mid, hi)
 
 
+def draw_index(w: np.ndarray, u: np.ndarray, of: np.ndarray | None = None) -> np.ndarray:
+    """For each uniform ``u[r]`` in [0, 1): the index drawn from the weights (>= 0) of row ``of[r]``
+    (or ``r``) of ``w`` ``(R, V)``: the first whose cumulative weight is not below ``u[r]`` times
+    the row's total (the last, should rounding leave none). Every draw of the decoder and of
+    the flow profiles goes through it."""
+    cdf = np.cumsum(w, 1)
+    total = cdf[:, -1] if of is None else cdf[of, -1]
+    return np.minimum(count_below(cdf, u * total, of), w.shape[1] - 1)
+
+
 def _per_direction(ll: np.ndarray, rows: np.ndarray, fwd: np.ndarray,
                    L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Group the flat rows ``rows`` (of flows of ``L`` rows) by flow and direction: returns each
@@ -339,10 +349,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 if allowed is not None:
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
-                cdf = np.cumsum(w, 1)
-                of = back if (rep is not None and whole) else None
-                got = np.minimum(count_below(cdf, ur * cdf[of if of is not None else slice(None), -1], of),
-                                 len(v) - 1)
+                got = draw_index(w, ur, back if (rep is not None and whole) else None)
                 if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
                     from .profiles import draw_pairs
                     paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,
