@@ -45,16 +45,27 @@ TABS = (("models", "Models"), ("recipes", "Recipes"), ("jobs", "Jobs"), ("report
         ("export", "Export"), ("generate", "Generate"))
 
 
+#: how long a worker's result waits for the widgets it feeds to be composed before that is an error
+SETTLE_S = 5.0
+
+
 def while_open(handler):
-    """A worker's result that arrives while the console closes (its tabs already gone) is dropped."""
+    """A worker's result that arrives while the console closes (its tabs already gone) is dropped;
+    one that arrives before the pane it feeds has composed its widgets (a fast scan at start-up:
+    the pane is in the DOM, its table not yet) is handled again after the next refresh, for up to
+    :data:`SETTLE_S`."""
     @functools.wraps(handler)
-    def run(self, message):
+    def run(self, message, since: float | None = None):
         if self._exit or not self.screen_stack:
             return None
         try:
             return handler(self, message)
         except NoMatches:
             if self._exit:
+                return None
+            now = time.monotonic()
+            if since is None or now - since < SETTLE_S:
+                self.call_after_refresh(run, self, message, now if since is None else since)
                 return None
             raise
     return run

@@ -106,6 +106,30 @@ async def test_tabs_switch_with_keys(settings):
 
 
 @sync
+async def test_a_result_waits_for_the_pane_it_feeds(settings):
+    """A job scan that finishes before the Jobs pane has composed its table (start-up on a busy
+    machine: it once failed the tab test) is shown when the table is there, not an error."""
+    from netdiff_tui.screens.jobs import JobsPane
+    from netdiff_tui.screens.messages import JobsLoaded
+    from netdiff_tui.widgets.table import Table
+    app = make_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.main(JobsPane)
+        await wait_for(pilot, lambda: bool(pane.query("#jobs-table")))
+        left = pane.query_one("#jobs-left")
+        await pane.query_one("#jobs-table").remove()
+        jobs = []
+        app.post_message(JobsLoaded(jobs))
+        await pilot.pause()
+        assert pane.jobs is not jobs                 # not shown yet: the table is gone
+        t = Table(id="jobs-table", cursor_type="row")
+        t.add_columns("job", "kind", "status", "started")
+        await left.mount(t, before=0)
+        await wait_for(pilot, lambda: pane.jobs is jobs)
+        assert app.is_running
+
+
+@sync
 async def test_every_binding_has_an_id(settings):
     """Every class of the console's screen modules that binds keys (found by the help screen) names each binding."""
     from netdiff_tui.screens.dialogs import binding_classes
