@@ -35,6 +35,8 @@ without recalibrating:
 The tenth session's TTL pairs and lighter evidence in the choice of profile change which
 profiles the calibration samples under, so the shipped tables were refitted whole (the
 command above with ``--calibrate``, 6 min); it rewrites the shipped config.json byte for byte.
+The fourteenth session's eight-packet heads and head slots, lighter head evidence and closing
+slots refitted them whole the same way (8 min), then the critic (``scripts/fit_critic.py``).
 """
 
 from __future__ import annotations
@@ -94,9 +96,9 @@ def main() -> None:
                     help="refit only these tables (comma-separated config keys, e.g. tcp_options) and keep the "
                          "others and the calibration: for a table added after the checkpoint's were fitted "
                          "that the calibrated spans do not depend on")
-    ap.add_argument("--closing", action="store_true",
-                    help="profiles with slots for the last packets of flows that end (measured, not the "
-                         "default: bench/quality_1024.md, ninth session)")
+    ap.add_argument("--no-closing", action="store_true",
+                    help="profiles without slots for the last packets of flows that end (the tables before "
+                         "the fourteenth session: bench/quality_1024.md)")
     a = ap.parse_args()
     d = resolve(a.model)
     cfg = json.loads((d / "config.json").read_text())
@@ -108,8 +110,7 @@ def main() -> None:
         raise SystemExit(f"{a.data}: {len(table)} training flows, the checkpoint says {cfg['train_flows']}"
                          + ("" if a.pcapng_twins else " (the shipped model's encoding listed x.pcap and x.pcapng "
                                                       "flows as one file, twice: try --pcapng-twins)"))
-    from engine.model.profiles import CLOSING
-    fitted = table.priors(L, closing=CLOSING if a.closing else 0)
+    fitted = table.priors(L, closing=0 if a.no_closing else None)
     if a.only:
         keys = a.only.split(",")
         unknown = sorted(set(keys) - set(fitted))

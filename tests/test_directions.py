@@ -9,8 +9,8 @@ import torch
 
 from engine.codec.layout import COL_DIR, LAYOUT
 from engine.errors import InputError
-from engine.model.directions import (check_directions, check_heads, draw_head, draw_initiators, fit_directions,
-                                     fit_heads, gumbel_keys, head_keys, hold_directions)
+from engine.model.directions import (HEAD, check_directions, check_heads, draw_head, draw_initiators,
+                                     fit_directions, fit_heads, gumbel_keys, head_keys, hold_directions)
 from engine.model.lengths import FIXED_HEADER
 
 
@@ -83,10 +83,23 @@ def test_sampled_flows_keep_the_drawn_count():
 
 
 def test_heads_are_counted_by_transport_size_and_directions():
-    rows, offsets = _flows([[1, 0, 1, 1, 0], [1, 0, 1, 1, 1, 0], [1, 1], [1, 0, 0, 1]])
-    t = fit_heads(rows, offsets, np.array([0, 0, 0, 1]), ["a", "b"])
-    # bit i = packet i is the initiator's: 1,0,1,1 -> 0b1101 = 13
-    assert t["a"] == [[6, 2, 3, 1], [6, 4, 13, 2]] and t["b"] == [[6, 4, 9, 1]]
+    rows, offsets = _flows([[1, 0, 1, 1, 0, 0, 0, 1, 1, 0], [1, 0, 1, 1, 0, 0, 0, 1], [1, 1], [1, 0, 0, 1],
+                            [1, 0, 1, 1, 0]])
+    t = fit_heads(rows, offsets, np.array([0, 0, 0, 1, 1]), ["a", "b"])
+    # bit i = packet i is the initiator's, over the first HEAD (8): 1,0,1,1,0,0,0,1 -> 0b10001101 = 141
+    assert HEAD == 8 and t["a"] == [[6, 2, 3, 1], [6, 8, 141, 2]]
+    assert t["b"] == [[6, 4, 9, 1], [6, 5, 13, 1]]
+
+
+def test_a_head_covers_the_response_and_an_older_table_keeps_four():
+    """A table fitted with eight-packet heads holds a flow's packets 4-7 (the server's
+    acknowledgment and response) too; a table fitted with four (before the fourteenth session)
+    still draws four and leaves the rest to the keys."""
+    new = check_heads([[6, 8, 0b00111101, 3], [6, 4, 13, 1]], "a")
+    assert draw_head(new, 0, 20, 6, 8) == [1, 0, 1, 1, 1, 1, 0, 0]
+    old = check_heads([[6, 4, 13, 3]], "a")
+    assert draw_head(old, 0, 20, 6, 8) == [1, 0, 1, 1]
+    assert draw_head(new, 0, 20, 6, 4) is None                    # five of eight would be too many
 
 
 def test_a_drawn_head_fits_the_initiator_count():
@@ -102,7 +115,7 @@ def test_a_drawn_head_fits_the_initiator_count():
     assert (keys[0, 4:] == 0).all() and (keys[1] == 0).all()
 
 
-@pytest.mark.parametrize("bad", [[], [[6, 5, 1, 1]], [[6, 2, 4, 1]], [[6, 2, 1, 0]], [[9, 2, 1, 1]], [[6, 2, 1]], "x"])
+@pytest.mark.parametrize("bad", [[], [[6, 9, 1, 1]], [[6, 2, 4, 1]], [[6, 2, 1, 0]], [[9, 2, 1, 1]], [[6, 2, 1]], "x"])
 def test_hostile_head_tables_get_one_line(bad):
     with pytest.raises(InputError) as e:
         check_heads(bad, "a")

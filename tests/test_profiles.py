@@ -32,7 +32,9 @@ def test_a_flow_keeps_to_one_kind():
     labels = np.zeros(len(offsets) - 1, np.int64)
     vocab = fit_vocab(rows, np.repeat(labels, PKTS), ["a"])
     table = fit_profiles(rows, offsets, labels, ["a"], vocab, PKTS)["a"]
-    prof = Profiles(json.loads(json.dumps(table)), vocab["a"], "a")
+    # the model's evidence at full weight on every packet (these flows are all head: a lighter
+    # head_evidence lets the slots outvote sure bits, test_the_first_packets_lean_on_their_positions_slots)
+    prof = Profiles({**json.loads(json.dumps(table)), "head_evidence": {}}, vocab["a"], "a")
     tl = [e[0] for e in vocab["a"]["ipv4_tl"]]
     # every profile holds one kind of flow
     sparse = np.array(table["spans"]["ipv4_tl"])
@@ -66,9 +68,9 @@ def test_a_flow_keeps_to_one_kind():
 
 def test_later_packets_keep_their_position_band():
     """A flow's packets 4-15 are not its packets 16+: every flow opens with small packets and
-    goes on with full-size ones, and decoded flows do the same by position band; a table of
-    one band (written before the bands) mixes them, as it did."""
-    from engine.model.profiles import BANDS, by_direction
+    goes on with full-size ones, and decoded flows do the same by position (the first HEAD) and
+    band; a table of one band after four packets (written before the bands) mixes them, as it did."""
+    from engine.model.profiles import BANDS, HEAD, by_direction
     n, pk = 40, 40
     rows = np.full((n * pk, LAYOUT.width), -1, np.int8)
     rows[:, :96] = 0
@@ -84,7 +86,11 @@ def test_later_packets_keep_their_position_band():
     sp = np.array(table["spans"]["ipv4_tl"])
     dense = np.zeros(K * n_slots() * len(tl))
     np.add.at(dense, sp[0::2], sp[1::2])
-    old = by_direction(dense.reshape(K, n_slots(), len(tl))).ravel()
+    pooled = by_direction(dense.reshape(K, n_slots(), len(tl)))            # (K, HEAD + 2, V)
+    # and the first four packets by position (NO_BANDS): packets 4-7 join their direction's
+    # slot (a packet's direction here is its position's parity)
+    old = np.concatenate([pooled[:, :4], pooled[:, HEAD:] + pooled[:, 4:HEAD].reshape(K, -1, 2, len(tl)).sum(1)],
+                         1).ravel()
     flat = np.flatnonzero(old)
     legacy = {**{k: v for k, v in table.items() if k not in ("bands", "tail")},
               "spans": {"ipv4_tl": np.stack([flat, old[flat]], 1).ravel().astype(int).tolist()}}
@@ -123,7 +129,8 @@ def test_a_flow_closes_as_the_class_closes():
     vocab = fit_vocab(rows, np.repeat(labels, lens), ["a"])
     table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, 64, tail=CLOSING)["a"]))
     assert table["tail"] == [CLOSING, 64]
-    assert "tail" not in fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]      # the default
+    assert "tail" not in fit_profiles(rows, offsets, labels, ["a"], vocab, 64, tail=0)["a"]
+    assert fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]["tail"] == [CLOSING, 64]     # the default
     legacy = {k: v for k, v in table.items() if k != "tail"}
     legacy["spans"] = {}            # no slots to carry: the class's frequencies
 
@@ -141,12 +148,46 @@ def test_a_flow_closes_as_the_class_closes():
         y = decode(x, vocab["a"], u, profiles=Profiles(t, vocab["a"], "a"), flow_u=fu)
         return get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_tl").reshape(B, L)
     got = sizes(table)
-    ended = [got[i, n[i] - 2:n[i]] for i in range(20, B)]
-    body = [got[i, 4:n[i] - 2] for i in range(20, B)]
+    # flows of the training flows' lengths (a closing within the first HEAD packets is a head slot's)
+    fit = [i for i in range(20, B) if n[i] >= lens.min()]
+    ended = [got[i, n[i] - 2:n[i]] for i in fit]
+    body = [got[i, 4:n[i] - 2] for i in fit]
     assert np.mean(np.concatenate(ended) == 60) > 0.95 and np.mean(np.concatenate(body) == 1500) > 0.95
     assert np.mean(got[:20, L - 2:] == 1500) > 0.9          # cut flows: no closing at the cut
     plain = sizes(legacy)
     assert np.mean(np.concatenate([plain[i, n[i] - 2:n[i]] for i in range(20, B)]) == 60) < 0.5
+
+
+def test_the_first_packets_lean_on_their_positions_slots():
+    """Within a profile's first HEAD packets the model's evidence on a size weighs
+    ``head_evidence``: every training flow sends 400 bytes at packets 3 and 9 and 100 elsewhere,
+    the model is sure of 100 everywhere; at weight 0 packet 3 takes its slot's 400, packet 9 (a
+    band's) stays the model's; a table without the key (written before it) keeps the model's."""
+    from engine.model.profiles import HEAD, HEAD_EVIDENCE
+    n, pk = 40, 12
+    rows = np.full((n * pk, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    rows[:, COL_DIR] = np.arange(n * pk) % 2
+    put(rows, "ipv4_tl", np.tile(np.where(np.isin(np.arange(pk), (3, 9)), 400, 100), n))
+    offsets = np.arange(0, n * pk + 1, pk)
+    labels = np.zeros(n, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, pk), ["a"])
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, pk)["a"]))
+    assert HEAD == 8 and table["head_evidence"] == HEAD_EVIDENCE
+    B = 100
+    x = np.tile(rows[:pk].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tl")] = rows[0, LAYOUT.cols("ipv4_tl")]          # sure bits of 100
+    rng = np.random.default_rng(4)
+    u, fu = rng.random((B, pk, len(SPANS))), rng.random(B)
+
+    def sizes(t):
+        y = decode(x, vocab["a"], u, profiles=Profiles(t, vocab["a"], "a"), flow_u=fu)
+        return get(np.rint(y).astype(np.int8).reshape(-1, LAYOUT.width), "ipv4_tl").reshape(B, pk)
+    light = sizes({**table, "head_evidence": {"ipv4_tl": 0.0}})
+    full = sizes({k: v for k, v in table.items() if k != "head_evidence"})
+    assert (light[:, 3] == 400).mean() > 0.95 and (light[:, 9] == 100).all()
+    assert (full[:, 3] == 100).all() and (full[:, 9] == 100).all()
+    assert (light[:, [0, 1, 2, 4]] == 100).mean() > 0.95
 
 
 def test_ip_ids_count_or_stay_zero():
@@ -332,6 +373,14 @@ OK_ID = [[[2, 1], [2, 0]]]
       "pairs": {"ipv4_tl": [0, 1]}, "id": OK_ID}, "not a paired span"),
     ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "pairs": [1], "id": OK_ID},
      "malformed"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": OK_ID,
+      "head_evidence": {"ipv4_ttl": 0.5}}, "head_evidence"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": OK_ID,
+      "head_evidence": {"ipv4_tl": 2}}, "head_evidence"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": OK_ID,
+      "head_evidence": {"ipv4_tl": "x"}}, "malformed"),
+    ({"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "spans": {}, "id": OK_ID,
+      "head_evidence": [1]}, "malformed"),
 ])
 def test_hostile_profiles_get_one_line(table, why):
     with pytest.raises(InputError, match=why) as e:

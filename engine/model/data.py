@@ -90,17 +90,17 @@ class FlowTable:
         w = counts[self.labels] ** (balance - 1.0)
         return w / w.sum()
 
-    def priors(self, max_packets: int, closing: int = 0) -> dict:
+    def priors(self, max_packets: int, closing: int | None = None) -> dict:
         """What sampling reads from a checkpoint's config.json besides the weights: the
         flow-shape prior (``lengths``), the initiator's packets (``directions``) and the directions of
         the first ones (``heads``), the field
         vocabularies (``vocab``), the paired spans (``joint``), the port prior (``ports``), the
         flow profiles (``profiles``; with ``closing`` slots for the last packets of flows that end,
-        :data:`engine.model.profiles.CLOSING`) and the TCP option lists (``tcp_options``) of these flows."""
+        default :data:`engine.model.profiles.TAIL`) and the TCP option lists (``tcp_options``) of these flows."""
         from .directions import fit_directions, fit_heads
         from .lengths import length_prior
         from .ports import fit_port_table
-        from .profiles import fit_profiles
+        from .profiles import TAIL, fit_profiles
         from .tcp_options import fit_tcp_options
         from .vocab import fit_joint, fit_vocab
         row_labels = np.repeat(self.labels, np.diff(self.offsets))
@@ -112,7 +112,7 @@ class FlowTable:
                 "ports": fit_port_table(self.rows, self.offsets, self.labels, self.classes, max_packets),
                 "joint": fit_joint(self.rows, row_labels, self.classes),
                 "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets,
-                                         tail=closing),
+                                         tail=TAIL if closing is None else closing),
                 "tcp_options": fit_tcp_options(self.rows, row_labels, self.classes)}
 
     def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":

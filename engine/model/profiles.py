@@ -25,11 +25,14 @@ profile (:func:`hold_ip_id`). A profile pools many flows (at least
 :data:`MIN_FLOWS` per profile on average), so it is a kind of flow, not one
 training flow.
 
-A packet's slot is its position for the handshake and first request, then its
-direction and its position band (:data:`BANDS`): a flow's packets 4-7 are not
-its packets 128-1023 (a call's first packets are signalling, its later ones
-media; bench/quality_1024.md measured the first 128 packets' sizes of zoom and
-Teams as far from the whole flows' as a wrong class would be).
+A packet's slot is its position for the first :data:`HEAD` packets (the
+handshake, the first request and its response), its distance from the end for a
+closing (:data:`TAIL`), else its direction and its position band (:data:`BANDS`):
+a flow's packets 8-15 are not its packets 128-1023 (a call's first packets are
+signalling, its later ones media; bench/quality_1024.md measured the first 128
+packets' sizes of zoom and Teams as far from the whole flows' as a wrong class
+would be). In the first packets the model's evidence weighs less
+(:data:`HEAD_EVIDENCE`): there the position says more than the model's bits.
 """
 
 from __future__ import annotations
@@ -39,18 +42,23 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get, uint_to_bits
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
-from engine.model.vocab import draw_index
+from engine.model.vocab import PER_DIRECTION, draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
 PROFILED = ("ipv4_tos", "ipv4_tl", "ipv4_ttl", "tcp_doff", "tcp_flags", "tcp_wsize", "meta_iat_coarse")
 #: a profile keeps its flows' first HEAD packets' values apart, one slot per position (the
-#: handshake and the first request: a SYN's size is not a data packet's), the later packets'
-#: by position band and direction: slot ``p`` for position ``p < HEAD``, else
-#: ``HEAD + 2 * band + direction``, band ``b`` holding positions ``BANDS[b]`` to ``BANDS[b+1] - 1``
-HEAD = 4
-BANDS = (4, 8, 16, 32, 64, 128)
-#: the bands of a table that names none (written before the bands): every later packet by direction
-NO_BANDS = (HEAD,)
+#: handshake, the first request and its response: a SYN's size is not a data packet's, the
+#: server's acknowledgment of a request not its response), the later packets' by position band
+#: and direction: slot ``p`` for position ``p < HEAD``, else ``HEAD + 2 * band + direction``, band
+#: ``b`` holding positions ``BANDS[b]`` to ``BANDS[b+1] - 1``. A table's head is its first band's
+#: start (tables fitted before the fourteenth session: 4, whose band 4-7 pooled the request's
+#: acknowledgment with the response: http's packet 4, a bare ACK in 95 % of real flows, came out
+#: a 1,400-byte segment in 64 % of synthetic ones)
+HEAD = 8
+BANDS = (8, 16, 32, 64, 128)
+#: the bands of a table that names none (written before the bands): every packet after the first
+#: four by direction
+NO_BANDS = (4,)
 #: a profile keeps its flows' last TAIL packets apart too, one slot per distance from the end (a
 #: flow's closing: FIN, FIN-ACK, the last ACK), in flows that end (shorter than the model's rows;
 #: a longer flow was cut there). Slot ``HEAD + left`` for a packet with ``left < TAIL`` packets
@@ -59,9 +67,11 @@ NO_BANDS = (HEAD,)
 #: 201 of 295 real ones, at 2-5 packets from the end. Measured with CLOSING slots (ninth session,
 #: bench/quality_1024.md): FINs where the class has them, detectability a little lower, but the
 #: classifier trained on synthetic flow statistics lost 0.015-0.02 (below the 0.8x it reached),
-#: so tables are fitted without them by default (``fit_profiles(..., tail=CLOSING)`` has them)
+#: so tables were fitted without them until the fourteenth session: with eight head slots, a
+#: lighter head evidence and the closings, a FIN share gave flows away least of the statistics
+#: it gave them away most by (bench/quality_1024.md), flow-statistics TSTR holding
 CLOSING = 4
-TAIL = 0
+TAIL = CLOSING
 #: a band's own counts weigh against this many packets of its profile's direction pooled over
 #: every band (a Dirichlet prior): a thin band leans on its direction, a full one keeps its own
 BAND_PRIOR = 4.0
@@ -93,6 +103,14 @@ EVIDENCE = 1.0
 #: without evidence), so a classifier trained on synthetic flow statistics saw too few of the
 #: others (bench/quality_1024.md, tenth session: 0.25 packets measured against 8, 1 and none)
 EVIDENCE_ROWS = 0.25
+#: the weight of the model's evidence on a span's value in a profile's first HEAD packets, where
+#: the profile keeps each position's values apart (1 = the plain posterior). The model's bits for
+#: the first packets' sizes are confident and often a packet off: http's request (packet 3,
+#: 300-700 bytes in most real flows) came out a bare acknowledgment with PSH set in most synthetic
+#: ones, and packet 4 (the server's bare ACK in 82 % of real flows) a 1,400-byte segment; at 0.3
+#: the position's slot decides them (fourteenth session, bench/quality_1024.md). Written into each
+#: table (``head_evidence``): a table without it weighs the evidence fully, as before.
+HEAD_EVIDENCE = {"ipv4_tl": 0.3}
 
 
 def length_bucket(n: np.ndarray) -> np.ndarray:
@@ -118,7 +136,7 @@ def _flow_rows(offsets: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def n_slots(bands=BANDS, tail: int = TAIL) -> int:
-    return HEAD + tail + 2 * len(bands)
+    return bands[0] + tail + 2 * len(bands)
 
 
 def slot(position: np.ndarray, direction: np.ndarray, bands=BANDS, tail: int = TAIL,
@@ -126,19 +144,20 @@ def slot(position: np.ndarray, direction: np.ndarray, bands=BANDS, tail: int = T
     """A packet's slot in a profile (:data:`HEAD`, :data:`TAIL`, :data:`BANDS`) from its position
     in its flow, its direction (0 = the responder's, 1 = the initiator's) and ``left``, the
     packets after it in its flow (-1, or ``None`` for all: a flow that was cut, not ended)."""
+    head = bands[0]
     band = np.searchsorted(np.asarray(bands), position, side="right") - 1
-    later = HEAD + tail + 2 * np.maximum(band, 0) + direction
+    later = head + tail + 2 * np.maximum(band, 0) + direction
     if tail and left is not None:
-        later = np.where((left >= 0) & (left < tail), HEAD + left, later)
-    return np.where(position < HEAD, position, later)
+        later = np.where((left >= 0) & (left < tail), head + left, later)
+    return np.where(position < head, position, later)
 
 
-def by_direction(counts: np.ndarray, tail: int = TAIL) -> np.ndarray:
-    """``(..., HEAD + 2, V)``: counts per slot ``(..., n_slots, V)`` with the bands of each
+def by_direction(counts: np.ndarray, tail: int = TAIL, head: int = HEAD) -> np.ndarray:
+    """``(..., head + 2, V)``: counts per slot ``(..., n_slots, V)`` with the bands of each
     direction added up, the tail slots left out (the slots of a table without bands)."""
-    head, rest = counts[..., :HEAD, :], counts[..., HEAD + tail:, :]
+    first, rest = counts[..., :head, :], counts[..., head + tail:, :]
     pooled = rest.reshape(*rest.shape[:-2], -1, 2, rest.shape[-1]).sum(-3)
-    return np.concatenate([head, pooled], -2)
+    return np.concatenate([first, pooled], -2)
 
 
 def _span_values(rows: np.ndarray, offsets: np.ndarray, flows: np.ndarray, name: str,
@@ -257,6 +276,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
             "length": [np.bincount(bucket[assign == j], minlength=LENGTH_BUCKETS).tolist() for j in used],
             "bands": list(BANDS),
             **({"tail": [tail, int(max_packets)]} if tail else {}),
+            "head_evidence": dict(HEAD_EVIDENCE),
             "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "pairs": {n: _sparse(np.stack([np.bincount(pv[assign == j], minlength=(len(spans[n]) + 1) ** 2)
                                            for j in used]))
@@ -283,17 +303,21 @@ class Profiles:
             protos = np.asarray(table["proto"], np.int64)
             bands = np.asarray(table.get("bands", NO_BANDS), np.int64)
             tail = np.asarray(table.get("tail", (0, 1)), np.int64)
+            head_ev = {n: float(w) for n, w in dict(table.get("head_evidence", {})).items()}
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise bad(f"malformed ({e})") from None
         K = len(flows)
         if flows.ndim != 1 or K == 0 or length.shape != (K, LENGTH_BUCKETS):
             raise bad(f"want {LENGTH_BUCKETS} length buckets for each of its profiles")
-        if bands.ndim != 1 or not 1 <= len(bands) <= 16 or bands[0] != HEAD or (np.diff(bands) <= 0).any() \
+        if bands.ndim != 1 or not 1 <= len(bands) <= 16 or not 1 <= bands[0] <= 16 or (np.diff(bands) <= 0).any() \
                 or bands[-1] > 1 << 20:
-            raise bad(f"bands must rise from {HEAD}, at most 16 of them")
+            raise bad("bands must rise from a head of 1-16 packets, at most 16 of them")
         self.bands = tuple(int(b) for b in bands)
         if tail.shape != (2,) or not 0 <= tail[0] <= 16 or not 1 <= tail[1] <= 1 << 20:
             raise bad("tail must be [slots (0-16), the rows of a flow that was cut]")
+        if any(n not in PROFILED or n in PER_DIRECTION or not 0.0 <= w <= 1.0 for n, w in head_ev.items()):
+            raise bad("head_evidence: want {span: weight in [0, 1]} of spans decoded per packet")
+        self.head_evidence = head_ev
         # a table without "tail" (written before it) has no tail slots
         self.tail, self.cut = int(tail[0]), int(tail[1])
         S = n_slots(self.bands, self.tail)
@@ -353,9 +377,10 @@ class Profiles:
             if len(self.bands) > 1:
                 # a band's counts with BAND_PRIOR packets of its direction's over all bands
                 # (a table of one band is its direction already)
-                pooled = by_direction(c, self.tail)[:, HEAD:, :]          # (K, 2, V)
+                h = self.bands[0]
+                pooled = by_direction(c, self.tail, h)[:, h:, :]          # (K, 2, V)
                 pdist = pooled / np.maximum(pooled.sum(2, keepdims=True), 1e-12)
-                c[:, HEAD + self.tail:, :].reshape(K, len(self.bands), 2, -1)[...] += BAND_PRIOR * pdist[:, None]
+                c[:, h + self.tail:, :].reshape(K, len(self.bands), 2, -1)[...] += BAND_PRIOR * pdist[:, None]
             tot = c.sum(2, keepdims=True)
             np.divide(c, np.maximum(tot, 1e-12), out=c)
             c[tot[..., 0] <= 0] = base

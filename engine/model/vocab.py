@@ -262,7 +262,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
 
     ``profiles`` (the class's :class:`engine.model.profiles.Profiles`) with ``flow_u`` ``(B,)``
     uniforms: unguided draws first pick each flow's profile and take their prior from it
-    (per direction) instead of from the class's frequencies, for the spans it holds. With
+    (per direction) instead of from the class's frequencies, for the spans it holds (the
+    model's evidence on a span in the profile's first packets weighs its table's
+    ``head_evidence``, :data:`engine.model.profiles.HEAD_EVIDENCE`). With
     ``flow_u`` ``(B, profiles.FLOW_UNIFORMS)`` the profile also decides each direction's IP IDs
     (:func:`engine.model.profiles.hold_ip_id`).
 
@@ -345,6 +347,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
+                if profiled and name in profiles.head_evidence:
+                    # the profile's per-position slots decide more of the first packets' values
+                    ll = ll * np.where(wr % L < profiles.bands[0], profiles.head_evidence[name], 1.0)[:, None]
                 logp = prior + ll
                 if allowed is not None:
                     logp = np.where(allowed[c], logp, -np.inf)
