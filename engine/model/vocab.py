@@ -266,7 +266,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     model's evidence on a span in the profile's first packets weighs its table's
     ``head_evidence``, :data:`engine.model.profiles.HEAD_EVIDENCE`). With
     ``flow_u`` ``(B, profiles.FLOW_UNIFORMS)`` the profile also decides each direction's IP IDs
-    (:func:`engine.model.profiles.hold_ip_id`).
+    (:func:`engine.model.profile_draws.hold_ip_id`).
 
     ``calibration`` (span -> ``(V,)`` log-weights, :mod:`engine.model.calibrate`) is added to
     the prior of unguided draws.
@@ -356,13 +356,13 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 w = np.exp(logp - logp.max(1, keepdims=True))
                 got = draw_index(w, ur, back if (rep is not None and whole) else None)
                 if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
-                    from .profiles import draw_pairs
+                    from .profile_draws import draw_pairs
                     paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,
                                         np.bincount(members, minlength=len(first)), ur)
                     got = np.where(paired >= 0, paired, got)
                 pick[c] = got[members] if name in PER_DIRECTION else got
         flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[pick]
     if chosen is not None and fu.ndim == 2:
-        from .profiles import hold_ip_id
+        from .profile_draws import hold_ip_id
         hold_ip_id(x, profiles, chosen, fu)
     return x
