@@ -24,7 +24,7 @@ initiator, SYN-ACK back, ACK and the first request from the initiator, and the m
 estimates there were too weak against the Gumbel keys: the first four directions of synthetic
 amazon, http, Teams and tls_https flows were "initiator, responder, initiator, initiator" in 20-24 %
 of the flows, in 56-89 % of the real ones (ninth session). So the training flows are also counted
-by (transport, packets among the first :data:`HEAD`, their directions), a
+by (transport, packets among the first :data:`~engine.model.profiles.HEAD`, their directions), a
 sampled flow draws its head's directions among those consistent with its initiator count
 (:func:`draw_head`, its own seed stream), and those rows are held to them; the other ``k`` rows go
 by the Gumbel-top-k as before.
@@ -38,14 +38,7 @@ import torch
 from engine.codec.layout import COL_DIR
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
-from engine.model.profiles import length_bucket
-
-#: the first packets whose directions a flow draws whole from its class's training flows. Four
-#: (SYN, SYN-ACK, ACK, request) left packets 4-7 to the Gumbel keys, which put them on the initiator's
-#: side in 22-26 % of synthetic amazon and http flows against 3-7 % of real ones (a response starts
-#: there; fourteenth session, bench/quality_1024.md). A table's own head size is its entries' largest,
-#: so a table fitted with four still draws four.
-HEAD = 8
+from engine.model.profiles import HEAD, length_bucket
 
 
 def fit_directions(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
@@ -161,7 +154,8 @@ def check_heads(table, label: str) -> np.ndarray:
 
 def draw_head(table: np.ndarray, seed: int, length: int, proto: int, initiators: int) -> list[int] | None:
     """The directions of a flow's first ``min(length, head)`` packets (1 = the initiator's; ``head``
-    the table's largest, at most :data:`HEAD`), decided
+    the table's largest, at most :data:`~engine.model.profiles.HEAD`; a table fitted with four
+    still draws four), decided
     by ``seed`` alone, among the class's heads of that transport and size that leave room for
     ``initiators`` of its ``length`` packets on the initiator's side; ``None`` where none does."""
     h = min(int(length), int(table[:, 1].max()))
