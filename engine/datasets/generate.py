@@ -152,15 +152,10 @@ def _repair(req, mats, metas, emit, sports=None):
 def _dist():
     """(rank, world, state) under accelerate launch / torchrun; (0, 1, None) otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import atexit
         from accelerate import PartialState
+        from engine.distributed import end_group_at_exit
         st = PartialState(cpu=not torch.cuda.is_available())
-        # a process group left to the interpreter's teardown aborted a rank now and then in gloo
-        # ("terminate called without an active exception", SIGABRT, after its flows were written):
-        # each process ends its own at exit, after every generate() it ran (balance runs several)
-        if not getattr(_dist, "ending", False):
-            _dist.ending = True
-            atexit.register(st.destroy_process_group)
+        end_group_at_exit(st)
         return st.process_index, st.num_processes, st
     return 0, 1, None
 

@@ -198,6 +198,8 @@ class _Run:
             # cpu=True without CUDA: several processes (accelerate launch --multi_gpu / torchrun) then use gloo
             accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                                       project_config=ProjectConfiguration(project_dir=str(run_dir)))
+        from engine.distributed import end_group_at_exit
+        end_group_at_exit(accelerator.state)
         r = cls()
         r.acc, r.run_dir = accelerator, run_dir
         r.is_main, r.rank, r.world = r.acc.is_main_process, r.acc.process_index, r.acc.num_processes
