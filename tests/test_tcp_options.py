@@ -8,7 +8,7 @@ import pytest
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint
 from engine.errors import InputError
-from engine.model.tcp_options import DOFF, OPT, OptionLists, decode_tcp_options, fit_tcp_options
+from engine.model.tcp_options import DOFF, EVIDENCE, OPT, OptionLists, decode_tcp_options, fit_tcp_options
 
 LINUX_SYN = bytes.fromhex("020405b40402080a0000abcd0000000001030307")      # MSS SACKOK TS NOP WS
 WIN_SYN = bytes.fromhex("020405b40103030801010402")                        # MSS NOP WS NOP NOP SACKOK
@@ -30,7 +30,8 @@ def _rows(lists: list[bytes], syn: list[int], ack: list[int], fwd: list[int] | N
 def test_fit_keeps_lists_per_role_with_timestamp_values_free():
     rows = _rows([LINUX_SYN, LINUX_SYN, WIN_SYN, NNT, NNT, b"", bytes.fromhex("020405b4"), bytes.fromhex("05060000")],
                  syn=[1, 1, 1, 0, 0, 0, 1, 0], ack=[0, 0, 1, 1, 1, 1, 1, 1])
-    t = fit_tcp_options(rows, np.zeros(len(rows), np.int64), ["a"])["a"]
+    t = fit_tcp_options(rows, np.array([0, len(rows)]), np.zeros(1, np.int64), ["a"])["a"]
+    assert t["stamps"] == [0, 0] and t["evidence"] == EVIDENCE      # its one flow has its SYN
     assert t["syn"] == [["020405b40402080axxxxxxxxxxxxxxxx01030307", 2]]
     assert sorted(t["synack"]) == [["020405b4", 1], ["020405b40103030801010402", 1]]
     # NOP NOP TS twice, no options once; the malformed list (SACK of length 6 cut short) is not a value
@@ -89,7 +90,62 @@ def test_draws_follow_counts_where_the_model_is_unsure():
     assert 0.6 < share < 0.9
 
 
+def test_fit_counts_the_flows_seen_without_their_handshake_and_those_that_stamp():
+    hand = _rows([LINUX_SYN, LINUX_SYN, NNT], syn=[1, 1, 0], ack=[0, 1, 1])
+    mid_ts = _rows([NNT, NNT, b""], syn=[0, 0, 0], ack=[1, 1, 1])       # most segments stamped
+    mid_no = _rows([b"", NNT], syn=[0, 0], ack=[1, 1])                   # half: not most
+    rows = np.concatenate([hand, mid_ts, mid_no, mid_ts])
+    offsets = np.array([0, 3, 6, 8, 11])
+    t = fit_tcp_options(rows, offsets, np.array([0, 0, 0, 1]), ["a", "b"])
+    assert t["a"]["stamps"] == [1, 2] and t["b"]["stamps"] == [1, 1]
+
+
+def _soft(lists: list[bytes], syn, ack, fwd) -> np.ndarray:
+    """Rows whose option bits the model is sure of (the lists given)."""
+    return _rows(lists, syn, ack, fwd).astype(np.float32)
+
+
+STAMPING = {"syn": [["020405b40402080axxxxxxxxxxxxxxxx01030307", 1], ["020405b40103030801010402", 1]],
+            "synack": [["020405b40402080axxxxxxxxxxxxxxxx01030307", 1], ["020405b40103030801010402", 3]],
+            "other": [["0101080axxxxxxxxxxxxxxxx", 99], ["", 1]], "stamps": [1, 4], "evidence": EVIDENCE}
+
+
+def test_a_flow_without_its_handshake_stamps_at_its_class_share_in_both_directions():
+    # every segment's model says "timestamps"; the segment counts say 99 %; the class's flows
+    # seen without a SYN stamped in 1 of 4 (smoothed: 2 / 6)
+    one = _soft([NNT] * 4, syn=[0] * 4, ack=[1] * 4, fwd=[1, 0, 1, 0])
+    x = np.repeat(one[None], 3000, 0)
+    u = np.random.default_rng(2).random(x.shape[:2])
+    got = np.rint(np.clip(decode_tcp_options(x, OptionLists(STAMPING, "a"), u), -1, 1)).astype(np.int8)
+    doff = bits_to_uint(got[..., DOFF].reshape(-1, 4)).reshape(3000, 4)
+    assert ((doff == 8) | (doff == 5)).all() and (doff == doff[:, :1]).all()     # directions agree
+    # sure evidence over 96 bits weighs exp(0.003 * ~290) ~ 2.4: odds 1:2 -> ~1.2:1, not 99:1
+    assert 0.45 < (doff[:, 0] == 8).mean() < 0.65
+    old = {k: v for k, v in STAMPING.items() if k not in ("stamps", "evidence")}
+    got = np.rint(np.clip(decode_tcp_options(np.repeat(one[None], 3000, 0), OptionLists(old, "a"), u), -1, 1))
+    assert (bits_to_uint(got[:, :, DOFF].reshape(-1, 4).astype(np.int8)) == 8).all()   # a table before stamps
+
+
+def test_a_syn_ack_stamps_only_after_a_stamping_syn_and_keeps_its_share():
+    hs = _soft([LINUX_SYN, LINUX_SYN, NNT], syn=[1, 1, 0], ack=[0, 1, 1], fwd=[1, 0, 1])
+    x = np.repeat(hs[None], 4000, 0)
+    u = np.random.default_rng(3).random(x.shape[:2])
+    got = np.rint(np.clip(decode_tcp_options(x, OptionLists(STAMPING, "a"), u), -1, 1)).astype(np.int8)
+    d = bits_to_uint(got[..., DOFF].reshape(-1, 4)).reshape(4000, 3)
+    syn_ts, ack_ts, later_ts = d[:, 0] == 10, d[:, 1] == 10, d[:, 2] == 8
+    assert not (ack_ts & ~syn_ts).any() and (later_ts == (syn_ts & ack_ts)).all()
+    # counts: SYN stamps 1 in 2, SYN-ACK 1 in 4 (1 in 2 after a stamping SYN); the model's sure
+    # evidence (weighed by EVIDENCE) moves each some way, not all the way
+    assert 0.55 < syn_ts.mean() < 0.8 and 0.5 < ack_ts[syn_ts].mean() < 0.8
+
+
 @pytest.mark.parametrize("bad", [
+    {"syn": [["020405b4", 1]], "stamps": [1, 2]}, {"syn": [["020405b4", 1]], "evidence": 0.1},
+    {"syn": [["020405b4", 1]], "stamps": [3, 2], "evidence": 0.1},
+    {"syn": [["020405b4", 1]], "stamps": [1, 2], "evidence": 2},
+    {"syn": [["020405b4", 1]], "stamps": [1, 2], "evidence": True},
+    {"syn": [["020405b4", 1]], "stamps": [1.0, 2], "evidence": 0.1},
+    {"syn": [["020405b4", 1]], "stamps": "1/2", "evidence": 0.1},
     [], {"syn": []}, {"fin": [["", 1]]}, {"syn": [["0204", 1]]}, {"syn": [["zz0405b4", 1]]},
     {"syn": [["020405b4", 0]]}, {"syn": [["020405b4", True]]}, {"syn": [["00" * 44, 1]]},
     {"syn": [["020405b4", 1]] * 65}, {"syn": "020405b4"}])

@@ -113,7 +113,7 @@ class FlowTable:
                 "joint": fit_joint(self.rows, row_labels, self.classes),
                 "profiles": fit_profiles(self.rows, self.offsets, self.labels, self.classes, vocab, max_packets,
                                          tail=TAIL if closing is None else closing),
-                "tcp_options": fit_tcp_options(self.rows, row_labels, self.classes)}
+                "tcp_options": fit_tcp_options(self.rows, self.offsets, self.labels, self.classes)}
 
     def extended(self, mats: list[np.ndarray], labels: list[int], names: list[str]) -> "FlowTable":
         """This table followed by more flows (same classes)."""

@@ -19,6 +19,16 @@ per packet; the other segments of a flow's direction draw one list for all of th
 evidence of all of them, as a host keeps its list for a connection, and with timestamps exactly
 when the flow's SYN and SYN-ACK both have them (RFC 7323). Before, 22 of 65 synthetic tls_https
 flows had a SYN without timestamps and timestamps on every later segment.
+
+Which lists a flow's hosts use is one decision per flow, and the model's soft bits over the
+option area are ~100 bits that move together: summed as if independent they outvoted the counts
+(synthetic Teams flows had stamps in 96 % of handshakes, real 61 %), and a mid-connection flow's
+two directions drew apart. A table with ``stamps`` (fifteenth session) therefore weighs the
+model's evidence by :data:`EVIDENCE` (the mean over a flow direction's segments, not the sum), lets
+a SYN-ACK stamp only when its SYN did (at the rate that keeps the class's SYN-ACK share), ties
+the two directions of a flow, and draws whether a flow seen without its handshake stamps from
+the class's share of such flows (``stamps``: ``[flows with stamps, flows]``), not from the
+segment counts, which long flows dominate. Tables without it draw as before.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ TOP, KEEP = 64, 8
 FREE = -1           # a byte left to the model (timestamp values)
 #: a bit the model calls certain still leaves this much doubt (as engine.model.vocab.BIT_FLOOR)
 FLOOR = 0.05
+#: weight of the model's per-segment evidence in a table with ``stamps`` (measured: bench/quality_1024.md)
+EVIDENCE = 0.003
 _KEY = re.compile(r"^(?:[0-9a-f]{2}|xx)*$")
 
 
@@ -75,14 +87,34 @@ def _key(b: np.ndarray) -> str:
     return "".join("xx" if v == FREE else f"{v:02x}" for v in b if v != -2)
 
 
-def fit_tcp_options(rows: np.ndarray, row_labels: np.ndarray, classes: list[str]) -> dict:
+def _midflow(rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per flow: whether it has TCP segments but no SYN among its rows, and whether most of its
+    TCP segments carry timestamps."""
+    F = len(offsets) - 1
+    flow = np.repeat(np.arange(F), np.diff(offsets))
+    tcp = rows[:, DOFF.start] != -1
+    b, _ = layouts(rows[tcp])
+    n_tcp = np.bincount(flow[tcp], minlength=F)
+    n_syn = np.bincount(flow[tcp], weights=rows[tcp, SYN] == 1, minlength=F)
+    n_ts = np.bincount(flow[tcp], weights=(b == FREE).any(1), minlength=F)
+    return (n_tcp > 0) & (n_syn == 0), 2 * n_ts > n_tcp
+
+
+def fit_tcp_options(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """Per class and role, ``[[list, count], ...]``: the :data:`TOP` most frequent option lists of
     the class's TCP rows (lists seen once only among the first :data:`KEEP`), each a hex string of
-    its bytes with ``xx`` for a timestamp value byte (``""``: no options).
+    its bytes with ``xx`` for a timestamp value byte (``""``: no options); ``stamps``: of the
+    class's flows with TCP segments but no SYN, ``[with timestamps, all]``; ``evidence``:
+    :data:`EVIDENCE`.
 
-    ``rows``: ``(R, width)`` int8 in {-1, 0, 1}; ``row_labels``: ``(R,)`` class index.
+    ``rows``: ``(R, width)`` int8 in {-1, 0, 1}; ``offsets``: ``(F + 1,)`` each flow's first row;
+    ``labels``: ``(F,)`` class index.
     """
     out: dict[str, dict[str, list]] = {}
+    from .tcp_timestamps import fit_clocks
+    row_labels = np.repeat(labels, np.diff(offsets))
+    mid, ts = _midflow(rows, offsets)
+    clocks = fit_clocks(rows, offsets, labels, classes)
     tcp = rows[:, DOFF.start] != -1
     for ci, c in enumerate(classes):
         sel = np.nonzero(tcp & (row_labels == ci))[0]
@@ -99,6 +131,12 @@ def fit_tcp_options(rows: np.ndarray, row_labels: np.ndarray, classes: list[str]
             u, n = np.unique(m, axis=0, return_counts=True)
             order = np.argsort(-n, kind="stable")
             table[name] = [[_key(u[i]), int(n[i])] for j, i in enumerate(order[:TOP]) if j < KEEP or n[i] >= 2]
+        if table:
+            own = mid & (labels == ci)
+            table["stamps"] = [int((own & ts).sum()), int(own.sum())]
+            table["evidence"] = EVIDENCE
+            if clocks.get(c):
+                table["clock"] = clocks[c]
         out[c] = table
     return out
 
@@ -108,14 +146,28 @@ class OptionLists:
 
     Per role: ``targets`` ``(V, 320)`` float32 per option bit, 1 / 0 / -1 (absent) or NaN (left to
     the model); ``doff`` ``(V,)`` the list's data offset; ``logn`` ``(V,)`` log counts.
+    ``stamps``: ``(with, all)`` flows seen without a SYN, ``evidence`` the model's weight; both
+    ``None`` in a table fitted before them (drawn as then).
     """
 
     def __init__(self, table, label: str):
-        if not isinstance(table, dict) or not set(table) <= set(ROLES):
+        from .tcp_timestamps import check_clock
+        if not isinstance(table, dict) or not set(table) <= set(ROLES) | {"stamps", "evidence", "clock"}:
             raise InputError(None, f"config.json: tcp_options of class {label!r}: want a table of roles "
-                                   f"{', '.join(ROLES)}")
+                                   f"{', '.join(ROLES)} (and stamps, evidence, clock)")
         self.roles: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.stamps, self.evidence = table.get("stamps"), table.get("evidence")
+        st, ev = self.stamps, self.evidence
+        if (st is None) != (ev is None) or st is not None and not (
+                isinstance(st, list) and len(st) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in st) and 0 <= st[0] <= st[1] < 2 ** 53
+                and isinstance(ev, (int, float)) and not isinstance(ev, bool) and 0 <= ev <= 1):
+            raise InputError(None, f"config.json: tcp_options of class {label!r}: want stamps [with, all] "
+                                   f"(0 <= with <= all) and evidence in [0, 1], both or neither")
+        self.clock = check_clock(table.get("clock"), label)
         for name, entries in table.items():
+            if name in ("stamps", "evidence", "clock"):
+                continue
             bad = InputError(None, f"config.json: tcp_options of class {label!r}, role {name!r}: want up to "
                                    f"{TOP} [hex list of up to {OPT_BYTES} bytes in 4-byte words, count >= 1]")
             if not isinstance(entries, list) or not 0 < len(entries) <= TOP:
@@ -150,6 +202,33 @@ def _evidence(soft: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return ll
 
 
+def _midflow_prior(logn: np.ndarray, has_ts: np.ndarray, stamps) -> np.ndarray:
+    """The other segments' log counts re-weighed so that the lists with timestamps hold the share
+    of the class's flows seen without a SYN that carry them (add-one smoothed)."""
+    mass = np.exp(logn - logn.max())
+    t = mass[has_ts].sum() / mass.sum()
+    want = (stamps[0] + 1) / (stamps[1] + 2)
+    if not 0 < t < 1:
+        return logn
+    return logn + np.where(has_ts, np.log(want / t), np.log((1 - want) / (1 - t)))
+
+
+def _synack_prior(lists: OptionLists, logn: np.ndarray, has_ts: np.ndarray) -> np.ndarray:
+    """The SYN-ACK's log counts given a SYN with timestamps: a server stamps only when its client
+    did, so given that it did, the lists with timestamps weigh P(SYN-ACK stamps) / P(SYN stamps)."""
+    syn = lists.roles.get(ROLES.index("syn"))
+    if syn is None:
+        return logn
+    m0 = np.exp(syn[2] - syn[2].max())
+    ps = m0[np.isnan(syn[0]).any(1)].sum() / m0.sum()
+    mass = np.exp(logn - logn.max())
+    t = mass[has_ts].sum() / mass.sum()
+    if not (0 < t < 1 and ps > 0):
+        return logn
+    q = min(t / ps, 1.0 - 1e-6)
+    return logn + np.where(has_ts, np.log(q / t), np.log((1 - q) / (1 - t)))
+
+
 def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, chunk: int = 4096) -> np.ndarray:
     """Put every TCP row of sampled flows ``x`` ``(B, L, width)`` (floats, fields already decoded
     by :func:`engine.model.vocab.decode`, before snapping) on one of the class's option lists, in
@@ -163,15 +242,26 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
     tcp = np.rint(np.clip(flat[:, DOFF.start], -1, 1)) != -1
     role = roles(flat[:, SYN] > 0.5, flat[:, ACK] > 0.5)
     uf = None if u is None else np.asarray(u, np.float64).reshape(-1)
-    # per flow: -1 no SYN drawn yet, else whether every SYN and SYN-ACK list has timestamps
-    # (RFC 7323: negotiated, every later segment carries them; not negotiated, none does)
+    new = lists.evidence is not None
+    weight = 1.0 if not new else float(lists.evidence)
+    # per flow: -1 not decided yet, else whether its segments carry timestamps (RFC 7323:
+    # negotiated on the SYN and SYN-ACK, every later segment carries them; not, none does)
     stamps = np.full(B, -1, np.int64)
+    syn_stamps = np.full(B, -1, np.int64)
+    ts_start = np.full(B * L, -1, np.int64)     # where a row's timestamp values begin
+    groups = []
     for k in sorted(lists.roles):
-        targets, doff, logn = lists.roles[k]
         rows = np.nonzero(tcp & (role == k))[0]
+        if new and ROLES[k] == "other":     # one direction decides, the other follows
+            d = flat[rows, COL_DIR] > 0.5
+            groups += [(k, rows[~d]), (k, rows[d])]
+        else:
+            groups.append((k, rows))
+    for k, rows in groups:
+        targets, doff, logn = lists.roles[k]
         if not len(rows):
             continue
-        other = k == ROLES.index("other")
+        other = ROLES[k] == "other"
         if other:                           # one list per flow and direction
             key = (rows // L) * 2 + (flat[rows, COL_DIR] > 0.5)
             _, first, members = np.unique(key, return_index=True, return_inverse=True)
@@ -181,11 +271,23 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
         ll = np.zeros((len(first), len(targets)))
         for a in range(0, len(rows), chunk):
             np.add.at(ll, members[a:a + chunk], _evidence(flat[rows[a:a + chunk], OPT], targets))
-        logp = logn[None, :] + ll
+        if new and other:
+            ll /= np.bincount(members, minlength=len(first))[:, None]
         has_ts = np.isnan(targets).any(1)
+        logp = np.broadcast_to(logn[None, :], ll.shape) + weight * ll
+        flows = rows[first] // L
         if other:
-            neg = stamps[rows[first] // L]
+            neg = stamps[flows]
+            if new:
+                logp = np.where((neg < 0)[:, None], _midflow_prior(logn, has_ts, lists.stamps)[None, :] + weight * ll,
+                                logp)
             allowed = (neg[:, None] < 0) | (has_ts[None, :] == (neg[:, None] == 1))
+            allowed[~allowed.any(1)] = True
+            logp = np.where(allowed, logp, -np.inf)
+        elif new and ROLES[k] == "synack":
+            s = syn_stamps[flows]
+            logp = np.where((s == 1)[:, None], _synack_prior(lists, logn, has_ts)[None, :] + weight * ll, logp)
+            allowed = ~((s == 0)[:, None] & has_ts[None, :])
             allowed[~allowed.any(1)] = True
             logp = np.where(allowed, logp, -np.inf)
         if uf is None:
@@ -193,14 +295,27 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
         else:
             pick = draw_index(np.exp(logp - logp.max(1, keepdims=True)), uf[rows[first]])
         pick = pick[members]
+        f = rows // L
         if not other:
-            f = rows // L
             seen = np.ones(B, np.int64)
             np.minimum.at(seen, f, has_ts[pick].astype(np.int64))
             got = np.unique(f)
             stamps[got] = np.where(stamps[got] < 0, seen[got], np.minimum(stamps[got], seen[got]))
+            if ROLES[k] == "syn":
+                syn_stamps[got] = seen[got]
+        elif new:
+            got, i0 = np.unique(f, return_index=True)
+            fresh = stamps[got] < 0
+            stamps[got[fresh]] = has_ts[pick[i0[fresh]]]
         t = targets[pick]
-        cur = np.clip(flat[rows, OPT], 0.0, 1.0)
-        flat[rows, OPT] = np.where(np.isnan(t), cur, t)
+        free = np.isnan(t)
+        ts_start[rows] = np.where(free.any(1), OPT.start + free.argmax(1), -1)
+        cur = flat[rows, OPT]
+        # the clock reads which value bits the model wrote (absent: -1), so a new table keeps them
+        flat[rows, OPT] = np.where(free, cur if new else np.clip(cur, 0.0, 1.0), t)
         flat[rows, DOFF] = uint_to_bits(doff[pick].astype(np.uint64), DOFF.stop - DOFF.start)
+    if new:
+        from .tcp_timestamps import clock_timestamps
+        clock_timestamps(x, ts_start.reshape(B, L), None if u is None else np.asarray(u, np.float64).reshape(B, L),
+                         lists.clock)
     return x
