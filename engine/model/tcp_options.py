@@ -12,9 +12,10 @@ synthetic flow from a real one (bench/quality_1024.md, "Ninth session").
 Each checkpoint therefore carries, per class and role (SYN, SYN-ACK, other), the option lists
 its training segments used (``config.json`` key ``tcp_options``): every byte fixed (kinds,
 lengths, MSS value, window shift, padding) except the timestamp values (``xx``), which stay the
-model's (and the repair makes them a clock). A sampled TCP row draws its list from
-``count(list) * evidence(list)``, the evidence being the model's soft bits over the option area
-(three states per bit: absent, 0, 1); its data offset follows the list. A SYN or SYN-ACK draws
+model's (a table with ``clock`` writes them as a clock: :mod:`engine.model.tcp_timestamps`). A
+sampled TCP row draws its list from ``count(list) * evidence(list)``, the evidence being the
+model's soft bits over the option area (three states per bit: absent, 0, 1); its data offset
+follows the list. A SYN or SYN-ACK draws
 per packet; the other segments of a flow's direction draw one list for all of them from the
 evidence of all of them, as a host keeps its list for a connection, and with timestamps exactly
 when the flow's SYN and SYN-ACK both have them (RFC 7323). Before, 22 of 65 synthetic tls_https

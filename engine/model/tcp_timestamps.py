@@ -83,7 +83,9 @@ def clock_timestamps(x: np.ndarray, start: np.ndarray, u: np.ndarray | None,
 
     ``start`` ``(B, L)``: the column where a row's TSval bits begin, -1 where the row carries no
     timestamps; ``u`` ``(B, L)`` the option lists' uniforms in [0, 1), whose trailing bits draw a
-    direction's base where the model wrote none (without them the model's bits, zeros where absent, are the base). Returns ``x``.
+    direction's base where the model wrote none (without them the model's bits, zeros where
+    absent, are the base); ``clock`` ``(2, 256)`` the class's counts of a base's top byte per
+    direction (:func:`check_clock`), which then draw every base. Returns ``x``.
     """
     B, L, _ = x.shape
     ts = start >= 0
