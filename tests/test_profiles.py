@@ -275,6 +275,45 @@ def test_a_flow_draws_its_two_hosts_ttls_as_one_pair(monkeypatch):
     assert np.mean([p == (128, 55) for p in got[:B // 2]]) > 0.99
 
 
+def test_a_flow_keeps_one_tos_per_direction_where_its_table_pairs_tos(monkeypatch):
+    """A host marks a connection's packets alike: half the class's flows answer with ToS 32, half
+    with 0, the initiators send 0. With ToS pairs in the table every flow keeps one ToS per
+    direction, each kind by its share; a table fitted before ToS was paired draws per packet."""
+    import engine.model.profiles as profiles
+    monkeypatch.setattr(profiles, "MAX_PROFILES", 1)
+    n, pk = 20, 6
+    rows = np.full((n * pk, LAYOUT.width), -1, np.int8)
+    rows[:, :96] = 0
+    init = np.arange(n * pk) % 2 == 0
+    rows[:, COL_DIR] = init
+    marked = np.repeat(np.arange(n) % 2 == 1, pk) & ~init
+    put(rows, "ipv4_tos", np.where(marked, 32, 0))
+    put(rows, "ipv4_ttl", np.full(n * pk, 64))
+    put(rows, "ipv4_tl", np.full(n * pk, 100))
+    offsets = np.arange(0, n * pk + 1, pk)
+    labels = np.zeros(n, np.int64)
+    vocab = fit_vocab(rows, np.repeat(labels, pk), ["a"])
+    table = json.loads(json.dumps(fit_profiles(rows, offsets, labels, ["a"], vocab, pk)["a"]))
+    assert set(table["pairs"]) == {"ipv4_ttl", "ipv4_tos"}
+    before = {**table, "pairs": {"ipv4_ttl": table["pairs"]["ipv4_ttl"]}}
+
+    B = 400
+    rng = np.random.default_rng(1)
+    x = np.tile(rows[:pk].astype(np.float32), (B, 1, 1))
+    x[:, :, LAYOUT.cols("ipv4_tos")] = 0.5                             # the model has no idea
+    u, fu = rng.random((B, pk, len(SPANS))), rng.random(B)
+
+    def tos(t):
+        y = np.rint(decode(x, vocab["a"], u, profiles=Profiles(t, vocab["a"], "a"), flow_u=fu)).astype(np.int8)
+        return get(y.reshape(-1, LAYOUT.width), "ipv4_tos").reshape(B, pk)
+    got = tos(table)
+    assert (got[:, 0::2] == 0).all()                                    # the initiators' only value
+    resp = got[:, 1::2]
+    assert (resp == resp[:, :1]).all() and 0.35 < (resp[:, 0] == 32).mean() < 0.65
+    mixed = tos(before)[:, 1::2]
+    assert (mixed != mixed[:, :1]).any(1).mean() > 0.5
+
+
 def test_the_models_evidence_weighs_as_a_few_packets_in_the_choice_of_profile():
     """Half the class's flows are bulk, half small; the model leans a little to bulk on every
     packet (soft bits 0.6 of the way). Counted once per packet that lean picks bulk for nearly

@@ -284,6 +284,10 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
         flow_len = _flow_lengths(flat, x.shape[1])     # a profile may keep a flow's closing apart
         chosen = _choose_profiles(flat, x.shape[1], vocab, profiles, fu if fu.ndim == 1 else fu[:, 0], flow_len,
                                   same=same)
+    # a chosen profile's paired spans (engine.model.profiles.PAIRED: TTL, since the fifteenth
+    # session ToS) are drawn once per flow direction as well; a table without a span's pairs
+    # draws it per packet, as before
+    per_dir = set(PER_DIRECTION) | (set(profiles.pairs) if chosen is not None else set())
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
@@ -306,14 +310,14 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             every = np.nonzero(present)[0]
             # a span drawn once per flow and direction takes all its rows at once; the others go
             # DECODE_ROWS rows at a time, so memory is (rows, values) of a chunk, not of the batch
-            step = len(every) if name in PER_DIRECTION else DECODE_ROWS
+            step = len(every) if name in per_dir else DECODE_ROWS
             pick = np.empty(len(every), np.int64)
             guided = palettes is not None and palette_weight > 0
             flow_prior = _palette_prior(v, n, name, palettes, palette_weight) if guided else None   # (B, V)
             profiled = chosen is not None and name in profiles.dist and not guided
             # decoded candidates of one sample (``same``): a row's evidence is the sample's, computed
             # once; where nothing else differs (the row's profile aside), so are its weights
-            whole = same is not None and name not in PER_DIRECTION and allowed is None
+            whole = same is not None and name not in per_dir and allowed is None
             L = x.shape[1]
             for a in range(0, len(every), step):
                 c = slice(a, a + step)
@@ -343,7 +347,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 if calibration and name in calibration and not guided:
                     prior = prior + calibration[name][None, :]
                 ur = uf[rows, si]
-                if name in PER_DIRECTION:
+                if name in per_dir:
                     ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
@@ -355,12 +359,12 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
                 got = draw_index(w, ur, back if (rep is not None and whole) else None)
-                if name in PER_DIRECTION and chosen is not None and not guided and name in profiles.pairs:
+                if name in per_dir and chosen is not None and not guided and name in profiles.pairs:
                     from .profile_draws import draw_pairs
                     paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,
                                         np.bincount(members, minlength=len(first)), ur)
                     got = np.where(paired >= 0, paired, got)
-                pick[c] = got[members] if name in PER_DIRECTION else got
+                pick[c] = got[members] if name in per_dir else got
         flat[np.nonzero(present)[0][:, None], np.arange(sl.start, sl.stop)[None, :]] = V[pick]
     if chosen is not None and fu.ndim == 2:
         from .profile_draws import hold_ip_id
