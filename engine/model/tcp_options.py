@@ -64,15 +64,22 @@ def roles(flags_syn: np.ndarray, flags_ack: np.ndarray) -> np.ndarray:
     return np.where(syn, np.where(flags_ack.astype(bool), 1, 0), 2)
 
 
+def walk_options(rows: np.ndarray):
+    """The option areas of TCP rows ``(R, width)`` in {-1, 0, 1}, parsed: ``(raw, olen, table)``,
+    ``raw`` ``(R, 40)`` uint8 bytes, ``olen`` ``(R,)`` the area's length by the data offset,
+    ``table`` the records (:func:`engine.repair.options.walk`)."""
+    doff = bits_to_uint(np.where(rows[:, DOFF] == 1, 1, 0).astype(np.int8)).astype(np.int64)
+    olen = np.clip(doff, 5, 15) * 4 - 20
+    raw = np.packbits(rows[:, OPT] == 1, axis=1)
+    return raw, olen, op.walk(raw, olen, op.TCP_LEN_TABLE, sack=False)
+
+
 def layouts(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The option lists of TCP rows ``(R, width)`` in {-1, 0, 1}: ``(bytes, ok)``, ``bytes``
     ``(R, 40)`` int16 with :data:`FREE` at timestamp values and -2 past the option area, ``ok``
     ``(R,)`` where the list is one the repair keeps unchanged (known kinds with their lengths, each
     once, SYN-only kinds on SYNs only, no SACK blocks)."""
-    doff = bits_to_uint(np.where(rows[:, DOFF] == 1, 1, 0).astype(np.int8)).astype(np.int64)
-    olen = np.clip(doff, 5, 15) * 4 - 20
-    raw = np.packbits(rows[:, OPT] == 1, axis=1)
-    t = op.walk(raw, olen, op.TCP_LEN_TABLE, sack=False)
+    raw, olen, t = walk_options(rows)
     syn = (rows[:, SYN] == 1)[t.row]
     good = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
     ok = t.ok & (np.bincount(t.row[~good], minlength=len(rows)) == 0) & (rows[:, DOFF.start] != -1)
@@ -203,15 +210,25 @@ def _evidence(soft: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return ll
 
 
-def _midflow_prior(logn: np.ndarray, has_ts: np.ndarray, stamps) -> np.ndarray:
-    """The other segments' log counts re-weighed so that the lists with timestamps hold the share
-    of the class's flows seen without a SYN that carry them (add-one smoothed)."""
+def _stamped_share(logn: np.ndarray, has_ts: np.ndarray) -> float:
+    """The share of a role's count mass on lists with timestamps."""
     mass = np.exp(logn - logn.max())
-    t = mass[has_ts].sum() / mass.sum()
-    want = (stamps[0] + 1) / (stamps[1] + 2)
+    return float(mass[has_ts].sum() / mass.sum())
+
+
+def _with_share(logn: np.ndarray, has_ts: np.ndarray, want: float) -> np.ndarray:
+    """``logn`` re-weighed so that the lists with timestamps hold ``want`` of the mass (unchanged
+    where the role has lists of one kind only)."""
+    t = _stamped_share(logn, has_ts)
     if not 0 < t < 1:
         return logn
     return logn + np.where(has_ts, np.log(want / t), np.log((1 - want) / (1 - t)))
+
+
+def _midflow_prior(logn: np.ndarray, has_ts: np.ndarray, stamps) -> np.ndarray:
+    """The other segments' log counts re-weighed so that the lists with timestamps hold the share
+    of the class's flows seen without a SYN that carry them (add-one smoothed)."""
+    return _with_share(logn, has_ts, (stamps[0] + 1) / (stamps[1] + 2))
 
 
 def _synack_prior(lists: OptionLists, logn: np.ndarray, has_ts: np.ndarray) -> np.ndarray:
@@ -220,14 +237,10 @@ def _synack_prior(lists: OptionLists, logn: np.ndarray, has_ts: np.ndarray) -> n
     syn = lists.roles.get(ROLES.index("syn"))
     if syn is None:
         return logn
-    m0 = np.exp(syn[2] - syn[2].max())
-    ps = m0[np.isnan(syn[0]).any(1)].sum() / m0.sum()
-    mass = np.exp(logn - logn.max())
-    t = mass[has_ts].sum() / mass.sum()
-    if not (0 < t < 1 and ps > 0):
+    ps = _stamped_share(syn[2], np.isnan(syn[0]).any(1))
+    if ps <= 0:
         return logn
-    q = min(t / ps, 1.0 - 1e-6)
-    return logn + np.where(has_ts, np.log(q / t), np.log((1 - q) / (1 - t)))
+    return _with_share(logn, has_ts, min(_stamped_share(logn, has_ts) / ps, 1.0 - 1e-6))
 
 
 def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, chunk: int = 4096) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 
 from engine.codec.layout import bits_to_uint, uint_to_bits
 from engine.codec.matrix import COL_DIR, COL_IAT, iat_to_gaps
-from engine.model.tcp_options import ACK, DOFF, OPT, SYN
+from engine.errors import InputError
+from engine.model.tcp_options import ACK, DOFF, SYN, walk_options
 from engine.model.vocab import draw_index
 from engine.repair import options as op
 
@@ -35,10 +36,7 @@ def fit_clocks(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classe
     """Per class, ``[[direction, top byte, count], ...]``: the top byte of the first TSval of each
     flow direction (1 the initiator's) that carries timestamps."""
     tcp = np.nonzero(rows[:, DOFF.start] != -1)[0]
-    r = rows[tcp]
-    doff = bits_to_uint(np.where(r[:, DOFF] == 1, 1, 0).astype(np.int8)).astype(np.int64)
-    raw = np.packbits(r[:, OPT] == 1, axis=1)
-    t = op.walk(raw, np.clip(doff, 5, 15) * 4 - 20, op.TCP_LEN_TABLE, sack=False)
+    raw, _, t = walk_options(rows[tcp])
     sel = (t.kind == op.TS) & (t.pos + 2 < raw.shape[1])
     at = tcp[t.row[sel]]
     top = raw[t.row[sel], t.pos[sel] + 2].astype(np.int64)
@@ -59,7 +57,6 @@ def fit_clocks(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classe
 
 def check_clock(clock, label: str) -> np.ndarray | None:
     """A table's ``clock`` as ``(2, 256)`` counts (``None`` if absent or empty); one line if hostile."""
-    from engine.errors import InputError
     if clock is None:
         return None
     if not isinstance(clock, list) or len(clock) > 512 or not all(
