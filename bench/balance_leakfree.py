@@ -11,6 +11,9 @@ real flow and every synthetic flow goes to train. Scenarios as `--score`: ``imba
 train flows, ``balanced`` = real + synthetic; random forests with each seed; with and without the
 port features; "thin" = classes with fewer than 50 real train flows. ``--synthetic-share F`` keeps
 the first F of each class's synthetic flows (by file name): a smaller top-up than the export's.
+``--filter P`` keeps only the synthetic flows that ``netdiff balance --filter P`` would keep had its
+train side been this one (:class:`engine.datasets.consistency.Filter` trained on this script's real
+train flows, never on its test flows): the leak-free measure of the filter.
 """
 
 from __future__ import annotations
@@ -30,6 +33,32 @@ sys.path.insert(0, str(ROOT))
 from engine.datasets.balance import classifier_scores  # noqa: E402
 
 
+def _filtered(src: Path, rows: list[dict], min_prob: float) -> list[dict]:
+    """``rows`` less the synthetic flows the consistency filter, trained on the real train rows, drops."""
+    from engine.codec.flows import FlowConfig
+    from engine.codec.pipeline import encode_capture
+    from engine.datasets.consistency import Filter, flow_features
+
+    def feats(sel):
+        mats = []
+        for r in sel:
+            for b in encode_capture(src / r["file"], FlowConfig(min_packets=1)):
+                mats.append(b.flow(0))
+                break
+        return flow_features(mats)
+    train = [r for r in rows if r["origin"] == "real" and r["split"] == "train"]
+    filt = Filter(feats(train), [r["class"] for r in train])
+    syn = [r for r in rows if r["origin"] != "real"]
+    x = feats(syn)
+    drop = set()
+    for c in sorted({r["class"] for r in syn}):
+        ix = [i for i, r in enumerate(syn) if r["class"] == c]
+        p = filt.own_prob(x[ix], c)
+        drop |= {id(syn[i]) for i, q in zip(ix, p) if q < min_prob}
+    print(f"--filter {min_prob}: kept {len(syn) - len(drop)} of {len(syn)} synthetic flows", file=sys.stderr)
+    return [r for r in rows if id(r) not in drop]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("export")
@@ -37,6 +66,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--thin", type=int, default=50)
     ap.add_argument("--synthetic-share", type=float, default=1.0)
+    ap.add_argument("--filter", type=float, default=None, help="keep synthetic flows of class probability >= P")
     a = ap.parse_args()
     src = Path(a.export)
     rows = list(csv.DictReader(open(src / "manifest.csv", newline="")))
@@ -54,6 +84,8 @@ def main() -> None:
             r["split"], matched = "test", matched + 1
         else:
             r["split"] = "train"
+    if a.filter is not None:
+        rows = _filtered(src, rows, a.filter)
     print(f"{len(real)} real flows, {matched} of them in the generator's held-out split "
           f"({len(held)} listed); {len(rows) - len(real)} synthetic", file=sys.stderr)
     with tempfile.TemporaryDirectory() as d:

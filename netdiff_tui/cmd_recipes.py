@@ -209,13 +209,19 @@ def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, 
 @click.option("--like", "like_flag", is_flag=True, help="Start every synthetic flow from a real flow of its class "
                                                        "(with --split: from the train side only).")
 @request_options(only=("strength",), show_defaults=False)
+@click.option("--filter", "min_prob", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Keep only synthetic flows that a forest trained on the real (train) flows takes for their "
+                   "class with at least this probability, e.g. 0.4 (bench/balance.md: without it, topping up "
+                   "costs macro-F1 on unseen real flows).")
+@click.option("--oversample", type=click.IntRange(1, 20), default=None,
+              help="With --filter: draw this many times the flows a class needs, so that more pass  [default: 1]")
 @click.option("--force", is_flag=True)
 @click.option("--score", is_flag=True, help="With --split: print per-class F1 of a classifier trained on the "
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @detachable("balance", resume_args=())
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, like_flag, force, score, quiet,
-                **_request_fields):
+def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, like_flag, min_prob, oversample,
+                force, score, quiet, **_request_fields):
     """Top up under-represented classes with synthetic flows and export the mix.
 
     --model, --candidates, --decodes and --strength override every class's recipe (their values as
@@ -234,11 +240,14 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, li
         s = balance(real, target, out, recipes_dir=recipes_dir, split=split, seed=seed, pcapng=pcapng,
                     force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None,
                     model=model, like=like, strength=strength,
-                    sampling={k: over[k] for k in SAMPLING_OVERRIDES if k in over})
+                    sampling={k: over[k] for k in SAMPLING_OVERRIDES if k in over}, min_prob=min_prob,
+                    oversample=oversample)
     if not quiet:
         click.echo(f"target {s['target']} flows per class" + (" (train split)" if split else ""))
         for c, n in s["generated"].items():
-            click.echo(f"  {c}: {s['counted'][c]} real + {n} synthetic ({s['recipes'][c]})")
+            v = s["vetted"].get(c)
+            kept = f"; kept {v['kept']} of {v['drawn']} drawn" if v else ""
+            click.echo(f"  {c}: {s['counted'][c]} real + {n} synthetic ({s['recipes'][c]}{kept})")
         _print_counts(s)
     if score:
         if split is None:

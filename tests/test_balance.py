@@ -218,3 +218,54 @@ def test_balance_with_the_real_generator(small_real, tmp_path):
     syn = [r for r in rows if r["origin"] == "synthetic"]
     assert len(syn) == 12 - s["counted"]["facebook"] and all(r["class"] == "facebook" for r in syn)
     assert all(r["server_port"] == "443" for r in syn)
+
+
+def test_balance_filter_keeps_flows_that_look_like_their_class(small_real, tmp_path):
+    """--filter: the stand-in generator writes ssh flows for every class; a forest trained on the
+    real train flows takes them for ssh, so ssh keeps its top-up and the other classes lose theirs.
+    The filter learns from the train side only, and a resumed balance does not filter twice."""
+    from engine.datasets import consistency as cs
+    gen = FakeGenerate(small_real)
+    out = tmp_path / "bal"
+    seen = []
+    real_filter = cs.Filter
+
+    class Spy(real_filter):
+        def __init__(self, x, labels, seed=0, n_jobs=1):
+            seen.append(len(labels))
+            super().__init__(x, labels, seed, n_jobs)
+    cs.Filter = Spy
+    try:
+        s = bl.balance(small_real, "max", out, split=0.2, seed=1, generate_fn=gen, min_prob=0.5)
+    finally:
+        cs.Filter = real_filter
+    counts = s["real_counts"]
+    assert seen == [sum(counts.values()) - sum(ex.n_test(n, 0.2) for n in counts.values())]   # train flows only
+    v = s["vetted"]
+    assert v and set(v) == set(s["generated"])
+    assert all(v[c]["drawn"] == gen.calls[i].count for i, c in enumerate(sorted(v)))
+    assert v["ssh"]["kept"] >= 0.8 * v["ssh"]["drawn"]
+    others = [c for c in v if c != "ssh"]
+    assert others and all(v[c]["kept"] <= 0.2 * v[c]["drawn"] for c in others), v
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    for c in v:
+        assert sum(r["origin"] == "synthetic" and r["class"] == c for r in rows) == v[c]["kept"] == s["generated"][c]
+    assert "kept" in (out / "README.md").read_text()
+    # a class folder filtered before is not filtered again, and its whole draw stays aside
+    d = tmp_path / "g"
+    gen(replace(bl.request_for("dns", 6)[0]), d)
+    filt = cs.Filter(*cs.real_train_features(bl.real_sources(small_real), {})[:2])
+    first = cs.vet(d, "dns", filt, 6, 0.5)
+    assert first["drawn"] == 6 and (d / cs.ALL).is_file() and (d / cs.VETTED).is_file()
+    assert cs.vet(d, "dns", filt, 6, 0.0) == first
+    (d / cs.VETTED).unlink()            # interrupted between the writes: starts again from the whole draw
+    assert cs.vet(d, "dns", filt, 6, 0.0)["drawn"] == 6
+
+
+def test_balance_filter_options(small_real, tmp_path):
+    from netdiff_tui.cli import main
+    for args, msg in ((["--oversample", "2"], "--oversample needs --filter"),
+                      (["--filter", "1.5"], "--filter"), (["--filter", "0.4", "--oversample", "0"], "--oversample")):
+        r = CliRunner().invoke(main, ["balance", "--real", str(small_real), "--target", "5", "-o",
+                                      str(tmp_path / "x"), *args])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output

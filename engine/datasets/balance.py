@@ -12,6 +12,10 @@ With ``split``, the real flows are first split by flow (as the export splits
 them) and the target applies to the *train* split: synthetic flows only ever
 go to train, the test split stays real.
 
+With ``min_prob`` (``--filter``), each class draws ``oversample`` times the flows it needs
+(default once) and keeps those a forest trained on the real train flows takes for the class
+(:mod:`engine.datasets.consistency`).
+
 With ``like``, each synthetic flow starts from a real flow of its class
 (``netdiff generate --like``); with ``split`` too, the flows the export will put
 in test are never guides (``.OUT.balance/guide_split.json``).
@@ -31,20 +35,26 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.outdir import OutputLock, check_room, user_paths
-from engine.datasets.export import ExportOptions, export, n_test, scan_inputs
+from engine.datasets.export import ExportOptions, export, n_test, real_test_flows, scan_inputs
 from engine.codec.flows import FlowConfig
 from engine.codec.pipeline import encode_capture
 from engine.progress import CancelToken, Message, OnEvent
 from engine.datasets.request import SAMPLING_OVERRIDES, GenerationRequest
 
 
+def real_sources(real_dir: str | os.PathLike) -> list:
+    """The captures of a real labeled capture directory (an error for a generated or exported one)."""
+    sources = scan_inputs([real_dir])
+    if any(s.origin != "real" or s.rows for s in sources):
+        raise InputError(real_dir, "is a generated or exported dataset; --real takes <class>/*.pcap captures")
+    return sources
+
+
 def count_flows(real_dir: str | os.PathLike, cfg: FlowConfig = FlowConfig(),
                 cancel: CancelToken | None = None) -> dict[str, int]:
     """Flows per class of a real labeled capture directory."""
     counts: Counter = Counter()
-    for s in scan_inputs([real_dir]):
-        if s.origin != "real" or s.rows:
-            raise InputError(real_dir, "is a generated or exported dataset; --real takes <class>/*.pcap captures")
+    for s in real_sources(real_dir):
         for b in encode_capture(s.path, cfg, cancel=cancel):
             counts[s.cls] += len(b)
     return dict(sorted(counts.items()))
@@ -105,7 +115,8 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
             pcapng: bool = False, force: bool = False, on_event: OnEvent | None = None,
             cancel: CancelToken | None = None, generate_fn: Callable | None = None,
             classes: list[str] | None = None, model: str | None = None, like: bool = False,
-            strength: float | None = None, sampling: dict | None = None) -> dict:
+            strength: float | None = None, sampling: dict | None = None, min_prob: float | None = None,
+            oversample: int | None = None) -> dict:
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
@@ -116,6 +127,11 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         strength: with ``like``, how far the real flows are noised (default: the request's).
         sampling: request fields set for every class instead of its recipe's: ``candidates`` (draws
             per synthetic flow, the checkpoint's critic keeps one), ``decodes`` (decodings of each draw).
+        min_prob: keep only synthetic flows that a forest trained on the real train flows gives
+            their class with at least this probability (:mod:`engine.datasets.consistency`); a
+            class may then get fewer flows than it needs.
+        oversample: with ``min_prob``, draw this many times the flows a class needs (default
+            :data:`OVERSAMPLE`), so that the filter has flows to choose from.
     """
     emit = on_event or (lambda e: None)
     out = Path(out)
@@ -127,15 +143,36 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
     bad = set(sampling or {}) - set(SAMPLING_OVERRIDES)
     if bad:
         raise ValueError(f"not a sampling override: {sorted(bad)}")
+    if min_prob is not None and not 0 <= min_prob < 1:
+        raise InputError(None, f"--filter must be a probability in [0, 1), got {min_prob}")
+    if oversample is not None and min_prob is None:
+        raise InputError(None, "--oversample needs --filter (it draws extra flows for the filter to choose from)")
+    oversample = OVERSAMPLE if oversample is None else oversample
+    if not 1 <= oversample <= 20:
+        raise InputError(None, f"--oversample must be 1-20, got {oversample}")
     check_room(out)
     with OutputLock(out), user_paths(out):
         return _balance(real_dir, target, out, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
-                        generate_fn, classes, model, like, strength, sampling or {})
+                        generate_fn, classes, model, like, strength, sampling or {}, min_prob, oversample)
+
+
+#: ``--oversample``'s default: flows drawn per flow needed when filtering. 1: the filter only
+#: drops; drawing 3x and keeping up to the need kept more flows and lost the gain (bench/balance.md)
+OVERSAMPLE = 1
 
 
 def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
-             generate_fn, classes, model, like, strength, sampling: dict) -> dict:
-    counts = count_flows(real_dir, cancel=cancel)
+             generate_fn, classes, model, like, strength, sampling: dict, min_prob, oversample) -> dict:
+    held = None
+    filt = None
+    if min_prob is not None:
+        from engine.datasets.consistency import Filter, real_train_features
+        # the filter learns from the train side only: the export's test flows stay unseen
+        held = real_test_flows([real_dir], split, seed, cancel=cancel) if split else {}
+        x, labels, counts = real_train_features(real_sources(real_dir), held, cancel=cancel)
+        filt = Filter(x, labels, seed)
+    else:
+        counts = count_flows(real_dir, cancel=cancel)
     if not counts:
         raise InputError(real_dir, "holds no flows")
     t, have, need = plan(counts, target, split)
@@ -154,12 +191,13 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
     if need and like and split is not None:
         import json
         from engine.outdir import atomic_write_bytes
-        from engine.datasets.export import real_test_flows
         guide_split = work / "guide_split.json"
-        held = real_test_flows([real_dir], split, seed, cancel=cancel)
+        if held is None:
+            held = real_test_flows([real_dir], split, seed, cancel=cancel)
         atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
+    vetted = {}
     for cls, n in sorted(need.items()):
-        req, where = request_for(cls, n, recipes_dir, seed)
+        req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed)
         if model is not None:
             req = replace(req, model=model)
         req = replace(req, **sampling)
@@ -175,14 +213,22 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
             emit(Message("info", f"{cls}: generating {n} flows ({where})"))
             shutil.rmtree(d, ignore_errors=True)
             generate_fn(req, d, on_event=on_event, cancel=cancel)
+        if filt is not None:
+            from engine.datasets.consistency import vet
+            vetted[cls] = v = vet(d, cls, filt, n, min_prob)
+            emit(Message("info", f"{cls}: kept {v['kept']} of {v['drawn']} synthetic flows "
+                                 f"(class probability >= {min_prob})"))
         gen_dirs.append(d)
     notes = [f"Balanced with `netdiff balance`: target {t} flows per class"
              + (" in the train split" if split else "") + f" (asked: {target})."]
-    notes += [f"{c}: {have[c]} real + {need[c]} synthetic ({origin[c]})" for c in sorted(need)]
+    kept = {c: vetted[c]["kept"] if c in vetted else n for c, n in need.items()}
+    notes += [f"{c}: {have[c]} real + {kept[c]} synthetic ({origin[c]}"
+              + (f"; kept {kept[c]} of {vetted[c]['drawn']} drawn, class probability >= {min_prob}" if c in vetted else "")
+              + ")" for c in sorted(need)]
     summary = export([real_dir, *gen_dirs], out, ExportOptions(pcapng=pcapng, split=split, seed=seed),
                      force=force, on_event=on_event, cancel=cancel, title="Class-balanced dataset", notes=notes)
     shutil.rmtree(work, ignore_errors=True)
-    summary.update(target=t, real_counts=counts, counted=have, generated=need, recipes=origin)
+    summary.update(target=t, real_counts=counts, counted=have, generated=kept, recipes=origin, vetted=vetted)
     return summary
 
 
