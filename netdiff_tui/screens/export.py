@@ -1,6 +1,7 @@
 """Export tab: choose datasets (generations, exports, real ``<class>/*.pcap`` folders), classes and
 flows per class, split, seed, pcapng and the output directory; Export starts ``netdiff export ...`` as a detached job and, once it
-is done, shows the export's data card (its README.md).
+is done, shows the export's data card (its README.md). With "top up" filled, the one chosen real
+``<class>/*.pcap`` folder is balanced instead (``netdiff balance``, optionally ``--filter``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", p
     if not inputs:
         raise InputError(None, "choose at least one dataset (space marks the highlighted one)")
     argv = ["export"] + [str(p) for p in inputs] + ["-o", str(out)]
-    for c in classes.replace(",", " ").split():
-        argv += ["--class", c]
     if max_per_class.strip():
         if not max_per_class.strip().isdigit() or int(max_per_class) < 1:
             raise InputError(None, f"flows per class: {max_per_class.strip()!r} is not a whole number >= 1")
+    return argv + _shared_options(split, seed, pcapng, classes, max_per_class)
+
+
+def _shared_options(split: str, seed: str, pcapng: bool, classes: str, max_per_class: str = "") -> list[str]:
+    """The options export and balance share (classes, split, seed, pcapng), checked."""
+    argv = []
+    for c in classes.replace(",", " ").split():
+        argv += ["--class", c]
+    if max_per_class.strip():
         argv += ["--max-per-class", max_per_class.strip()]
     if split.strip():
         try:
@@ -52,6 +60,36 @@ def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", p
         argv += ["--seed", seed.strip()]
     if pcapng:
         argv.append("--pcapng")
+    return argv
+
+
+def build_balance_argv(inputs: list[DatasetInfo], out: Path, target: str, min_prob: str = "", split: str = "",
+                       seed: str = "", pcapng: bool = False, classes: str = "", max_per_class: str = "") -> list[str]:
+    """The ``netdiff balance`` arguments of the form: top up the one chosen real capture folder.
+
+    Raises:
+        InputError: not exactly one real ``<class>/*.pcap`` folder chosen, a target that is neither a
+        whole number >= 1 nor ``max``, a filter outside [0, 1), a flows-per-class limit (balance has
+        none), or a split or seed :func:`build_argv` refuses too.
+    """
+    real = [d for d in inputs if d.kind == "captures"]
+    if len(inputs) != 1 or len(real) != 1:
+        raise InputError(None, "balancing tops up one real <class>/*.pcap folder: choose exactly that one")
+    t = target.strip().lower()
+    if t != "max" and (not t.isdigit() or int(t) < 1):
+        raise InputError(None, f"top up: {target.strip()!r} is not a whole number >= 1 or 'max'")
+    if max_per_class.strip():
+        raise InputError(None, "flows per class: balancing sets them by 'top up'; leave max/cls empty")
+    argv = ["balance", "--real", str(real[0].path.absolute()), "--target", t, "-o", str(out)]
+    argv += _shared_options(split, seed, pcapng, classes)
+    if min_prob.strip():
+        try:
+            v = float(min_prob)
+        except ValueError:
+            raise InputError(None, f"filter: {min_prob.strip()!r} is not a number") from None
+        if not 0.0 <= v < 1.0:
+            raise InputError(None, f"filter: a class probability in [0, 1), got {min_prob.strip()}")
+        argv += ["--filter", min_prob.strip()]
     return argv
 
 
@@ -91,6 +129,11 @@ class ExportPane(Horizontal):
                 yield Label("max/cls", classes="form-label")
                 yield Input(placeholder="all", id="export-max", type="integer", compact=True)
             with Horizontal(classes="form-row"):
+                yield Label("top up", classes="form-label")
+                yield Input(placeholder="no (e.g. 100: balance)", id="export-target", compact=True)
+                yield Label("filter", classes="form-label")
+                yield Input(placeholder="off (e.g. 0.4)", id="export-filter", compact=True)
+            with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
                 yield Input(placeholder=f"{self.app.settings.output_dir}/export", id="export-out", compact=True)
             with Horizontal(classes="buttons"):
@@ -98,7 +141,8 @@ class ExportPane(Horizontal):
                 yield Button("Export (ctrl+g)", variant="primary", id="export-run", compact=True)
         with VerticalScroll(id="export-right"):
             yield Static("Mark datasets with space, then Export. The export runs as a job (see Jobs); "
-                         "its data card shows here when it is done.", id="export-status", markup=False)
+                         "its data card shows here when it is done. With 'top up' filled, the one "
+                         "marked real <class>/*.pcap folder is balanced instead (netdiff balance).", id="export-status", markup=False)
             yield Static("", id="export-card", markup=False)
 
     # -- datasets --------------------------------------------------------------------------
@@ -150,7 +194,16 @@ class ExportPane(Horizontal):
     def argv(self) -> tuple[list[str], Path]:
         text = self.query_one("#export-out", Input).value.strip()
         out = (Path(text).expanduser() if text else self.app.settings.expanded("output_dir") / "export").absolute()
-        inputs = [d.path.absolute() for d in self.datasets if d.path in self.chosen]
+        chosen = [d for d in self.datasets if d.path in self.chosen]
+        target = self.query_one("#export-target", Input).value
+        if target.strip() or self.query_one("#export-filter", Input).value.strip():
+            return build_balance_argv(chosen, out, target, self.query_one("#export-filter", Input).value,
+                                      self.query_one("#export-split", Input).value,
+                                      self.query_one("#export-seed", Input).value,
+                                      self.query_one("#export-pcapng", Checkbox).value,
+                                      self.query_one("#export-classes", Input).value,
+                                      self.query_one("#export-max", Input).value), out
+        inputs = [d.path.absolute() for d in chosen]
         return build_argv(inputs, out, self.query_one("#export-split", Input).value,
                           self.query_one("#export-seed", Input).value,
                           self.query_one("#export-pcapng", Checkbox).value,
@@ -167,9 +220,10 @@ class ExportPane(Horizontal):
         except InputError as e:
             self.app.notify(str(e), title="export", severity="error")
             return
+        kind = argv[0]
         self.query_one("#export-card", Static).update("")
-        self.query_one("#export-status", Static).update(f"starting export -> {out}")
-        self.app.start_job("export", argv, out=out, label=out.name, switch=False)
+        self.query_one("#export-status", Static).update(f"starting {kind} -> {out}")
+        self.app.start_job(kind, argv, out=out, label=out.name, switch=False)
 
     def started(self, job: Path) -> None:
         self.job = job
