@@ -260,6 +260,9 @@ def test_balance_filter_keeps_flows_that_look_like_their_class(small_real, tmp_p
     assert cs.vet(d, "dns", filt, 6, 0.0) == first
     (d / cs.VETTED).unlink()            # interrupted between the writes: starts again from the whole draw
     assert cs.vet(d, "dns", filt, 6, 0.0)["drawn"] == 6
+    (d / cs.VETTED).write_text('{"drawn": -3, "kept": 9}')      # a record that makes no sense: filtered again
+    again = cs.vet(d, "dns", filt, 4, 0.0)
+    assert again["drawn"] == 6 and again["kept"] == 4 and len(list(csv.DictReader(open(d / "manifest.csv")))) == 4
 
 
 def test_balance_filter_options(small_real, tmp_path):

@@ -86,20 +86,33 @@ def real_train_features(sources, test_ids: dict[str, list[str]], cfg: FlowConfig
     return x, labels, dict(sorted(counts.items()))
 
 
-def _generated_flows(d: Path, manifest: Path) -> tuple[list[dict], list[np.ndarray]]:
+def _generated_features(d: Path, manifest: Path) -> tuple[list[dict], np.ndarray]:
+    """The rows of a generated folder's manifest and their flows' statistics, one flow file at a
+    time (memory is the vectors', not the flows')."""
     rows = read_manifest_rows(manifest, need=("file",))
-    mats = []
+    vecs = []
     for r in rows:
         f = d / r["file"]
-        m = None
+        v = None
         for b in encode_capture(f, FlowConfig(min_packets=1)):
             if len(b):
-                m = b.flow(0)
+                v = flow_features([b.flow(0)])[0]
                 break
-        if m is None:
+        if v is None:
             raise InputError(f, "holds no flow (a generated flow file should hold one)")
-        mats.append(m)
-    return rows, mats
+        vecs.append(v)
+    return rows, np.stack(vecs) if vecs else np.zeros((0, 0))
+
+
+def _record(path: Path) -> dict | None:
+    """A folder's ``vetted.json`` when it is whole and sane (else ``None``: filter again)."""
+    try:
+        r = json.loads(path.read_text())
+        ok = isinstance(r, dict) and all(isinstance(r.get(k), int) and 0 <= r[k] for k in ("drawn", "kept")) \
+            and r["kept"] <= r["drawn"] and isinstance(r.get("min_prob"), (int, float))
+    except (OSError, ValueError):
+        return None
+    return r if ok else None
 
 
 def vet(d: str | os.PathLike, cls: str, filt: Filter, keep: int, min_prob: float) -> dict:
@@ -109,15 +122,15 @@ def vet(d: str | os.PathLike, cls: str, filt: Filter, keep: int, min_prob: float
     a folder filtered before returns what it recorded then."""
     d = Path(d)
     done = d / VETTED
-    if done.is_file():
-        return json.loads(done.read_text())
+    if done.is_file() and (rec := _record(done)) is not None:
+        return rec
     full = d / ALL
     if not full.is_file():
         # the whole draw is kept aside first: an interrupted filter starts again from it,
         # never from a manifest it already shortened
         atomic_write_bytes(full, [(d / "manifest.csv").read_bytes()])
-    rows, mats = _generated_flows(d, full)
-    p = filt.own_prob(flow_features(mats), cls)
+    rows, x = _generated_features(d, full)
+    p = filt.own_prob(x, cls)
     ok = np.nonzero(p >= min_prob)[0]
     chosen = sorted(ok[np.argsort(-p[ok], kind="stable")[:keep]])
     buf = io.StringIO()
