@@ -68,3 +68,16 @@ async def test_export_tab_starts_a_balance_job(settings, tmp_path):
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: any("top up" in n for n in notifications(app)))
         assert len(started) == 1
+
+
+def test_balance_job_result_lines(tmp_path):
+    from netdiff_tui.screens.catalog import result_lines
+    res = {"flows": 130, "generated": {"dns": 9, "facebook": 0}, "target": 100,
+           "vetted": {"dns": {"drawn": 64, "kept": 9, "min_prob": 0.4}, "facebook": {"drawn": 94, "kept": 0,
+                                                                                   "min_prob": 0.4}}}
+    lines = result_lines("balance", res, None)
+    assert "synthetic: 9 flows in 2 classes, kept of 158 drawn (class probability >= 0.4)" in lines
+    assert "target 100" in lines[-1]
+    res.pop("vetted")
+    assert "synthetic: 9 flows in 2 classes" in result_lines("balance", res, None)
+    assert not any("synthetic:" in x for x in result_lines("export", res, None))

@@ -245,6 +245,15 @@ def result_lines(kind: str, result: dict, out: Path | None) -> list[str]:
     if out is not None and out.is_dir():
         n = sum(1 for p in out.rglob("*") if p.is_file())
         lines.append(f"{n} files")
+    gen, vet = result.get("generated"), result.get("vetted")
+    if kind == "balance" and isinstance(gen, dict) and gen:
+        # a balance's top-up per class, and what its consistency filter kept of the draws
+        line = f"synthetic: {sum(v for v in gen.values() if isinstance(v, int))} flows in {len(gen)} classes"
+        if isinstance(vet, dict) and vet:
+            drawn = sum(v.get("drawn", 0) for v in vet.values() if isinstance(v, dict))
+            prob = next((v.get("min_prob") for v in vet.values() if isinstance(v, dict)), None)
+            line += f", kept of {drawn} drawn (class probability >= {prob})"
+        lines.append(line)
     shown = {"flows", "packets", "label", "seconds", "out"}
     # paths differ by machine and say nothing the output line does not
     extra = [f"{k} {v}" for k, v in result.items() if k not in shown and v is not None
