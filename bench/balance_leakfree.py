@@ -35,17 +35,10 @@ from engine.datasets.balance import classifier_scores  # noqa: E402
 
 def _filtered(src: Path, rows: list[dict], min_prob: float) -> list[dict]:
     """``rows`` less the synthetic flows the consistency filter, trained on the real train rows, drops."""
-    from engine.codec.flows import FlowConfig
-    from engine.codec.pipeline import encode_capture
-    from engine.datasets.consistency import Filter, flow_features
+    from engine.datasets.consistency import Filter, file_features
 
     def feats(sel):
-        mats = []
-        for r in sel:
-            for b in encode_capture(src / r["file"], FlowConfig(min_packets=1)):
-                mats.append(b.flow(0))
-                break
-        return flow_features(mats)
+        return file_features(src / r["file"] for r in sel)
     train = [r for r in rows if r["origin"] == "real" and r["split"] == "train"]
     filt = Filter(feats(train), [r["class"] for r in train])
     syn = [r for r in rows if r["origin"] != "real"]

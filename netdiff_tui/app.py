@@ -349,8 +349,9 @@ class NetdiffApp(App[None]):
     @work(thread=True, group="start-job", exclusive=False, description="start job", exit_on_error=False)
     def run_start_job(self, kind: str, argv: list[str], out, label: str, request, switch: bool) -> None:
         from engine.jobs import start_detached
-        job = start_detached(self.jobs_dir, kind, argv, request=request, out=out, label=label,
-                             resume_args=("--resume",) if kind == "generate" else () if kind in ("export", "balance") else None)
+        # export and balance continue an interrupted run by themselves: their rerun takes no flag
+        resume = ("--resume",) if kind == "generate" else () if kind in ("export", "balance") else None
+        job = start_detached(self.jobs_dir, kind, argv, request=request, out=out, label=label, resume_args=resume)
         self.post_message(JobStarted(job.path, kind, switch))
 
     @work(thread=True, group="cancel-job", exclusive=False, description="cancel job", exit_on_error=False)

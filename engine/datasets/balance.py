@@ -223,8 +223,8 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
              + (" in the train split" if split else "") + f" (asked: {target})."]
     kept = {c: vetted[c]["kept"] if c in vetted else n for c, n in need.items()}
     notes += [f"{c}: {have[c]} real + {kept[c]} synthetic ({origin[c]}"
-              + (f"; kept {kept[c]} of {vetted[c]['drawn']} drawn, class probability >= {min_prob}" if c in vetted else "")
-              + ")" for c in sorted(need)]
+              + (f"; kept {kept[c]} of {vetted[c]['drawn']} drawn, class probability >= {min_prob}"
+                 if c in vetted else "") + ")" for c in sorted(need)]
     summary = export([real_dir, *gen_dirs], out, ExportOptions(pcapng=pcapng, split=split, seed=seed),
                      force=force, on_event=on_event, cancel=cancel, title="Class-balanced dataset", notes=notes)
     shutil.rmtree(work, ignore_errors=True)

@@ -61,10 +61,8 @@ class Filter:
         """``(flows,)``: the forest's probability of ``cls`` for each row of ``x`` (0 for a class it never saw)."""
         if cls not in self.classes or len(x) == 0:
             return np.zeros(len(x))
-        k = self.classes.index(cls)
-        p = self.forest.predict_proba(x)
-        col = np.searchsorted(self.forest.classes_, k)
-        return p[:, col] if col < len(self.forest.classes_) and self.forest.classes_[col] == k else np.zeros(len(x))
+        # the forest's classes are 0..len(self.classes)-1: every one has a training flow
+        return self.forest.predict_proba(x)[:, self.classes.index(cls)]
 
 
 def real_train_features(sources, test_ids: dict[str, list[str]], cfg: FlowConfig = FlowConfig(),
@@ -86,13 +84,11 @@ def real_train_features(sources, test_ids: dict[str, list[str]], cfg: FlowConfig
     return x, labels, dict(sorted(counts.items()))
 
 
-def _generated_features(d: Path, manifest: Path) -> tuple[list[dict], np.ndarray]:
-    """The rows of a generated folder's manifest and their flows' statistics, one flow file at a
-    time (memory is the vectors', not the flows')."""
-    rows = read_manifest_rows(manifest, need=("file",))
+def file_features(paths) -> np.ndarray:
+    """``(files, features)``: :func:`flow_features` of each per-flow capture file's flow (a
+    generated or exported flow file holds one), one file at a time (memory is the vectors')."""
     vecs = []
-    for r in rows:
-        f = d / r["file"]
+    for f in paths:
         v = None
         for b in encode_capture(f, FlowConfig(min_packets=1)):
             if len(b):
@@ -101,7 +97,13 @@ def _generated_features(d: Path, manifest: Path) -> tuple[list[dict], np.ndarray
         if v is None:
             raise InputError(f, "holds no flow (a generated flow file should hold one)")
         vecs.append(v)
-    return rows, np.stack(vecs) if vecs else np.zeros((0, 0))
+    return np.stack(vecs) if vecs else np.zeros((0, 0))
+
+
+def _generated_features(d: Path, manifest: Path) -> tuple[list[dict], np.ndarray]:
+    """The rows of a generated folder's manifest and their flows' statistics."""
+    rows = read_manifest_rows(manifest, need=("file",))
+    return rows, file_features(d / r["file"] for r in rows)
 
 
 def _record(path: Path) -> dict | None:

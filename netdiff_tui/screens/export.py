@@ -33,18 +33,17 @@ def build_argv(inputs: list[Path], out: Path, split: str = "", seed: str = "", p
     if not inputs:
         raise InputError(None, "choose at least one dataset (space marks the highlighted one)")
     argv = ["export"] + [str(p) for p in inputs] + ["-o", str(out)]
-    if max_per_class.strip():
-        if not max_per_class.strip().isdigit() or int(max_per_class) < 1:
-            raise InputError(None, f"flows per class: {max_per_class.strip()!r} is not a whole number >= 1")
     return argv + _shared_options(split, seed, pcapng, classes, max_per_class)
 
 
 def _shared_options(split: str, seed: str, pcapng: bool, classes: str, max_per_class: str = "") -> list[str]:
-    """The options export and balance share (classes, split, seed, pcapng), checked."""
+    """The options export and balance share (classes, split, seed, pcapng; export's flows per class), checked."""
     argv = []
     for c in classes.replace(",", " ").split():
         argv += ["--class", c]
     if max_per_class.strip():
+        if not max_per_class.strip().isdigit() or int(max_per_class) < 1:
+            raise InputError(None, f"flows per class: {max_per_class.strip()!r} is not a whole number >= 1")
         argv += ["--max-per-class", max_per_class.strip()]
     if split.strip():
         try:
@@ -142,7 +141,8 @@ class ExportPane(Horizontal):
         with VerticalScroll(id="export-right"):
             yield Static("Mark datasets with space, then Export. The export runs as a job (see Jobs); "
                          "its data card shows here when it is done. With 'top up' filled, the one "
-                         "marked real <class>/*.pcap folder is balanced instead (netdiff balance).", id="export-status", markup=False)
+                         "marked real <class>/*.pcap folder is balanced instead (netdiff balance).",
+                         id="export-status", markup=False)
             yield Static("", id="export-card", markup=False)
 
     # -- datasets --------------------------------------------------------------------------
