@@ -200,7 +200,12 @@ def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, 
 @click.option("--real", "real", required=True, type=click.Path(), help="Real labeled captures: <class>/*.pcap.")
 @click.option("--target", required=True, help="Flows per class: a number, or 'max' (the largest class).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output dataset directory.")
-@click.option("--recipes-dir", type=click.Path(), default=None, help="Look for each class's recipe here first.")
+@click.option("--recipes", "use_recipes", is_flag=True,
+              help="Draw each class with its recipe (--recipes-dir, yours, the presets) instead of as the model "
+                   "learned it; a recipe narrows a class to one kind of flow, which a classifier of the whole "
+                   "class learns less from (bench/balance.md).")
+@click.option("--recipes-dir", type=click.Path(), default=None,
+              help="Look for each class's recipe here first (implies --recipes).")
 @click.option("--class", "classes", multiple=True, help="Only top up this class (repeatable).")
 @click.option("--split", type=float, default=None, help="Hold out this fraction of real flows as test first.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -211,8 +216,8 @@ def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, 
 @request_options(only=("strength",), show_defaults=False)
 @click.option("--filter", "min_prob", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Keep only synthetic flows that a forest trained on the real (train) flows takes for their "
-                   "class with at least this probability, e.g. 0.4 (bench/balance.md: without it, topping up "
-                   "costs macro-F1 on unseen real flows).")
+                   "class with at least this probability, e.g. 0.4; needs enough real flows per class to learn "
+                   "from (bench/balance.md).")
 @click.option("--oversample", type=click.IntRange(1, 20), default=None,
               help="With --filter: draw this many times the flows a class needs, so that more pass  [default: 1]")
 @click.option("--force", is_flag=True)
@@ -220,12 +225,13 @@ def export_cmd(inputs, out, pcapng, split, seed, classes, max_per_class, force, 
                                              "imbalanced vs the balanced train split (tested on real test flows).")
 @click.option("-q", "--quiet", is_flag=True)
 @detachable("balance", resume_args=())
-def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, like_flag, min_prob, oversample,
-                force, score, quiet, **_request_fields):
+def balance_cmd(real, target, out, use_recipes, recipes_dir, classes, split, seed, pcapng, like_flag, min_prob,
+                oversample, force, score, quiet, **_request_fields):
     """Top up under-represented classes with synthetic flows and export the mix.
 
-    --model, --candidates, --decodes and --strength override every class's recipe (their values as
-    `netdiff generate` takes them).
+    Each class is drawn as the model learned it (`netdiff generate --label C`), or with --recipes
+    by its recipe. --model, --candidates, --decodes and --strength apply to every class (their
+    values as `netdiff generate` takes them).
     """
     from engine.datasets.balance import balance
     from netdiff_tui.request_options import given
@@ -241,7 +247,7 @@ def balance_cmd(real, target, out, recipes_dir, classes, split, seed, pcapng, li
                     force=force, on_event=_with_messages(prog, quiet), classes=list(classes) or None,
                     model=model, like=like, strength=strength,
                     sampling={k: over[k] for k in SAMPLING_OVERRIDES if k in over}, min_prob=min_prob,
-                    oversample=oversample)
+                    oversample=oversample, recipes=use_recipes)
     if not quiet:
         click.echo(f"target {s['target']} flows per class" + (" (train split)" if split else ""))
         for c, n in s["generated"].items():

@@ -86,12 +86,26 @@ def test_recipe_choice(tmp_path):
     req, where = bl.request_for("tls_https", 3)
     assert "https_web" in where and req.transport == "tcp"          # preset found by label, not name
     req, where = bl.request_for("bittorrent", 3)
-    assert where == "defaults" and req.label == "bittorrent" and req.count == 3
+    assert where == bl.MODEL_CLASS and req.label == "bittorrent" and req.count == 3
+    req, where = bl.request_for("twitch", 7, recipes=False, seed=4)     # the class as the model learned it
+    assert where == bl.MODEL_CLASS and req.server_ports == () and req.seed == 4
     d = tmp_path / "mine"
     d.mkdir()
     (d / "x.toml").write_text('label = "twitch"\ncount = 1\n[traffic]\nservice_ports = [8443]\n')
     req, where = bl.request_for("twitch", 5, d)
     assert req.server_ports == (8443,) and req.count == 5 and "dir recipe 'x'" in where
+
+
+def test_balance_with_recipes_uses_them(small_real, tmp_path):
+    gen = FakeGenerate(small_real)
+    s = bl.balance(small_real, 12, tmp_path / "bal", classes=["facebook"], recipes=True, generate_fn=gen)
+    assert [q.server_ports for q in gen.calls] == [(443,)] and "preset recipe 'facebook'" in s["recipes"]["facebook"]
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "x.toml").write_text('label = "facebook"\ncount = 1\n[traffic]\nservice_ports = [8443]\n')
+    gen = FakeGenerate(small_real)
+    bl.balance(small_real, 12, tmp_path / "bal2", classes=["facebook"], recipes_dir=d, generate_fn=gen)
+    assert [q.server_ports for q in gen.calls] == [(8443,)]          # a recipes folder implies --recipes
 
 
 def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
@@ -104,6 +118,9 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
         n = sum(1 for r in train if r["class"] == c)
         assert n == max(20, s["counted"][c]), (c, n)
     assert {q.label for q in gen.calls} == {c for c in CLASSES if s["counted"][c] < 20}
+    # drawn as the model learned each class, not narrowed by the presets (twitch's sets TCP 443)
+    assert all(q.server_ports == () and q.extra["recipe"] == "(model)" for q in gen.calls)
+    assert all(s["recipes"][c] == bl.MODEL_CLASS for c in s["generated"])
     assert all(r["origin"] == "real" for r in rows if r["split"] == "test")
     syn = [r for r in rows if r["origin"] == "synthetic"]
     assert len(syn) == sum(s["generated"].values()) > 0
@@ -217,7 +234,9 @@ def test_balance_with_the_real_generator(small_real, tmp_path):
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     syn = [r for r in rows if r["origin"] == "synthetic"]
     assert len(syn) == 12 - s["counted"]["facebook"] and all(r["class"] == "facebook" for r in syn)
-    assert all(r["server_port"] == "443" for r in syn)
+    # drawn as the model learned facebook: its (transport, server port) pairs are the real flows'
+    seen = {(r["proto"], r["server_port"]) for r in rows if r["origin"] == "real" and r["class"] == "facebook"}
+    assert {(r["proto"], r["server_port"]) for r in syn} <= seen, seen
 
 
 def test_balance_filter_keeps_flows_that_look_like_their_class(small_real, tmp_path):

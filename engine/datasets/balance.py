@@ -3,10 +3,15 @@
 ``balance(real_dir, target, out)`` counts the flows per class of a real
 labeled capture directory (``<class>/*.pcap``, flows cut as ``netdiff
 encode`` cuts them), generates ``target - count`` synthetic flows for every
-class below the target with the class's recipe (a recipe whose label matches,
-from ``recipes_dir``, the user's recipes or the presets; else the request
-defaults), and exports real and synthetic flows together (:mod:`engine.datasets.export`),
-each flow flagged real or synthetic in the manifest.
+class below the target, and exports real and synthetic flows together
+(:mod:`engine.datasets.export`), each flow flagged real or synthetic in the manifest.
+
+A class is drawn as the model learned it (``netdiff generate --label C``: its
+ports, lengths and timing as the real class has them). With ``recipes`` (or a
+``recipes_dir``), a class's recipe is used instead (a recipe whose label matches,
+from ``recipes_dir``, the user's recipes or the presets): a recipe narrows a class
+to one kind of flow (the zoom preset: UDP 8801 media), and a classifier of the whole
+class learns far less from those (bench/balance.md, seventeenth session).
 
 With ``split``, the real flows are first split by flow (as the export splits
 them) and the target applies to the *train* split: synthetic flows only ever
@@ -83,13 +88,18 @@ def plan(counts: dict[str, int], target: int | str, split: float | None = None) 
     return t, have, need
 
 
+#: what :func:`request_for` says of a class drawn as the model learned it
+MODEL_CLASS = "the model's own flows of the class"
+
+
 def request_for(label: str, count: int, recipes_dir: str | os.PathLike | None = None,
-                seed: int = 0) -> tuple[GenerationRequest, str]:
-    """The class's recipe (or the defaults) with ``count`` flows; returns (request, where it came from)."""
+                seed: int = 0, recipes: bool = True) -> tuple[GenerationRequest, str]:
+    """The class's recipe (with ``recipes``; else, or where none matches, the class as the model
+    learned it) with ``count`` flows; returns (request, where it came from)."""
     from engine.datasets.recipes import recipes_for_label
-    rc = recipes_for_label(label, recipes_dir)
+    rc = recipes_for_label(label, recipes_dir) if recipes else None
     if rc is None:
-        return GenerationRequest(label=label, count=count, seed=seed, extra={"recipe": "(defaults)"}), "defaults"
+        return GenerationRequest(label=label, count=count, seed=seed, extra={"recipe": "(model)"}), MODEL_CLASS
     return replace(rc.request, count=count, extra=dict(rc.request.extra)), f"{rc.source} recipe {rc.name!r}"
 
 
@@ -116,10 +126,12 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
             cancel: CancelToken | None = None, generate_fn: Callable | None = None,
             classes: list[str] | None = None, model: str | None = None, like: bool = False,
             strength: float | None = None, sampling: dict | None = None, min_prob: float | None = None,
-            oversample: int | None = None) -> dict:
+            oversample: int | None = None, recipes: bool = False) -> dict:
     """Balance ``real_dir`` to ``target`` flows per class into the export ``out``; returns a summary.
 
     Args:
+        recipes: draw each class with its recipe (``recipes_dir``, the user's, the presets) instead of
+            as the model learned it; implied by ``recipes_dir``.
         generate_fn: ``generate(req, out_dir, on_event=, cancel=)`` (default :func:`engine.datasets.generate.generate`).
         classes: only top up these classes (default: every class below the target).
         model: checkpoint for every class (default: each recipe's model).
@@ -152,8 +164,9 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
         raise InputError(None, f"--oversample must be 1-20, got {oversample}")
     check_room(out)
     with OutputLock(out), user_paths(out):
-        return _balance(real_dir, target, out, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
-                        generate_fn, classes, model, like, strength, sampling or {}, min_prob, oversample)
+        return _balance(real_dir, target, out, recipes_dir, recipes or recipes_dir is not None, split, seed, pcapng,
+                        force, emit, on_event, cancel, generate_fn, classes, model, like, strength, sampling or {},
+                        min_prob, oversample)
 
 
 #: ``--oversample``'s default: flows drawn per flow needed when filtering. 1: the filter only
@@ -161,7 +174,7 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
 OVERSAMPLE = 1
 
 
-def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, force, emit, on_event, cancel,
+def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pcapng, force, emit, on_event, cancel,
              generate_fn, classes, model, like, strength, sampling: dict, min_prob, oversample) -> dict:
     held = None
     filt = None
@@ -197,7 +210,7 @@ def _balance(real_dir, target, out: Path, recipes_dir, split, seed, pcapng, forc
         atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
     vetted = {}
     for cls, n in sorted(need.items()):
-        req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed)
+        req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed, recipes)
         if model is not None:
             req = replace(req, model=model)
         req = replace(req, **sampling)
