@@ -27,6 +27,8 @@ def test_balance_argv(tmp_path):
                     "--class", "dns", "--split", "0.2", "--seed", "1", "--pcapng", "--filter", "0.4"]
     assert build_balance_argv([real], out, " MAX ")[:5] == ["balance", "--real", str(real.path.absolute()),
                                                            "--target", "max"]
+    assert build_balance_argv([real], out, "100", recipes=True)[-1] == "--recipes"
+    assert "--recipes" not in build_balance_argv([real], out, "100")
     gen = DatasetInfo(tmp_path / "gen", "generated", {"dns": 4})
     for kw, msg in ((dict(inputs=[gen]), "exactly that one"), (dict(inputs=[real, gen]), "exactly that one"),
                     (dict(target="lots"), "top up"), (dict(target="0"), "top up"),
@@ -68,6 +70,13 @@ async def test_export_tab_starts_a_balance_job(settings, tmp_path):
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: any("top up" in n for n in notifications(app)))
         assert len(started) == 1
+        # "top up by recipes": each class by its recipe
+        app.query_one("#export-target").value = "50"
+        app.query_one("#export-recipes").value = True
+        app.query_one("#export-table").focus()
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: len(started) == 2)
+        assert started[1][1][-1] == "--recipes"
 
 
 def test_balance_job_result_lines(tmp_path):

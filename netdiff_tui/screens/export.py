@@ -63,8 +63,10 @@ def _shared_options(split: str, seed: str, pcapng: bool, classes: str, max_per_c
 
 
 def build_balance_argv(inputs: list[DatasetInfo], out: Path, target: str, min_prob: str = "", split: str = "",
-                       seed: str = "", pcapng: bool = False, classes: str = "", max_per_class: str = "") -> list[str]:
-    """The ``netdiff balance`` arguments of the form: top up the one chosen real capture folder.
+                       seed: str = "", pcapng: bool = False, classes: str = "", max_per_class: str = "",
+                       recipes: bool = False) -> list[str]:
+    """The ``netdiff balance`` arguments of the form: top up the one chosen real capture folder
+    (``recipes``: each class by its recipe, not as the model learned it).
 
     Raises:
         InputError: not exactly one real ``<class>/*.pcap`` folder chosen, a target that is neither a
@@ -89,6 +91,8 @@ def build_balance_argv(inputs: list[DatasetInfo], out: Path, target: str, min_pr
         if not 0.0 <= v < 1.0:
             raise InputError(None, f"filter: a class probability in [0, 1), got {min_prob.strip()}")
         argv += ["--filter", min_prob.strip()]
+    if recipes:
+        argv.append("--recipes")
     return argv
 
 
@@ -137,6 +141,7 @@ class ExportPane(Horizontal):
                 yield Input(placeholder=f"{self.app.settings.output_dir}/export", id="export-out", compact=True)
             with Horizontal(classes="buttons"):
                 yield Checkbox("pcapng per class", id="export-pcapng", compact=True)
+                yield Checkbox("by recipes", id="export-recipes", compact=True)
                 yield Button("Export (ctrl+g)", variant="primary", id="export-run", compact=True)
         with VerticalScroll(id="export-right"):
             yield Static("Mark datasets with space, then Export. The export runs as a job (see Jobs); "
@@ -196,13 +201,14 @@ class ExportPane(Horizontal):
         out = (Path(text).expanduser() if text else self.app.settings.expanded("output_dir") / "export").absolute()
         chosen = [d for d in self.datasets if d.path in self.chosen]
         target = self.query_one("#export-target", Input).value
-        if target.strip() or self.query_one("#export-filter", Input).value.strip():
+        recipes = self.query_one("#export-recipes", Checkbox).value
+        if target.strip() or self.query_one("#export-filter", Input).value.strip() or recipes:
             return build_balance_argv(chosen, out, target, self.query_one("#export-filter", Input).value,
                                       self.query_one("#export-split", Input).value,
                                       self.query_one("#export-seed", Input).value,
                                       self.query_one("#export-pcapng", Checkbox).value,
                                       self.query_one("#export-classes", Input).value,
-                                      self.query_one("#export-max", Input).value), out
+                                      self.query_one("#export-max", Input).value, recipes), out
         inputs = [d.path.absolute() for d in chosen]
         return build_argv(inputs, out, self.query_one("#export-split", Input).value,
                           self.query_one("#export-seed", Input).value,
