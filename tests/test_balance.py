@@ -255,10 +255,16 @@ def test_balance_filter_keeps_flows_that_look_like_their_class(small_real, tmp_p
             super().__init__(x, labels, seed, n_jobs)
     cs.Filter = Spy
     try:
-        s = bl.balance(small_real, "max", out, split=0.2, seed=1, generate_fn=gen, min_prob=0.5)
+        events = []
+        s = bl.balance(small_real, "max", out, split=0.2, seed=1, generate_fn=gen, min_prob=0.5,
+                       on_event=events.append)
     finally:
         cs.Filter = real_filter
     counts = s["real_counts"]
+    # a class topped up from fewer than FILTER_MIN_REAL real train flows is named in one warning
+    warned = [e.text for e in events if getattr(e, "level", "") == "warning"]
+    few = sorted(c for c in s["generated"] if counts[c] - ex.n_test(counts[c], 0.2) < bl.FILTER_MIN_REAL)
+    assert few and len(warned) == 1 and all(f"{c} has" in warned[0] for c in few), (few, warned)
     assert seen == [sum(counts.values()) - sum(ex.n_test(n, 0.2) for n in counts.values())]   # train flows only
     v = s["vetted"]
     assert v and set(v) == set(s["generated"])

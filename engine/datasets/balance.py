@@ -169,6 +169,10 @@ def balance(real_dir: str | os.PathLike, target: int | str, out: str | os.PathLi
                         min_prob, oversample)
 
 
+#: below this many real train flows of a class, ``--filter`` warns: a forest that learned a class
+#: from 10 flows took 55-111 of 1,200 good synthetic flows for it (bench/balance.md, seventeenth session)
+FILTER_MIN_REAL = 20
+
 #: ``--oversample``'s default: flows drawn per flow needed when filtering. 1: the filter only
 #: drops; drawing 3x and keeping up to the need kept more flows and lost the gain (bench/balance.md)
 OVERSAMPLE = 1
@@ -208,6 +212,14 @@ def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pca
         if held is None:
             held = real_test_flows([real_dir], split, seed, cancel=cancel)
         atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
+    if filt is not None:
+        few = Counter(labels)
+        few = {c: few[c] for c in need if few[c] < FILTER_MIN_REAL}
+        if few:
+            emit(Message("warning", "--filter learns each class from its real train flows; "
+                         + ", ".join(f"{c} has {k}" for c, k in sorted(few.items()))
+                         + f" (fewer than {FILTER_MIN_REAL}): it will keep few of their synthetic flows, and a "
+                         "class the model knows well gains more unfiltered (bench/balance.md)"))
     vetted = {}
     for cls, n in sorted(need.items()):
         req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed, recipes)
