@@ -116,6 +116,23 @@ def _generate_resuming(req, d: Path, on_event=None, cancel=None) -> dict:
         return generate(req, d, on_event=on_event, cancel=cancel, force=True)
 
 
+def _learned(models: set) -> dict:
+    """``{model ref: {class: training flows}}`` of the native checkpoints among ``models`` (one
+    that does not resolve is left out: generating from it says why)."""
+    from engine.hub.cache import read_config
+    from engine.model.checkpoint import resolve
+    from engine.model.lengths import learned_flows
+    out = {}
+    for m in models:
+        try:
+            cfg = read_config(resolve(m))
+        except (InputError, OSError):
+            continue
+        if cfg:
+            out[m] = learned_flows(cfg)
+    return out
+
+
 def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.balance"
 
@@ -221,6 +238,8 @@ def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pca
                          + f" (fewer than {FILTER_MIN_REAL}): it will keep few of their synthetic flows, and a "
                          "class the model knows well gains more unfiltered (bench/balance.md)"))
     vetted = {}
+    learned = _learned({request_for(c, 1, recipes_dir, seed, recipes)[0].model if model is None else model
+                        for c in need})
     for cls, n in sorted(need.items()):
         req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed, recipes)
         if model is not None:
@@ -230,6 +249,8 @@ def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pca
             req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),
                           **({} if strength is None else {"strength": strength}))
             where += f", guided by its real {'train ' if split else ''}flows"
+        if where == MODEL_CLASS and cls in learned.get(req.model, {}):
+            where += f", learned from {learned[req.model][cls]} flows"
         origin[cls] = where
         d = work / "gen" / cls
         if (d / "manifest.csv").is_file():
