@@ -244,13 +244,13 @@ def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pca
         req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed, recipes)
         if model is not None:
             req = replace(req, model=model)
+        if where == MODEL_CLASS and cls in learned.get(req.model, {}):
+            where += f", learned from {learned[req.model][cls]} flows"
         req = replace(req, **sampling)
         if like:
             req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),
                           **({} if strength is None else {"strength": strength}))
             where += f", guided by its real {'train ' if split else ''}flows"
-        if where == MODEL_CLASS and cls in learned.get(req.model, {}):
-            where += f", learned from {learned[req.model][cls]} flows"
         origin[cls] = where
         d = work / "gen" / cls
         if (d / "manifest.csv").is_file():
