@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--duplicate", action="store_true",
                     help="the control: top the thinned classes up with copies of their real train flows")
     a = ap.parse_args()
+    if a.thin_to is not None and not (0 <= a.thin_to < a.target) or a.duplicate and not a.thin_to:
+        ap.error("--thin-to must be in [0, --target), and --duplicate needs --thin-to >= 1 (flows to copy)")
     src = Path(a.export)
     rows = list(csv.DictReader(open(src / "manifest.csv", newline="")))
     if a.synthetic_share < 1:
