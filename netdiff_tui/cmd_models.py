@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from engine.artifacts.models import classes_text
 from engine.errors import InputError
 from netdiff_tui.cli import Progress, friendly, main
 from netdiff_tui.detach import detachable
@@ -87,7 +88,7 @@ def info(ref, revision, as_json):
     if d.get("last_used"):
         click.echo(f"last used: {age(d['last_used'])}")
     if d["classes"]:
-        click.echo(f"classes ({len(d['classes'])}): {', '.join(d['classes'])}")
+        click.echo(classes_text(d["classes"], d.get("class_flows")))
     for k, v in d["config"].items():
         click.echo(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
     click.echo(f"files ({len(d['files'])}, {human_size(d['size'])}):")

@@ -96,11 +96,13 @@ def test_recipe_choice(tmp_path):
     assert req.server_ports == (8443,) and req.count == 5 and "dir recipe 'x'" in where
 
 
-def test_learned_flows_reads_the_length_table():
-    from engine.model.lengths import learned_flows
+def test_class_flows_reads_the_length_table():
+    from engine.artifacts.models import class_flows, classes_text
     cfg = {"lengths": {"a": [[2, 6, 3], [9, 17, 4]], "b": [[2, 6, -1], "x", [3, 6, 2.5], [4, 6, 5]], "c": "junk"}}
-    assert learned_flows(cfg) == {"a": 7, "b": 5}
-    assert learned_flows({}) == {} and learned_flows({"lengths": [1]}) == {}
+    assert class_flows(cfg) == {"a": 7, "b": 5}
+    assert class_flows({}) == {} and class_flows({"lengths": [1]}) == {}
+    assert classes_text(["a", "b"], class_flows(cfg)) == "classes (2; training flows): a 7, b 5"
+    assert classes_text(["a", "z"], class_flows(cfg)) == "classes (2): a, z"      # no count for z: none shown
 
 
 def test_balance_with_recipes_uses_them(small_real, tmp_path):
@@ -129,10 +131,9 @@ def test_balance_tops_up_thin_classes_and_flags_origin(small_real, tmp_path):
     assert all(q.server_ports == () and q.extra["recipe"] == "(model)" for q in gen.calls)
     assert all(s["recipes"][c].startswith(bl.MODEL_CLASS) for c in s["generated"])
     if _default_model_present():            # the per-class line says how much of the class the model saw
+        from engine.artifacts.models import read_checkpoint
         from engine.model.checkpoint import resolve
-        from engine.hub.cache import read_config
-        from engine.model.lengths import learned_flows
-        n = learned_flows(read_config(resolve(None)))
+        n = read_checkpoint(resolve(None)).class_flows
         assert all(s["recipes"][c].endswith(f"learned from {n[c]} flows") for c in s["generated"])
     assert all(r["origin"] == "real" for r in rows if r["split"] == "test")
     syn = [r for r in rows if r["origin"] == "synthetic"]

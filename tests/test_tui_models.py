@@ -294,7 +294,7 @@ async def test_list_shows_default_and_hub_cache_repo_in_the_console(env):
         details = app.query_one("#models-details")
         await wait_for(pilot, lambda: "model.safetensors" in str(details.render()))
         text = str(details.render())
-        assert "use as: --model hf://lab/cached@" in text and "classes (20): amazon" in text
+        assert "use as: --model hf://lab/cached@" in text and "classes (20; training flows): amazon 218" in text
 
 
 @sync

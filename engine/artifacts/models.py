@@ -31,6 +31,7 @@ class Checkpoint:
     sampling: dict = field(default_factory=dict)     # sampling defaults: name -> number/text
     facts: dict = field(default_factory=dict)        # other top-level scalars (seed, split, hashes)
     weights_size: int = 0
+    class_flows: dict = field(default_factory=dict)  # class -> training flows the model learned it from
 
 
 def read_checkpoint(d: str | Path) -> Checkpoint:
@@ -40,12 +41,37 @@ def read_checkpoint(d: str | Path) -> Checkpoint:
         InputError: config.json missing, unreadable, or with a field of the wrong type or range.
     """
     d = Path(d)
-    f = Fields(read_json_object(d / CONFIG), d / CONFIG)
+    raw = read_json_object(d / CONFIG)
+    f = Fields(raw, d / CONFIG)
     w = d / WEIGHTS
     facts = {k: v for k, v in f.scalars().items() if k not in ("format", "steps", "layout")}
     return Checkpoint(d, f.str_("format"), f.str_list("classes", MAX_CLASSES), f.int_("steps", 0, MAX_STEPS),
                       f.str_("layout") or None, f.obj("model").scalars(), f.obj("sampling").scalars(), facts,
-                      w.stat().st_size if w.is_file() else 0)
+                      w.stat().st_size if w.is_file() else 0, class_flows(raw))
+
+
+def class_flows(cfg: dict) -> dict[str, int]:
+    """Per class, the training flows the model learned it from: the counts of its length table
+    (``config.json`` key ``lengths``, :func:`engine.model.lengths.length_prior`). Empty for a config
+    without that table; malformed rows are skipped, not trusted."""
+    table = cfg.get("lengths")
+    out: dict[str, int] = {}
+    if not isinstance(table, dict):
+        return out
+    for c, rows in list(table.items())[:MAX_CLASSES]:
+        if isinstance(rows, list):
+            out[str(c)] = sum(r[2] for r in rows if isinstance(r, list) and len(r) == 3
+                              and isinstance(r[2], int) and 0 <= r[2] < 2**31)
+    return out
+
+
+def classes_text(classes, flows: dict | None = None) -> str:
+    """One line for people: ``classes (N): a, b`` or, where the checkpoint says how many training
+    flows each class had, ``classes (N; training flows): a 218, b 39``."""
+    classes = list(classes)
+    if flows and all(c in flows for c in classes):
+        return f"classes ({len(classes)}; training flows): " + ", ".join(f"{c} {flows[c]}" for c in classes)
+    return f"classes ({len(classes)}): {', '.join(classes)}"
 
 
 @dataclass

@@ -119,17 +119,14 @@ def _generate_resuming(req, d: Path, on_event=None, cancel=None) -> dict:
 def _learned(models: set) -> dict:
     """``{model ref: {class: training flows}}`` of the native checkpoints among ``models`` (one
     that does not resolve is left out: generating from it says why)."""
-    from engine.hub.cache import read_config
+    from engine.artifacts.models import read_checkpoint
     from engine.model.checkpoint import resolve
-    from engine.model.lengths import learned_flows
     out = {}
     for m in models:
         try:
-            cfg = read_config(resolve(m))
+            out[m] = read_checkpoint(resolve(m)).class_flows
         except (InputError, OSError):
             continue
-        if cfg:
-            out[m] = learned_flows(cfg)
     return out
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.artifacts.models import class_flows
 from engine.hub.refs import DEFAULT_MODEL_DIR, Ref, RefError, hub_cache_dir, is_offline, parse_ref, resolve_ref
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -363,7 +364,8 @@ def info(text: str | Ref, revision: str | None = None, cache_dir=None) -> dict:
         files.append({"name": rel, "size": size, "algorithm": algo, "hash": h})
     cfg = read_config(d) or {}
     out = {"ref": ref.uri, "kind": ref.kind, "path": str(d), "format": checkpoint_format(d),
-           "classes": list(classes_of(d)), "config": _config_summary(cfg), "files": files,
+           "classes": list(classes_of(d)), "class_flows": class_flows(cfg), "config": _config_summary(cfg),
+           "files": files,
            "size": sum(f["size"] for f in files), "recipes": [str(p) for p in recipes_using(ref)]}
     if ref.kind == "hub":
         _, repo = hub_repo(ref, cache_dir)
@@ -390,7 +392,7 @@ def _remote_info(ref: Ref) -> dict:
     files = [{"name": s.rfilename, "size": s.size or 0, "algorithm": "sha256" if s.lfs else "git-sha1",
               "hash": s.lfs.sha256 if s.lfs else (s.blob_id or "-")} for s in (mi.siblings or [])]
     return {"ref": ref.at(mi.sha).uri if mi.sha else ref.uri, "kind": "hub", "path": None, "commit": mi.sha,
-            "format": "unknown (not downloaded)", "classes": [], "config": {}, "files": files,
+            "format": "unknown (not downloaded)", "classes": [], "class_flows": {}, "config": {}, "files": files,
             "size": sum(f["size"] for f in files), "recipes": [str(p) for p in recipes_using(ref)],
             "revisions": [], "last_used": None}
 

@@ -68,21 +68,6 @@ def length_prior(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
     return out
 
 
-def learned_flows(cfg: dict) -> dict[str, int]:
-    """Per class, the training flows its :func:`length_prior` was counted on (a checkpoint's
-    ``config.json`` key ``lengths``): how much of each class the model saw. Empty for a config
-    without that table; malformed rows are skipped, not trusted."""
-    table = cfg.get("lengths")
-    out: dict[str, int] = {}
-    if not isinstance(table, dict):
-        return out
-    for c, rows in table.items():
-        if isinstance(rows, list):
-            out[str(c)] = sum(r[2] for r in rows if isinstance(r, list) and len(r) == 3
-                              and isinstance(r[2], int) and 0 <= r[2] < 2**31)
-    return out
-
-
 def draw_shape(prior: list[list[int]] | None, seed: int, lo: int, hi: int, proto: int | None = None) -> tuple[int, int]:
     """``(length, protocol)`` with the length in ``[lo, hi]`` from a class's prior, decided by
     ``seed`` alone (protocol 0: left to the model).

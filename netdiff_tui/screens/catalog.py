@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.artifacts.models import classes_text
 from engine.constants import CAPTURE_EXTS
 from engine.artifacts import (ComplianceReport, Counts, EvaluationSummary, JobEntry, ModelEntry, events_path,
                               find_jobs, find_models, read_report)
@@ -44,7 +45,7 @@ def model_details(m: ModelEntry) -> str:
     """Multi-line description for the details pane."""
     lines = [f"[b]{m.name}[/b]  ({m.kind})", f"path: {m.path}", f"status: {m.status}"]
     if m.classes:
-        lines.append(f"classes ({len(m.classes)}): {', '.join(m.classes)}")
+        lines.append(classes_text(m.classes, m.checkpoint.class_flows if m.checkpoint else None))
     if m.steps is not None:
         lines.append(f"steps: {m.steps}")
     if m.layout:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.constants import CAPTURE_EXTS
+from engine.artifacts.models import classes_text as class_list_text
 from engine.errors import InputError
 from engine.hub.cache import human_size, hub_entries
 
@@ -131,7 +132,7 @@ def details_text(row: PaneRow, info: dict | None, error: str = "", verify=None) 
         return "\n".join(lines)
     classes = info.get("classes") or row.classes
     if classes:
-        lines += ["", f"classes ({len(classes)}): {', '.join(classes)}"]
+        lines += ["", class_list_text(classes, info.get("class_flows"))]
     cfg = info.get("config") or {}
     if cfg:
         lines.append("")
