@@ -177,3 +177,12 @@ def test_hostile_manifest_rows(tmp_path, text, words):
     with pytest.raises(InputError) as e:
         af.read_manifest_rows(p)
     one_line(e, p, *words)
+
+
+def test_class_flows_reads_the_length_table():
+    from engine.artifacts.models import class_flows, classes_text
+    cfg = {"lengths": {"a": [[2, 6, 3], [9, 17, 4]], "b": [[2, 6, -1], "x", [3, 6, 2.5], [4, 6, 5]], "c": "junk"}}
+    assert class_flows(cfg) == {"a": 7, "b": 5}
+    assert class_flows({}) == {} and class_flows({"lengths": [1]}) == {}
+    assert classes_text(["a", "b"], class_flows(cfg)) == "classes (2; training flows): a 7, b 5"
+    assert classes_text(["a", "z"], class_flows(cfg)) == "classes (2): a, z"      # no count for z: none shown

@@ -96,15 +96,6 @@ def test_recipe_choice(tmp_path):
     assert req.server_ports == (8443,) and req.count == 5 and "dir recipe 'x'" in where
 
 
-def test_class_flows_reads_the_length_table():
-    from engine.artifacts.models import class_flows, classes_text
-    cfg = {"lengths": {"a": [[2, 6, 3], [9, 17, 4]], "b": [[2, 6, -1], "x", [3, 6, 2.5], [4, 6, 5]], "c": "junk"}}
-    assert class_flows(cfg) == {"a": 7, "b": 5}
-    assert class_flows({}) == {} and class_flows({"lengths": [1]}) == {}
-    assert classes_text(["a", "b"], class_flows(cfg)) == "classes (2; training flows): a 7, b 5"
-    assert classes_text(["a", "z"], class_flows(cfg)) == "classes (2): a, z"      # no count for z: none shown
-
-
 def test_balance_with_recipes_uses_them(small_real, tmp_path):
     gen = FakeGenerate(small_real)
     s = bl.balance(small_real, 12, tmp_path / "bal", classes=["facebook"], recipes=True, generate_fn=gen)
