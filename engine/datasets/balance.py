@@ -116,18 +116,15 @@ def _generate_resuming(req, d: Path, on_event=None, cancel=None) -> dict:
         return generate(req, d, on_event=on_event, cancel=cancel, force=True)
 
 
-def _learned(models: set) -> dict:
-    """``{model ref: {class: training flows}}`` of the native checkpoints among ``models`` (one
-    that does not resolve is left out: generating from it says why)."""
+def _class_flows(model: str | None) -> dict[str, int]:
+    """``{class: training flows}`` of a checkpoint (empty where it does not resolve: generating
+    from it says why)."""
     from engine.artifacts.models import read_checkpoint
     from engine.model.checkpoint import resolve
-    out = {}
-    for m in models:
-        try:
-            out[m] = read_checkpoint(resolve(m)).class_flows
-        except (InputError, OSError):
-            continue
-    return out
+    try:
+        return read_checkpoint(resolve(model)).class_flows
+    except (InputError, OSError):
+        return {}
 
 
 def work_dir_for(out: Path) -> Path:
@@ -227,22 +224,23 @@ def _balance(real_dir, target, out: Path, recipes_dir, recipes, split, seed, pca
             held = real_test_flows([real_dir], split, seed, cancel=cancel)
         atomic_write_bytes(guide_split, [json.dumps({"test": held}, indent=1).encode()])
     if filt is not None:
-        few = Counter(labels)
-        few = {c: few[c] for c in need if few[c] < FILTER_MIN_REAL}
+        train_counts = Counter(labels)
+        few = {c: train_counts[c] for c in need if train_counts[c] < FILTER_MIN_REAL}
         if few:
             emit(Message("warning", "--filter learns each class from its real train flows; "
                          + ", ".join(f"{c} has {k}" for c, k in sorted(few.items()))
                          + f" (fewer than {FILTER_MIN_REAL}): it will keep few of their synthetic flows, and a "
                          "class the model knows well gains more unfiltered (bench/balance.md)"))
-    vetted = {}
-    learned = _learned({request_for(c, 1, recipes_dir, seed, recipes)[0].model if model is None else model
-                        for c in need})
+    vetted, learned = {}, {}        # learned: model -> its class_flows, read once per model
     for cls, n in sorted(need.items()):
         req, where = request_for(cls, n * (oversample if filt is not None else 1), recipes_dir, seed, recipes)
         if model is not None:
             req = replace(req, model=model)
-        if where == MODEL_CLASS and cls in learned.get(req.model, {}):
-            where += f", learned from {learned[req.model][cls]} flows"
+        if where == MODEL_CLASS:
+            if req.model not in learned:
+                learned[req.model] = _class_flows(req.model)
+            if cls in learned[req.model]:
+                where += f", learned from {learned[req.model][cls]} flows"
         req = replace(req, **sampling)
         if like:
             req = replace(req, like=str(real_dir), like_split=None if guide_split is None else str(guide_split),
