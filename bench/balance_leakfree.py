@@ -62,7 +62,7 @@ def _filtered(src: Path, rows: list[dict], min_prob: float, feats: dict) -> list
     return [r for r in rows if id(r) not in drop]
 
 
-def _thinned(rows: list[dict], classes: list[str], k: int, target: int, seed: int) -> list[dict]:
+def _thinned(rows: list[dict], classes: list[str], k: int, seed: int) -> list[dict]:
     """``rows`` with each of ``classes`` cut to ``k`` random real train flows, and the synthetic
     flows of those classes only (the first ``target - k`` of each are kept later, after any filter)."""
     rng = np.random.default_rng(seed)
@@ -98,8 +98,9 @@ def _capped(rows: list[dict], classes: list[str], n: int) -> list[dict]:
     return [r for r in rows if r["origin"] == "real" or id(r) in keep]
 
 
-def _scores(src: Path, rows: list[dict], seed: int, mask: bool) -> dict:
-    """:func:`classifier_scores` of ``rows`` as the export's manifest."""
+def _scores(src: Path, rows: list[dict], seed: int) -> dict:
+    """``{mask_ports: classifier_scores}`` of ``rows`` as the export's manifest, without and with
+    the port features."""
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         for p in src.iterdir():
@@ -109,7 +110,7 @@ def _scores(src: Path, rows: list[dict], seed: int, mask: bool) -> dict:
             w = csv.DictWriter(f, list(rows[0].keys()))
             w.writeheader()
             w.writerows(rows)
-        return classifier_scores(d, seed=seed, mask_ports=mask)
+        return {mask: classifier_scores(d, seed=seed, mask_ports=mask) for mask in (False, True)}
 
 
 def main() -> None:
@@ -149,14 +150,16 @@ def main() -> None:
           f"({len(held)} listed); {len(rows) - len(real)} synthetic", file=sys.stderr)
     feats: dict = {}
     out = {}
+    # without thinning every seed scores the same rows: the filter runs once
+    same = None if thinned else _filtered(src, rows, a.filter, feats) if a.filter is not None else rows
     for seed in map(int, a.seeds.split(",")):
-        sel = _thinned(rows, thinned, a.thin_to, a.target, seed) if thinned else rows
-        if a.filter is not None:
-            sel = _filtered(src, sel, a.filter, feats)
-        if thinned:
+        sel = same
+        if sel is None:
+            sel = _thinned(rows, thinned, a.thin_to, seed)
+            if a.filter is not None:
+                sel = _filtered(src, sel, a.filter, feats)
             sel = (_duplicated if a.duplicate else _capped)(sel, thinned, a.target - a.thin_to)
-        for mask in (False, True):
-            s = _scores(src, sel, seed, mask)
+        for mask, s in _scores(src, sel, seed).items():
             thin = thinned or [c for c in s["classes"] if s["imbalanced"]["train_counts"].get(c, 0) < a.thin]
             for sc in ("imbalanced", "balanced"):
                 out.setdefault((mask, sc, "macro"), []).append(s[sc]["macro_f1"])
