@@ -42,6 +42,7 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
+from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, fit_tempo
 from engine.model.vocab import PER_DIRECTION, draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
@@ -117,6 +118,10 @@ EVIDENCE_ROWS = 0.25
 #: the position's slot decides them (fourteenth session, bench/quality_1024.md). Written into each
 #: table (``head_evidence``): a table without it weighs the evidence fully, as before.
 HEAD_EVIDENCE = {"ipv4_tl": 0.3}
+#: the weight of the model's evidence on a span's value in every packet (1 = the plain posterior;
+#: the first HEAD packets take :data:`HEAD_EVIDENCE` where it names the span). Written into each
+#: table (``evidence``).
+SPAN_EVIDENCE: dict[str, float] = {}
 
 
 def length_bucket(n: np.ndarray) -> np.ndarray:
@@ -276,6 +281,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         k = int(min(MAX_PROFILES, len(flows) // MIN_FLOWS, len(np.unique(X, axis=0))))
         assign = KMeans(k, n_init=4, random_state=seed).fit_predict(X) if k > 1 else np.zeros(len(X), int)
         used = np.unique(assign)
+        k_of = np.searchsorted(used, assign)
         out[c] = {
             "flows": [int((assign == j).sum()) for j in used],
             "proto": [int(np.bincount(proto[assign == j]).argmax()) for j in used],
@@ -283,11 +289,13 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
             "bands": list(BANDS),
             **({"tail": [tail, int(max_packets)]} if tail else {}),
             "head_evidence": dict(HEAD_EVIDENCE),
+            **({"evidence": dict(SPAN_EVIDENCE)} if SPAN_EVIDENCE else {}),
             "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "pairs": {n: _sparse(np.stack([np.bincount(pv[assign == j], minlength=(len(spans[n]) + 1) ** 2)
                                            for j in used]))
                       for n, pv in pairs.items()},
             "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
+            "tempo": {n: round(fit_tempo(counts[n], k_of, spans[n]), 4) for n in TEMPO_SPANS if n in counts},
         }
     return out
 
@@ -310,6 +318,8 @@ class Profiles:
             bands = np.asarray(table.get("bands", NO_BANDS), np.int64)
             tail = np.asarray(table.get("tail", (0, 1)), np.int64)
             head_ev = {n: float(w) for n, w in dict(table.get("head_evidence", {})).items()}
+            span_ev = {n: float(w) for n, w in dict(table.get("evidence", {})).items()}
+            tempo = {n: float(r) for n, r in dict(table.get("tempo", {})).items()}
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise bad(f"malformed ({e})") from None
         K = len(flows)
@@ -324,6 +334,13 @@ class Profiles:
         if any(n not in PROFILED or n in PER_DIRECTION or n in PAIRED or not 0.0 <= w <= 1.0 for n, w in head_ev.items()):
             raise bad("head_evidence: want {span: weight in [0, 1]} of spans decoded per packet")
         self.head_evidence = head_ev
+        if any(n not in PROFILED or n in PER_DIRECTION or n in PAIRED or not 0.0 <= w <= 1.0 for n, w in span_ev.items()):
+            raise bad("evidence: want {span: weight in [0, 1]} of spans decoded per packet")
+        self.evidence = span_ev
+        if any(n not in TEMPO_SPANS or n not in spans or not 0.0 <= r <= MAX_TEMPO for n, r in tempo.items()):
+            raise bad(f"tempo: want {{span: share in [0, {MAX_TEMPO}]}} of its spans of {TEMPO_SPANS}")
+        # a table without "tempo" (written before it) draws each packet's rank on its own
+        self.tempo = {n: r for n, r in tempo.items() if r > 0}
         # a table without "tail" (written before it) has no tail slots
         self.tail, self.cut = int(tail[0]), int(tail[1])
         S = n_slots(self.bands, self.tail)
@@ -456,5 +473,6 @@ def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: 
     return prof.log_dist[name][pick[flow], d]
 
 
-#: uniforms a flow's profile draws take (:func:`choose`, then :func:`engine.model.profile_draws.hold_ip_id`)
-FLOW_UNIFORMS = 5
+#: uniforms a flow's profile draws take (:func:`choose`, then :func:`engine.model.profile_draws.hold_ip_id`,
+#: then the tempo's normal, :data:`engine.model.tempo.TEMPO_U`)
+FLOW_UNIFORMS = 6

@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
 from engine.codec.matrix import row_proto
+from engine.model.tempo import flow_normals, paced
 
 #: the spans decoded onto vocabularies: single fields, plus the TCP flag bits as one span
 #: (flags come in combinations: SYN, SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST)
@@ -288,6 +289,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
     # session ToS) are drawn once per flow direction as well; a table without a span's pairs
     # draws it per packet, as before
     per_dir = set(PER_DIRECTION) | (set(profiles.pairs) if chosen is not None else set())
+    # a flow's pace (engine.model.tempo): its rank in the ordered spans' draws, one normal per flow
+    zf = flow_normals(fu) if chosen is not None and fu.ndim == 2 and profiles.tempo else None
     fwd = (flat[:, COL_DIR] > 0.5).astype(np.int64)
     for si, (name, sl) in enumerate(SPANS.items()):
         vals = vocab.get(name)
@@ -347,18 +350,28 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 if calibration and name in calibration and not guided:
                     prior = prior + calibration[name][None, :]
                 ur = uf[rows, si]
+                paced_draw = profiled and zf is not None and name in profiles.tempo
+                if paced_draw:
+                    ur = paced(ur, zf[rows // L], profiles.tempo[name])
                 if name in per_dir:
                     ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
-                if profiled and name in profiles.head_evidence:
-                    # the profile's per-position slots decide more of the first packets' values
-                    ll = ll * np.where(wr % L < profiles.bands[0], profiles.head_evidence[name], 1.0)[:, None]
+                if profiled and (name in profiles.head_evidence or name in profiles.evidence):
+                    # the profile's per-position slots decide more of the first packets' values, and
+                    # of a span whose evidence the model gives alike for its class's every flow
+                    later = profiles.evidence.get(name, 1.0)
+                    ll = ll * np.where(wr % L < profiles.bands[0], profiles.head_evidence.get(name, later),
+                                       later)[:, None]
                 logp = prior + ll
                 if allowed is not None:
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
-                got = draw_index(w, ur, back if (rep is not None and whole) else None)
+                if paced_draw:          # a quantile of the values in increasing order
+                    order = np.argsort(v, kind="stable")
+                    got = order[draw_index(w[:, order], ur, back if (rep is not None and whole) else None)]
+                else:
+                    got = draw_index(w, ur, back if (rep is not None and whole) else None)
                 if name in per_dir and chosen is not None and not guided and name in profiles.pairs:
                     from .profile_draws import draw_pairs
                     paired = draw_pairs(profiles, name, chosen, ll, groups // 2, groups % 2,
