@@ -19,7 +19,7 @@ from engine.model.vocab import draw_index
 #: Measured over the evaluation set (bench/quality_1024.md, thirteenth session): 0 costs 0.015 of the
 #: packet-bits TSTR ratio, 0.25 moves no goal figure beyond its spread; 1 stays until a retrained
 #: model's TTL evidence is measured again.
-PAIR_EVIDENCE = 1.0
+PAIR_EVIDENCE = 0.25
 
 
 def draw_pairs(prof: Profiles, name: str, pick: np.ndarray, ll: np.ndarray, flow: np.ndarray,

@@ -42,7 +42,8 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
-from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, fit_tempo
+from engine.model.profile_ports import fit_profile_ports, port_columns, read_profile_ports, responder_keys
+from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, TEMPO_U, fit_tempo
 from engine.model.vocab import PER_DIRECTION, draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
@@ -95,6 +96,14 @@ LENGTH_BUCKETS = 11
 #: flows carry one ToS per direction; drawn per packet, 41 % of synthetic ones did; its flow mean
 #: alone told tls_https flows apart with ROC AUC 0.67, paired 0.45). bench/quality_1024.md
 PAIRED = ("ipv4_ttl", "ipv4_tos")
+#: flows of at most SHORT packets are clustered apart from longer ones (SHORT_APART: as far as two
+#: transports; 0 clusters them together, as before the eighteenth session). Half the flows of the
+#: evaluation's classes have 2-4 packets (tls_https 60 %, netflix 66 %), and in profiles shared with
+#: long flows their packets drew the long flows' first packets' values and TTL pairs: a forest
+#: told real 2-packet youtube flows from synthetic ones by their mean TTL alone with ROC AUC 0.80,
+#: http's by their responder's size 0.78 (bench/quality_1024.md, eighteenth session)
+SHORT = 4
+SHORT_APART = 0.0
 #: at most this many profiles per class, and at least this many training flows per profile
 MAX_PROFILES = 16
 MIN_FLOWS = 8
@@ -273,6 +282,8 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         # far apart by transport (10 against at most ~5 within one): a profile is of one transport,
         # so a UDP flow never draws the sizes of its class's TCP acknowledgments
         feats = [np.eye(LENGTH_BUCKETS)[bucket], 10.0 * (proto[:, None] == np.array(PROTOS)[None, :])]
+        if SHORT_APART:
+            feats.append(SHORT_APART * (lens[flows] <= SHORT)[:, None])
         for cn in counts.values():
             cd = by_direction(cn, tail)
             tot = cd.sum(2, keepdims=True)
@@ -296,6 +307,7 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
                       for n, pv in pairs.items()},
             "id": [np.stack([sends[assign == j].sum(0), zero[assign == j].sum(0)], 1).tolist() for j in used],
             "tempo": {n: round(fit_tempo(counts[n], k_of, spans[n]), 4) for n in TEMPO_SPANS if n in counts},
+            "ports": fit_profile_ports(responder_keys(rows[offsets[flows]]), k_of, len(used)),
         }
     return out
 
@@ -337,10 +349,11 @@ class Profiles:
         if any(n not in PROFILED or n in PER_DIRECTION or n in PAIRED or not 0.0 <= w <= 1.0 for n, w in span_ev.items()):
             raise bad("evidence: want {span: weight in [0, 1]} of spans decoded per packet")
         self.evidence = span_ev
-        if any(n not in TEMPO_SPANS or n not in spans or not 0.0 <= r <= MAX_TEMPO for n, r in tempo.items()):
-            raise bad(f"tempo: want {{span: share in [0, {MAX_TEMPO}]}} of its spans of {TEMPO_SPANS}")
-        # a table without "tempo" (written before it) draws each packet's rank on its own
-        self.tempo = {n: r for n, r in tempo.items() if r > 0}
+        if any(n not in TEMPO_SPANS or not 0.0 <= r <= MAX_TEMPO for n, r in tempo.items()):
+            raise bad(f"tempo: want {{span: share in [0, {MAX_TEMPO}]}} of spans of {TEMPO_SPANS}")
+        # a table without "tempo" (written before it) draws each packet's rank on its own, as does
+        # a span without slots (drawn from the class's frequencies)
+        self.tempo = {n: r for n, r in tempo.items() if r > 0 and n in spans}
         # a table without "tail" (written before it) has no tail slots
         self.tail, self.cut = int(tail[0]), int(tail[1])
         S = n_slots(self.bands, self.tail)
@@ -377,6 +390,8 @@ class Profiles:
         if protos.shape != (K,) or not np.isin(protos, PROTOS).all():
             raise bad(f"want a transport of {PROTOS} for each of its profiles")
         self.proto = protos
+        # a table without "ports" (written before them) chooses a profile without the flow's port
+        self.ports = read_profile_ports(table.get("ports"), K, bad)
         if ids.shape != (K, 2, 2):
             raise bad(f"id has shape {ids.shape}, want {(K, 2, 2)}")
         arrays = [flows, length, ids, *spans.values()]
@@ -426,7 +441,8 @@ class Profiles:
 
 
 def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u: np.ndarray,
-           weight: float = EVIDENCE, rows: float | None = None, of: np.ndarray | None = None) -> np.ndarray:
+           weight: float = EVIDENCE, rows: float | None = None, of: np.ndarray | None = None,
+           ports: np.ndarray | None = None) -> np.ndarray:
     """Each flow's profile ``(B,)``, drawn with uniforms ``u`` ``(B,)`` from
     ``flows(k) * P(length bucket | k) * P(evidence | k) ** weight`` among the profiles of the
     flow's transport ``protos`` ``(B,)`` (all of them when the class has none of it), each span's
@@ -439,9 +455,15 @@ def choose(prof: Profiles, evidence, lengths: np.ndarray, protos: np.ndarray, u:
     :meth:`Profiles.slot` ``(R,)``; ``lengths`` ``(B,)`` the flows' packets.
 
     ``of`` ``(N,)``: draw for ``N`` flows, flow ``n`` with ``u[n]`` from the weights of flow ``of[n]``
-    of the ``B`` (decoded candidates of one sample share their evidence, ``generate --decodes``)."""
+    of the ``B`` (decoded candidates of one sample share their evidence, ``generate --decodes``).
+
+    ``ports`` ``(B,)``: the flows' :func:`engine.model.profile_ports.responder_keys`, weighed in
+    as ``P(port | k)`` where the table has its profiles' ports."""
     B = len(lengths)
     logp = np.tile(prof.log_flows, (B, 1)) + prof.log_length[:, length_bucket(lengths)].T
+    if ports is not None and prof.ports is not None:
+        keys, log_port = prof.ports
+        logp += log_port[:, port_columns(keys, np.asarray(ports))].T
     same = prof.proto[None, :] == np.asarray(protos)[:, None]
     logp = np.where(same | ~same.any(1, keepdims=True), logp, -np.inf)
     lengths = np.asarray(lengths)
@@ -474,5 +496,5 @@ def row_prior(prof: Profiles, name: str, pick: np.ndarray, flow: np.ndarray, d: 
 
 
 #: uniforms a flow's profile draws take (:func:`choose`, then :func:`engine.model.profile_draws.hold_ip_id`,
-#: then the tempo's normal, :data:`engine.model.tempo.TEMPO_U`)
-FLOW_UNIFORMS = 6
+#: then the tempos' normals, :data:`engine.model.tempo.TEMPO_U`)
+FLOW_UNIFORMS = TEMPO_U + len(TEMPO_SPANS)

@@ -22,11 +22,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-#: the spans drawn with a flow's tempo: the gap's top code bits (its size to an eighth of an octave)
-TEMPO_SPANS = ("meta_iat_coarse",)
+#: the spans drawn with a flow's tempo, each with its own normal: the gap's top code bits (its size
+#: to an eighth of an octave), and the packet's size
+TEMPO_SPANS = ("meta_iat_coarse", "ipv4_tl")
 #: the largest tempo a table may hold: at 1 every packet would sit at the flow's one quantile
 MAX_TEMPO = 0.95
-#: the flow uniform (column of ``flow_u``, engine.model.profiles.FLOW_UNIFORMS) that draws the tempo's ``z``
+#: the first flow uniform (column of ``flow_u``, engine.model.profiles.FLOW_UNIFORMS) that draws a
+#: tempo's ``z``, one column per span of :data:`TEMPO_SPANS`
 TEMPO_U = 5
 
 
@@ -63,6 +65,8 @@ def paced(u: np.ndarray, z: np.ndarray, rho: float) -> np.ndarray:
     return np.clip(ndtr(np.sqrt(rho) * z + np.sqrt(1.0 - rho) * e), 0.0, np.nextafter(1.0, 0.0))
 
 
-def flow_normals(flow_u: np.ndarray) -> np.ndarray:
-    """Each flow's tempo normal ``(B,)`` from its flow uniforms ``(B, FLOW_UNIFORMS)``."""
-    return ndtri(np.clip(flow_u[:, TEMPO_U], 1e-12, 1 - 1e-12))
+def flow_normals(flow_u: np.ndarray) -> dict[str, np.ndarray]:
+    """Each flow's tempo normal ``(B,)`` per span of :data:`TEMPO_SPANS`, from its flow uniforms
+    ``(B, FLOW_UNIFORMS)``."""
+    z = ndtri(np.clip(flow_u[:, TEMPO_U:TEMPO_U + len(TEMPO_SPANS)], 1e-12, 1 - 1e-12))
+    return {n: z[:, i] for i, n in enumerate(TEMPO_SPANS)}

@@ -237,7 +237,9 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows, of=of)
+    from .profile_ports import responder_keys
+    return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows, of=of,
+                  ports=responder_keys(first))
 
 
 def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: list | None = None,
@@ -352,7 +354,7 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 ur = uf[rows, si]
                 paced_draw = profiled and zf is not None and name in profiles.tempo
                 if paced_draw:
-                    ur = paced(ur, zf[rows // L], profiles.tempo[name])
+                    ur = paced(ur, zf[name][rows // L], profiles.tempo[name])
                 if name in per_dir:
                     ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
