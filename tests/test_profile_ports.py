@@ -104,3 +104,19 @@ def test_hostile_port_tables_get_one_line(ports, why):
     with pytest.raises(InputError, match=why) as e:
         Profiles({**BASE, "ports": ports}, {}, "a")
     assert "\n" not in str(e.value) and "profiles of class 'a'" in str(e.value)
+
+
+def test_the_shipped_youtube_dns_flows_take_the_resolvers_profile():
+    """In the shipped tables a youtube flow held to UDP port 53 is chosen into a profile whose
+    responders answer with TTL 64 (the host's resolver), not a remote server's 52-56."""
+    from conftest import ROOT
+    cfg = json.loads((ROOT / "engine" / "default_model" / "config.json").read_text())
+    vocab = cfg["vocab"]["youtube"]
+    prof = Profiles(cfg["profiles"]["youtube"], vocab, "youtube")
+    keys, log_port = prof.ports
+    dns = port_columns(keys, np.array([17 * 65536 + 53]))[0]
+    assert dns < len(keys)
+    k = int(np.argmax(log_port[:, dns] + prof.log_flows))
+    responder, _, logw = prof.pairs["ipv4_ttl"]
+    ttl = [e[0] for e in vocab["ipv4_ttl"]]
+    assert ttl[responder[np.argmax(logw[k])]] == 64

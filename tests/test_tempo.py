@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from engine.codec.layout import COL_DIR, LAYOUT, put
+from engine.codec.layout import LAYOUT, put
 from engine.errors import InputError
-from engine.model.profiles import FLOW_UNIFORMS, LENGTH_BUCKETS, Profiles, fit_profiles, n_slots
+from engine.model.profiles import FLOW_UNIFORMS, LENGTH_BUCKETS, Profiles, fit_profiles
 from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, TEMPO_U, fit_tempo, paced
 from engine.model.vocab import SPANS, decode, fit_vocab
 
@@ -121,10 +121,8 @@ BASE = {"flows": [1], "proto": [6], "length": [[0] * LENGTH_BUCKETS], "id": [[[2
     ({"spans": {"meta_iat_coarse": [0, 1]}, "tempo": {"meta_iat_coarse": MAX_TEMPO + 0.01}}, "tempo"),
     ({"spans": {"meta_iat_coarse": [0, 1]}, "tempo": {"meta_iat_coarse": float("nan")}}, "tempo"),
     ({"spans": {"meta_iat_coarse": [0, 1]}, "tempo": {"meta_iat_coarse": "x"}}, "malformed"),
-    ({"spans": {}, "evidence": {"ipv4_ttl": 0.5}}, "evidence"),
-    ({"spans": {}, "evidence": {"meta_iat_coarse": -1}}, "evidence"),
 ])
-def test_hostile_tempo_and_evidence_get_one_line(extra, why):
+def test_hostile_tempo_gets_one_line(extra, why):
     vocab = {"ipv4_tl": [[100, 3]], "ipv4_ttl": [[64, 3]], "meta_iat_coarse": [[12, 3], [20, 1]]}
     with pytest.raises(InputError, match=why) as e:
         Profiles({**BASE, **extra}, vocab, "a")
@@ -135,33 +133,3 @@ def test_a_table_without_tempo_draws_each_packet_on_its_own():
     vocab = {"meta_iat_coarse": [[12, 3], [20, 1]]}
     assert Profiles({**BASE, "spans": {"meta_iat_coarse": [0, 1]}}, vocab, "a").tempo == {}
 
-
-def mixed_lengths(seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    """40 flows of 4 packets and 40 of 5 (one length bucket), every packet 100 or 1500 bytes at random."""
-    rng = np.random.default_rng(seed)
-    lens = np.repeat([4, 5], 40)
-    rows = np.full((lens.sum(), LAYOUT.width), -1, np.int8)
-    rows[:, :96] = 0
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    rows[:, COL_DIR] = (np.arange(lens.sum()) - np.repeat(offsets[:-1], lens)) % 2
-    put(rows, "ipv4_tl", rng.choice([100, 1500], lens.sum()))
-    return rows, offsets
-
-
-@pytest.mark.parametrize("apart", [True, False])
-def test_short_flows_make_profiles_of_their_own(monkeypatch, apart):
-    """A flow of a few packets is a kind of its own (a handshake stub, a lone datagram): its
-    packets do not draw the first packets' values of longer flows of its profile."""
-    import engine.model.profiles as P
-    if not apart:
-        monkeypatch.setattr(P, "SHORT_APART", 0.0)
-    rows, offsets = mixed_lengths()
-    labels = np.zeros(len(offsets) - 1, np.int64)
-    vocab = fit_vocab(rows, np.repeat(labels, np.diff(offsets)), ["a"])
-    table = fit_profiles(rows, offsets, labels, ["a"], vocab, 64)["a"]
-    sizes = np.array(table["spans"]["ipv4_tl"])
-    counts = np.zeros((len(table["flows"]), n_slots(table["bands"]), 2))
-    np.add.at(counts.reshape(-1), sizes[0::2], sizes[1::2])
-    first, fifth = counts[:, 0].sum(1), counts[:, 4].sum(1)      # a profile's flows, its 5-packet ones
-    mixed = ((fifth > 0) & (fifth < first)).sum()
-    assert (mixed == 0) == apart

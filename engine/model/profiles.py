@@ -42,8 +42,8 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
-from engine.model.profile_ports import fit_profile_ports, port_columns, read_profile_ports, responder_keys
 from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, TEMPO_U, fit_tempo
+from engine.model.profile_ports import fit_profile_ports, port_columns, read_profile_ports, responder_keys
 from engine.model.vocab import PER_DIRECTION, draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)
@@ -96,14 +96,6 @@ LENGTH_BUCKETS = 11
 #: flows carry one ToS per direction; drawn per packet, 41 % of synthetic ones did; its flow mean
 #: alone told tls_https flows apart with ROC AUC 0.67, paired 0.45). bench/quality_1024.md
 PAIRED = ("ipv4_ttl", "ipv4_tos")
-#: flows of at most SHORT packets are clustered apart from longer ones (SHORT_APART: as far as two
-#: transports; 0 clusters them together, as before the eighteenth session). Half the flows of the
-#: evaluation's classes have 2-4 packets (tls_https 60 %, netflix 66 %), and in profiles shared with
-#: long flows their packets drew the long flows' first packets' values and TTL pairs: a forest
-#: told real 2-packet youtube flows from synthetic ones by their mean TTL alone with ROC AUC 0.80,
-#: http's by their responder's size 0.78 (bench/quality_1024.md, eighteenth session)
-SHORT = 4
-SHORT_APART = 0.0
 #: at most this many profiles per class, and at least this many training flows per profile
 MAX_PROFILES = 16
 MIN_FLOWS = 8
@@ -127,10 +119,6 @@ EVIDENCE_ROWS = 0.25
 #: the position's slot decides them (fourteenth session, bench/quality_1024.md). Written into each
 #: table (``head_evidence``): a table without it weighs the evidence fully, as before.
 HEAD_EVIDENCE = {"ipv4_tl": 0.3}
-#: the weight of the model's evidence on a span's value in every packet (1 = the plain posterior;
-#: the first HEAD packets take :data:`HEAD_EVIDENCE` where it names the span). Written into each
-#: table (``evidence``).
-SPAN_EVIDENCE: dict[str, float] = {}
 
 
 def length_bucket(n: np.ndarray) -> np.ndarray:
@@ -282,8 +270,6 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
         # far apart by transport (10 against at most ~5 within one): a profile is of one transport,
         # so a UDP flow never draws the sizes of its class's TCP acknowledgments
         feats = [np.eye(LENGTH_BUCKETS)[bucket], 10.0 * (proto[:, None] == np.array(PROTOS)[None, :])]
-        if SHORT_APART:
-            feats.append(SHORT_APART * (lens[flows] <= SHORT)[:, None])
         for cn in counts.values():
             cd = by_direction(cn, tail)
             tot = cd.sum(2, keepdims=True)
@@ -300,7 +286,6 @@ def fit_profiles(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, clas
             "bands": list(BANDS),
             **({"tail": [tail, int(max_packets)]} if tail else {}),
             "head_evidence": dict(HEAD_EVIDENCE),
-            **({"evidence": dict(SPAN_EVIDENCE)} if SPAN_EVIDENCE else {}),
             "spans": {n: _sparse(np.stack([cn[assign == j].sum(0) for j in used])) for n, cn in counts.items()},
             "pairs": {n: _sparse(np.stack([np.bincount(pv[assign == j], minlength=(len(spans[n]) + 1) ** 2)
                                            for j in used]))
@@ -330,7 +315,6 @@ class Profiles:
             bands = np.asarray(table.get("bands", NO_BANDS), np.int64)
             tail = np.asarray(table.get("tail", (0, 1)), np.int64)
             head_ev = {n: float(w) for n, w in dict(table.get("head_evidence", {})).items()}
-            span_ev = {n: float(w) for n, w in dict(table.get("evidence", {})).items()}
             tempo = {n: float(r) for n, r in dict(table.get("tempo", {})).items()}
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise bad(f"malformed ({e})") from None
@@ -346,9 +330,6 @@ class Profiles:
         if any(n not in PROFILED or n in PER_DIRECTION or n in PAIRED or not 0.0 <= w <= 1.0 for n, w in head_ev.items()):
             raise bad("head_evidence: want {span: weight in [0, 1]} of spans decoded per packet")
         self.head_evidence = head_ev
-        if any(n not in PROFILED or n in PER_DIRECTION or n in PAIRED or not 0.0 <= w <= 1.0 for n, w in span_ev.items()):
-            raise bad("evidence: want {span: weight in [0, 1]} of spans decoded per packet")
-        self.evidence = span_ev
         if any(n not in TEMPO_SPANS or not 0.0 <= r <= MAX_TEMPO for n, r in tempo.items()):
             raise bad(f"tempo: want {{span: share in [0, {MAX_TEMPO}]}} of spans of {TEMPO_SPANS}")
         # a table without "tempo" (written before it) draws each packet's rank on its own, as does

@@ -359,12 +359,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                     ll, first, members, groups = _per_direction(ll, rows, fwd, L)
                     ur = ur[first]
                     prior = prior[first] if len(prior) > 1 else prior
-                if profiled and (name in profiles.head_evidence or name in profiles.evidence):
-                    # the profile's per-position slots decide more of the first packets' values, and
-                    # of a span whose evidence the model gives alike for its class's every flow
-                    later = profiles.evidence.get(name, 1.0)
-                    ll = ll * np.where(wr % L < profiles.bands[0], profiles.head_evidence.get(name, later),
-                                       later)[:, None]
+                if profiled and name in profiles.head_evidence:
+                    # the profile's per-position slots decide more of the first packets' values
+                    ll = ll * np.where(wr % L < profiles.bands[0], profiles.head_evidence[name], 1.0)[:, None]
                 logp = prior + ll
                 if allowed is not None:
                     logp = np.where(allowed[c], logp, -np.inf)
