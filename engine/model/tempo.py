@@ -1,20 +1,18 @@
-"""A flow's tempo: the share of an ordered span's spread that is the flow's, not the packet's.
+"""A flow's pace: the share of an ordered span's spread that is the flow's, not the packet's.
 
-A profile's packets draw their gaps from the profile's distribution for their slot, each with its
-own uniform. Real flows keep a pace: a flow whose first gaps are long has long later ones too. Over
-the evaluation's held-out flows (seventeenth/eighteenth sessions) the flows' mean log gaps held 43-75 % of
-the gaps' variance in real zoom, Teams and youtube flows and 13-38 % in synthetic ones, and the
-gap statistics (mean, median, max, the flow's duration) were what per-class real-vs-synthetic
-detectors leaned on.
+A profile's packets draw their gaps and sizes from the profile's distribution for their slot,
+each with its own uniform. Real flows keep a pace: a flow whose first gaps are long has long later
+ones too. Over the evaluation's held-out flows (eighteenth session) the flows' mean log gaps held
+43-75 % of the gaps' variance in real zoom, Teams and youtube flows and 13-38 % in synthetic ones.
 
-So a span of :data:`TEMPO_SPANS` draws through a Gaussian copula: a flow draws one normal ``z``;
-a packet's uniform becomes ``Phi(sqrt(rho) z + sqrt(1 - rho) Phi^-1(u))`` and picks the value at
-that quantile of the packet's posterior, values in increasing order. Each packet's value keeps
-its own distribution (the uniform stays uniform), and its rank within it is shared with the
-flow's other packets by ``rho``, the class's *tempo*: fitted per class from its training flows
-(:func:`fit_tempo`: the between-flow share of the normal scores of each packet's value's
+So a span of :data:`TEMPO_SPANS` draws through a Gaussian copula: a flow draws one normal ``z``
+per span; a packet's uniform becomes ``Phi(sqrt(rho) z + sqrt(1 - rho) Phi^-1(u))`` and picks the
+value at that quantile of the packet's posterior, values in increasing order. Each packet's value
+keeps its own distribution (the uniform stays uniform), and its rank within it is shared with the
+flow's other packets by ``rho``, the class's *tempo*: fitted per class and span from its training
+flows (:func:`fit_tempo`: the between-flow share of the normal scores of each packet's value's
 mid-rank within its profile's slot; ``config.json`` profiles key ``tempo``). A table without it
-draws each packet on its own, as before.
+draws each packet on its own, as before. Measured: bench/quality_1024.md, "Eighteenth session".
 """
 
 from __future__ import annotations
