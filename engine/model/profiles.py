@@ -42,8 +42,8 @@ import numpy as np
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, get
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
-from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, TEMPO_U, fit_tempo
 from engine.model.profile_ports import fit_profile_ports, port_columns, read_profile_ports, responder_keys
+from engine.model.tempo import MAX_TEMPO, TEMPO_SPANS, TEMPO_U, fit_tempo
 from engine.model.vocab import PER_DIRECTION, draw_index
 
 #: the spans a profile holds (ICMP type and code have their own rule, vocab.JOINT)

@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, bits_to_uint, uint_to_bits
 from engine.codec.matrix import row_proto
+from engine.model.profile_ports import responder_keys
 from engine.model.tempo import flow_normals, paced
 
 #: the spans decoded onto vocabularies: single fields, plus the TCP flag bits as one span
@@ -237,7 +238,6 @@ def _choose_profiles(flat: np.ndarray, L: int, vocab: dict, profiles, flow_u: np
                 rows = rows + a
                 yield name, ll, rows // L, profiles.slot(rows % L, fwd[rows], lengths[rows // L])
     first = np.rint(np.clip(flat.reshape(-1, L, flat.shape[-1])[:, 0], -1, 1)).astype(np.int8)
-    from .profile_ports import responder_keys
     return choose(profiles, evidence(), lengths, row_proto(first), flow_u, rows=rows, of=of,
                   ports=responder_keys(first))
 
