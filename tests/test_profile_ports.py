@@ -31,6 +31,11 @@ def test_the_responders_port_is_the_first_packets_destination_when_the_initiator
     rows = np.concatenate([first_row(6, 50000, 443, True), first_row(17, 53, 61000, False),
                            np.full((1, LAYOUT.width), -1, np.int8)])
     assert responder_keys(rows).tolist() == [6 * 65536 + 443, 17 * 65536 + 53, -1]
+    # the rows-at-once form of the one-flow reading the port tables use
+    from engine.model.ports import flow_ports
+    for r, key in zip(rows[:2], responder_keys(rows[:2])):
+        p, _, responder = flow_ports(r[None])
+        assert key == p * 65536 + responder
 
 
 def test_port_columns_round_trip_and_others():

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.codec.layout import COL_DIR, get
 from engine.codec.matrix import row_proto
+from engine.model.ports import PORT_FIELDS
 
 #: a responder port gets its own column when at least this many of the class's training flows use it
 MIN_PORT_FLOWS = 2
@@ -29,16 +30,16 @@ MIN_PORT_FLOWS = 2
 PORT_PRIOR = 2.0
 #: at most this many ports per class (the most used; the rest are "other")
 MAX_PORTS = 256
-_FIELDS = {6: ("tcp_sprt", "tcp_dprt"), 17: ("udp_sport", "udp_dport")}
 
 
 def responder_keys(first: np.ndarray) -> np.ndarray:
     """``(B,)`` ``transport * 65536 + responder port`` of flows from their first rows
     ``(B, width)`` in {-1, 0, 1} (the responder's is the first packet's destination when the
-    initiator sent it); ``-1`` for flows that are not TCP or UDP."""
+    initiator sent it); ``-1`` for flows that are not TCP or UDP. The responder's port of
+    :func:`engine.model.ports.flow_ports`, for many flows at once."""
     p = row_proto(first)
     out = np.full(len(first), -1, np.int64)
-    for proto, (src, dst) in _FIELDS.items():
+    for proto, (src, dst) in PORT_FIELDS.items():
         on = p == proto
         if on.any():
             r = first[on]
@@ -74,7 +75,7 @@ def read_profile_ports(table, K: int, bad) -> tuple[np.ndarray, np.ndarray] | No
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise bad(f"ports: malformed ({e})") from None
     P = len(keys)
-    if P > MAX_PORTS or not np.isin(keys[:, 0], tuple(_FIELDS)).all() or ((keys[:, 1] < 0) | (keys[:, 1] > 65535)).any():
+    if P > MAX_PORTS or not np.isin(keys[:, 0], tuple(PORT_FIELDS)).all() or ((keys[:, 1] < 0) | (keys[:, 1] > 65535)).any():
         raise bad(f"ports: want at most {MAX_PORTS} [transport (6 or 17), port (0-65535)] keys")
     if c.ndim != 1 or len(c) % 2 or (len(c) and (c[0::2].min() < 0 or c[0::2].max() >= K * (P + 1)
                                                 or c[1::2].min() < 0)):

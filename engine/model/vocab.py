@@ -323,6 +323,9 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
             # decoded candidates of one sample (``same``): a row's evidence is the sample's, computed
             # once; where nothing else differs (the row's profile aside), so are its weights
             whole = same is not None and name not in per_dir and allowed is None
+            # a paced span draws a quantile of its values in increasing order (engine.model.tempo)
+            paced_draw = profiled and zf is not None and name in profiles.tempo
+            ascending = np.argsort(v, kind="stable") if paced_draw else None
             L = x.shape[1]
             for a in range(0, len(every), step):
                 c = slice(a, a + step)
@@ -352,7 +355,6 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 if calibration and name in calibration and not guided:
                     prior = prior + calibration[name][None, :]
                 ur = uf[rows, si]
-                paced_draw = profiled and zf is not None and name in profiles.tempo
                 if paced_draw:
                     ur = paced(ur, zf[name][rows // L], profiles.tempo[name])
                 if name in per_dir:
@@ -366,9 +368,8 @@ def decode(x: np.ndarray, vocab: dict, u: np.ndarray | None = None, palettes: li
                 if allowed is not None:
                     logp = np.where(allowed[c], logp, -np.inf)
                 w = np.exp(logp - logp.max(1, keepdims=True))
-                if paced_draw:          # a quantile of the values in increasing order
-                    order = np.argsort(v, kind="stable")
-                    got = order[draw_index(w[:, order], ur, back if (rep is not None and whole) else None)]
+                if paced_draw:
+                    got = ascending[draw_index(w[:, ascending], ur, back if (rep is not None and whole) else None)]
                 else:
                     got = draw_index(w, ur, back if (rep is not None and whole) else None)
                 if name in per_dir and chosen is not None and not guided and name in profiles.pairs:
