@@ -101,8 +101,11 @@ def test_fit_counts_the_flows_seen_without_their_handshake_and_those_that_stamp(
 
 
 def _soft(lists: list[bytes], syn, ack, fwd) -> np.ndarray:
-    """Rows whose option bits the model is sure of (the lists given)."""
-    return _rows(lists, syn, ack, fwd).astype(np.float32)
+    """Rows whose option bits the model is sure of (the lists given), and whose data offset the
+    field decoder left at 0, which no list has: it says nothing of the lists."""
+    r = _rows(lists, syn, ack, fwd).astype(np.float32)
+    r[:, DOFF] = 0
+    return r
 
 
 STAMPING = {"syn": [["020405b40402080axxxxxxxxxxxxxxxx01030307", 1], ["020405b40103030801010402", 1]],
@@ -137,6 +140,24 @@ def test_a_syn_ack_stamps_only_after_a_stamping_syn_and_keeps_its_share():
     # counts: SYN stamps 1 in 2, SYN-ACK 1 in 4 (1 in 2 after a stamping SYN); the model's sure
     # evidence (weighed by EVIDENCE) moves each some way, not all the way
     assert 0.55 < syn_ts.mean() < 0.8 and 0.5 < ack_ts[syn_ts].mean() < 0.8
+
+
+def test_the_data_offset_of_the_flows_profile_picks_lists_of_its_length():
+    # SYN-ACKs stamp in 1 of 4 after a stamping SYN by the counts; a flow whose profile gave its
+    # SYN-ACK the offset of the list without timestamps (8) takes it, one whose profile gave 10
+    # the stamped list, and the later segments follow the handshake; the model's bits are unsure
+    hs = _soft([LINUX_SYN, LINUX_SYN, NNT], syn=[1, 1, 0], ack=[0, 1, 1], fwd=[1, 0, 1])
+    hs[:, OPT] = 0.0
+    x = np.repeat(hs[None], 2000, 0)
+    x[:, 0, DOFF] = [1, 0, 1, 0]                                 # the SYNs: 10, stamped
+    x[:1000, 1, DOFF] = [1, 0, 0, 0]
+    x[1000:, 1, DOFF] = [1, 0, 1, 0]
+    u = np.random.default_rng(5).random(x.shape[:2])
+    got = np.rint(np.clip(decode_tcp_options(x, OptionLists(STAMPING, "a"), u), -1, 1)).astype(np.int8)
+    d = bits_to_uint(got[..., DOFF].reshape(-1, 4)).reshape(2000, 3)
+    assert (d[:, 0] == 10).mean() > 0.97
+    assert (d[:1000, 1] == 8).mean() > 0.97 and (d[1000:, 1] == 10).mean() > 0.9
+    assert ((d[:, 2] == 8) == ((d[:, 0] == 10) & (d[:, 1] == 10))).all()
 
 
 @pytest.mark.parametrize("bad", [

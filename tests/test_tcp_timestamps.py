@@ -104,3 +104,39 @@ def test_hostile_clock_tables_get_one_line():
         with pytest.raises(InputError) as e:
             OptionLists({**STAMPING, "clock": bad}, "a")
         assert "clock" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_clock_epochs_of_sixteen_bits_are_fitted_and_drawn_per_direction():
+    from engine.model.tcp_timestamps import fit_clocks
+    # two flows of one class: the initiator's first TSvals 0x1234_5678 and 0x1234_9999 (one
+    # 65-second epoch, 0x1234), the responder's 0xABCD_0001 once; the later TSvals do not count
+    rows = []
+    for first, later in ((0x1234_5678, 0x1300_0000), (0x1234_9999, 0x1300_0000)):
+        f = _flow(True)[2:5].astype(np.int8)                   # NNT rows: initiator, responder, initiator
+        for i, v in enumerate((first, 0xABCD_0001, later)):
+            f[i, OPT.start + 32:OPT.start + 64] = np.unpackbits(np.frombuffer(v.to_bytes(4, "big"), np.uint8))
+        rows.append(f)
+    rows = np.concatenate(rows)
+    t = fit_clocks(rows, np.array([0, 3, 6]), np.zeros(2, np.int64), ["a"])["a"]
+    assert t == {"bits": 16, "counts": [[0, 0xABCD, 2], [1, 0x1234, 2]]}
+    lists = OptionLists({**STAMPING, "stamps": [99, 100], "clock": t}, "a")
+    x = np.repeat(_flow(True)[2:][None], 600, 0)
+    out = decode_tcp_options(x, lists, np.random.default_rng(6).random(x.shape[:2]))
+    tops, lows = {0: set(), 1: set()}, set()
+    for g in out:
+        b = np.packbits(np.rint(np.clip(g[:, OPT], 0, 1)).astype(np.uint8), axis=1)
+        if (b[:, 2] == 8).all():
+            for i in range(2):
+                tops[int(g[i, COL_DIR] > 0.5)].add(int.from_bytes(b[i, 4:6].tobytes(), "big"))
+                lows.add(int.from_bytes(b[i, 6:8].tobytes(), "big"))
+    assert tops == {0: {0xABCD}, 1: {0x1234}} and len(lows) > 300      # the rest of the base uniform
+
+
+@pytest.mark.parametrize("bad", [{"bits": 12, "counts": [[1, 1, 1]]}, {"bits": 16, "counts": [[1, 65536, 1]]},
+                                 {"bits": 16}, {"bits": True, "counts": [[1, 1, 1]]},
+                                 {"bits": 8, "counts": [[1, 256, 1]]}, {"bits": 16, "counts": [[1, 1, 1]], "x": 1}])
+def test_hostile_sixteen_bit_clocks_get_one_line(bad):
+    from engine.errors import InputError
+    with pytest.raises(InputError) as e:
+        OptionLists({**STAMPING, "clock": bad}, "a")
+    assert "clock" in str(e.value) and "\n" not in str(e.value)

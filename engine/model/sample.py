@@ -34,6 +34,7 @@ from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
 from engine.model.calibrate import check_calibration
 from engine.model.profiles import FLOW_UNIFORMS, Profiles
+from engine.model.tcp_isn import write_initial_numbers
 from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import palette
 
@@ -265,6 +266,8 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
                          pri.profiles, fu, pri.calibration, same)
         if pri.tcp_options is not None and not b.guides:      # a guided flow keeps its guide's lists
             decode_tcp_options(x, pri.tcp_options, None if u is None else u[..., TCP_OPTIONS_U])
+        if not b.guides:                                      # and its guide's sequence numbers
+            write_initial_numbers(x, b.seeds)
     out = snap(x)
     if sampled < n:         # the rows not sampled are padding (added after decoding: not decoded)
         out = np.concatenate([out, np.full((len(out), n - sampled, out.shape[2]), -1, np.int8)], 1)

@@ -55,6 +55,8 @@ FREE = -1           # a byte left to the model (timestamp values)
 FLOOR = 0.05
 #: weight of the model's per-segment evidence in a table with ``stamps`` (measured: bench/quality_1024.md)
 EVIDENCE = 0.003
+#: weight of the data offset the field decoder gave a row (its flow profile's) in a table with ``stamps``
+DOFF_EVIDENCE = 4.0
 _KEY = re.compile(r"^(?:[0-9a-f]{2}|xx)*$")
 
 
@@ -210,6 +212,16 @@ def _evidence(soft: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return ll
 
 
+def _doff_evidence(decoded: np.ndarray, doff: np.ndarray, members: np.ndarray, per: np.ndarray) -> np.ndarray:
+    """``(G, V)`` log share of a group's rows whose decoded data offset is each list's, floored at
+    :data:`FLOOR`: a flow profile whose segments carry no options keeps its flows off the lists that
+    have them (a class's SYN-ACKs with timestamps came out at the class's share in its long flows too:
+    amazon's long flows 58 % against 28 % real, its 2-packet ones 67 % against 90 %)."""
+    match = np.zeros((len(per), len(doff)))
+    np.add.at(match, members, decoded[:, None] == doff[None, :])
+    return np.log(np.maximum(match / per, FLOOR))
+
+
 def _stamped_share(logn: np.ndarray, has_ts: np.ndarray) -> float:
     """The share of a role's count mass on lists with timestamps."""
     mass = np.exp(logn - logn.max())
@@ -263,6 +275,8 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
     stamps = np.full(B, -1, np.int64)
     syn_stamps = np.full(B, -1, np.int64)
     ts_start = np.full(B * L, -1, np.int64)     # where a row's timestamp values begin
+    # the data offset the field decoder drew from the flow's profile says how long a list it carries
+    decoded = bits_to_uint((flat[:, DOFF] > 0.5).astype(np.int8)).astype(np.int64) if new else None
     groups = []
     for k in sorted(lists.roles):
         rows = np.nonzero(tcp & (role == k))[0]
@@ -285,22 +299,26 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
         ll = np.zeros((len(first), len(targets)))
         for a in range(0, len(rows), chunk):
             np.add.at(ll, members[a:a + chunk], _evidence(flat[rows[a:a + chunk], OPT], targets))
-        if new and other:
-            ll /= np.bincount(members, minlength=len(first))[:, None]
+        ll *= weight
+        if new:
+            per = np.bincount(members, minlength=len(first))[:, None]
+            if other:
+                ll /= per
+            ll += DOFF_EVIDENCE * _doff_evidence(decoded[rows], doff, members, per)
         has_ts = np.isnan(targets).any(1)
-        logp = np.broadcast_to(logn[None, :], ll.shape) + weight * ll
+        logp = np.broadcast_to(logn[None, :], ll.shape) + ll
         flows = rows[first] // L
         if other:
             neg = stamps[flows]
             if new:
-                logp = np.where((neg < 0)[:, None], _midflow_prior(logn, has_ts, lists.stamps)[None, :] + weight * ll,
+                logp = np.where((neg < 0)[:, None], _midflow_prior(logn, has_ts, lists.stamps)[None, :] + ll,
                                 logp)
             allowed = (neg[:, None] < 0) | (has_ts[None, :] == (neg[:, None] == 1))
             allowed[~allowed.any(1)] = True
             logp = np.where(allowed, logp, -np.inf)
         elif new and ROLES[k] == "synack":
             s = syn_stamps[flows]
-            logp = np.where((s == 1)[:, None], _synack_prior(lists, logn, has_ts)[None, :] + weight * ll, logp)
+            logp = np.where((s == 1)[:, None], _synack_prior(lists, logn, has_ts)[None, :] + ll, logp)
             allowed = ~((s == 0)[:, None] & has_ts[None, :])
             allowed[~allowed.any(1)] = True
             logp = np.where(allowed, logp, -np.inf)

@@ -9,10 +9,15 @@ real ones. In the real flows every TSecr is an earlier TSval of the peer, and TS
 about one per millisecond (median over flows 0.99 for tls_https, Teams, YouTube; some http hosts
 tick slower). So a flow's values are written from its own times: each direction's clock starts at a base, then
 counts the elapsed milliseconds; TSecr is the peer's last TSval before the segment, 0 on a SYN that
-has none (as a SYN sends), else the peer's clock extrapolated. A clock's top byte (its 4.7-hour
-epoch) is a host's, and a class's hosts cluster (real http TSvals: top nibble 1 in 50 %, 3 in 28 %;
-the model's bits spread them): the base's top byte is drawn from the class's first TSvals per flow
-direction (``clock`` in the option table: ``[[direction, top byte, count], ...]``), the rest uniform.
+has none (as a SYN sends), else the peer's clock extrapolated. A clock's top bits (its epoch) are
+a host's, and a class's hosts cluster (real http TSvals: top nibble 1 in 50 %, 3 in 28 %; the
+model's bits spread them): the base's top :data:`CLOCK_BITS` bits are drawn from the class's first
+TSvals per flow direction (``clock`` in the option table: ``{"bits": 16, "counts": [[direction,
+top bits, count], ...]}``; a plain list is a table of top bytes, as fitted before the nineteenth
+session), the rest uniform. Sixteen bits (65-second epochs), not eight (4.7 hours): a class's
+hosts are few, so 33 epochs of 16 bits held the first TSvals of 235 http flow directions, and
+85 % of the held-out ones fell in one of them; with eight bits, a per-packet classifier still
+told synthetic http segments by the second TSval byte's top bit (real: 1 in 3 %, synthetic 50 %).
 A table without ``clock`` starts at the model's TSval where it wrote one, else uniform.
 """
 
@@ -30,16 +35,22 @@ from engine.repair import options as op
 MOD = 1 << 32
 #: soft value bits above this count as written by the model (absent is -1)
 WRITTEN = -0.5
+#: the top bits of a clock's base drawn from the class's (the rest uniform)
+CLOCK_BITS = 16
 
 
-def fit_clocks(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """Per class, ``[[direction, top byte, count], ...]``: the top byte of the first TSval of each
-    flow direction (1 the initiator's) that carries timestamps."""
+def fit_clocks(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classes: list[str],
+               bits: int = CLOCK_BITS) -> dict:
+    """Per class, ``{"bits": bits, "counts": [[direction, top bits, count], ...]}``: the top ``bits``
+    bits of the first TSval of each flow direction (1 the initiator's) that carries timestamps."""
     tcp = np.nonzero(rows[:, DOFF.start] != -1)[0]
     raw, _, t = walk_options(rows[tcp])
-    sel = (t.kind == op.TS) & (t.pos + 2 < raw.shape[1])
+    sel = (t.kind == op.TS) & (t.pos + 5 < raw.shape[1])
     at = tcp[t.row[sel]]
-    top = raw[t.row[sel], t.pos[sel] + 2].astype(np.int64)
+    val = np.zeros(int(sel.sum()), np.int64)
+    for k in range(4):
+        val = (val << 8) | raw[t.row[sel], t.pos[sel] + 2 + k].astype(np.int64)
+    top = val >> (32 - bits)
     flow = np.searchsorted(offsets, at, side="right") - 1
     fwd = (rows[at, COL_DIR] == 1).astype(np.int64)
     order = np.lexsort((at, flow * 2 + fwd))
@@ -48,23 +59,27 @@ def fit_clocks(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, classe
     out = {}
     for ci, c in enumerate(classes):
         own = first[labels[flow[first]] == ci]
-        n = np.zeros((2, 256), np.int64)
-        np.add.at(n, (fwd[own], top[own]), 1)
-        d, b = np.nonzero(n)
-        out[c] = [[int(i), int(j), int(n[i, j])] for i, j in zip(d, b)]
+        pairs, n = np.unique(np.stack([fwd[own], top[own]], 1), axis=0, return_counts=True)
+        if len(pairs):
+            out[c] = {"bits": bits, "counts": [[int(d), int(b), int(k)] for (d, b), k in zip(pairs, n)]}
     return out
 
 
 def check_clock(clock, label: str) -> np.ndarray | None:
-    """A table's ``clock`` as ``(2, 256)`` counts (``None`` if absent or empty); one line if hostile."""
+    """A table's ``clock`` as ``(2, 2 ** bits)`` counts (``None`` if absent or empty); one line if
+    hostile. A plain list is the form fitted before the nineteenth session: top bytes."""
     if clock is None:
         return None
-    if not isinstance(clock, list) or len(clock) > 512 or not all(
+    bits = 8
+    if isinstance(clock, dict) and set(clock) == {"bits", "counts"} and clock["bits"] in (8, 16) \
+            and not isinstance(clock["bits"], bool):
+        bits, clock = clock["bits"], clock["counts"]
+    if not isinstance(clock, list) or len(clock) > 2 ** 17 or not all(
             isinstance(e, list) and len(e) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in e)
-            and e[0] in (0, 1) and 0 <= e[1] <= 255 and 1 <= e[2] < 2 ** 53 for e in clock):
-        raise InputError(None, f"config.json: tcp_options of class {label!r}: want clock "
-                               f"[[direction 0/1, top byte 0-255, count >= 1], ...]")
-    n = np.zeros((2, 256), np.float64)
+            and e[0] in (0, 1) and 0 <= e[1] < 2 ** bits and 1 <= e[2] < 2 ** 53 for e in clock):
+        raise InputError(None, f"config.json: tcp_options of class {label!r}: want clock {{\"bits\": 8 or 16, "
+                               f"\"counts\": [[direction 0/1, top bits, count >= 1], ...]}}")
+    n = np.zeros((2, 2 ** bits), np.float64)
     for d, b, k in clock:
         n[d, b] += k
     return n if n.sum() else None
@@ -81,7 +96,7 @@ def clock_timestamps(x: np.ndarray, start: np.ndarray, u: np.ndarray | None,
     ``start`` ``(B, L)``: the column where a row's TSval bits begin, -1 where the row carries no
     timestamps; ``u`` ``(B, L)`` the option lists' uniforms in [0, 1), whose trailing bits draw a
     direction's base where the model wrote none (without them the model's bits, zeros where
-    absent, are the base); ``clock`` ``(2, 256)`` the class's counts of a base's top byte per
+    absent, are the base); ``clock`` ``(2, 2 ** bits)`` the class's counts of a base's top bits per
     direction (:func:`check_clock`), which then draw every base. Returns ``x``.
     """
     B, L, _ = x.shape
@@ -104,10 +119,10 @@ def clock_timestamps(x: np.ndarray, start: np.ndarray, u: np.ndarray | None,
     if clock is not None and u is not None:
         # bits 11-40 of the uniform pick the epoch, bits 29-53 the rest (its first bits drew the list)
         uu = np.asarray(u, np.float64)[b, l]
-        d = fwd[b, l].astype(np.int64)
-        w = clock[d] + np.where(clock[d].sum(1, keepdims=True) > 0, 0.0, 1.0)   # a direction never seen: uniform
-        top = draw_index(w, np.modf(uu * 2 ** 11)[0])
-        val0 = (top << 24) | np.floor(np.modf(uu * 2 ** 29)[0] * (1 << 24)).astype(np.int64)
+        low = 32 - int(np.log2(clock.shape[1]))
+        w = clock + np.where(clock.sum(1, keepdims=True) > 0, 0.0, 1.0)        # a direction never seen: uniform
+        top = draw_index(w, np.modf(uu * 2 ** 11)[0], fwd[b, l].astype(np.int64))
+        val0 = (top << low) | np.floor(np.modf(uu * 2 ** 29)[0] * (1 << low)).astype(np.int64)
     idx = np.arange(L)
     tsval = np.zeros((B, L), np.int64)
     last = np.full((2, B, L), -1, np.int64)          # per direction: the last stamped row at or before l
