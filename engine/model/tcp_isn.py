@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, uint_to_bits
+from engine.model.tcp_options import DOFF
 
 SEQ = LAYOUT.cols("tcp_seq")
-DOFF = LAYOUT.cols("tcp_doff")
 #: the stream of a flow's seed that draws its two initial sequence numbers
 STREAM = 0x15E0
 
