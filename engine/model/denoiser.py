@@ -32,6 +32,13 @@ def _sincos(n: int, d: int) -> torch.Tensor:
     return out
 
 
+def _gelu_form(h: torch.Tensor) -> str:
+    """The model trains with tanh-GELU; a CPU computing in bf16 takes the erf form instead: there
+    torch's tanh-GELU kernel is 4x slower (3.3 vs 0.85 ms for ``(16, 128, 512)``, a quarter of a
+    sampling step), and the two differ by under 5e-4, below bf16's step of 4e-3 at 1."""
+    return "none" if h.dtype == torch.bfloat16 and h.device.type == "cpu" else "tanh"
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-zero conditioning.
 
@@ -58,7 +65,8 @@ class Block(nn.Module):
         q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
         x = x + g1[:, None] * self.proj(a)
-        x = x + g2[:, None] * self.mlp(_modulate(self.norm2(x), s2, sc2))
+        h = self.mlp[0](_modulate(self.norm2(x), s2, sc2))
+        x = x + g2[:, None] * self.mlp[2](F.gelu(h, approximate=_gelu_form(h)))
         return x
 
 
@@ -142,7 +150,9 @@ class PacketDenoiser(ModelMixin, ConfigMixin):
         for blk in self.blocks:
             x = blk(x, c)
         shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
-        out = self.out(_modulate(self.norm_out(x), shift, scale))
+        # in the input's dtype (fp32 under autocast), in place: torch.addcmul of bf16 and fp32 operands
+        # promoted both to new fp32 tensors first, a fifth of a CPU bf16 forward; same values
+        out = self.out(_modulate(self.norm_out(x), shift, scale)).to(sample.dtype)
         if self.skip is not None:
-            out = torch.addcmul(out, self.skip(F.silu(c))[:, None, :], sample)     # one pass over (B, L, width)
+            out = out.addcmul_(self.skip(F.silu(c)).to(sample.dtype)[:, None, :], sample)   # one pass over (B, L, width)
         return out
