@@ -38,6 +38,7 @@ import torch
 from engine.codec.layout import COL_DIR
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
+from engine.model import streams
 from engine.model.profiles import HEAD, length_bucket
 
 
@@ -88,7 +89,7 @@ def draw_initiators(table: np.ndarray, seed: int, length: int, proto: int) -> in
     ``seed`` alone: from the flows of that length and transport, else the share of one of the same
     transport and length bucket (the profiles' powers of two, :func:`engine.model.profiles.length_bucket`);
     ``None`` where the class has neither."""
-    rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0xD1])
+    rng = streams.of(seed, streams.INITIATORS)
     same = table[table[:, 1] == proto]
     exact = same[same[:, 0] == length]
     if len(exact):
@@ -102,7 +103,7 @@ def draw_initiators(table: np.ndarray, seed: int, length: int, proto: int) -> in
 
 def gumbel_keys(seeds: list[int], rows: int) -> torch.Tensor:
     """``(B, rows)`` Gumbel variables, one per flow (by its seed) and row."""
-    u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0xD2]).random(rows) for s in seeds])
+    u = np.stack([streams.of(s, streams.DIRECTION_KEYS).random(rows) for s in seeds])
     return torch.from_numpy(-np.log(-np.log(np.clip(u, 1e-12, 1 - 1e-12)))).float()
 
 
@@ -164,7 +165,7 @@ def draw_head(table: np.ndarray, seed: int, length: int, proto: int, initiators:
     e = e[(ones <= initiators) & (h - ones <= length - initiators)]
     if not len(e):
         return None
-    rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0xD3])
+    rng = streams.of(seed, streams.OPENING)
     p = int(e[rng.choice(len(e), p=e[:, 3] / e[:, 3].sum()), 2])
     return [(p >> i) & 1 for i in range(h)]
 

@@ -26,6 +26,7 @@ import torch
 
 from engine.codec.matrix import COL_ICMP, COL_TCP, COL_UDP, TRANSPORT_COLS, row_proto
 from engine.codec.layout import COL_DIR, LAYOUT
+from engine.model import streams
 from engine.model.ports import impose_ports
 
 
@@ -76,7 +77,7 @@ def draw_shape(prior: list[list[int]] | None, seed: int, lo: int, hi: int, proto
     given; where it has no mass there (or there is no prior) the length is uniform over the range.
     Entries of two numbers (``[length, flows]``) carry no protocol.
     """
-    rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0x1E])
+    rng = streams.of(seed, streams.LENGTH)
     lo, hi = max(1, int(lo)), max(1, int(hi))
     if prior:
         v = np.array([e[0] for e in prior])

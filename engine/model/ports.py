@@ -29,6 +29,7 @@ import torch
 from engine.codec.layout import COL_DIR, LAYOUT, get, put
 from engine.codec.matrix import row_proto
 from engine.errors import InputError
+from engine.model import streams
 
 #: per transport: (source port field, destination port field)
 PORT_FIELDS = {6: ("tcp_sprt", "tcp_dprt"), 17: ("udp_sport", "udp_dport")}
@@ -133,7 +134,7 @@ def draw_ports(table: list[list[int]], seed: int, length: int, proto: int,
         return None
     exact = same[same[:, 0] == length]
     pool = exact if len(exact) else same
-    rng = np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0x9047])
+    rng = streams.of(seed, streams.PORTS)
     e = pool[rng.choice(len(pool), p=pool[:, 4] / pool[:, 4].sum())]
     lo, hi = client_range
     eph = int(rng.integers(lo, hi + 1))
@@ -158,7 +159,7 @@ def guide_ports(m: np.ndarray, table: list[list[int]], seed: int,
                     counts[(p, port)] += e[4]
     ini, res = pattern(p, a, b, counts)
     lo, hi = client_range
-    eph = int(np.random.default_rng([int(seed) & 0xFFFF_FFFF, int(seed) >> 32, 0x9047]).integers(lo, hi + 1))
+    eph = int(streams.of(seed, streams.PORTS).integers(lo, hi + 1))
     return p, ini or eph, res or eph
 
 

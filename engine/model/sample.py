@@ -11,7 +11,6 @@ flow indices (``i % world == rank``).
 from __future__ import annotations
 
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,18 +32,15 @@ from engine.model.ports import check_table, draw_ports, guide_ports, write_ports
 from engine.model.vocab import SPANS
 from engine.model.vocab import decode as decode_vocab
 from engine.model.calibrate import check_calibration
+from engine.model import streams
 from engine.model.profiles import FLOW_UNIFORMS, Profiles
+from engine.model.streams import flow_seed  # noqa: F401  (generate, sd.sample and tests import it from here)
 from engine.model.tcp_isn import write_initial_numbers
 from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import palette
 
 #: a TCP row's option list decides its data offset, so the offset's uniform draws the list
 TCP_OPTIONS_U = list(SPANS).index("tcp_doff")
-
-
-def flow_seed(seed: int, index: int, attempt: int) -> int:
-    h = hashlib.sha256(f"netdiff/{seed}/{index}/{attempt}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def flow_proto(m: np.ndarray) -> int:
@@ -258,10 +254,10 @@ def _denoise(model, model_cfg: dict, pri: ClassPriors, opts: SampleOptions, b: _
         # each flow's draws come from its own seed, like its noise; a row's uniforms are the same
         # whatever bucket the flow is sampled in (a generator fills row by row: the first rows of
         # a draw for all L rows are a draw for the rows sampled)
-        u = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x70CA]).random((sampled, len(SPANS)))
+        u = np.stack([streams.of(s, streams.FIELD_UNIFORMS).random((sampled, len(SPANS)))
                       for s in b.seeds]) if opts.vocab_draw else None
         pals = [palette(m) for m in b.guides] if (b.guides and opts.palette_weight > 0) else None
-        fu = np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, 0x9F0F]).random(FLOW_UNIFORMS) for s in b.seeds])
+        fu = np.stack([streams.of(s, streams.FLOW_DRAWS).random(FLOW_UNIFORMS) for s in b.seeds])
         x = decode_vocab(x.float().cpu().numpy(), pri.vocab, u, pals, opts.palette_weight, pri.joint,
                          pri.profiles, fu, pri.calibration, same)
         if pri.tcp_options is not None and not b.guides:      # a guided flow keeps its guide's lists

@@ -15,17 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from engine.codec.layout import COL_DIR, LAYOUT, uint_to_bits
-from engine.model.tcp_options import DOFF
+from engine.model import streams
+from engine.model.tcp_options import tcp_rows
 
 SEQ = LAYOUT.cols("tcp_seq")
-#: the stream of a flow's seed that draws its two initial sequence numbers
-STREAM = 0x15E0
 
 
 def initial_numbers(seeds: list[int]) -> np.ndarray:
     """``(B, 2)`` uint64: per flow, the initial sequence number of the responder (0) and the
     initiator (1), each from the flow's 64-bit seed."""
-    return np.stack([np.random.default_rng([s & 0xFFFF_FFFF, s >> 32, STREAM]).integers(0, 1 << 32, 2, np.uint64)
+    return np.stack([streams.of(s, streams.ISN).integers(0, 1 << 32, 2, np.uint64)
                      for s in seeds]) if len(seeds) else np.zeros((0, 2), np.uint64)
 
 
@@ -34,7 +33,7 @@ def write_initial_numbers(x: np.ndarray, seeds: list[int]) -> np.ndarray:
     ``x`` ``(B, L, width)`` (floats, after the field decoder); the repair then advances it by the
     bytes each segment carries. Returns ``x``."""
     B, L, _ = x.shape
-    tcp = np.rint(np.clip(x[..., DOFF.start], -1, 1)) != -1
+    tcp = tcp_rows(x)
     if not tcp.any():
         return x
     isn = initial_numbers(seeds)

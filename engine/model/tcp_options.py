@@ -60,6 +60,12 @@ DOFF_EVIDENCE = 4.0
 _KEY = re.compile(r"^(?:[0-9a-f]{2}|xx)*$")
 
 
+def tcp_rows(x: np.ndarray) -> np.ndarray:
+    """Which rows of ``x`` (``(..., width)``, snapped or the denoiser's floats) are TCP: their data
+    offset is present."""
+    return np.rint(np.clip(x[..., DOFF.start], -1, 1)) != -1
+
+
 def roles(flags_syn: np.ndarray, flags_ack: np.ndarray) -> np.ndarray:
     """Per row: 0 SYN, 1 SYN-ACK, 2 other (index into :data:`ROLES`)."""
     syn = flags_syn.astype(bool)
@@ -84,7 +90,7 @@ def layouts(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     raw, olen, t = walk_options(rows)
     syn = (rows[:, SYN] == 1)[t.row]
     good = op.TCP_KNOWN[t.kind] & (~op.TCP_SYN_ONLY_T[t.kind] | syn) & op.first_of_kind(t)
-    ok = t.ok & (np.bincount(t.row[~good], minlength=len(rows)) == 0) & (rows[:, DOFF.start] != -1)
+    ok = t.ok & (np.bincount(t.row[~good], minlength=len(rows)) == 0) & tcp_rows(rows)
     out = raw.astype(np.int16)
     ts = t.row[t.kind == op.TS], t.pos[t.kind == op.TS]
     for k in range(2, 10):
@@ -102,7 +108,7 @@ def _midflow(rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndar
     TCP segments carry timestamps."""
     F = len(offsets) - 1
     flow = np.repeat(np.arange(F), np.diff(offsets))
-    tcp = rows[:, DOFF.start] != -1
+    tcp = tcp_rows(rows)
     b, _ = layouts(rows[tcp])
     n_tcp = np.bincount(flow[tcp], minlength=F)
     n_syn = np.bincount(flow[tcp], weights=rows[tcp, SYN] == 1, minlength=F)
@@ -125,7 +131,7 @@ def fit_tcp_options(rows: np.ndarray, offsets: np.ndarray, labels: np.ndarray, c
     row_labels = np.repeat(labels, np.diff(offsets))
     mid, ts = _midflow(rows, offsets)
     clocks = fit_clocks(rows, offsets, labels, classes)
-    tcp = rows[:, DOFF.start] != -1
+    tcp = tcp_rows(rows)
     for ci, c in enumerate(classes):
         sel = np.nonzero(tcp & (row_labels == ci))[0]
         if not len(sel):
@@ -265,7 +271,7 @@ def decode_tcp_options(x: np.ndarray, lists: OptionLists, u: np.ndarray | None, 
     """
     B, L, W = x.shape
     flat = x.reshape(-1, W)
-    tcp = np.rint(np.clip(flat[:, DOFF.start], -1, 1)) != -1
+    tcp = tcp_rows(flat)
     role = roles(flat[:, SYN] > 0.5, flat[:, ACK] > 0.5)
     uf = None if u is None else np.asarray(u, np.float64).reshape(-1)
     new = lists.evidence is not None
