@@ -244,7 +244,8 @@ def test_picks_judge_every_candidate_in_one_repair(model_dir):
     from engine.model.checkpoint import load_model
     from engine.model.critic import draw, flow_features
     from engine.model.candidates import candidate_index
-    from engine.model.sample import SampleOptions, flow_seed, sample_flows
+    from engine.model.sample import SampleOptions, sample_flows
+    from engine.model.streams import flow_seed
     model, cfg, _ = load_model(model_dir)
     k, n = 3, 8
     req = GenerationRequest(label="zoom", count=n, seed=3, server_ports=(8801, 443))

@@ -50,8 +50,9 @@ from engine.model.guide import guide_order, load_guides
 from engine.model.pool import SamplePool, auto_processes
 from engine.model.ports import write_ports
 from engine.model.candidates import candidate_index
-from engine.model.sample import (SampleOptions, SampleStats, flow_proto, flow_seed, held_ports, sample_flows,
+from engine.model.sample import (SampleOptions, SampleStats, flow_proto, held_ports, sample_flows,
                                  usable_guides)
+from engine.model.streams import flow_seed
 from engine.datasets.partial import WINDOW, PartialRun, fingerprint, stopped_line, window_progress
 
 

@@ -34,7 +34,7 @@ from engine.model.vocab import decode as decode_vocab
 from engine.model.calibrate import check_calibration
 from engine.model import streams
 from engine.model.profiles import FLOW_UNIFORMS, Profiles
-from engine.model.streams import flow_seed  # noqa: F401  (generate, sd.sample and tests import it from here)
+from engine.model.streams import flow_seed
 from engine.model.tcp_isn import write_initial_numbers
 from engine.model.tcp_options import OptionLists, decode_tcp_options
 from engine.model.vocab import palette

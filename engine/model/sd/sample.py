@@ -169,8 +169,9 @@ def sample_sd_flows(sampler: SDSampler, label: str, indices: list[int], seed: in
     :func:`engine.model.sample.sample_flows` does for the native model."""
     from engine.model.diffusion import cut_at_padding
     from engine.model.guide import assign_guides
-    from engine.model.sample import (PROTO_NUM, SampleStats, _better, flow_proto, flow_seed, force_transport,
+    from engine.model.sample import (PROTO_NUM, SampleStats, _better, flow_proto, force_transport,
                                      majority_proto)
+    from engine.model.streams import flow_seed
 
     if label not in sampler.cfg["classes"]:
         raise InputError(None, f"label {label!r} is not one of the run's classes: {', '.join(sampler.cfg['classes'])}")
