@@ -39,6 +39,13 @@ def _gelu_form(h: torch.Tensor) -> str:
     return "none" if h.dtype == torch.bfloat16 and h.device.type == "cpu" else "tanh"
 
 
+class _GELU(nn.GELU):
+    """tanh-GELU, in the form :func:`_gelu_form` picks for its input."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(h, approximate=_gelu_form(h))
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-zero conditioning.
 
@@ -53,7 +60,7 @@ class Block(nn.Module):
         self.proj = nn.Linear(d, d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         h = int(d * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(approximate="tanh"), nn.Linear(h, d))
+        self.mlp = nn.Sequential(nn.Linear(d, h), _GELU(approximate="tanh"), nn.Linear(h, d))
         self.ada = nn.Linear(d, 6 * d)
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
@@ -65,8 +72,7 @@ class Block(nn.Module):
         q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
         x = x + g1[:, None] * self.proj(a)
-        h = self.mlp[0](_modulate(self.norm2(x), s2, sc2))
-        x = x + g2[:, None] * self.mlp[2](F.gelu(h, approximate=_gelu_form(h)))
+        x = x + g2[:, None] * self.mlp(_modulate(self.norm2(x), s2, sc2))
         return x
 
 
